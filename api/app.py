@@ -1,0 +1,53 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routers import campaigns, health, public, tags
+from campaigns.db import libpq_url, make_engine, make_sessionmaker
+from campaigns.scanning.service import ScanService
+from campaigns.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. The lifespan opens the database pool and starts the scan runtime
+    (tag cache, listener, writer); shutdown drains the scan writer."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        scans = ScanService(
+            conninfo=libpq_url(settings.database_url),
+            data_dir=settings.data_dir,
+            secret_key=settings.secret_key,
+            batch_size=settings.writer_batch_size,
+            max_delay_s=settings.writer_max_delay_s,
+            reconcile_interval_s=settings.cache_reconcile_interval_s,
+        )
+        app.state.scans = scans
+        await scans.start()
+        try:
+            yield
+        finally:
+            await scans.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Passerelle",
+        version="0.1.0",
+        summary="QR and NFC campaigns, scans, conversions and attribution.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (public, health, campaigns, tags):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,74 @@
+"""Typed FastAPI dependencies: the unit-of-work session and the authenticated organization."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from campaigns.errors import Unauthorized
+from campaigns.models import Campaign, Tag
+from campaigns.scanning.service import ScanService
+from campaigns.services.organizations import authenticate
+from campaigns.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer psk_...`")
+
+
+@event.listens_for(Session, "after_flush")
+def _remember_cache_changes(session: Session, _flush_context: object) -> None:
+    """Note the tags and campaigns a request changed, so this process's tag cache is
+    refreshed right after commit (other processes learn it through NOTIFY)."""
+    changed = session.info.setdefault("cache_changes", {"tags": set(), "campaigns": set()})
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, Tag):
+            changed["tags"].add(obj.id)
+        elif isinstance(obj, Campaign):
+            changed["campaigns"].add(obj.id)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session per request: commit on success, roll back on error (unit of work)."""
+    async with request.app.state.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        changes = session.info.pop("cache_changes", None)
+        if changes:
+            scans: ScanService = request.app.state.scans
+            await scans.reload(tag_ids=changes["tags"], campaign_ids=changes["campaigns"])
+
+
+# scope="function": commit before the response is sent, so a 2xx means stored.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_organization_id(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> int:
+    """The organization of the bearer API key. Raises :class:`Unauthorized` (401)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Missing bearer API key", code="missing_api_key")
+    api_key = await authenticate(session, secret=credentials.credentials)
+    return api_key.organization_id
+
+
+OrganizationId = Annotated[int, Depends(get_organization_id)]
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The settings the app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -1,0 +1,69 @@
+"""``/v1/campaigns``: create, list, read, update, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from api.deps import OrganizationId, SessionDep
+from api.views import campaign_read
+from campaigns.schemas import CampaignCreate, CampaignRead, CampaignUpdate, Page
+from campaigns.services import campaigns as service
+
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+
+
+@router.post("", status_code=201, response_model=CampaignRead)
+async def create_campaign(
+    data: CampaignCreate, session: SessionDep, organization_id: OrganizationId
+) -> CampaignRead:
+    """Create a campaign (409 ``slug_taken`` when the slug is used)."""
+    campaign = await service.create_campaign(session, organization_id=organization_id, data=data)
+    return campaign_read(campaign)
+
+
+@router.get("", response_model=Page[CampaignRead])
+async def list_campaigns(
+    session: SessionDep,
+    organization_id: OrganizationId,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    archived: bool | None = None,
+) -> Page[CampaignRead]:
+    """Newest first; follow ``next_cursor`` for the next page."""
+    rows, next_cursor = await service.list_campaigns(
+        session, organization_id=organization_id, limit=limit, cursor=cursor, archived=archived
+    )
+    return Page[CampaignRead](items=[campaign_read(c) for c in rows], next_cursor=next_cursor)
+
+
+@router.get("/{campaign_id}", response_model=CampaignRead)
+async def get_campaign(
+    campaign_id: int, session: SessionDep, organization_id: OrganizationId
+) -> CampaignRead:
+    """One campaign (404 ``campaign_not_found``)."""
+    campaign = await service.get_campaign(
+        session, organization_id=organization_id, campaign_id=campaign_id
+    )
+    return campaign_read(campaign)
+
+
+@router.patch("/{campaign_id}", response_model=CampaignRead)
+async def update_campaign(
+    campaign_id: int, data: CampaignUpdate, session: SessionDep, organization_id: OrganizationId
+) -> CampaignRead:
+    """Change the fields sent; tags follow within a second on every server."""
+    campaign = await service.update_campaign(
+        session, organization_id=organization_id, campaign_id=campaign_id, data=data
+    )
+    return campaign_read(campaign)
+
+
+@router.delete("/{campaign_id}", status_code=204)
+async def delete_campaign(
+    campaign_id: int, session: SessionDep, organization_id: OrganizationId
+) -> Response:
+    """Delete a campaign: its tags stop resolving; its scans stay for reports."""
+    await service.delete_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
+    return Response(status_code=204)

@@ -1,0 +1,76 @@
+"""Tags: ``POST/GET /v1/campaigns/{id}/tags``, ``GET/PATCH /v1/tags/{id}``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import OrganizationId, SessionDep, SettingsDep
+from api.views import tag_read
+from campaigns.schemas import Page, TagCreate, TagRead, TagUpdate
+from campaigns.services import tags as service
+from campaigns.services.campaigns import MAX_PAGE_SIZE
+
+router = APIRouter(tags=["tags"])
+
+
+@router.post("/v1/campaigns/{campaign_id}/tags", status_code=201, response_model=TagRead)
+async def create_tag(
+    campaign_id: int,
+    data: TagCreate,
+    session: SessionDep,
+    organization_id: OrganizationId,
+    settings: SettingsDep,
+) -> TagRead:
+    """Create a tag with a fresh random code; scannable at once on this server and within
+    a second on every other."""
+    tag = await service.create_tag(
+        session, organization_id=organization_id, campaign_id=campaign_id, data=data
+    )
+    return tag_read(tag, settings.short_link_origin)
+
+
+@router.get("/v1/campaigns/{campaign_id}/tags", response_model=Page[TagRead])
+async def list_tags(
+    campaign_id: int,
+    session: SessionDep,
+    organization_id: OrganizationId,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Page[TagRead]:
+    """A campaign's tags, newest first."""
+    rows, next_cursor = await service.list_tags(
+        session,
+        organization_id=organization_id,
+        campaign_id=campaign_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    origin = settings.short_link_origin
+    return Page[TagRead](items=[tag_read(t, origin) for t in rows], next_cursor=next_cursor)
+
+
+@router.get("/v1/tags/{tag_id}", response_model=TagRead)
+async def get_tag(
+    tag_id: int, session: SessionDep, organization_id: OrganizationId, settings: SettingsDep
+) -> TagRead:
+    """One tag (404 ``tag_not_found``)."""
+    tag = await service.get_tag(session, organization_id=organization_id, tag_id=tag_id)
+    return tag_read(tag, settings.short_link_origin)
+
+
+@router.patch("/v1/tags/{tag_id}", response_model=TagRead)
+async def update_tag(
+    tag_id: int,
+    data: TagUpdate,
+    session: SessionDep,
+    organization_id: OrganizationId,
+    settings: SettingsDep,
+) -> TagRead:
+    """Relabel, re-point, disable (scans then get 404) or re-enable a tag."""
+    tag = await service.update_tag(
+        session, organization_id=organization_id, tag_id=tag_id, data=data
+    )
+    return tag_read(tag, settings.short_link_origin)

@@ -1,0 +1,46 @@
+"""ORM -> response schema conversions that need more than ``from_attributes``."""
+
+from __future__ import annotations
+
+from campaigns.models import Campaign, Tag
+from campaigns.scanning.links import qr_url, short_url
+from campaigns.schemas import CampaignRead, Money, TagRead, Utm
+
+
+def campaign_read(campaign: Campaign) -> CampaignRead:
+    """The API view of a campaign (``cost`` and ``utm`` as objects)."""
+    cost = (
+        Money(amount_minor=campaign.cost_amount_minor, currency=campaign.cost_currency)
+        if campaign.cost_amount_minor is not None and campaign.cost_currency
+        else None
+    )
+    return CampaignRead(
+        id=campaign.id,
+        name=campaign.name,
+        slug=campaign.slug,
+        destination_url=campaign.destination_url,
+        fallback_url=campaign.fallback_url,
+        starts_at=campaign.starts_at,
+        ends_at=campaign.ends_at,
+        utm=Utm(**campaign.utm),
+        cost=cost,
+        archived=campaign.archived,
+        created_at=campaign.created_at,
+        updated_at=campaign.updated_at,
+    )
+
+
+def tag_read(tag: Tag, origin: str) -> TagRead:
+    """The API view of a tag; ``origin`` is the public short-link origin (``BASE_URL``)."""
+    return TagRead(
+        id=tag.id,
+        code=tag.code,
+        short_url=short_url(origin, tag.code),
+        qr_content=qr_url(origin, tag.code),
+        kind=tag.kind,
+        campaign_id=tag.campaign_id,
+        label=tag.label,
+        destination_url=tag.destination_url,
+        status=tag.status,
+        created_at=tag.created_at,
+    )

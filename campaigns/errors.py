@@ -1,0 +1,67 @@
+"""Domain errors. Each carries an HTTP status and a stable machine ``code``.
+
+The API renders them as RFC 9457 ``application/problem+json``
+(``type, title, status, detail, code`` and ``errors`` for field problems).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every error a service raises on purpose.
+
+    ``status`` is the HTTP status the API answers with, ``code`` a stable
+    snake_case identifier clients may switch on, ``errors`` optional field problems
+    (``[{"loc": [...], "msg": str, "type": str}]``).
+    """
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        self.errors = errors
+
+
+class NotFound(DomainError):
+    """The resource does not exist or belongs to another organization (404)."""
+
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    """The request clashes with stored state (409)."""
+
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class InvalidInput(DomainError):
+    """Semantically invalid input detected by a service rather than by a schema (422)."""
+
+    status = 422
+    code = "validation_error"
+    title = "Invalid input"
+
+
+class Unauthorized(DomainError):
+    """Missing, unknown or revoked API key (401)."""
+
+    status = 401
+    code = "unauthorized"
+    title = "Unauthorized"

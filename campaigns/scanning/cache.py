@@ -1,0 +1,277 @@
+"""In-memory index of what decides a redirect: active tags and their campaigns.
+
+The hot path (``GET /s/{code}``) resolves codes here and never touches the database.
+Each server process holds its own copy: loaded in full at start, refreshed within
+milliseconds through PostgreSQL ``LISTEN passerelle_cache`` (triggers on ``tags`` and
+``campaigns`` send ``"<table>:<id>"``), reconciled periodically from ``updated_at`` as a
+safety net, and saved to a snapshot file so a process can serve while the database is
+down at start-up.
+
+Memory: one :class:`TagEntry` (a tuple) per tag, about 250 bytes with its key, so a
+million tags cost roughly 250 MB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import psycopg
+from psycopg.rows import TupleRow
+
+NOTIFY_CHANNEL = "passerelle_cache"
+
+_CAMPAIGN_COLUMNS = (
+    "id, organization_id, slug, destination_url, fallback_url, starts_at, ends_at, utm, "
+    "archived, deleted_at IS NOT NULL"
+)
+_TAG_COLUMNS = "id, code, campaign_id, kind, label, destination_url, status"
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignEntry:
+    """What the hot path needs of a campaign. Times are aware UTC; ``utm`` maps
+    ``source|medium|campaign|term|content`` to default values."""
+
+    id: int
+    organization_id: int
+    slug: str
+    destination_url: str
+    fallback_url: str | None
+    starts_at: dt.datetime | None
+    ends_at: dt.datetime | None
+    utm: dict[str, str]
+    archived: bool
+
+    def is_live(self, now: dt.datetime) -> bool:
+        """True when the campaign is not archived and ``now`` is inside its schedule."""
+        if self.archived:
+            return False
+        if self.starts_at is not None and now < self.starts_at:
+            return False
+        return self.ends_at is None or now < self.ends_at
+
+
+class TagEntry(NamedTuple):
+    """An active tag. ``code`` is upper case; ``destination_url`` overrides the campaign's."""
+
+    id: int
+    code: str
+    campaign_id: int
+    kind: str
+    label: str | None
+    destination_url: str | None
+
+
+class TagCache:
+    """Code -> (tag, campaign) lookups, with loaders that read PostgreSQL.
+
+    Loader methods take an open ``psycopg.AsyncConnection`` and raise ``psycopg.Error``
+    when the database fails; lookups never raise and never block.
+    """
+
+    def __init__(self) -> None:
+        self._tags: dict[str, TagEntry] = {}
+        self._codes_by_id: dict[int, str] = {}
+        self._campaigns: dict[int, CampaignEntry] = {}
+        #: Database time of the last successful load, the lower bound of the next reconcile.
+        self.synced_at: dt.datetime | None = None
+        #: True once loaded from the database (not only from a snapshot).
+        self.loaded_from_db = False
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def lookup(self, code: str) -> tuple[TagEntry, CampaignEntry] | None:
+        """The active tag with ``code`` (already upper case) and its campaign, or None."""
+        tag = self._tags.get(code)
+        if tag is None:
+            return None
+        campaign = self._campaigns.get(tag.campaign_id)
+        if campaign is None:
+            return None
+        return tag, campaign
+
+    # -- applying rows -------------------------------------------------------------------
+
+    def _apply_campaign(self, row: tuple[Any, ...]) -> None:
+        (cid, org, slug, dest, fallback, starts, ends, utm, archived, deleted) = row
+        if deleted:
+            self._campaigns.pop(cid, None)
+            return
+        self._campaigns[cid] = CampaignEntry(
+            cid, org, slug, dest, fallback, starts, ends, dict(utm or {}), archived
+        )
+
+    def _apply_tag(self, row: tuple[Any, ...]) -> None:
+        tid, code, campaign_id, kind, label, dest, status = row
+        old_code = self._codes_by_id.pop(tid, None)
+        if old_code is not None:
+            self._tags.pop(old_code, None)
+        if status != "active":
+            return
+        self._tags[code] = TagEntry(tid, code, campaign_id, kind, label, dest)
+        self._codes_by_id[tid] = code
+
+    def _forget_tags(self, ids: Iterable[int]) -> None:
+        for tid in ids:
+            code = self._codes_by_id.pop(tid, None)
+            if code is not None:
+                self._tags.pop(code, None)
+
+    # -- loaders ------------------------------------------------------------------------
+
+    async def load_all(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        """Replace the whole cache with the database's active tags and live campaigns."""
+        async with conn.transaction():
+            now = await _db_now(conn)
+            campaigns = await (
+                await conn.execute(
+                    f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE deleted_at IS NULL"  # noqa: S608
+                )
+            ).fetchall()
+            fresh = TagCache()
+            for row in campaigns:
+                fresh._apply_campaign(row)
+            async with conn.cursor(name="passerelle_tag_cache") as cur:
+                cur.itersize = 20_000
+                await cur.execute(
+                    f"SELECT {_TAG_COLUMNS} FROM tags WHERE status = 'active'"  # noqa: S608
+                )
+                async for row in cur:
+                    fresh._apply_tag(row)
+        self._tags, self._codes_by_id, self._campaigns = (
+            fresh._tags,
+            fresh._codes_by_id,
+            fresh._campaigns,
+        )
+        self.synced_at = now
+        self.loaded_from_db = True
+
+    async def reload(
+        self,
+        conn: psycopg.AsyncConnection[TupleRow],
+        *,
+        tag_ids: Iterable[int] = (),
+        campaign_ids: Iterable[int] = (),
+    ) -> None:
+        """Re-read the given rows (after a NOTIFY or a write in this process)."""
+        tag_list, campaign_list = list(set(tag_ids)), list(set(campaign_ids))
+        if campaign_list:
+            rows = await (
+                await conn.execute(
+                    f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ANY(%s)",  # noqa: S608
+                    (campaign_list,),
+                )
+            ).fetchall()
+            found = {row[0] for row in rows}
+            for row in rows:
+                self._apply_campaign(row)
+            for cid in set(campaign_list) - found:
+                self._campaigns.pop(cid, None)
+        if tag_list:
+            rows = await (
+                await conn.execute(
+                    f"SELECT {_TAG_COLUMNS} FROM tags WHERE id = ANY(%s)",  # noqa: S608
+                    (tag_list,),
+                )
+            ).fetchall()
+            for row in rows:
+                self._apply_tag(row)
+            self._forget_tags(set(tag_list) - {row[0] for row in rows})
+
+    async def reconcile(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        """Apply every row changed since the last sync (with a 60 s overlap for clock skew
+        and long transactions); a full load when never synced."""
+        if self.synced_at is None:
+            await self.load_all(conn)
+            return
+        since = self.synced_at - dt.timedelta(seconds=60)
+        now = await _db_now(conn)
+        for row in await (
+            await conn.execute(
+                f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE updated_at >= %s",  # noqa: S608
+                (since,),
+            )
+        ).fetchall():
+            self._apply_campaign(row)
+        for row in await (
+            await conn.execute(
+                f"SELECT {_TAG_COLUMNS} FROM tags WHERE updated_at >= %s",  # noqa: S608
+                (since,),
+            )
+        ).fetchall():
+            self._apply_tag(row)
+        self.synced_at = now
+        self.loaded_from_db = True
+
+    # -- snapshot -------------------------------------------------------------------------
+
+    def save_snapshot(self, path: Path) -> None:
+        """Write the cache atomically as JSON (temp file, fsync, rename). Blocking."""
+        data = {
+            "campaigns": [
+                [
+                    c.id,
+                    c.organization_id,
+                    c.slug,
+                    c.destination_url,
+                    c.fallback_url,
+                    _iso(c.starts_at),
+                    _iso(c.ends_at),
+                    c.utm,
+                    c.archived,
+                ]
+                for c in self._campaigns.values()
+            ],
+            "tags": [list(t) for t in self._tags.values()],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            json.dump(data, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+
+    def load_snapshot(self, path: Path) -> bool:
+        """Fill the cache from a snapshot; False when there is none or it is unreadable."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            fresh = TagCache()
+            for c in data["campaigns"]:
+                fresh._campaigns[c[0]] = CampaignEntry(
+                    c[0], c[1], c[2], c[3], c[4], _parse(c[5]), _parse(c[6]), c[7], c[8]
+                )
+            for t in data["tags"]:
+                entry = TagEntry(*t)
+                fresh._tags[entry.code] = entry
+                fresh._codes_by_id[entry.id] = entry.code
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return False
+        self._tags, self._codes_by_id, self._campaigns = (
+            fresh._tags,
+            fresh._codes_by_id,
+            fresh._campaigns,
+        )
+        return True
+
+
+async def _db_now(conn: psycopg.AsyncConnection[TupleRow]) -> dt.datetime:
+    row = await (await conn.execute("SELECT clock_timestamp()")).fetchone()
+    assert row is not None
+    value: dt.datetime = row[0]
+    return value
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None

@@ -1,0 +1,207 @@
+"""Request and response schemas (``XCreate / XUpdate / XRead``).
+
+Money is ``{"amount_minor": int >= 0, "currency": ISO 4217 code}``; times are ISO 8601
+with a timezone (naive times are rejected); URLs must be absolute http(s).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import pycountry
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+T = TypeVar("T")
+
+
+def _check_url(value: str) -> str:
+    """Accept absolute http(s) URLs with a host, no credentials, no control characters."""
+    if len(value) > 2048:
+        raise ValueError("URL is longer than 2048 characters")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        raise ValueError("URL contains whitespace or control characters")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("URL scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError("URL must have a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("URL must not carry credentials")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError("URL port is invalid") from exc
+    return value
+
+
+def _check_currency(value: str) -> str:
+    if len(value) != 3 or pycountry.currencies.get(alpha_3=value) is None:
+        raise ValueError("currency must be an ISO 4217 code such as EUR")
+    return value
+
+
+HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_url)]
+Currency = Annotated[str, StringConstraints(to_upper=True), AfterValidator(_check_currency)]
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=100)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+UtmValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class Schema(BaseModel):
+    """Base: unknown fields are errors, ORM objects can be read."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+
+class Money(Schema):
+    """An amount in minor units (cents for EUR, yen for JPY) of an ISO 4217 currency."""
+
+    amount_minor: int = Field(ge=0, le=10**15)
+    currency: Currency
+
+
+class Utm(Schema):
+    """Default UTM parameters. ``medium`` defaults to the channel (``qr``, ``nfc``),
+    ``campaign`` to the campaign slug, ``content`` to the tag label or code."""
+
+    source: UtmValue | None = None
+    medium: UtmValue | None = None
+    campaign: UtmValue | None = None
+    term: UtmValue | None = None
+    content: UtmValue | None = None
+
+
+class _Schedule(Schema):
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> Any:
+        starts, ends = getattr(self, "starts_at", None), getattr(self, "ends_at", None)
+        if starts is not None and ends is not None and ends <= starts:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class CampaignCreate(_Schedule):
+    """Body of ``POST /v1/campaigns``."""
+
+    name: Name
+    slug: Slug | None = None
+    destination_url: HttpUrl
+    fallback_url: HttpUrl | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    utm: Utm = Field(default_factory=Utm)
+    cost: Money | None = None
+
+
+class CampaignUpdate(_Schedule):
+    """Body of ``PATCH /v1/campaigns/{id}``: only the fields sent change; ``null`` clears
+    an optional field."""
+
+    name: Name | None = None
+    slug: Slug | None = None
+    destination_url: HttpUrl | None = None
+    fallback_url: HttpUrl | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    utm: Utm | None = None
+    cost: Money | None = None
+    archived: bool | None = None
+
+
+class CampaignRead(Schema):
+    """A campaign as the API shows it."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int
+    name: str
+    slug: str
+    destination_url: str
+    fallback_url: str | None
+    starts_at: dt.datetime | None
+    ends_at: dt.datetime | None
+    utm: Utm
+    cost: Money | None
+    archived: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class TagCreate(Schema):
+    """Body of ``POST /v1/campaigns/{id}/tags``."""
+
+    kind: Literal["qr", "nfc"] = "qr"
+    label: Name | None = None
+    destination_url: HttpUrl | None = None
+
+
+class TagUpdate(Schema):
+    """Body of ``PATCH /v1/tags/{id}``: re-point, relabel, disable or re-enable a tag."""
+
+    label: Name | None = None
+    destination_url: HttpUrl | None = None
+    status: Literal["active", "disabled"] | None = None
+
+
+class TagRead(Schema):
+    """A tag: ``short_url`` is ``{BASE_URL}/s/{code}``; ``qr_url`` the QR-optimised form."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int
+    code: str
+    short_url: str
+    qr_content: str
+    kind: str
+    campaign_id: int
+    label: str | None
+    destination_url: str | None
+    status: str
+    created_at: dt.datetime
+
+
+class Page(Schema, Generic[T]):
+    """A page of a cursor-paginated list: pass ``next_cursor`` as ``cursor`` for more."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class ConversionCreate(Schema):
+    """Body of ``POST /v1/conversions``. ``external_id`` is the idempotency key (the order
+    number): the same one again with the same body answers the stored conversion."""
+
+    click_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    ]
+    event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    value: Money | None = None
+    external_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    occurred_at: AwareDatetime | None = None
+
+
+class ConversionRead(Schema):
+    """A stored conversion and how it was attributed (last touch on its click id)."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int
+    click_id: str
+    event: str
+    value: Money | None
+    external_id: str
+    occurred_at: dt.datetime
+    attributed: bool
+    scan_id: int | None
+    campaign_id: int | None
+    tag_id: int | None

@@ -1,0 +1,179 @@
+"""Campaigns: create, read, list (cursor-paginated), update, delete. Scoped by organization."""
+
+from __future__ import annotations
+
+import base64
+import re
+import unicodedata
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from campaigns.errors import Conflict, InvalidInput, NotFound
+from campaigns.models import Campaign, utcnow
+from campaigns.schemas import CampaignCreate, CampaignUpdate
+
+MAX_PAGE_SIZE = 200
+
+
+def slugify(name: str) -> str:
+    """A URL slug from a name: ASCII-folded, lower case, hyphen-separated, ≤ 100 chars
+    (``"Été 2026 — Vitrines!"`` -> ``"ete-2026-vitrines"``); ``campaign`` if nothing is left."""
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")[:100].strip("-")
+    return slug or "campaign"
+
+
+async def _unique_slug(session: AsyncSession, organization_id: int, base: str) -> str:
+    taken = set(
+        await session.scalars(
+            select(Campaign.slug).where(
+                Campaign.organization_id == organization_id,
+                Campaign.deleted_at.is_(None),
+                Campaign.slug.like(f"{base}%"),
+            )
+        )
+    )
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base[:95]}-{n}" in taken:
+        n += 1
+    return f"{base[:95]}-{n}"
+
+
+def _cost_columns(cost: Any) -> dict[str, Any]:
+    if cost is None:
+        return {"cost_amount_minor": None, "cost_currency": None}
+    return {"cost_amount_minor": cost.amount_minor, "cost_currency": cost.currency}
+
+
+async def create_campaign(
+    session: AsyncSession, *, organization_id: int, data: CampaignCreate
+) -> Campaign:
+    """Create a campaign. A slug is generated from the name when absent (suffixed ``-2``,
+    ``-3``... to stay unique). Raises :class:`Conflict` (``slug_taken``) when a given slug
+    is already used by a live campaign of the organization."""
+    slug = data.slug or await _unique_slug(session, organization_id, slugify(data.name))
+    campaign = Campaign(
+        organization_id=organization_id,
+        name=data.name,
+        slug=slug,
+        destination_url=data.destination_url,
+        fallback_url=data.fallback_url,
+        starts_at=data.starts_at,
+        ends_at=data.ends_at,
+        utm=data.utm.model_dump(exclude_none=True),
+        **_cost_columns(data.cost),
+    )
+    session.add(campaign)
+    await _flush_slug(session, slug)
+    return campaign
+
+
+async def _flush_slug(session: AsyncSession, slug: str) -> None:
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        if "uq_campaigns_organization_id_slug" in str(exc.orig):
+            raise Conflict(
+                f"Slug {slug!r} is already used by another campaign", code="slug_taken"
+            ) from exc
+        raise
+
+
+async def get_campaign(
+    session: AsyncSession, *, organization_id: int, campaign_id: int
+) -> Campaign:
+    """The organization's live campaign. Raises :class:`NotFound` (also for other tenants')."""
+    campaign = await session.scalar(
+        select(Campaign).where(
+            Campaign.id == campaign_id,
+            Campaign.organization_id == organization_id,
+            Campaign.deleted_at.is_(None),
+        )
+    )
+    if campaign is None:
+        raise NotFound(f"Campaign {campaign_id} not found", code="campaign_not_found")
+    return campaign
+
+
+def encode_cursor(last_id: int) -> str:
+    """Opaque cursor for keyset pagination on ``id`` descending."""
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The id a cursor points after. Raises :class:`InvalidInput` (``invalid_cursor``)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "id":
+            raise ValueError(raw)
+        return int(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("Invalid pagination cursor", code="invalid_cursor") from exc
+
+
+async def list_campaigns(
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    limit: int = 50,
+    cursor: str | None = None,
+    archived: bool | None = None,
+) -> tuple[list[Campaign], str | None]:
+    """Newest first, ``limit`` (1..200) per page; returns the page and the next cursor."""
+    query = select(Campaign).where(
+        Campaign.organization_id == organization_id, Campaign.deleted_at.is_(None)
+    )
+    if archived is not None:
+        query = query.where(Campaign.archived.is_(archived))
+    if cursor is not None:
+        query = query.where(Campaign.id < decode_cursor(cursor))
+    rows = list(await session.scalars(query.order_by(Campaign.id.desc()).limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def update_campaign(
+    session: AsyncSession, *, organization_id: int, campaign_id: int, data: CampaignUpdate
+) -> Campaign:
+    """Apply the fields present in ``data``. Raises :class:`NotFound`, :class:`Conflict`
+    (``slug_taken``) and :class:`InvalidInput` (``invalid_schedule``: ``ends_at`` not after
+    ``starts_at`` once merged with stored values; ``destination_required``)."""
+    campaign = await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
+    fields = data.model_dump(exclude_unset=True)
+    if "destination_url" in fields and fields["destination_url"] is None:
+        raise InvalidInput("destination_url cannot be removed", code="destination_required")
+    if "name" in fields and fields["name"] is None:
+        raise InvalidInput("name cannot be removed", code="name_required")
+    if "slug" in fields and fields["slug"] is None:
+        raise InvalidInput("slug cannot be removed", code="slug_required")
+    for key in ("name", "slug", "destination_url", "fallback_url", "starts_at", "ends_at"):
+        if key in fields:
+            setattr(campaign, key, fields[key])
+    if "archived" in fields and fields["archived"] is not None:
+        campaign.archived = fields["archived"]
+    if "utm" in fields:
+        campaign.utm = data.utm.model_dump(exclude_none=True) if data.utm else {}
+    if "cost" in fields:
+        for key, value in _cost_columns(data.cost).items():
+            setattr(campaign, key, value)
+    if campaign.starts_at and campaign.ends_at and campaign.ends_at <= campaign.starts_at:
+        raise InvalidInput("ends_at must be after starts_at", code="invalid_schedule")
+    campaign.updated_at = utcnow()
+    await _flush_slug(session, campaign.slug)
+    return campaign
+
+
+async def delete_campaign(session: AsyncSession, *, organization_id: int, campaign_id: int) -> None:
+    """Delete a campaign: it leaves the API and its tags stop resolving (404), while its
+    scans and conversions stay for reporting until retention removes them."""
+    campaign = await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
+    campaign.deleted_at = utcnow()
+    campaign.updated_at = campaign.deleted_at
+    await session.flush()

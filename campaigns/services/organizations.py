@@ -1,0 +1,84 @@
+"""Organizations (tenants) and their API keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from campaigns.errors import NotFound, Unauthorized
+from campaigns.models import ApiKey, Organization, utcnow
+
+#: Visible part of every key; lets secret scanners (and people) recognise a Passerelle key.
+KEY_PREFIX = "psk_"
+#: ``last_used_at`` is written at most this often per key, to keep auth read-only.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A freshly issued API key: ``secret`` is the full key, shown once and never stored."""
+
+    api_key: ApiKey
+    secret: str
+
+
+def hash_secret(secret: str) -> bytes:
+    """SHA-256 of a key. Keys carry 256 random bits, so a fast unsalted hash is sound."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def create_organization(
+    session: AsyncSession, *, name: str
+) -> tuple[Organization, IssuedKey]:
+    """Create an organization with its first API key (named ``default``)."""
+    organization = Organization(name=name)
+    session.add(organization)
+    await session.flush()
+    issued = await issue_api_key(session, organization_id=organization.id, name="default")
+    return organization, issued
+
+
+async def issue_api_key(session: AsyncSession, *, organization_id: int, name: str) -> IssuedKey:
+    """Issue a new key: ``psk_`` + 43 characters of URL-safe base64 (256 random bits)."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey(
+        organization_id=organization_id,
+        name=name,
+        prefix=secret[: len(KEY_PREFIX) + 6],
+        secret_hash=hash_secret(secret),
+    )
+    session.add(api_key)
+    await session.flush()
+    return IssuedKey(api_key=api_key, secret=secret)
+
+
+async def revoke_api_key(session: AsyncSession, *, organization_id: int, key_id: int) -> ApiKey:
+    """Revoke a key of the organization. Raises :class:`NotFound`."""
+    api_key = await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.organization_id == organization_id)
+    )
+    if api_key is None:
+        raise NotFound(f"API key {key_id} not found")
+    api_key.revoked_at = api_key.revoked_at or utcnow()
+    await session.flush()
+    return api_key
+
+
+async def authenticate(session: AsyncSession, *, secret: str) -> ApiKey:
+    """The live key matching ``secret``. Raises :class:`Unauthorized` if unknown or revoked."""
+    if not secret.startswith(KEY_PREFIX) or len(secret) > 100:
+        raise Unauthorized("Invalid API key", code="invalid_api_key")
+    api_key = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret)))
+    if api_key is None or api_key.revoked_at is not None:
+        raise Unauthorized("Invalid or revoked API key", code="invalid_api_key")
+    now = utcnow()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        await session.execute(
+            update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now)
+        )
+    return api_key
