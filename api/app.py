@@ -7,9 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import metrics
 from api.errors import install_error_handlers
+from api.middleware import BodySizeLimit
 from api.routers import campaigns, health, public, tags
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
+from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.settings import Settings, get_settings
 
@@ -47,7 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics.Metrics()
+    app.state.rate_limiter = (
+        RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        if settings.rate_limit_enabled
+        else None
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
+    app.include_router(metrics.router)
     for module in (public, health, campaigns, tags):
         app.include_router(module.router)
     return app

@@ -69,14 +69,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return problem(
             exc.status,
             code=exc.code,
             title=exc.title,
             detail=exc.detail,
             errors=exc.errors,
-            headers=headers,
+            headers=exc.headers or None,
         )
 
     @app.exception_handler(RequestValidationError)

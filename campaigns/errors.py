@@ -27,12 +27,15 @@ class DomainError(Exception):
         *,
         code: str | None = None,
         errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         if code is not None:
             self.code = code
         self.errors = errors
+        #: Extra HTTP response headers (``Retry-After``, ``WWW-Authenticate``).
+        self.headers = headers or {}
 
 
 class NotFound(DomainError):
@@ -65,3 +68,20 @@ class Unauthorized(DomainError):
     status = 401
     code = "unauthorized"
     title = "Unauthorized"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class RateLimited(DomainError):
+    """Too many requests from one client (429); ``retry_after_s`` whole seconds."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            f"Too many requests; retry in {retry_after_s} s",
+            headers={"Retry-After": str(retry_after_s)},
+        )

@@ -39,8 +39,8 @@ class Settings(BaseSettings):
     cache_reconcile_interval_s: float = Field(default=30.0, gt=0)
 
     # Per-IP token bucket on public endpoints: sustained rate (requests/second) and burst.
-    rate_limit_per_s: float = Field(default=20.0, gt=0)
-    rate_limit_burst: int = Field(default=120, ge=1)
+    rate_limit_per_s: float = Field(default=50.0, gt=0)
+    rate_limit_burst: int = Field(default=500, ge=1)
     rate_limit_enabled: bool = True
 
     #: Largest request body accepted anywhere, in bytes.

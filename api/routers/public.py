@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
+from api.guards import public_rate_limit
+from api.metrics import Metrics
 from api.pages import gone_page, not_found_page
 from campaigns.models import utcnow
 from campaigns.scanning.service import ScanService
 
-router = APIRouter(tags=["public"])
+#: Every public endpoint goes on this router, so each gets the same rate limit.
+router = APIRouter(tags=["public"], dependencies=[Depends(public_rate_limit)])
 
 _REDIRECT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
@@ -22,18 +25,24 @@ async def scan(code: str, request: Request) -> Response:
     campaign outside its schedule without a fallback URL. ``HEAD`` is redirected and
     recorded as a non-human scan."""
     scans: ScanService = request.app.state.scans
+    metrics: Metrics = request.app.state.metrics
     now = utcnow()
     resolution = scans.resolve(code, now=now)
     if resolution is None:
+        metrics.responses.labels("404").inc()
         return not_found_page()
     if resolution.destination is None:
+        metrics.responses.labels("410").inc()
         return gone_page()
-    url = await scans.record(
+    channel = "qr" if resolution.tag.kind == "qr" else "nfc"
+    url, record = await scans.record(
         resolution,
         now=now,
-        channel=resolution.tag.kind if resolution.tag.kind == "qr" else "nfc",
+        channel=channel,
         method=request.method,
         ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
     )
+    metrics.scans.labels(channel, resolution.outcome, "true" if record.is_bot else "false").inc()
+    metrics.responses.labels("302").inc()
     return RedirectResponse(url, status_code=302, headers=_REDIRECT_HEADERS)

@@ -137,9 +137,10 @@ class ScanService:
         method: str,
         ip: str | None,
         user_agent: str | None,
-    ) -> str:
-        """Record the scan durably and return the URL to redirect to (with UTM parameters
-        and the click id). Raises ``OSError`` when neither database nor spool took it."""
+    ) -> tuple[str, ScanRecord]:
+        """Record the scan durably; return the URL to redirect to (with UTM parameters
+        and the click id) and the stored record. Raises ``OSError`` when neither the
+        database nor the spool took it."""
         assert resolution.destination is not None
         tag, campaign = resolution.tag, resolution.campaign
         click_id = new_click_id()
@@ -172,7 +173,7 @@ class ScanService:
             visitor_id=self.visitor_id(ip or "", user_agent or "", campaign.id, now.date()),
         )
         await self.writer.submit(record)
-        return url
+        return url, record
 
     def visitor_id(self, ip: str, user_agent: str, campaign_id: int, day: dt.date) -> bytes:
         """16-byte HMAC-SHA256 of (ip, user agent, campaign) under the day's salt.
