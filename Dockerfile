@@ -1,0 +1,44 @@
+# Passerelle API image. Build and run with its database: `docker compose up --build`.
+#
+# The project is installed in *editable* mode from /app on purpose: campaigns/migrate.py
+# finds alembic.ini (and alembic/) at the repository root next to the packages, as
+# Path(campaigns/migrate.py).parents[1]. With `pip install -e .` the packages are imported
+# from /app, so /app/alembic.ini is found; a plain `pip install .` would put them in
+# site-packages, away from alembic.ini, and migrations would fail.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PASSERELLE_DATA_DIR=/data
+
+WORKDIR /app
+
+# Dependencies in their own layer, rebuilt only when pyproject.toml changes. Every
+# dependency ships manylinux wheels (psycopg[binary] bundles libpq), so no compiler.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# The application, root-owned and read-only for the service user; only /data is writable
+# (scan spool and tag snapshot: mount a volume there so spooled scans survive restarts).
+COPY . .
+RUN pip install --no-cache-dir --no-deps -e . \
+    && groupadd --system --gid 10001 passerelle \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin passerelle \
+    && mkdir -p /data \
+    && chown 10001:10001 /data
+
+USER 10001:10001
+VOLUME ["/data"]
+EXPOSE 8000
+
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]
+
+# Migrate first and stop if that fails (`serve` alone would only warn), then serve.
+# Behind a reverse proxy add --forwarded-allow-ips=<proxy address> so client IPs are right.
+CMD ["sh", "-c", "passerelle db upgrade && exec passerelle serve --host 0.0.0.0 --port 8000 --no-migrate"]
