@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from api import metrics
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
-from api.routers import campaigns, health, public, tags
+from api.routers import campaigns, conversions, health, qr, stats, tags
+from api.scan_endpoint import ScanEndpoint
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
@@ -57,8 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: scans skip the router and its dependency machinery (see scan_endpoint).
+    app.add_middleware(ScanEndpoint)
     install_error_handlers(app)
     app.include_router(metrics.router)
-    for module in (public, health, campaigns, tags):
+    for module in (health, campaigns, tags, conversions, stats, qr):
         app.include_router(module.router)
     return app

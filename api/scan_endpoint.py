@@ -1,0 +1,169 @@
+"""The public hot path, ``GET|HEAD /s/{code}``, as a plain ASGI handler.
+
+It sits in front of FastAPI's router: a scan needs no body parsing, dependency
+injection or validation beyond :func:`campaigns.scanning.links.normalize_code`, and
+skipping that machinery leaves the CPU for the work that matters (resolving from memory
+and the durable group commit). Every other path goes on to FastAPI unchanged.
+
+Answers: ``302 Found`` (never 301: printed codes must stay re-pointable and every scan
+countable) with ``Cache-Control: no-store``; an HTML 404 page for unknown, malformed or
+disabled codes; an HTML 410 page for a campaign outside its schedule without a fallback
+URL; 429 problem+json with ``Retry-After`` past the per-client rate limit; 503 when the
+scan could be stored neither in the database nor in the spool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.metrics import Metrics
+from api.pages import gone_page, not_found_page
+from campaigns.models import utcnow
+from campaigns.scanning.ratelimit import RateLimiter
+from campaigns.scanning.service import ScanService
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/s/"
+_REDIRECT_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-length", b"0"),
+]
+_NOT_FOUND = not_found_page()
+_GONE = gone_page()
+
+
+class ScanEndpoint:
+    """ASGI middleware serving ``/s/{code}``; ``app`` handles everything else.
+
+    Reads the scan runtime, metrics and rate limiter from ``scope["app"].state``
+    (``scans``, ``metrics``, ``rate_limiter``), set up by :func:`api.app.create_app`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("GET", "HEAD")
+            or not scope["path"].startswith(PREFIX)
+        ):
+            await self.app(scope, receive, send)
+            return
+        code = scope["path"][len(PREFIX) :]
+        if "/" in code:  # /s/{click_id}/location and friends belong to the router
+            await self.app(scope, receive, send)
+            return
+        await self._scan(scope, send, code)
+
+    async def _scan(self, scope: Scope, send: Send, code: str) -> None:
+        state = scope["app"].state
+        scans: ScanService = state.scans
+        metrics: Metrics = state.metrics
+        limiter: RateLimiter | None = state.rate_limiter
+        client = scope.get("client")
+        ip: str | None = client[0] if client else None
+
+        if limiter is not None and ip is not None:
+            wait = limiter.check(ip)
+            if wait:
+                metrics.responses.labels("429").inc()
+                await _send_rate_limited(send, limiter.retry_after_header(wait))
+                return
+
+        now = utcnow()
+        resolution = scans.resolve(code, now=now)
+        if resolution is None or resolution.destination is None:
+            page = _NOT_FOUND if resolution is None else _GONE
+            metrics.responses.labels(str(page.status_code)).inc()
+            await page(scope, _no_receive, send)
+            return
+
+        channel = "qr" if resolution.tag.kind == "qr" else "nfc"
+        try:
+            url, record = await scans.record(
+                resolution,
+                now=now,
+                channel=channel,
+                method=scope["method"],
+                ip=ip,
+                user_agent=_header(scope, b"user-agent"),
+            )
+        except (OSError, RuntimeError):
+            log.exception("scan could not be stored")
+            metrics.responses.labels("503").inc()
+            await _send_problem(
+                send,
+                503,
+                "unavailable",
+                "Service unavailable",
+                "The scan could not be recorded; try again.",
+                [(b"retry-after", b"1")],
+            )
+            return
+        metrics.scans.labels(
+            channel, resolution.outcome, "true" if record.is_bot else "false"
+        ).inc()
+        metrics.responses.labels("302").inc()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 302,
+                "headers": [(b"location", url.encode("latin-1")), *_REDIRECT_HEADERS],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _no_receive() -> dict[str, Any]:  # pages never read the request body
+    return {"type": "http.disconnect"}
+
+
+async def _send_rate_limited(send: Send, retry_after: str) -> None:
+    await _send_problem(
+        send,
+        429,
+        "rate_limited",
+        "Too many requests",
+        f"Too many requests; retry in {retry_after} s",
+        [(b"retry-after", retry_after.encode())],
+    )
+
+
+async def _send_problem(
+    send: Send, status: int, code: str, title: str, detail: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps(
+        {
+            "type": f"urn:passerelle:problem:{code}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

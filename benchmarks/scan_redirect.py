@@ -1,0 +1,283 @@
+"""Benchmark of the scan hot path, ``GET /s/{code}``, against a bare constant-302 endpoint.
+
+Starts both servers itself (same uvicorn settings and worker count), loads them with
+``wrk`` (or, without it, an asyncio client), and prints requests per second, p50/p99
+latency, their ratio, then checks in an exact phase that the number of scans stored
+equals the number of 302 responses. With ``--memory-tags N`` it also loads N active tags
+and prints the resident memory of a server process holding them.
+
+    python benchmarks/scan_redirect.py [--workers 1] [--connections 64] [--duration 15]
+        [--tags 1000] [--memory-tags 1000000]
+
+Needs a PostgreSQL with PostGIS (``PASSERELLE_TEST_DATABASE_URL`` or the local one); it
+creates a throwaway database and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from campaigns import migrate  # noqa: E402
+from campaigns.db import libpq_url  # noqa: E402
+from campaigns.scanning.links import new_code  # noqa: E402
+
+SERVER_URL = os.environ.get(
+    "PASSERELLE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def seed(conninfo: str, n_tags: int) -> list[str]:
+    """One organization, one campaign, ``n_tags`` active tags (COPY). Returns the codes."""
+    codes: set[str] = set()
+    while len(codes) < n_tags:
+        codes.add(new_code())
+    with psycopg.connect(conninfo) as conn:
+        org = conn.execute("INSERT INTO organizations (name) VALUES ('bench') RETURNING id").fetchone()
+        assert org is not None
+        campaign = conn.execute(
+            "INSERT INTO campaigns (organization_id, name, slug, destination_url) "
+            "VALUES (%s, 'bench', 'bench', 'https://shop.example.com/landing?ref=poster') RETURNING id",
+            (org[0],),
+        ).fetchone()
+        assert campaign is not None
+        with conn.cursor() as cur, cur.copy(
+            "COPY tags (organization_id, campaign_id, code, kind, label) FROM STDIN"
+        ) as copy:
+            for i, code in enumerate(codes):
+                copy.write_row((org[0], campaign[0], code, "qr", f"poster-{i}"))
+    return sorted(codes)
+
+
+def count_scans(conninfo: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT count(*) FROM scans").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@contextlib.contextmanager
+def server(target: str, port: int, workers: int, env: dict[str, str], factory: bool) -> Iterator[subprocess.Popen[bytes]]:
+    """Run uvicorn on ``target`` until the block ends; waits for it to answer."""
+    cmd = [
+        sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+        "--timeout-keep-alive", "30",
+    ]
+    if factory:
+        cmd.append("--factory")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
+                if r.status_code in (200, 404):  # 404: the bare app has no health route
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server {target} did not start")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` and its children, in MiB."""
+    total = 0
+    pids = [pid]
+    with contextlib.suppress(FileNotFoundError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    for p in pids:
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def wrk_run(port: int, codes: list[str], connections: int, duration: int, threads: int) -> dict[str, float]:
+    """Run wrk over the codes (round robin); returns rps, p50/p99 (ms), requests, errors."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        sample = codes[:5000]
+        fh.write("codes = {" + ",".join(f'"{c}"' for c in sample) + "}\n")
+        fh.write(
+            "counter = 0\n"
+            "request = function()\n"
+            "  counter = counter + 1\n"
+            "  return wrk.format('GET', '/s/' .. codes[(counter % #codes) + 1], "
+            "{['User-Agent'] = 'Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) "
+            "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1'})\n"
+            "end\n"
+        )
+        script = fh.name
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
+         "-s", script, f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    os.unlink(script)
+
+    def latency(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_3xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps, "p50": latency("50"), "p99": latency("99"), "requests": requests,
+        "non_3xx": int(non_3xx.group(1)) if non_3xx else 0,
+        "socket_errors": errors.group(1) if errors else "none",  # type: ignore[dict-item]
+    }
+
+
+async def python_load(port: int, codes: list[str], connections: int, total: int) -> tuple[dict[str, float], int]:
+    """Asyncio client: ``total`` requests over ``connections`` connections, all awaited.
+    Returns latency figures and the number of 302 responses."""
+    latencies: list[float] = []
+    redirects = 0
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30) as client:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for i in range(total):
+            queue.put_nowait(codes[i % len(codes)])
+
+        async def worker() -> None:
+            nonlocal redirects
+            while True:
+                try:
+                    code = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                started = time.perf_counter()
+                r = await client.get(f"/s/{code}", headers={"user-agent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36"})
+                latencies.append((time.perf_counter() - started) * 1000)
+                if r.status_code == 302:
+                    redirects += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rps": total / elapsed,
+        "p50": statistics.median(latencies),
+        "p99": latencies[int(len(latencies) * 0.99) - 1],
+    }, redirects
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--tags", type=int, default=1000)
+    parser.add_argument("--exact-requests", type=int, default=6400, help="requests of the exact-count phase")
+    parser.add_argument("--memory-tags", type=int, default=0, help="also measure RSS with this many tags")
+    args = parser.parse_args()
+
+    name = f"passerelle_bench_{secrets.token_hex(4)}"
+    database_url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
+    conninfo = libpq_url(database_url)
+    migrate.ensure_database(database_url)
+    data_dir = Path(tempfile.mkdtemp(prefix="passerelle-bench-"))
+    try:
+        migrate.upgrade(database_url)
+        codes = seed(conninfo, args.tags)
+        env = {
+            **os.environ,
+            "PASSERELLE_DATABASE_URL": database_url,
+            "PASSERELLE_DATA_DIR": str(data_dir),
+            "PASSERELLE_BASE_URL": "https://go.example.com",
+            "PASSERELLE_RATE_LIMIT_ENABLED": "false",  # one client IP sends everything here
+        }
+        use_wrk = shutil.which("wrk") is not None
+        print(f"# {args.workers} worker(s), {args.connections} connections, {args.tags} tags, "
+              f"load generator: {'wrk' if use_wrk else 'python asyncio client'}, {os.cpu_count()} CPUs")
+
+        results: dict[str, dict[str, float]] = {}
+        for label, target, factory in (
+            ("bare 302", "benchmarks.bare_app:app", False),
+            ("GET /s/{code}", "api.app:create_app", True),
+        ):
+            port = free_port()
+            with server(target, port, args.workers, env, factory):
+                if use_wrk:
+                    wrk_run(port, codes, args.connections, 3, args.threads)  # warm-up
+                    results[label] = wrk_run(port, codes, args.connections, args.duration, args.threads)
+                else:
+                    results[label], _ = asyncio.run(python_load(port, codes, args.connections, 20_000))
+            r = results[label]
+            print(f"{label:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
+                  + (f"   non-3xx {int(r['non_3xx'])}   socket errors: {r['socket_errors']}" if use_wrk else ""))
+        ratio = results["GET /s/{code}"]["rps"] / results["bare 302"]["rps"]
+        print(f"ratio scan/bare: {ratio:.2f} (goal >= 0.50); scan p99 {results['GET /s/{code}']['p99']:.2f} ms (goal < 25 ms)")
+
+        # Exact phase: every response awaited, then scans stored must equal 302s answered.
+        before = count_scans(conninfo)
+        port = free_port()
+        with server("api.app:create_app", port, args.workers, env, True):
+            _, redirects = asyncio.run(python_load(port, codes, args.connections, args.exact_requests))
+        stored = count_scans(conninfo) - before
+        print(f"exact phase: {redirects} redirects answered, {stored} scans stored -> "
+              f"{'EQUAL' if stored == redirects else 'MISMATCH'}")
+
+        if args.memory_tags:
+            extra = args.memory_tags - args.tags
+            if extra > 0:
+                t0 = time.perf_counter()
+                seed(conninfo, extra)
+                print(f"seeded {extra} more tags in {time.perf_counter() - t0:.1f} s")
+            port = free_port()
+            t0 = time.perf_counter()
+            with server("api.app:create_app", port, 1, env, True) as proc:
+                ready_s = time.perf_counter() - t0
+                r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
+                print(f"memory: {r['tags_cached']} tags cached, server RSS {rss_mib(proc.pid):.0f} MiB "
+                      f"(goal < 1024 MiB), ready in {ready_s:.1f} s")
+    finally:
+        migrate.drop_database(database_url)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
