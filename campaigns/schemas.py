@@ -205,3 +205,49 @@ class ConversionRead(Schema):
     scan_id: int | None
     campaign_id: int | None
     tag_id: int | None
+
+
+class RevenueRead(Schema):
+    """The summed value of conversions in one currency, in minor units (no conversion
+    between currencies: one entry per ISO 4217 code, sorted by code)."""
+
+    currency: str
+    amount_minor: int
+
+
+class TagStats(Schema):
+    """One tag's share of :class:`CampaignStats` (same window, same definitions)."""
+
+    tag_id: int
+    code: str
+    label: str | None
+    scans: int
+    bot_scans: int
+    unique_visitors: int
+    conversions: int
+    revenue: list[RevenueRead]
+    conversion_rate: float
+
+
+class CampaignStats(Schema):
+    """Answer of ``GET /v1/campaigns/{id}/stats`` over ``[from, to)``.
+
+    ``scans`` excludes bots (``bot_scans``); ``unique_visitors`` is the number of distinct
+    daily visitor ids among human scans, so over several days it is the sum of daily
+    uniques; ``conversions`` and ``revenue`` are conversions attributed to the campaign
+    with ``occurred_at`` in the window; ``conversion_rate`` is ``conversions / scans``
+    (0.0 without scans; it can exceed 1).
+    """
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True, populate_by_name=True)
+
+    campaign_id: int
+    from_: dt.datetime | None = Field(default=None, alias="from")
+    to: dt.datetime | None = None
+    scans: int
+    bot_scans: int
+    unique_visitors: int
+    conversions: int
+    revenue: list[RevenueRead]
+    conversion_rate: float
+    by_tag: list[TagStats]

@@ -1,0 +1,72 @@
+"""``POST /v1/conversions``: the merchant reports an outcome carrying a click id."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from api.deps import OrganizationId, SessionDep
+from campaigns.models import Conversion
+from campaigns.schemas import ConversionCreate, ConversionRead, Money
+from campaigns.services import conversions as service
+
+router = APIRouter(prefix="/v1/conversions", tags=["conversions"])
+
+
+def conversion_read(conversion: Conversion) -> ConversionRead:
+    """The API view of a conversion (``value`` as an object, ``attributed`` derived)."""
+    value = (
+        Money(amount_minor=conversion.value_amount_minor, currency=conversion.value_currency)
+        if conversion.value_amount_minor is not None and conversion.value_currency
+        else None
+    )
+    return ConversionRead(
+        id=conversion.id,
+        click_id=conversion.click_id,
+        event=conversion.event,
+        value=value,
+        external_id=conversion.external_id,
+        occurred_at=conversion.occurred_at,
+        attributed=conversion.scan_id is not None,
+        scan_id=conversion.scan_id,
+        campaign_id=conversion.campaign_id,
+        tag_id=conversion.tag_id,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ConversionRead,
+    responses={
+        200: {"model": ConversionRead, "description": "Replay: the stored conversion"},
+        409: {"description": "`conversion_conflict`: external_id used with another body"},
+        422: {
+            "description": "`validation_error` (body) or `occurred_at_in_future` "
+            "(more than 24 hours ahead)"
+        },
+    },
+)
+async def create_conversion(
+    data: ConversionCreate,
+    response: Response,
+    session: SessionDep,
+    organization_id: OrganizationId,
+) -> ConversionRead:
+    """Record a conversion, credited last-touch to the scan of its ``click_id``.
+
+    - **201**: stored. ``attributed`` is true when ``click_id`` is the click id of a scan
+      of this organization; then ``scan_id``, ``campaign_id`` and ``tag_id`` are set.
+      An unknown click id (or another organization's) is stored with ``attributed:
+      false``.
+    - **200**: the same ``external_id`` was already stored with the same body (click_id,
+      event, value, occurred_at): the stored conversion, counted once. Safe to retry.
+    - **409** ``conversion_conflict``: the ``external_id`` is stored with a different
+      body; nothing changes.
+    - **422** ``validation_error``: bad body (currency not ISO 4217, negative amount, time
+      without timezone, missing field); ``occurred_at_in_future``: ``occurred_at`` more
+      than 24 hours after the receive time. ``occurred_at`` defaults to the receive time.
+    """
+    result = await service.record_conversion(session, organization_id=organization_id, data=data)
+    if not result.created:
+        response.status_code = 200
+    return conversion_read(result.conversion)
