@@ -60,7 +60,9 @@ def seed(conninfo: str, n_tags: int) -> list[str]:
     while len(codes) < n_tags:
         codes.add(new_code())
     with psycopg.connect(conninfo) as conn:
-        org = conn.execute("INSERT INTO organizations (name) VALUES ('bench') RETURNING id").fetchone()
+        org = conn.execute(
+            "INSERT INTO organizations (name) VALUES ('bench') RETURNING id"
+        ).fetchone()
         assert org is not None
         campaign = conn.execute(
             "INSERT INTO campaigns (organization_id, name, slug, destination_url) "
@@ -68,9 +70,12 @@ def seed(conninfo: str, n_tags: int) -> list[str]:
             (org[0],),
         ).fetchone()
         assert campaign is not None
-        with conn.cursor() as cur, cur.copy(
-            "COPY tags (organization_id, campaign_id, code, kind, label) FROM STDIN"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY tags (organization_id, campaign_id, code, kind, label) FROM STDIN"
+            ) as copy,
+        ):
             for i, code in enumerate(codes):
                 copy.write_row((org[0], campaign[0], code, "qr", f"poster-{i}"))
     return sorted(codes)
@@ -84,12 +89,26 @@ def count_scans(conninfo: str) -> int:
 
 
 @contextlib.contextmanager
-def server(target: str, port: int, workers: int, env: dict[str, str], factory: bool) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    target: str, port: int, workers: int, env: dict[str, str], factory: bool
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run uvicorn on ``target`` until the block ends; waits for it to answer."""
     cmd = [
-        sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
-        "--workers", str(workers), "--no-access-log", "--log-level", "warning",
-        "--timeout-keep-alive", "30",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--timeout-keep-alive",
+        "30",
     ]
     if factory:
         cmd.append("--factory")
@@ -130,7 +149,9 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def wrk_run(port: int, codes: list[str], connections: int, duration: int, threads: int) -> dict[str, float]:
+def wrk_run(
+    port: int, codes: list[str], connections: int, duration: int, threads: int
+) -> dict[str, float]:
     """Run wrk over the codes (round robin); returns rps, p50/p99 (ms), requests, errors."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         sample = codes[:5000]
@@ -146,9 +167,22 @@ def wrk_run(port: int, codes: list[str], connections: int, duration: int, thread
         )
         script = fh.name
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
-         "-s", script, f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration}s",
+            "--latency",
+            "-s",
+            script,
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     os.unlink(script)
 
@@ -163,19 +197,26 @@ def wrk_run(port: int, codes: list[str], connections: int, duration: int, thread
     non_3xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {
-        "rps": rps, "p50": latency("50"), "p99": latency("99"), "requests": requests,
+        "rps": rps,
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "requests": requests,
         "non_3xx": int(non_3xx.group(1)) if non_3xx else 0,
         "socket_errors": errors.group(1) if errors else "none",  # type: ignore[dict-item]
     }
 
 
-async def python_load(port: int, codes: list[str], connections: int, total: int) -> tuple[dict[str, float], int]:
+async def python_load(
+    port: int, codes: list[str], connections: int, total: int
+) -> tuple[dict[str, float], int]:
     """Asyncio client: ``total`` requests over ``connections`` connections, all awaited.
     Returns latency figures and the number of 302 responses."""
     latencies: list[float] = []
     redirects = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30
+    ) as client:
         queue: asyncio.Queue[str] = asyncio.Queue()
         for i in range(total):
             queue.put_nowait(codes[i % len(codes)])
@@ -188,7 +229,12 @@ async def python_load(port: int, codes: list[str], connections: int, total: int)
                 except asyncio.QueueEmpty:
                     return
                 started = time.perf_counter()
-                r = await client.get(f"/s/{code}", headers={"user-agent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36"})
+                r = await client.get(
+                    f"/s/{code}",
+                    headers={
+                        "user-agent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36"
+                    },
+                )
                 latencies.append((time.perf_counter() - started) * 1000)
                 if r.status_code == 302:
                     redirects += 1
@@ -205,14 +251,20 @@ async def python_load(port: int, codes: list[str], connections: int, total: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--tags", type=int, default=1000)
-    parser.add_argument("--exact-requests", type=int, default=6400, help="requests of the exact-count phase")
-    parser.add_argument("--memory-tags", type=int, default=0, help="also measure RSS with this many tags")
+    parser.add_argument(
+        "--exact-requests", type=int, default=6400, help="requests of the exact-count phase"
+    )
+    parser.add_argument(
+        "--memory-tags", type=int, default=0, help="also measure RSS with this many tags"
+    )
     args = parser.parse_args()
 
     name = f"passerelle_bench_{secrets.token_hex(4)}"
@@ -231,8 +283,10 @@ def main() -> None:
             "PASSERELLE_RATE_LIMIT_ENABLED": "false",  # one client IP sends everything here
         }
         use_wrk = shutil.which("wrk") is not None
-        print(f"# {args.workers} worker(s), {args.connections} connections, {args.tags} tags, "
-              f"load generator: {'wrk' if use_wrk else 'python asyncio client'}, {os.cpu_count()} CPUs")
+        print(
+            f"# {args.workers} worker(s), {args.connections} connections, {args.tags} tags, "
+            f"load generator: {'wrk' if use_wrk else 'python asyncio client'}, {os.cpu_count()} CPUs"
+        )
 
         results: dict[str, dict[str, float]] = {}
         for label, target, factory in (
@@ -243,23 +297,39 @@ def main() -> None:
             with server(target, port, args.workers, env, factory):
                 if use_wrk:
                     wrk_run(port, codes, args.connections, 3, args.threads)  # warm-up
-                    results[label] = wrk_run(port, codes, args.connections, args.duration, args.threads)
+                    results[label] = wrk_run(
+                        port, codes, args.connections, args.duration, args.threads
+                    )
                 else:
-                    results[label], _ = asyncio.run(python_load(port, codes, args.connections, 20_000))
+                    results[label], _ = asyncio.run(
+                        python_load(port, codes, args.connections, 20_000)
+                    )
             r = results[label]
-            print(f"{label:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
-                  + (f"   non-3xx {int(r['non_3xx'])}   socket errors: {r['socket_errors']}" if use_wrk else ""))
+            print(
+                f"{label:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
+                + (
+                    f"   non-3xx {int(r['non_3xx'])}   socket errors: {r['socket_errors']}"
+                    if use_wrk
+                    else ""
+                )
+            )
         ratio = results["GET /s/{code}"]["rps"] / results["bare 302"]["rps"]
-        print(f"ratio scan/bare: {ratio:.2f} (goal >= 0.50); scan p99 {results['GET /s/{code}']['p99']:.2f} ms (goal < 25 ms)")
+        print(
+            f"ratio scan/bare: {ratio:.2f} (goal >= 0.50); scan p99 {results['GET /s/{code}']['p99']:.2f} ms (goal < 25 ms)"
+        )
 
         # Exact phase: every response awaited, then scans stored must equal 302s answered.
         before = count_scans(conninfo)
         port = free_port()
         with server("api.app:create_app", port, args.workers, env, True):
-            _, redirects = asyncio.run(python_load(port, codes, args.connections, args.exact_requests))
+            _, redirects = asyncio.run(
+                python_load(port, codes, args.connections, args.exact_requests)
+            )
         stored = count_scans(conninfo) - before
-        print(f"exact phase: {redirects} redirects answered, {stored} scans stored -> "
-              f"{'EQUAL' if stored == redirects else 'MISMATCH'}")
+        print(
+            f"exact phase: {redirects} redirects answered, {stored} scans stored -> "
+            f"{'EQUAL' if stored == redirects else 'MISMATCH'}"
+        )
 
         if args.memory_tags:
             extra = args.memory_tags - args.tags
@@ -272,8 +342,10 @@ def main() -> None:
             with server("api.app:create_app", port, 1, env, True) as proc:
                 ready_s = time.perf_counter() - t0
                 r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
-                print(f"memory: {r['tags_cached']} tags cached, server RSS {rss_mib(proc.pid):.0f} MiB "
-                      f"(goal < 1024 MiB), ready in {ready_s:.1f} s")
+                print(
+                    f"memory: {r['tags_cached']} tags cached, server RSS {rss_mib(proc.pid):.0f} MiB "
+                    f"(goal < 1024 MiB), ready in {ready_s:.1f} s"
+                )
     finally:
         migrate.drop_database(database_url)
         shutil.rmtree(data_dir, ignore_errors=True)

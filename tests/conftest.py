@@ -119,13 +119,18 @@ async def org(client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncS
 
 
 @pytest.fixture
-async def other_org(client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]) -> Org:
+async def other_org(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> Org:
     return await make_org(sessionmaker, "Globex")
 
 
 async def make_campaign(client: httpx.AsyncClient, org: Org, **overrides: Any) -> dict[str, Any]:
     """Create a campaign through the API and return its JSON."""
-    body: dict[str, Any] = {"name": "Summer windows", "destination_url": "https://shop.example.com/summer"}
+    body: dict[str, Any] = {
+        "name": "Summer windows",
+        "destination_url": "https://shop.example.com/summer",
+    }
     body.update(overrides)
     response = await client.post("/v1/campaigns", json=body, headers=org.headers)
     assert response.status_code == 201, response.text
@@ -138,7 +143,9 @@ async def make_tag(
     """Create a tag through the API and return its JSON."""
     body: dict[str, Any] = {"kind": "qr", "label": "window-1"}
     body.update(overrides)
-    response = await client.post(f"/v1/campaigns/{campaign_id}/tags", json=body, headers=org.headers)
+    response = await client.post(
+        f"/v1/campaigns/{campaign_id}/tags", json=body, headers=org.headers
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())
 

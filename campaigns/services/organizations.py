@@ -78,7 +78,10 @@ async def authenticate(session: AsyncSession, *, secret: str) -> ApiKey:
         raise Unauthorized("Invalid or revoked API key", code="invalid_api_key")
     now = utcnow()
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        # SKIP LOCKED: the row lock lasts until the request commits; a concurrent request
+        # on the same key skips the bookkeeping instead of waiting for it.
+        locked = select(ApiKey.id).where(ApiKey.id == api_key.id).with_for_update(skip_locked=True)
         await session.execute(
-            update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now)
+            update(ApiKey).where(ApiKey.id.in_(locked.scalar_subquery())).values(last_used_at=now)
         )
     return api_key
