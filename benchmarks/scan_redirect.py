@@ -43,6 +43,10 @@ from campaigns import migrate  # noqa: E402
 from campaigns.db import libpq_url  # noqa: E402
 from campaigns.scanning.links import new_code  # noqa: E402
 
+ANDROID_UA = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Mobile Safari/537.36"
+)
 SERVER_URL = os.environ.get(
     "PASSERELLE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -66,7 +70,8 @@ def seed(conninfo: str, n_tags: int) -> list[str]:
         assert org is not None
         campaign = conn.execute(
             "INSERT INTO campaigns (organization_id, name, slug, destination_url) "
-            "VALUES (%s, 'bench', 'bench', 'https://shop.example.com/landing?ref=poster') RETURNING id",
+            "VALUES (%s, 'bench', 'bench', 'https://shop.example.com/landing?ref=poster') "
+            "RETURNING id",
             (org[0],),
         ).fetchone()
         assert campaign is not None
@@ -231,9 +236,7 @@ async def python_load(
                 started = time.perf_counter()
                 r = await client.get(
                     f"/s/{code}",
-                    headers={
-                        "user-agent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36"
-                    },
+                    headers={"user-agent": ANDROID_UA},
                 )
                 latencies.append((time.perf_counter() - started) * 1000)
                 if r.status_code == 302:
@@ -285,7 +288,8 @@ def main() -> None:
         use_wrk = shutil.which("wrk") is not None
         print(
             f"# {args.workers} worker(s), {args.connections} connections, {args.tags} tags, "
-            f"load generator: {'wrk' if use_wrk else 'python asyncio client'}, {os.cpu_count()} CPUs"
+            f"load generator: {'wrk' if use_wrk else 'python asyncio client'}, "
+            f"{os.cpu_count()} CPUs"
         )
 
         results: dict[str, dict[str, float]] = {}
@@ -306,7 +310,8 @@ def main() -> None:
                     )
             r = results[label]
             print(
-                f"{label:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
+                f"{label:>14}: {r['rps']:9.0f} req/s   "
+                f"p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
                 + (
                     f"   non-3xx {int(r['non_3xx'])}   socket errors: {r['socket_errors']}"
                     if use_wrk
@@ -315,7 +320,8 @@ def main() -> None:
             )
         ratio = results["GET /s/{code}"]["rps"] / results["bare 302"]["rps"]
         print(
-            f"ratio scan/bare: {ratio:.2f} (goal >= 0.50); scan p99 {results['GET /s/{code}']['p99']:.2f} ms (goal < 25 ms)"
+            f"ratio scan/bare: {ratio:.2f} (goal >= 0.50); "
+            f"scan p99 {results['GET /s/{code}']['p99']:.2f} ms (goal < 25 ms)"
         )
 
         # Exact phase: every response awaited, then scans stored must equal 302s answered.
@@ -343,7 +349,8 @@ def main() -> None:
                 ready_s = time.perf_counter() - t0
                 r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
                 print(
-                    f"memory: {r['tags_cached']} tags cached, server RSS {rss_mib(proc.pid):.0f} MiB "
+                    f"memory: {r['tags_cached']} tags cached, "
+                    f"server RSS {rss_mib(proc.pid):.0f} MiB "
                     f"(goal < 1024 MiB), ready in {ready_s:.1f} s"
                 )
     finally:
