@@ -29,6 +29,8 @@ from campaigns.scanning.service import ScanService
 log = logging.getLogger(__name__)
 
 PREFIX = "/s/"
+#: QR codes carry ``/S/`` (upper case, for the alphanumeric mode; see links.qr_url).
+_PREFIXES = (PREFIX, PREFIX.upper())
 _REDIRECT_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"referrer-policy", b"no-referrer"),
@@ -52,7 +54,7 @@ class ScanEndpoint:
         if (
             scope["type"] != "http"
             or scope["method"] not in ("GET", "HEAD")
-            or not scope["path"].startswith(PREFIX)
+            or scope["path"][:3] not in _PREFIXES
         ):
             await self.app(scope, receive, send)
             return

@@ -154,7 +154,8 @@ class TagUpdate(Schema):
 
 
 class TagRead(Schema):
-    """A tag: ``short_url`` is ``{BASE_URL}/s/{code}``; ``qr_url`` the QR-optimised form."""
+    """A tag: ``short_url`` is ``{BASE_URL}/s/{code}``; ``qr_content`` is the form encoded
+    in QR codes (host and path upper case, for the alphanumeric mode)."""
 
     model_config = ConfigDict(extra="ignore", from_attributes=True)
 

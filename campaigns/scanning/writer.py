@@ -133,7 +133,7 @@ class ScanWriter:
         *,
         batch_size: int = 500,
         max_delay_s: float = 0.002,
-        commit_timeout_s: float = 2.0,
+        commit_timeout_s: float = 1.0,
         connect_timeout_s: float = 2.0,
         retry_interval_s: float = 1.0,
     ) -> None:
@@ -151,7 +151,8 @@ class ScanWriter:
         self._spool_path: Path | None = None
         self._spool_seq = 0
         self._down_since: float | None = None
-        self._last_attempt = 0.0
+        self._probe: asyncio.Task[None] | None = None
+        self._db_back = asyncio.Event()
         self._stopping = False
         self.stats = WriterStats()
 
@@ -196,6 +197,8 @@ class ScanWriter:
             self._queue.put_nowait((None, None))  # type: ignore[arg-type]  # wake-up sentinel
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._probe is not None:
+            self._probe.cancel()
         await self._close_conn()
         self._close_spool()
 
@@ -225,21 +228,21 @@ class ScanWriter:
             await self.replay_spools()
         except (psycopg.Error, OSError) as exc:
             log.warning("database unavailable at start, spooling scans: %s", exc)
-            self._down_since = self._last_attempt = time.monotonic()
-            await self._close_conn()
+            await self._mark_down()
         while True:
             batch = await self._next_batch()
             stop = any(item[0] is None for item in batch)
             batch = [item for item in batch if item[0] is not None]
+            if self._down_since is not None and self._db_back.is_set():
+                await self._recover()
             if batch:
                 await self._write(batch)
-            elif self._down_since is not None:
-                await self._maybe_recover()
             if stop and self._queue.empty():
                 return
 
     async def _next_batch(self) -> list[tuple[ScanRecord, asyncio.Future[None]]]:
-        timeout = self._retry_interval_s if self._down_since is not None else None
+        # While down, wake up now and then to notice the probe found the database again.
+        timeout = 0.2 if self._down_since is not None else None
         try:
             first = await asyncio.wait_for(self._queue.get(), timeout)
         except TimeoutError:
@@ -261,8 +264,6 @@ class ScanWriter:
     async def _write(self, batch: list[tuple[ScanRecord, asyncio.Future[None]]]) -> None:
         records = [record for record, _ in batch]
         error: BaseException | None = None
-        if self._down_since is not None:
-            await self._maybe_recover()
         if self._down_since is None:
             started = time.perf_counter()
             try:
@@ -271,9 +272,7 @@ class ScanWriter:
                 self.stats.committed += len(records)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 log.warning("scan commit failed, spooling %d scans: %s", len(records), exc)
-                self._down_since = time.monotonic()
-                self._last_attempt = self._down_since
-                await self._close_conn()
+                await self._mark_down()
                 error = exc
             else:
                 self._resolve(batch, None)
@@ -305,39 +304,56 @@ class ScanWriter:
             for record in records:
                 await copy.write_row(record)
 
-    async def _maybe_recover(self) -> None:
-        """While down: at most once per retry interval, reconnect and replay the spool."""
-        now = time.monotonic()
-        if now - self._last_attempt < self._retry_interval_s:
+    async def _mark_down(self) -> None:
+        """Switch to spooling and start probing for the database in the background, so
+        that no redirect ever waits on a connection attempt."""
+        await self._close_conn()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._db_back.clear()
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_database(), name="scan-writer-probe")
+
+    async def _probe_database(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_interval_s)
+            try:
+                conn = await self._open()
+            except (psycopg.Error, OSError) as exc:
+                log.info("database still unavailable: %s", exc)
+                continue
+            self._conn = conn
+            self._db_back.set()
             return
-        self._last_attempt = now
+
+    async def _recover(self) -> None:
+        """The probe reached the database: replay every spool (ours included), then
+        leave spooling mode. On failure, go back to spooling and probing."""
+        self._close_spool()
         try:
-            conn = await self._connection()
-            del conn  # opened above only to probe
-            self._close_spool()
             replayed = await self.replay_spools()
         except (psycopg.Error, OSError) as exc:
-            log.info("database still unavailable: %s", exc)
-            await self._close_conn()
+            log.warning("replay failed, still spooling: %s", exc)
+            await self._mark_down()
             return
-        log.warning(
-            "database back after %.1f s; replayed %d spooled scans",
-            now - (self._down_since or now),
-            replayed,
-        )
+        down_for = time.monotonic() - (self._down_since or time.monotonic())
+        log.warning("database back after %.1f s; replayed %d spooled scans", down_for, replayed)
         self._down_since = None
 
     # -- database -------------------------------------------------------------------------
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._conninfo,
-                connect_timeout=max(1, round(self._connect_timeout_s)),
-                autocommit=True,
-                application_name="passerelle-scan-writer",
-            )
+            self._conn = await self._open()
         return self._conn
+
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo,
+            connect_timeout=max(1, round(self._connect_timeout_s)),
+            autocommit=True,
+            application_name="passerelle-scan-writer",
+        )
 
     async def _close_conn(self) -> None:
         if self._conn is not None:
