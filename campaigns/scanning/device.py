@@ -19,7 +19,7 @@ from ua_parser import parse
 _PREVIEWERS = re.compile(
     r"slackbot|slack-imgproxy|facebookexternalhit|facebookcatalog|meta-externalagent|"
     r"whatsapp|twitterbot|discordbot|telegrambot|linkedinbot|skypeuripreview|"
-    r"pinterestbot|redditbot|embedly|iframely|vkshare|snapchat|"
+    r"pinterestbot|redditbot|embedly|iframely|vkshare|snap url preview|"
     r"google-pagerenderer|googleother|applebot|bingpreview|mastodon/|bluesky cardyb|"
     r"microsoftpreview|outlook-ios-linkpreview|quora link preview",
     re.IGNORECASE,
@@ -47,12 +47,17 @@ def is_bot(user_agent: str) -> bool:
     return bool(_PREVIEWERS.search(ua)) or bool(_crawler_detect.isCrawler(ua))
 
 
-@lru_cache(maxsize=8192)
 def parse_device(user_agent: str | None) -> Device:
     """Parse a ``User-Agent`` header (at most 512 characters are looked at)."""
     if not user_agent:
         return Device("unknown", None, None, True)
-    ua = user_agent[:512]
+    return _parse(user_agent[:512])
+
+
+@lru_cache(maxsize=8192)
+def _parse(ua: str) -> Device:
+    # Memoised on the 512-character prefix, never on the whole header: the memo's memory
+    # stays bounded (8192 x 512 characters) whatever clients send.
     bot = is_bot(ua)
     result = parse(ua)
     os_family = result.os.family if result.os and result.os.family != "Other" else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 #: Crockford's base32 alphabet (https://www.crockford.com/base32.html): no I, L, O, U.
 CROCKFORD_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -15,6 +15,9 @@ _DECODE = str.maketrans({"I": "1", "L": "1", "O": "0"})
 #: Query parameter carrying the click id to the destination.
 CLICK_ID_PARAM = "pcid"
 UTM_KEYS = ("source", "medium", "campaign", "term", "content")
+#: Characters left alone when a destination is made ASCII (besides ``A-Za-z0-9_.-~``):
+#: RFC 3986 reserved characters and ``%`` (already percent-encoded octets).
+_URI_SAFE = ":/?#[]@!$&'()*+,;=%"
 
 
 def new_code() -> str:
@@ -62,17 +65,30 @@ def build_destination(
     """``destination`` with UTM parameters and the click id added.
 
     ``utm`` maps ``source|medium|campaign|term|content`` to values; a ``utm_*`` parameter
-    the destination already sets wins (the marketer chose it). Existing parameters, their
-    order and the fragment are kept. ``pcid`` is always set to ``click_id`` when given.
+    the destination already sets wins (the marketer chose it). The destination's own query
+    is kept byte for byte (valueless flags, its percent-encoding, order: some sites sign
+    their query string) and the fragment is kept; new parameters are appended. ``pcid``
+    is always set to ``click_id`` when given (a ``pcid`` in the destination is dropped).
     """
     parts = urlsplit(destination)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    present = {key for key, _ in query}
-    for key in UTM_KEYS:
-        value = utm.get(key)
-        if value and f"utm_{key}" not in present:
-            query.append((f"utm_{key}", value))
+    query = parts.query
+    present = {unquote_plus(pair.partition("=")[0]) for pair in query.split("&")}
+    added = [
+        (f"utm_{key}", value)
+        for key in UTM_KEYS
+        if (value := utm.get(key)) and f"utm_{key}" not in present
+    ]
     if click_id is not None:
-        query = [(k, v) for k, v in query if k != CLICK_ID_PARAM]
-        query.append((CLICK_ID_PARAM, click_id))
-    return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        if CLICK_ID_PARAM in present:
+            query = "&".join(
+                pair
+                for pair in query.split("&")
+                if unquote_plus(pair.partition("=")[0]) != CLICK_ID_PARAM
+            )
+        added.append((CLICK_ID_PARAM, click_id))
+    if added:
+        query = f"{query}&{urlencode(added)}" if query else urlencode(added)
+    # The result goes into a Location header, which must be ASCII: characters outside
+    # RFC 3986 (non-ASCII, quotes, angle brackets, braces, pipes...) are percent-encoded
+    # as UTF-8 (RFC 3987 §3.1); existing percent-encodings and delimiters are kept.
+    return quote(urlunsplit(parts._replace(query=query)), safe=_URI_SAFE)
