@@ -98,5 +98,6 @@ router = APIRouter(tags=["health"])
 async def metrics(request: Request) -> Response:
     """Prometheus exposition of this process's metrics."""
     app_metrics: Metrics = request.app.state.metrics
-    app_metrics.collect_from(request.app.state.scans, len(request.app.state.rate_limiter))
+    limiter = request.app.state.rate_limiter
+    app_metrics.collect_from(request.app.state.scans, len(limiter) if limiter is not None else 0)
     return Response(generate_latest(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -55,6 +55,11 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+def downgrade(database_url: str, revision: str) -> None:
+    """Revert migrations down to ``revision`` (``base`` for an empty schema)."""
+    command.downgrade(alembic_config(database_url), revision)
+
+
 def drop_database(database_url: str) -> None:
     """Drop the database of ``database_url`` (used by the test harness), closing its
     connections first."""

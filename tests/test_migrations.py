@@ -1,0 +1,48 @@
+"""Migrations apply, revert and re-apply on a fresh database, and create what the scan
+path relies on (PostGIS, the cache NOTIFY triggers)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from campaigns import migrate
+from campaigns.db import libpq_url
+from tests.conftest import SERVER_URL
+
+
+@pytest.fixture
+def fresh_url() -> Iterator[str]:
+    name = f"passerelle_migr_{secrets.token_hex(4)}"
+    url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
+    migrate.ensure_database(url)
+    try:
+        yield url
+    finally:
+        migrate.drop_database(url)
+
+
+def _triggers(url: str) -> set[str]:
+    with psycopg.connect(libpq_url(url)) as conn:
+        rows = conn.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal").fetchall()
+    return {row[0] for row in rows}
+
+
+def test_upgrade_downgrade_upgrade(fresh_url: str) -> None:
+    migrate.upgrade(fresh_url)
+    assert _triggers(fresh_url) == {"tags_notify_cache", "campaigns_notify_cache"}
+    migrate.downgrade(fresh_url, "base")
+    assert _triggers(fresh_url) == set()
+    migrate.upgrade(fresh_url)
+    with psycopg.connect(libpq_url(fresh_url)) as conn:
+        version = conn.execute("SELECT postgis_lib_version()").fetchone()
+    assert version is not None and version[0].startswith("3.")
+    assert _triggers(fresh_url) == {"tags_notify_cache", "campaigns_notify_cache"}
+
+
+def test_ensure_database_is_idempotent(fresh_url: str) -> None:
+    assert migrate.ensure_database(fresh_url) is False
