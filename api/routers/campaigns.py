@@ -14,6 +14,12 @@ from campaigns.services import campaigns as service
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 
 
+class CampaignPage(Page[CampaignRead]):
+    """A page of campaigns; ``limit`` echoes the page size asked for (default 50)."""
+
+    limit: int
+
+
 @router.post("", status_code=201, response_model=CampaignRead)
 async def create_campaign(
     data: CampaignCreate, session: SessionDep, organization_id: OrganizationId
@@ -23,19 +29,21 @@ async def create_campaign(
     return campaign_read(campaign)
 
 
-@router.get("", response_model=Page[CampaignRead])
+@router.get("", response_model=CampaignPage)
 async def list_campaigns(
     session: SessionDep,
     organization_id: OrganizationId,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     archived: bool | None = None,
-) -> Page[CampaignRead]:
-    """Newest first; follow ``next_cursor`` for the next page."""
+) -> CampaignPage:
+    """Newest first; follow ``next_cursor`` for the next page (422 ``invalid_cursor``)."""
     rows, next_cursor = await service.list_campaigns(
         session, organization_id=organization_id, limit=limit, cursor=cursor, archived=archived
     )
-    return Page[CampaignRead](items=[campaign_read(c) for c in rows], next_cursor=next_cursor)
+    return CampaignPage(
+        items=[campaign_read(c) for c in rows], next_cursor=next_cursor, limit=limit
+    )
 
 
 @router.get("/{campaign_id}", response_model=CampaignRead)

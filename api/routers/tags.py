@@ -15,6 +15,12 @@ from campaigns.services.campaigns import MAX_PAGE_SIZE
 router = APIRouter(tags=["tags"])
 
 
+class TagPage(Page[TagRead]):
+    """A page of tags; ``limit`` echoes the page size asked for (default 50)."""
+
+    limit: int
+
+
 @router.post("/v1/campaigns/{campaign_id}/tags", status_code=201, response_model=TagRead)
 async def create_tag(
     campaign_id: int,
@@ -31,7 +37,7 @@ async def create_tag(
     return tag_read(tag, settings.short_link_origin)
 
 
-@router.get("/v1/campaigns/{campaign_id}/tags", response_model=Page[TagRead])
+@router.get("/v1/campaigns/{campaign_id}/tags", response_model=TagPage)
 async def list_tags(
     campaign_id: int,
     session: SessionDep,
@@ -39,7 +45,7 @@ async def list_tags(
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> Page[TagRead]:
+) -> TagPage:
     """A campaign's tags, newest first."""
     rows, next_cursor = await service.list_tags(
         session,
@@ -49,7 +55,7 @@ async def list_tags(
         cursor=cursor,
     )
     origin = settings.short_link_origin
-    return Page[TagRead](items=[tag_read(t, origin) for t in rows], next_cursor=next_cursor)
+    return TagPage(items=[tag_read(t, origin) for t in rows], next_cursor=next_cursor, limit=limit)
 
 
 @router.get("/v1/tags/{tag_id}", response_model=TagRead)

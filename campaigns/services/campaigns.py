@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 import unicodedata
 from typing import Any
@@ -16,6 +17,14 @@ from campaigns.models import Campaign, utcnow
 from campaigns.schemas import CampaignCreate, CampaignUpdate
 
 MAX_PAGE_SIZE = 200
+#: Ids are PostgreSQL ``bigint``: a larger number cannot name a row (and would make the
+#: query itself fail), so it is answered like any unknown id.
+MAX_ID = 2**63 - 1
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """An aware time in UTC, so a write answers exactly what a later read shows."""
+    return value.astimezone(dt.UTC) if value is not None else None
 
 
 def slugify(name: str) -> str:
@@ -27,21 +36,25 @@ def slugify(name: str) -> str:
 
 
 async def _unique_slug(session: AsyncSession, organization_id: int, base: str) -> str:
+    # Candidates are ``base`` then ``{stem}-2``, ``{stem}-3``...; the stem is cut so the
+    # suffix fits 100 characters, so every candidate starts with it (not always with
+    # ``base``): match on the stem, or long names get the same suffix twice.
+    stem = base[:95].rstrip("-")
     taken = set(
         await session.scalars(
             select(Campaign.slug).where(
                 Campaign.organization_id == organization_id,
                 Campaign.deleted_at.is_(None),
-                Campaign.slug.like(f"{base}%"),
+                Campaign.slug.like(f"{stem}%"),
             )
         )
     )
     if base not in taken:
         return base
     n = 2
-    while f"{base[:95]}-{n}" in taken:
+    while f"{stem}-{n}" in taken:
         n += 1
-    return f"{base[:95]}-{n}"
+    return f"{stem}-{n}"
 
 
 def _cost_columns(cost: Any) -> dict[str, Any]:
@@ -63,8 +76,8 @@ async def create_campaign(
         slug=slug,
         destination_url=data.destination_url,
         fallback_url=data.fallback_url,
-        starts_at=data.starts_at,
-        ends_at=data.ends_at,
+        starts_at=_utc(data.starts_at),
+        ends_at=_utc(data.ends_at),
         utm=data.utm.model_dump(exclude_none=True),
         **_cost_columns(data.cost),
     )
@@ -89,6 +102,8 @@ async def get_campaign(
     session: AsyncSession, *, organization_id: int, campaign_id: int
 ) -> Campaign:
     """The organization's live campaign. Raises :class:`NotFound` (also for other tenants')."""
+    if not 1 <= campaign_id <= MAX_ID:
+        raise NotFound(f"Campaign {campaign_id} not found", code="campaign_not_found")
     campaign = await session.scalar(
         select(Campaign).where(
             Campaign.id == campaign_id,
@@ -111,9 +126,10 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "id":
+        last_id = int(value)
+        if prefix != "id" or not 0 <= last_id <= MAX_ID:
             raise ValueError(raw)
-        return int(value)
+        return last_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("Invalid pagination cursor", code="invalid_cursor") from exc
 
@@ -153,9 +169,12 @@ async def update_campaign(
         raise InvalidInput("name cannot be removed", code="name_required")
     if "slug" in fields and fields["slug"] is None:
         raise InvalidInput("slug cannot be removed", code="slug_required")
-    for key in ("name", "slug", "destination_url", "fallback_url", "starts_at", "ends_at"):
+    for key in ("name", "slug", "destination_url", "fallback_url"):
         if key in fields:
             setattr(campaign, key, fields[key])
+    for key in ("starts_at", "ends_at"):
+        if key in fields:
+            setattr(campaign, key, _utc(fields[key]))
     if "archived" in fields and fields["archived"] is not None:
         campaign.archived = fields["archived"]
     if "utm" in fields:

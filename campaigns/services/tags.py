@@ -10,7 +10,7 @@ from campaigns.errors import NotFound
 from campaigns.models import Campaign, Tag, utcnow
 from campaigns.scanning.links import new_code
 from campaigns.schemas import TagCreate, TagUpdate
-from campaigns.services.campaigns import decode_cursor, encode_cursor, get_campaign
+from campaigns.services.campaigns import MAX_ID, decode_cursor, encode_cursor, get_campaign
 
 #: A fresh 40-bit code collides with an existing one with probability n / 2^40; retries
 #: make a failure astronomically unlikely even with hundreds of millions of tags.
@@ -46,6 +46,8 @@ async def create_tag(
 
 async def get_tag(session: AsyncSession, *, organization_id: int, tag_id: int) -> Tag:
     """The organization's tag (of a live campaign). Raises :class:`NotFound`."""
+    if not 1 <= tag_id <= MAX_ID:
+        raise NotFound(f"Tag {tag_id} not found", code="tag_not_found")
     tag = await session.scalar(
         select(Tag)
         .join(Campaign, Campaign.id == Tag.campaign_id)
