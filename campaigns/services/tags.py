@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from campaigns.errors import NotFound
+from campaigns.errors import InvalidInput, NotFound
 from campaigns.models import Campaign, Tag, utcnow
 from campaigns.scanning.links import new_code
 from campaigns.schemas import TagCreate, TagUpdate
@@ -86,9 +86,12 @@ async def update_tag(
     session: AsyncSession, *, organization_id: int, tag_id: int, data: TagUpdate
 ) -> Tag:
     """Relabel, re-point (``destination_url``; ``null`` falls back to the campaign's),
-    disable or re-enable a tag. Raises :class:`NotFound`."""
+    disable or re-enable a tag. Raises :class:`NotFound` and :class:`InvalidInput`
+    (``status_required``: ``"status": null``)."""
     tag = await get_tag(session, organization_id=organization_id, tag_id=tag_id)
     fields = data.model_dump(exclude_unset=True)
+    if "status" in fields and fields["status"] is None:
+        raise InvalidInput("status cannot be removed", code="status_required")
     if "label" in fields:
         tag.label = fields["label"]
     if "destination_url" in fields:
