@@ -179,20 +179,22 @@ class Scan(Base):
 
     id: Mapped[int] = _pk()
     click_id: Mapped[str] = mapped_column(String(32), unique=True)
-    organization_id: Mapped[int] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
-    )
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"))
+    # No foreign keys on this append-only log: a scan is answered before it is written,
+    # so its row must never be refused (nor a whole group commit with it) because its tag
+    # or organization was deleted meanwhile. Deleting an organization deletes its scans
+    # explicitly (see docs/DECISIONS.md).
+    organization_id: Mapped[int] = mapped_column(BigInteger)
+    campaign_id: Mapped[int] = mapped_column(BigInteger)
+    tag_id: Mapped[int] = mapped_column(BigInteger)
     scanned_at: Mapped[dt.datetime]
     channel: Mapped[str] = mapped_column(String(16))
     method: Mapped[str] = mapped_column(String(8), default="GET", server_default="GET")
     outcome: Mapped[str] = mapped_column(String(16))
     destination: Mapped[str] = mapped_column(Text)
     user_agent: Mapped[str | None] = mapped_column(Text)
-    device_type: Mapped[str | None] = mapped_column(String(16))
-    os: Mapped[str | None] = mapped_column(String(64))
-    browser: Mapped[str | None] = mapped_column(String(64))
+    device_type: Mapped[str | None] = mapped_column(Text)
+    os: Mapped[str | None] = mapped_column(Text)
+    browser: Mapped[str | None] = mapped_column(Text)
     is_bot: Mapped[bool] = mapped_column(Boolean)
     ip_truncated: Mapped[str | None] = mapped_column(INET)
     visitor_id: Mapped[bytes | None] = mapped_column(LargeBinary(16))

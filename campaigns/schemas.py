@@ -7,6 +7,7 @@ with a timezone (naive times are rejected); URLs must be absolute http(s).
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -24,12 +25,17 @@ from pydantic import (
 T = TypeVar("T")
 
 
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
 def _check_url(value: str) -> str:
     """Accept absolute http(s) URLs with a host, no credentials, no control characters."""
     if len(value) > 2048:
         raise ValueError("URL is longer than 2048 characters")
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
-        raise ValueError("URL contains whitespace or control characters")
+    # Separators, controls, format characters (bidi overrides, zero-width) and unassigned
+    # code points have no place in a link and are used to disguise one.
+    if any(ord(c) < 0x21 or unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in value):
+        raise ValueError("URL contains whitespace, control or invisible characters")
     parts = urlsplit(value)
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError("URL scheme must be http or https")

@@ -30,7 +30,8 @@ from campaigns.settings import Settings, get_settings
 SERVER_URL = os.environ.get(
     "PASSERELLE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = "organizations, visitor_salts"  # everything else cascades from organizations
+# Everything else cascades from organizations; scans have no foreign keys.
+TABLES = "organizations, visitor_salts, scans"
 
 
 @pytest.fixture(scope="session")

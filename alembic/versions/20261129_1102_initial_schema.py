@@ -192,34 +192,18 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(length=16), nullable=False),
         sa.Column("destination", sa.Text(), nullable=False),
         sa.Column("user_agent", sa.Text(), nullable=True),
-        sa.Column("device_type", sa.String(length=16), nullable=True),
-        sa.Column("os", sa.String(length=64), nullable=True),
-        sa.Column("browser", sa.String(length=64), nullable=True),
+        sa.Column("device_type", sa.Text(), nullable=True),
+        sa.Column("os", sa.Text(), nullable=True),
+        sa.Column("browser", sa.Text(), nullable=True),
         sa.Column("is_bot", sa.Boolean(), nullable=False),
         sa.Column("ip_truncated", postgresql.INET(), nullable=True),
         sa.Column("visitor_id", sa.LargeBinary(length=16), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["campaign_id"],
-            ["campaigns.id"],
-            name=op.f("fk_scans_campaign_id_campaigns"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["organization_id"],
-            ["organizations.id"],
-            name=op.f("fk_scans_organization_id_organizations"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["tag_id"], ["tags.id"], name=op.f("fk_scans_tag_id_tags"), ondelete="CASCADE"
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_scans")),
         sa.UniqueConstraint("click_id", name=op.f("uq_scans_click_id")),
     )
     op.create_index(
         "ix_scans_campaign_id_scanned_at", "scans", ["campaign_id", "scanned_at"], unique=False
     )
-    op.create_index(op.f("ix_scans_organization_id"), "scans", ["organization_id"], unique=False)
     op.create_index("ix_scans_tag_id_scanned_at", "scans", ["tag_id", "scanned_at"], unique=False)
     op.create_table(
         "conversions",
@@ -295,7 +279,6 @@ def downgrade() -> None:
     op.drop_index("ix_conversions_campaign_id_occurred_at", table_name="conversions")
     op.drop_table("conversions")
     op.drop_index("ix_scans_tag_id_scanned_at", table_name="scans")
-    op.drop_index(op.f("ix_scans_organization_id"), table_name="scans")
     op.drop_index("ix_scans_campaign_id_scanned_at", table_name="scans")
     op.drop_table("scans")
     op.drop_index(op.f("ix_tags_organization_id"), table_name="tags")

@@ -210,6 +210,32 @@ class TagCache:
         self.synced_at = now
         self.loaded_from_db = True
 
+    async def prune(self, conn: psycopg.AsyncConnection[TupleRow], *, chunk: int = 50_000) -> int:
+        """Forget cached tags and campaigns whose rows no longer exist (hard deletes whose
+        NOTIFY was missed while the listener was reconnecting). Reads ids in chunks, so a
+        million tags cost twenty index-only queries; run it every few minutes, not per
+        reconcile. Returns the number of tags forgotten."""
+        campaign_ids = list(self._campaigns)
+        gone_campaigns = set(campaign_ids)
+        for start in range(0, len(campaign_ids), chunk):
+            cur = await conn.execute(
+                "SELECT id FROM campaigns WHERE id = ANY(%s) AND deleted_at IS NULL",
+                (campaign_ids[start : start + chunk],),
+            )
+            gone_campaigns.difference_update(row[0] for row in await cur.fetchall())
+        for cid in gone_campaigns:
+            self._campaigns.pop(cid, None)
+        tag_ids = list(self._codes_by_id)
+        gone_tags = set(tag_ids)
+        for start in range(0, len(tag_ids), chunk):
+            cur = await conn.execute(
+                "SELECT id FROM tags WHERE id = ANY(%s) AND status = 'active'",
+                (tag_ids[start : start + chunk],),
+            )
+            gone_tags.difference_update(row[0] for row in await cur.fetchall())
+        self._forget_tags(gone_tags)
+        return len(gone_tags)
+
     # -- snapshot -------------------------------------------------------------------------
 
     def save_snapshot(self, path: Path) -> None:

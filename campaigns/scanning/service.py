@@ -31,6 +31,9 @@ from geo.ip import truncate_ip
 
 log = logging.getLogger(__name__)
 
+#: How often the cache is checked for rows deleted behind its back (seconds).
+PRUNE_INTERVAL_S = 600.0
+
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
@@ -163,7 +166,8 @@ class ScanService:
             method=method,
             outcome=resolution.outcome,
             destination=url,
-            user_agent=user_agent[:1024] if user_agent else None,
+            # PostgreSQL text cannot hold NUL; 1 KiB is more than any real agent.
+            user_agent=user_agent.replace("\x00", "")[:1024] if user_agent else None,
             device_type=device.device_type,
             os=device.os,
             browser=device.browser,
@@ -248,11 +252,15 @@ class ScanService:
                     )
 
     async def _reconcile_loop(self) -> None:
+        pruned_at = time.monotonic()
         while True:
             await asyncio.sleep(self._reconcile_interval_s)
             try:
                 async with await self._connect() as conn:
                     await self.cache.reconcile(conn)
+                    if time.monotonic() - pruned_at > PRUNE_INTERVAL_S:
+                        await self.cache.prune(conn)
+                        pruned_at = time.monotonic()
                     await self._refresh_salts(conn)
                 if time.monotonic() - self._snapshot_saved_at > 300:
                     await asyncio.to_thread(self._save_snapshot)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import psycopg
+import psycopg.errors
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ _INSERT_SQL = (
     f"%s::text[], %s::text[], %s::text[], %s::bool[], %s::inet[], %s::bytea[]) "
     f"ON CONFLICT (click_id) DO NOTHING"
 )
+
+
+#: Errors about the rows themselves (not the connection): retried row by row.
+_ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 
 
 class ScanRecord(NamedTuple):
@@ -267,7 +272,15 @@ class ScanWriter:
         if self._down_since is None:
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+                try:
+                    await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+                except _ROW_ERRORS as exc:
+                    # One bad row must not fail the others nor stop the writer.
+                    log.error("group commit refused (%s); inserting row by row", exc)
+                    conn = await self._connection()
+                    await asyncio.wait_for(
+                        self._insert_rows(conn, records), self._commit_timeout_s * 4
+                    )
                 self.stats.observe(len(records), time.perf_counter() - started)
                 self.stats.committed += len(records)
             except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -374,14 +387,43 @@ class ScanWriter:
                 log.error("skipping unreadable spool line in %s", path)
         inserted = 0
         for start in range(0, len(records), 1000):
-            chunk = records[start : start + 1000]
-            columns = [list(col) for col in zip(*chunk, strict=True)]
-            async with conn.transaction():
-                cur = await conn.execute(_INSERT_SQL, columns)
-                inserted += max(cur.rowcount, 0)
+            inserted += await self._insert_rows(conn, records[start : start + 1000])
         await asyncio.to_thread(path.unlink)
         self.stats.replayed += inserted
         return inserted
+
+    async def _insert_rows(
+        self, conn: psycopg.AsyncConnection[Any], records: list[ScanRecord]
+    ) -> int:
+        """Insert idempotently (``ON CONFLICT (click_id) DO NOTHING``); when the database
+        refuses the chunk for its data, retry row by row and move refused rows to the
+        dead-letter file ``rejected-<pid>.jsonl`` (kept for an operator, never dropped).
+        Returns the rows inserted. Raises ``psycopg.Error`` for connection problems."""
+        try:
+            return await self._insert_chunk(conn, records)
+        except _ROW_ERRORS:
+            if len(records) == 1:
+                log.error("scan %s refused by the database; dead-lettered", records[0].click_id)
+                await asyncio.to_thread(self._append_dead_letter, records[0])
+                return 0
+        inserted = 0
+        for record in records:
+            inserted += await self._insert_rows(conn, [record])
+        return inserted
+
+    @staticmethod
+    async def _insert_chunk(conn: psycopg.AsyncConnection[Any], records: list[ScanRecord]) -> int:
+        columns = [list(col) for col in zip(*records, strict=True)]
+        async with conn.transaction():
+            cur = await conn.execute(_INSERT_SQL, columns)
+            return max(cur.rowcount, 0)
+
+    def _append_dead_letter(self, record: ScanRecord) -> None:
+        path = self._spool_dir / f"rejected-{os.getpid()}.jsonl"
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(record.to_json() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
     # -- spool ----------------------------------------------------------------------------
 

@@ -252,7 +252,6 @@ async def test_bad_fallback_url_is_422_and_changes_nothing(
     await _assert_refused(client, org, engine, body, "fallback_url")
 
 
-@pytest.mark.xfail(strict=True, reason="campaigns/schemas.py accepts Unicode controls in URLs")
 @pytest.mark.parametrize("url", BAD_UNICODE_URLS)
 async def test_unicode_controls_in_urls_are_422(
     client: httpx.AsyncClient, org: Org, engine: AsyncEngine, url: str
