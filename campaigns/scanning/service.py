@@ -31,6 +31,8 @@ from geo.ip import truncate_ip
 
 log = logging.getLogger(__name__)
 
+_WARM_UP_AGENT = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/131.0 Mobile"
+
 #: How often the cache is checked for rows deleted behind its back (seconds).
 PRUNE_INTERVAL_S = 600.0
 
@@ -84,6 +86,9 @@ class ScanService:
     async def start(self) -> None:
         """Load the cache (from the database, else from the snapshot), start the writer,
         the listener and the reconcile loop. Never raises for a database outage."""
+        # ua-parser and crawlerdetect compile their patterns on first use (about a
+        # second): pay it now rather than in the first phone's redirect.
+        parse_device(_WARM_UP_AGENT)
         try:
             async with await self._connect() as conn:
                 await self.cache.load_all(conn)

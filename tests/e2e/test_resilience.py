@@ -210,3 +210,20 @@ async def test_starts_from_snapshot_while_the_database_is_down(
         assert await wait_for(lambda: click_id in stored_click_ids(cluster))
     finally:
         server.stop()
+
+
+async def test_graceful_shutdown_drains_the_writer(cluster: PrivateCluster, tmp_path: Path) -> None:
+    _, code = seed(cluster)
+    server = Server(cluster.url, tmp_path)
+    server.start()
+    load = Load(server.base_url, code)
+    load.start(concurrency=16)
+    await asyncio.sleep(2.0)
+    await asyncio.to_thread(server.stop)  # SIGTERM while phones keep scanning
+    await load.stop()
+    redirected = set(load.click_ids)
+    assert len(redirected) > 50
+    stored = stored_click_ids(cluster)
+    assert redirected <= stored
+    assert len(stored) - len(redirected) <= 16
+    assert not list(tmp_path.glob("spool/scans-*.jsonl"))
