@@ -166,22 +166,33 @@ async def test_reconcile_applies_rows_changed_since_the_last_sync(
     assert hit[1].archived is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache.reconcile only reads rows that still exist: a hard-deleted tag whose "
-    "NOTIFY was missed (listener reconnecting) stays cached until a restart, and its scans "
-    "then fail the writer's foreign keys",
-)
-async def test_reconcile_forgets_hard_deleted_tags(
+async def test_prune_forgets_rows_deleted_behind_the_caches_back(
     client: httpx.AsyncClient, org: Org, conn: psycopg.AsyncConnection[Any]
 ) -> None:
     campaign = await make_campaign(client, org)
-    tag = await make_tag(client, org, campaign["id"])
+    kept = await make_tag(client, org, campaign["id"])
+    deleted = await make_tag(client, org, campaign["id"])
+    disabled = await make_tag(client, org, campaign["id"])
+    gone_campaign = await make_campaign(client, org, name="Gone")
+    orphan = await make_tag(client, org, gone_campaign["id"])
     cache = TagCache()
     await cache.load_all(conn)
-    await conn.execute("DELETE FROM tags WHERE id = %s", (tag["id"],))
-    await cache.reconcile(conn)
-    assert cache.lookup(tag["code"]) is None
+    assert len(cache) == 4
+    # Changes whose NOTIFY this cache never saw; reconcile cannot see deleted rows (the
+    # campaign's deletion cascades to its tag).
+    await conn.execute("DELETE FROM tags WHERE id = %s", (deleted["id"],))
+    await conn.execute("UPDATE tags SET status = 'disabled' WHERE id = %s", (disabled["id"],))
+    await conn.execute("DELETE FROM campaigns WHERE id = %s", (gone_campaign["id"],))
+    assert cache.lookup(deleted["code"]) is not None
+
+    forgotten = await cache.prune(conn, chunk=2)
+
+    assert forgotten == 3
+    assert cache.lookup(kept["code"]) is not None
+    for tag in (deleted, disabled, orphan):
+        assert cache.lookup(tag["code"]) is None
+    assert len(cache) == 1
+    assert await cache.prune(conn) == 0
 
 
 async def test_snapshot_round_trip(
