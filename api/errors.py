@@ -29,6 +29,7 @@ _STATUS_CODES = {
     415: ("unsupported_media_type", "Unsupported media type"),
     422: ("validation_error", "Invalid input"),
     429: ("rate_limited", "Too many requests"),
+    500: ("internal_error", "Internal server error"),
     503: ("unavailable", "Service unavailable"),
 }
 
@@ -88,3 +89,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
         return problem(exc.status_code, detail=str(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Clients get the same problem+json shape as for any other error, and nothing
+        # about the cause; Starlette re-raises the exception afterwards, so it is logged.
+        return problem(500, detail="An unexpected error occurred; it has been logged.")

@@ -9,9 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from campaigns.services import campaigns as campaign_service
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
 
 TABLES = ("organizations", "api_keys", "campaigns", "tags", "scans")
@@ -782,3 +784,34 @@ async def test_another_organizations_campaign_is_invisible(
     assert theirs["id"] not in [item["id"] for item in listed]
     assert await table_snapshot(engine, *TABLES) == before
     assert (await client.get(path, headers=other_org.headers)).json() == theirs
+
+
+# -- unexpected failures ----------------------------------------------------------------
+
+
+async def test_unexpected_error_is_a_problem_500_and_rolls_back(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    org: Org,
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await make_campaign(client, org)
+    real_create = campaign_service.create_campaign
+
+    async def create_then_fail(session: AsyncSession, **kwargs: Any) -> Any:
+        await real_create(session, **kwargs)  # flushed: the failure must undo it
+        raise RuntimeError("boom: secret internals")
+
+    monkeypatch.setattr(campaign_service, "create_campaign", create_then_fail)
+    before = await table_snapshot(engine, *TABLES)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="https://go.example.com") as c:
+        response = await c.post(
+            "/v1/campaigns",
+            json={"name": "Doomed", "destination_url": "https://shop.example.com/"},
+            headers=org.headers,
+        )
+    body = assert_problem(response, 500, "internal_error")
+    assert "boom" not in response.text and "secret" not in body["detail"]
+    assert await table_snapshot(engine, *TABLES) == before
