@@ -211,6 +211,43 @@ def wrk_run(
     }
 
 
+def hey_run(port: int, code: str, connections: int, rate: float, duration: int) -> dict[str, float]:
+    """Open-loop latency at a fixed offered rate (``hey -q``), below saturation: what a
+    phone waits when the server is busy but not overloaded. Returns p50/p99 (ms), 302s."""
+    out = subprocess.run(
+        [
+            "hey",
+            "-z",
+            f"{duration}s",
+            "-c",
+            str(connections),
+            "-q",
+            f"{rate / connections:.3f}",
+            "-disable-redirects",
+            "-H",
+            f"User-Agent: {ANDROID_UA}",
+            f"http://127.0.0.1:{port}/s/{code}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def pct(label: str) -> float:
+        m = re.search(rf"{label}% in ([\d.]+) secs", out)
+        assert m, out
+        return float(m.group(1)) * 1000
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    redirects = re.search(r"\[302\]\s+(\d+) responses", out)
+    return {
+        "rps": rps,
+        "p50": pct("50"),
+        "p99": pct("99"),
+        "302": int(redirects.group(1)) if redirects else 0,
+    }
+
+
 async def python_load(
     port: int, codes: list[str], connections: int, total: int
 ) -> tuple[dict[str, float], int]:
@@ -263,6 +300,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--tags", type=int, default=1000)
     parser.add_argument(
+        "--rate", type=float, default=1000, help="offered req/s of the fixed-rate latency phase"
+    )
+    parser.add_argument(
         "--exact-requests", type=int, default=6400, help="requests of the exact-count phase"
     )
     parser.add_argument(
@@ -293,6 +333,7 @@ def main() -> None:
         )
 
         results: dict[str, dict[str, float]] = {}
+        fixed: dict[str, dict[str, float]] = {}
         for label, target, factory in (
             ("bare 302", "benchmarks.bare_app:app", False),
             ("GET /s/{code}", "api.app:create_app", True),
@@ -308,6 +349,8 @@ def main() -> None:
                     results[label], _ = asyncio.run(
                         python_load(port, codes, args.connections, 20_000)
                     )
+                if shutil.which("hey"):
+                    fixed[label] = hey_run(port, codes[0], args.connections, args.rate, 10)
             r = results[label]
             print(
                 f"{label:>14}: {r['rps']:9.0f} req/s   "
@@ -323,6 +366,12 @@ def main() -> None:
             f"ratio scan/bare: {ratio:.2f} (goal >= 0.50); "
             f"scan p99 {results['GET /s/{code}']['p99']:.2f} ms (goal < 25 ms)"
         )
+
+        for label, r in fixed.items():
+            print(
+                f"{label:>14} at {args.rate:.0f} req/s offered (hey, {args.connections} conns): "
+                f"{r['rps']:.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms"
+            )
 
         # Exact phase: every response awaited, then scans stored must equal 302s answered.
         before = count_scans(conninfo)

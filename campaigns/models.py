@@ -173,8 +173,9 @@ class Scan(Base):
 
     __tablename__ = "scans"
     __table_args__ = (
+        # The only secondary index besides click_id: every index slows the hot path's
+        # inserts, and reports always filter by campaign (per-tag figures group within it).
         Index("ix_scans_campaign_id_scanned_at", "campaign_id", "scanned_at"),
-        Index("ix_scans_tag_id_scanned_at", "tag_id", "scanned_at"),
     )
 
     id: Mapped[int] = _pk()

@@ -16,6 +16,9 @@ def truncate_ip(address: str) -> str | None:
     IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are treated as IPv4. Returns None for
     anything that is not an IP address (e.g. a Unix socket peer or ``testclient``).
     """
+    octets = address.split(".")
+    if len(octets) == 4 and all(o.isdigit() and len(o) <= 3 and int(o) <= 255 for o in octets):
+        return f"{int(octets[0])}.{int(octets[1])}.{int(octets[2])}.0"  # the common case, fast
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:

@@ -204,7 +204,6 @@ def upgrade() -> None:
     op.create_index(
         "ix_scans_campaign_id_scanned_at", "scans", ["campaign_id", "scanned_at"], unique=False
     )
-    op.create_index("ix_scans_tag_id_scanned_at", "scans", ["tag_id", "scanned_at"], unique=False)
     op.create_table(
         "conversions",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -278,7 +277,6 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_conversions_click_id"), table_name="conversions")
     op.drop_index("ix_conversions_campaign_id_occurred_at", table_name="conversions")
     op.drop_table("conversions")
-    op.drop_index("ix_scans_tag_id_scanned_at", table_name="scans")
     op.drop_index("ix_scans_campaign_id_scanned_at", table_name="scans")
     op.drop_table("scans")
     op.drop_index(op.f("ix_tags_organization_id"), table_name="tags")

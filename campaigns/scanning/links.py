@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from functools import lru_cache
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 #: Crockford's base32 alphabet (https://www.crockford.com/base32.html): no I, L, O, U.
@@ -57,6 +58,32 @@ def qr_url(origin: str, code: str) -> str:
 
 
 def build_destination(
+    destination: str,
+    *,
+    utm: dict[str, str],
+    click_id: str | None,
+) -> str:
+    """See :func:`_build_destination`. With a click id, the URL around it is computed once
+    per (destination, UTM) and cached: a scan then costs two string concatenations.
+    ``click_id`` must be URL-safe (as :func:`new_click_id` makes them)."""
+    if click_id is None:
+        return _build_destination(destination, utm=utm, click_id=None)
+    head, tail = _template(destination, tuple(sorted(utm.items())))
+    return head + click_id + tail
+
+
+#: Stands for the click id while a template is built; random, so no URL contains it.
+_SENTINEL = "pcidsentinel" + secrets.token_hex(16)
+
+
+@lru_cache(maxsize=65_536)
+def _template(destination: str, utm: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    url = _build_destination(destination, utm=dict(utm), click_id=_SENTINEL)
+    head, _, tail = url.rpartition(_SENTINEL)
+    return head, tail
+
+
+def _build_destination(
     destination: str,
     *,
     utm: dict[str, str],

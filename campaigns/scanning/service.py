@@ -185,7 +185,8 @@ class ScanService:
         return url, record
 
     def visitor_id(self, ip: str, user_agent: str, campaign_id: int, day: dt.date) -> bytes:
-        """16-byte HMAC-SHA256 of (ip, user agent, campaign) under the day's salt.
+        """16-byte keyed BLAKE2b (RFC 7693 keyed mode, a MAC) of (ip, user agent, campaign)
+        under the day's salt.
 
         The salt is random per UTC day, shared by all processes through the
         ``visitor_salts`` table and deleted after two days, so ids cannot be linked across
@@ -196,7 +197,7 @@ class ScanService:
         if salt is None:
             salt = hmac.new(self._secret, f"visitor-salt:{day}".encode(), hashlib.sha256).digest()
         message = f"{ip}\x00{user_agent}\x00{campaign_id}".encode()
-        return hmac.new(salt, message, hashlib.sha256).digest()[:16]
+        return hashlib.blake2b(message, key=salt, digest_size=16).digest()
 
     # -- background -----------------------------------------------------------------------
 
