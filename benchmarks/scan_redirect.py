@@ -294,7 +294,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="one per core")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
@@ -305,6 +305,7 @@ def main() -> None:
     parser.add_argument(
         "--exact-requests", type=int, default=6400, help="requests of the exact-count phase"
     )
+    parser.add_argument("--only-memory", action="store_true", help="skip the throughput phases")
     parser.add_argument(
         "--memory-tags", type=int, default=0, help="also measure RSS with this many tags"
     )
@@ -332,79 +333,89 @@ def main() -> None:
             f"{os.cpu_count()} CPUs"
         )
 
-        results: dict[str, dict[str, float]] = {}
-        fixed: dict[str, dict[str, float]] = {}
-        for label, target, factory in (
-            ("bare 302", "benchmarks.bare_app:app", False),
-            ("GET /s/{code}", "api.app:create_app", True),
-        ):
-            port = free_port()
-            with server(target, port, args.workers, env, factory):
-                if use_wrk:
-                    wrk_run(port, codes, args.connections, 3, args.threads)  # warm-up
-                    results[label] = wrk_run(
-                        port, codes, args.connections, args.duration, args.threads
-                    )
-                else:
-                    results[label], _ = asyncio.run(
-                        python_load(port, codes, args.connections, 20_000)
-                    )
-                if shutil.which("hey"):
-                    fixed[label] = hey_run(port, codes[0], args.connections, args.rate, 10)
-            r = results[label]
-            print(
-                f"{label:>14}: {r['rps']:9.0f} req/s   "
-                f"p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
-                + (
-                    f"   non-3xx {int(r['non_3xx'])}   socket errors: {r['socket_errors']}"
-                    if use_wrk
-                    else ""
-                )
-            )
-        ratio = results["GET /s/{code}"]["rps"] / results["bare 302"]["rps"]
-        print(
-            f"ratio scan/bare: {ratio:.2f} (goal >= 0.50); "
-            f"scan p99 {results['GET /s/{code}']['p99']:.2f} ms (goal < 25 ms)"
-        )
-
-        for label, r in fixed.items():
-            print(
-                f"{label:>14} at {args.rate:.0f} req/s offered (hey, {args.connections} conns): "
-                f"{r['rps']:.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms"
-            )
-
-        # Exact phase: every response awaited, then scans stored must equal 302s answered.
-        before = count_scans(conninfo)
-        port = free_port()
-        with server("api.app:create_app", port, args.workers, env, True):
-            _, redirects = asyncio.run(
-                python_load(port, codes, args.connections, args.exact_requests)
-            )
-        stored = count_scans(conninfo) - before
-        print(
-            f"exact phase: {redirects} redirects answered, {stored} scans stored -> "
-            f"{'EQUAL' if stored == redirects else 'MISMATCH'}"
-        )
-
+        if not args.only_memory:
+            throughput_phases(args, codes, env, conninfo, use_wrk)
         if args.memory_tags:
-            extra = args.memory_tags - args.tags
-            if extra > 0:
-                t0 = time.perf_counter()
-                seed(conninfo, extra)
-                print(f"seeded {extra} more tags in {time.perf_counter() - t0:.1f} s")
-            port = free_port()
-            t0 = time.perf_counter()
-            with server("api.app:create_app", port, 1, env, True) as proc:
-                ready_s = time.perf_counter() - t0
-                r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
-                print(
-                    f"memory: {r['tags_cached']} tags cached, "
-                    f"server RSS {rss_mib(proc.pid):.0f} MiB "
-                    f"(goal < 1024 MiB), ready in {ready_s:.1f} s"
-                )
+            memory_phase(args, codes, env, conninfo)
     finally:
         migrate.drop_database(database_url)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def throughput_phases(
+    args: argparse.Namespace, codes: list[str], env: dict[str, str], conninfo: str, use_wrk: bool
+) -> None:
+    """Saturated throughput (wrk), fixed-rate latency (hey), then the exact count."""
+    results: dict[str, dict[str, float]] = {}
+    fixed: dict[str, dict[str, float]] = {}
+    for label, target, factory in (
+        ("bare 302", "benchmarks.bare_app:app", False),
+        ("GET /s/{code}", "api.app:create_app", True),
+    ):
+        port = free_port()
+        with server(target, port, args.workers, env, factory):
+            if use_wrk:
+                wrk_run(port, codes, args.connections, 3, args.threads)  # warm-up
+                results[label] = wrk_run(port, codes, args.connections, args.duration, args.threads)
+            else:
+                results[label], _ = asyncio.run(python_load(port, codes, args.connections, 20_000))
+            if shutil.which("hey"):
+                fixed[label] = hey_run(port, codes[0], args.connections, args.rate, 10)
+        r = results[label]
+        print(
+            f"{label:>14}: {r['rps']:9.0f} req/s   "
+            f"p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
+            + (
+                f"   non-3xx {int(r['non_3xx'])}   socket errors: {r['socket_errors']}"
+                if use_wrk
+                else ""
+            )
+        )
+    ratio = results["GET /s/{code}"]["rps"] / results["bare 302"]["rps"]
+    print(
+        f"ratio scan/bare: {ratio:.2f} (goal >= 0.50); "
+        f"scan p99 {results['GET /s/{code}']['p99']:.2f} ms (goal < 25 ms)"
+    )
+
+    for label, r in fixed.items():
+        print(
+            f"{label:>14} at {args.rate:.0f} req/s offered (hey, {args.connections} conns): "
+            f"{r['rps']:.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms"
+        )
+
+    # Exact phase: every response awaited, then scans stored must equal 302s answered.
+    before = count_scans(conninfo)
+    port = free_port()
+    with server("api.app:create_app", port, args.workers, env, True):
+        _, redirects = asyncio.run(python_load(port, codes, args.connections, args.exact_requests))
+    stored = count_scans(conninfo) - before
+    print(
+        f"exact phase: {redirects} redirects answered, {stored} scans stored -> "
+        f"{'EQUAL' if stored == redirects else 'MISMATCH'}"
+    )
+
+
+def memory_phase(
+    args: argparse.Namespace, codes: list[str], env: dict[str, str], conninfo: str
+) -> None:
+    """RSS of one server process holding ``--memory-tags`` active tags, after a load."""
+    extra = args.memory_tags - args.tags
+    if extra > 0:
+        t0 = time.perf_counter()
+        seed(conninfo, extra)
+        print(f"seeded {extra} more tags in {time.perf_counter() - t0:.1f} s")
+    port = free_port()
+    t0 = time.perf_counter()
+    with server("api.app:create_app", port, 1, env, True) as proc:
+        ready_s = time.perf_counter() - t0
+        r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
+        after_start = rss_mib(proc.pid)
+        asyncio.run(python_load(port, codes, args.connections, 5000))
+        print(
+            f"memory: {r['tags_cached']} tags cached, server RSS {after_start:.0f} MiB after "
+            f"start, {rss_mib(proc.pid):.0f} MiB after 5000 scans (goal < 1024 MiB); "
+            f"ready in {ready_s:.1f} s"
+        )
 
 
 if __name__ == "__main__":
