@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns import migrate
 from campaigns.db import make_engine, make_sessionmaker, unit_of_work
-from campaigns.services.organizations import create_organization
+from campaigns.errors import DomainError
+from campaigns.services.organizations import (
+    create_organization,
+    issue_api_key,
+    list_api_keys,
+    revoke_api_key,
+)
 from campaigns.settings import get_settings
 
 app = typer.Typer(help="Passerelle: QR/NFC campaigns, scans and attribution.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-org_app = typer.Typer(help="Organizations (tenants) and their API keys.", no_args_is_help=True)
+org_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of an organization.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(org_app, name="organizations")
+app.add_typer(keys_app, name="keys")
+
+T = TypeVar("T")
 
 
 @db_app.command("upgrade")
@@ -56,6 +68,10 @@ def serve(
             migrate.upgrade(settings.database_url)
         except Exception as exc:
             typer.echo(f"warning: database not migrated ({exc}); starting anyway", err=True)
+    typer.echo(
+        f"Passerelle serving on http://{host}:{port} ({workers} worker(s)); "
+        f"short links as {settings.short_link_origin}/s/CODE; API docs at /docs"
+    )
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -72,6 +88,24 @@ def serve(
     )
 
 
+def _in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one committed unit of work; domain errors exit with status 1."""
+
+    async def run() -> T:
+        engine = make_engine(get_settings().database_url, pool_size=1)
+        try:
+            async with unit_of_work(make_sessionmaker(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except DomainError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+
+
 @org_app.command("create")
 def organizations_create(
     name: Annotated[str, typer.Argument(help="The organization's name.")],
@@ -79,21 +113,65 @@ def organizations_create(
 ) -> None:
     """Create an organization and its first API key; the key is printed once."""
 
-    async def run() -> tuple[int, str]:
-        engine = make_engine(get_settings().database_url, pool_size=1)
-        try:
-            async with unit_of_work(make_sessionmaker(engine)) as session:
-                organization, issued = await create_organization(session, name=name)
-                return organization.id, issued.secret
-        finally:
-            await engine.dispose()
+    async def work(session: AsyncSession) -> tuple[int, str]:
+        organization, issued = await create_organization(session, name=name)
+        return organization.id, issued.secret
 
-    org_id, secret = asyncio.run(run())
+    org_id, secret = _in_session(work)
     if as_json:
         typer.echo(json.dumps({"id": org_id, "name": name, "api_key": secret}))
     else:
         typer.echo(f"organization {org_id} created: {name}")
         typer.echo(f"API key (shown once, keep it secret): {secret}")
+
+
+@keys_app.command("create")
+def keys_create(
+    organization_id: Annotated[int, typer.Argument(help="The organization's id.")],
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "api",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Issue another API key for an organization (rotation: create, deploy, revoke old)."""
+
+    async def work(session: AsyncSession) -> tuple[int, str]:
+        issued = await issue_api_key(session, organization_id=organization_id, name=name)
+        return issued.api_key.id, issued.secret
+
+    key_id, secret = _in_session(work)
+    if as_json:
+        typer.echo(
+            json.dumps({"id": key_id, "organization_id": organization_id, "api_key": secret})
+        )
+    else:
+        typer.echo(f"API key {key_id} (shown once, keep it secret): {secret}")
+
+
+@keys_app.command("list")
+def keys_list(
+    organization_id: Annotated[int, typer.Argument(help="The organization's id.")],
+) -> None:
+    """List an organization's keys: id, prefix, name, created, last used, revoked."""
+
+    async def work(session: AsyncSession) -> list[tuple[object, ...]]:
+        keys = await list_api_keys(session, organization_id=organization_id)
+        return [(k.id, k.prefix, k.name, k.created_at, k.last_used_at, k.revoked_at) for k in keys]
+
+    for row in _in_session(work):
+        typer.echo("\t".join("-" if value is None else str(value) for value in row))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    organization_id: Annotated[int, typer.Argument(help="The organization's id.")],
+    key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).")],
+) -> None:
+    """Revoke a key: requests with it get 401 ``invalid_api_key`` from then on."""
+
+    async def work(session: AsyncSession) -> None:
+        await revoke_api_key(session, organization_id=organization_id, key_id=key_id)
+
+    _in_session(work)
+    typer.echo(f"API key {key_id} revoked")
 
 
 if __name__ == "__main__":

@@ -77,8 +77,11 @@ class Money(Schema):
 
 
 class Utm(Schema):
-    """Default UTM parameters. ``medium`` defaults to the channel (``qr``, ``nfc``),
-    ``campaign`` to the campaign slug, ``content`` to the tag label or code."""
+    """A campaign's UTM parameters, added to its destination on every scan unless the
+    destination already sets them. Unset ones default to: ``source`` ``passerelle``,
+    ``medium`` the channel (``qr``, ``nfc``), ``campaign`` the campaign slug, ``content``
+    the tag label (which wins over a campaign-wide ``content``) else the tag code; ``term``
+    is only sent when set."""
 
     source: UtmValue | None = None
     medium: UtmValue | None = None

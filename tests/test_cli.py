@@ -130,3 +130,32 @@ async def test_unreachable_database_fails_without_printing_a_key(tmp_path: Path)
     result = await passerelle(url, "organizations", "create", "X", "--json", cwd=tmp_path)
     assert result.returncode != 0
     assert "psk_" not in result.stdout
+
+
+async def test_keys_create_list_revoke(client: httpx.AsyncClient, database_url: str) -> None:
+    created = json.loads(
+        (await passerelle(database_url, "organizations", "create", "Rotating", "--json")).stdout
+    )
+    second = await passerelle(database_url, "keys", "create", str(created["id"]), "--json")
+    assert second.returncode == 0, second.stderr
+    new_key = json.loads(second.stdout)
+    old_headers = {"Authorization": f"Bearer {created['api_key']}"}
+    new_headers = {"Authorization": f"Bearer {new_key['api_key']}"}
+    assert (await client.get("/v1/campaigns", headers=new_headers)).status_code == 200
+
+    listing = await passerelle(database_url, "keys", "list", str(created["id"]))
+    rows = [line.split("\t") for line in listing.stdout.strip().splitlines()]
+    assert [row[0] for row in rows] == [str(new_key["id"] - 1), str(new_key["id"])]
+    assert all(created["api_key"] not in line for line in listing.stdout.splitlines())
+
+    old_id = rows[0][0]
+    revoked = await passerelle(database_url, "keys", "revoke", str(created["id"]), old_id)
+    assert revoked.returncode == 0, revoked.stderr
+    response = await client.get("/v1/campaigns", headers=old_headers)
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_api_key"
+    assert (await client.get("/v1/campaigns", headers=new_headers)).status_code == 200
+
+    unknown = await passerelle(database_url, "keys", "create", "999999")
+    assert unknown.returncode == 1
+    assert "not found" in unknown.stderr

@@ -152,12 +152,15 @@ class ScanService:
         assert resolution.destination is not None
         tag, campaign = resolution.tag, resolution.campaign
         click_id = new_click_id()
+        # A value the campaign sets wins over the computed default; the tag's label is
+        # more specific than a campaign-wide content default.
+        defaults = campaign.utm
         utm = {
-            "source": campaign.utm.get("source") or "passerelle",
-            "medium": channel,
-            "campaign": campaign.slug,
-            "content": tag.label or tag.code,
-            "term": campaign.utm.get("term", ""),
+            "source": defaults.get("source") or "passerelle",
+            "medium": defaults.get("medium") or channel,
+            "campaign": defaults.get("campaign") or campaign.slug,
+            "content": tag.label or defaults.get("content") or tag.code,
+            "term": defaults.get("term", ""),
         }
         url = build_destination(resolution.destination, utm=utm, click_id=click_id)
         device = parse_device(user_agent)

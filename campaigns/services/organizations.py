@@ -44,7 +44,10 @@ async def create_organization(
 
 
 async def issue_api_key(session: AsyncSession, *, organization_id: int, name: str) -> IssuedKey:
-    """Issue a new key: ``psk_`` + 43 characters of URL-safe base64 (256 random bits)."""
+    """Issue a new key: ``psk_`` + 43 characters of URL-safe base64 (256 random bits).
+    Raises :class:`NotFound` for an unknown organization."""
+    if await session.get(Organization, organization_id) is None:
+        raise NotFound(f"Organization {organization_id} not found", code="organization_not_found")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     api_key = ApiKey(
         organization_id=organization_id,
@@ -67,6 +70,15 @@ async def revoke_api_key(session: AsyncSession, *, organization_id: int, key_id:
     api_key.revoked_at = api_key.revoked_at or utcnow()
     await session.flush()
     return api_key
+
+
+async def list_api_keys(session: AsyncSession, *, organization_id: int) -> list[ApiKey]:
+    """The organization's keys (revoked ones included), oldest first. Secrets are never
+    stored, so only the visible ``prefix`` identifies a key to people."""
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.organization_id == organization_id).order_by(ApiKey.id)
+    )
+    return list(rows)
 
 
 async def authenticate(session: AsyncSession, *, secret: str) -> ApiKey:

@@ -170,6 +170,23 @@ async def test_campaign_utm_source_and_tag_code_as_content(
     assert pairs["utm_medium"] == "qr"
 
 
+async def test_campaign_utm_values_win_over_computed_defaults(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    utm = {"medium": "print", "campaign": "summer-26", "content": "generic", "term": "shoes"}
+    campaign = await make_campaign(client, org, utm=utm)
+    labelled = await make_tag(client, org, campaign["id"], label="door-left")
+    bare = await make_tag(client, org, campaign["id"], label=None)
+    pairs = dict(query(assert_redirect(await client.get(f"/s/{labelled['code']}"))))
+    assert pairs["utm_medium"] == "print"
+    assert pairs["utm_campaign"] == "summer-26"
+    assert pairs["utm_content"] == "door-left"  # the tag's label is more specific
+    assert pairs["utm_term"] == "shoes"
+    assert pairs["utm_source"] == "passerelle"
+    pairs = dict(query(assert_redirect(await client.get(f"/s/{bare['code']}"))))
+    assert pairs["utm_content"] == "generic"
+
+
 async def test_a_foreign_pcid_in_the_destination_is_replaced(
     client: httpx.AsyncClient, org: Org, engine: AsyncEngine
 ) -> None:
