@@ -60,6 +60,14 @@ _INSERT_SQL = (
 )
 
 
+#: A conversion may arrive while its scan sits in a spool (the merchant's page loaded
+#: during an outage); it was stored unattributed. Once the scan is replayed, credit it.
+_ATTRIBUTE_LATE_SQL = (
+    "UPDATE conversions AS c SET scan_id = s.id, campaign_id = s.campaign_id, tag_id = s.tag_id "
+    "FROM scans AS s WHERE s.click_id = ANY(%s) AND c.click_id = s.click_id "
+    "AND c.organization_id = s.organization_id AND c.scan_id IS NULL"
+)
+
 #: Errors about the rows themselves (not the connection): retried row by row.
 _ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 
@@ -387,7 +395,9 @@ class ScanWriter:
                 log.error("skipping unreadable spool line in %s", path)
         inserted = 0
         for start in range(0, len(records), 1000):
-            inserted += await self._insert_rows(conn, records[start : start + 1000])
+            chunk = records[start : start + 1000]
+            inserted += await self._insert_rows(conn, chunk)
+            await conn.execute(_ATTRIBUTE_LATE_SQL, ([r.click_id for r in chunk],))
         await asyncio.to_thread(path.unlink)
         self.stats.replayed += inserted
         return inserted

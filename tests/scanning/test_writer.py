@@ -9,12 +9,14 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from campaigns.db import libpq_url
 from campaigns.scanning.links import new_click_id
 from campaigns.scanning.writer import ScanRecord, ScanWriter
+from tests.conftest import Org, make_campaign, make_tag
 
 
 def record(**overrides: object) -> ScanRecord:
@@ -118,3 +120,28 @@ async def test_unreachable_database_spools_and_answers(tmp_path: Path) -> None:
     await writer.stop()
     lines = "".join(p.read_text() for p in tmp_path.glob("scans-*.jsonl")).splitlines()
     assert [ScanRecord.from_json(line) for line in lines] == records
+
+
+async def test_replayed_scans_credit_conversions_that_arrived_first(
+    client: httpx.AsyncClient, org: Org, conninfo: str, tmp_path: Path
+) -> None:
+    """During an outage the scan waits in the spool while the shop already reports the
+    order: the conversion is stored unattributed, then credited when the scan lands."""
+    campaign = await make_campaign(client, org)
+    tag = await make_tag(client, org, campaign["id"])
+    scan = record(organization_id=org.id, campaign_id=campaign["id"], tag_id=tag["id"])
+    body = {"click_id": scan.click_id, "event": "purchase", "external_id": "order-late"}
+    posted = await client.post("/v1/conversions", json=body, headers=org.headers)
+    assert posted.status_code == 201 and posted.json()["attributed"] is False
+
+    (tmp_path / "scans-999998-000001.jsonl").write_text(scan.to_json() + "\n", encoding="utf-8")
+    assert await ScanWriter(conninfo, tmp_path).replay_spools() == 1
+
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT c.campaign_id, c.tag_id, c.scan_id = s.id FROM conversions c "
+                "JOIN scans s ON s.click_id = c.click_id WHERE c.external_id = 'order-late'"
+            )
+        ).fetchone()
+    assert row == (campaign["id"], tag["id"], True)
