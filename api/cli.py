@@ -11,6 +11,7 @@ import typer
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.server import GuardedHttpToolsProtocol
 from campaigns import migrate
 from campaigns.db import make_engine, make_sessionmaker, unit_of_work
 from campaigns.errors import DomainError
@@ -81,6 +82,7 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         timeout_keep_alive=5,
+        http=GuardedHttpToolsProtocol,
         timeout_graceful_shutdown=10,
         limit_concurrency=4096,
         server_header=False,

@@ -97,26 +97,16 @@ def count_scans(conninfo: str) -> int:
 def server(
     target: str, port: int, workers: int, env: dict[str, str], factory: bool
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run uvicorn on ``target`` until the block ends; waits for it to answer."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--timeout-keep-alive",
-        "30",
-    ]
-    if factory:
-        cmd.append("--factory")
+    """Serve ``target`` until the block ends; waits for it to answer. Passerelle runs as
+    ``passerelle serve`` (its production settings); the bare app under plain uvicorn with
+    the same worker count, keep-alive and log level."""
+    if target == "passerelle":
+        cmd = [sys.executable, "-m", "api.cli", "serve", "--no-migrate"]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", target, "--no-access-log"]
+        cmd += ["--log-level", "warning", "--timeout-keep-alive", "5"]
+        cmd += ["--factory"] if factory else []
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
@@ -350,7 +340,7 @@ def throughput_phases(
     fixed: dict[str, dict[str, float]] = {}
     for label, target, factory in (
         ("bare 302", "benchmarks.bare_app:app", False),
-        ("GET /s/{code}", "api.app:create_app", True),
+        ("GET /s/{code}", "passerelle", True),
     ):
         port = free_port()
         with server(target, port, args.workers, env, factory):
@@ -386,7 +376,7 @@ def throughput_phases(
     # Exact phase: every response awaited, then scans stored must equal 302s answered.
     before = count_scans(conninfo)
     port = free_port()
-    with server("api.app:create_app", port, args.workers, env, True):
+    with server("passerelle", port, args.workers, env, True):
         _, redirects = asyncio.run(python_load(port, codes, args.connections, args.exact_requests))
     stored = count_scans(conninfo) - before
     print(
@@ -406,7 +396,7 @@ def memory_phase(
         print(f"seeded {extra} more tags in {time.perf_counter() - t0:.1f} s")
     port = free_port()
     t0 = time.perf_counter()
-    with server("api.app:create_app", port, 1, env, True) as proc:
+    with server("passerelle", port, 1, env, True) as proc:
         ready_s = time.perf_counter() - t0
         r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
         after_start = rss_mib(proc.pid)

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=500, ge=1)
     rate_limit_enabled: bool = True
 
+    #: Seconds a client has to send a whole request once it started (slow-client guard).
+    request_read_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
     #: Largest request body accepted anywhere, in bytes.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 

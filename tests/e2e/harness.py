@@ -102,7 +102,7 @@ class PrivateCluster:
 
 
 class Server:
-    """A Passerelle server process (``uvicorn api.app:create_app --factory``)."""
+    """A Passerelle server process (``passerelle serve``)."""
 
     def __init__(self, database_url: str, data_dir: Path, *, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -114,6 +114,7 @@ class Server:
             "PASSERELLE_BASE_URL": "https://go.example.com",
             "PASSERELLE_RATE_LIMIT_ENABLED": "false",
             "PASSERELLE_CACHE_RECONCILE_INTERVAL_S": "30",
+            "PASSERELLE_REQUEST_READ_TIMEOUT_S": "2",
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -122,24 +123,23 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, wait_ready: bool = True, timeout: float = 30) -> None:
+        # The real `passerelle serve`, without its migration step (the test migrated).
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
-                "api.app:create_app",
-                "--factory",
+                "api.cli",
+                "serve",
+                "--no-migrate",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
             ],
             cwd=ROOT,
             env=self.env,
             start_new_session=True,
+            stdout=subprocess.DEVNULL,
         )
         path = "/health/ready" if wait_ready else "/health/live"
         deadline = time.monotonic() + timeout

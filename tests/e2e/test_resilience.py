@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,3 +228,27 @@ async def test_graceful_shutdown_drains_the_writer(cluster: PrivateCluster, tmp_
     assert redirected <= stored
     assert len(stored) - len(redirected) <= 16
     assert not list(tmp_path.glob("spool/scans-*.jsonl"))
+
+
+async def test_slow_clients_are_cut_off(cluster: PrivateCluster, tmp_path: Path) -> None:
+    """A connection that sends nothing, or its request head a byte at a time, is closed
+    after PASSERELLE_REQUEST_READ_TIMEOUT_S (2 s here); a normal scan is unaffected."""
+    _, code = seed(cluster)
+    server = Server(cluster.url, tmp_path)
+    server.start()
+    try:
+
+        def seconds_until_closed(first: bytes) -> float:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                started = time.monotonic()
+                if first:
+                    sock.sendall(first)
+                assert sock.recv(100) == b""  # closed without an answer
+                return time.monotonic() - started
+
+        assert 1.5 < await asyncio.to_thread(seconds_until_closed, b"") < 5
+        partial = f"GET /s/{code} HTTP/1.1\r\nHost: go.example.com\r\n".encode()
+        assert 1.5 < await asyncio.to_thread(seconds_until_closed, partial) < 5
+        assert httpx.get(f"{server.base_url}/s/{code}").status_code == 302
+    finally:
+        server.stop()
