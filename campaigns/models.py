@@ -106,6 +106,7 @@ class Campaign(Base):
             postgresql_where="deleted_at IS NULL",
         ),
         CheckConstraint("cost_amount_minor >= 0", name="cost_non_negative"),
+        Index("ix_campaigns_updated_at", "updated_at"),
         CheckConstraint(
             "ends_at IS NULL OR starts_at IS NULL OR ends_at > starts_at", name="schedule"
         ),
@@ -142,6 +143,8 @@ class Tag(Base):
     __tablename__ = "tags"
     __table_args__ = (
         CheckConstraint("kind IN ('qr', 'nfc', 'nfc_sun')", name="kind"),
+        # The tag cache's periodic reconcile reads rows changed since its last sync.
+        Index("ix_tags_updated_at", "updated_at"),
         CheckConstraint("status IN ('active', 'disabled')", name="status"),
     )
 

@@ -179,6 +179,8 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_tags_campaign_id"), "tags", ["campaign_id"], unique=False)
     op.create_index(op.f("ix_tags_organization_id"), "tags", ["organization_id"], unique=False)
+    op.create_index("ix_tags_updated_at", "tags", ["updated_at"], unique=False)
+    op.create_index("ix_campaigns_updated_at", "campaigns", ["updated_at"], unique=False)
     op.create_table(
         "scans",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -279,6 +281,8 @@ def downgrade() -> None:
     op.drop_table("conversions")
     op.drop_index("ix_scans_campaign_id_scanned_at", table_name="scans")
     op.drop_table("scans")
+    op.drop_index("ix_campaigns_updated_at", table_name="campaigns")
+    op.drop_index("ix_tags_updated_at", table_name="tags")
     op.drop_index(op.f("ix_tags_organization_id"), table_name="tags")
     op.drop_index(op.f("ix_tags_campaign_id"), table_name="tags")
     op.drop_table("tags")

@@ -16,10 +16,25 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.get("/health/scans")
+async def scans_ready(request: Request) -> JSONResponse:
+    """``{"serving": bool, ...}``: 200 while this process can answer scans, even with the
+    database away (tags from memory or the snapshot, scans to the spool), else 503. Route
+    ``/s/`` traffic on this probe: on ``/health/ready`` a database outage would take every
+    instance out of the load balancer and stop all redirects."""
+    scans: ScanService = request.app.state.scans
+    body = {
+        "serving": scans.serving,
+        "tags_cached": len(scans.cache),
+        "database": scans.writer.database_ok,
+    }
+    return JSONResponse(body, status_code=200 if scans.serving else 503)
+
+
 @router.get("/health/ready")
 async def ready(request: Request) -> JSONResponse:
     """``{"ready": bool, ...}``: 200 when the tag cache is loaded from the database and the
-    database answers, else 503 (a load balancer then prefers other instances)."""
+    database answers, else 503: gate deployments and the management API on it."""
     scans: ScanService = request.app.state.scans
     body = {
         "ready": scans.ready,

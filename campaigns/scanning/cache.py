@@ -86,6 +86,8 @@ class TagCache:
         self.synced_at: dt.datetime | None = None
         #: True once loaded from the database (not only from a snapshot).
         self.loaded_from_db = False
+        #: True once filled from a snapshot file (start-up while the database was down).
+        self.loaded_from_snapshot = False
 
     def __len__(self) -> int:
         return len(self._tags)
@@ -287,6 +289,7 @@ class TagCache:
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
             return False
         self._tags, self._campaigns, self._shared = fresh._tags, fresh._campaigns, fresh._shared
+        self.loaded_from_snapshot = True
         return True
 
 

@@ -79,6 +79,13 @@ class ScanService:
     # -- lifecycle ----------------------------------------------------------------------
 
     @property
+    def serving(self) -> bool:
+        """True when scans can be answered: tags are in memory (from the database or a
+        snapshot) and the writer accepts scans (it spools while the database is away)."""
+        loaded = self.cache.loaded_from_db or self.cache.loaded_from_snapshot
+        return loaded and self.writer.running
+
+    @property
     def ready(self) -> bool:
         """True when the tag cache came from the database and the database answers."""
         return self.cache.loaded_from_db and self._listening and self.writer.database_ok

@@ -177,6 +177,11 @@ class ScanWriter:
         return self._down_since is None
 
     @property
+    def running(self) -> bool:
+        """True while the batching task runs (scans are accepted)."""
+        return not self._stopping and self._task is not None and not self._task.done()
+
+    @property
     def queue_depth(self) -> int:
         """Scans waiting for the next batch."""
         return self._queue.qsize()
@@ -197,7 +202,7 @@ class ScanWriter:
     async def submit(self, record: ScanRecord) -> None:
         """Return once ``record`` is committed or spooled. Raises ``RuntimeError`` when
         the writer is stopped, ``OSError`` when neither the database nor the disk took it."""
-        if self._stopping or self._task is None or self._task.done():
+        if not self.running:
             raise RuntimeError("scan writer is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((record, future))

@@ -200,6 +200,9 @@ async def test_starts_from_snapshot_while_the_database_is_down(
         ready = httpx.get(server.base_url + "/health/ready")
         assert ready.status_code == 503
         assert ready.json()["ready"] is False
+        serving = httpx.get(server.base_url + "/health/scans")
+        assert serving.status_code == 200
+        assert serving.json() == {"serving": True, "tags_cached": 1, "database": False}
         r = httpx.get(f"{server.base_url}/s/{code}", headers={"user-agent": IPHONE})
         assert r.status_code == 302
         click_id = parse_qs(urlsplit(r.headers["location"]).query)["pcid"][0]
