@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from campaigns.db import unit_of_work
 from campaigns.errors import Unauthorized
 from campaigns.models import Campaign, Tag
 from campaigns.scanning.service import ScanService
@@ -34,17 +35,12 @@ def _remember_cache_changes(session: Session, _flush_context: object) -> None:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session per request: commit on success, roll back on error (unit of work)."""
-    async with request.app.state.sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-        changes = session.info.pop("cache_changes", None)
-        if changes:
-            scans: ScanService = request.app.state.scans
-            await scans.reload(tag_ids=changes["tags"], campaign_ids=changes["campaigns"])
+    async with unit_of_work(request.app.state.sessionmaker) as session:
+        yield session
+    changes = session.info.pop("cache_changes", None)
+    if changes:
+        scans: ScanService = request.app.state.scans
+        await scans.reload(tag_ids=changes["tags"], campaign_ids=changes["campaigns"])
 
 
 # scope="function": commit before the response is sent, so a 2xx means stored.

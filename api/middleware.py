@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
-def _problem_body(status: int, code: str, title: str, detail: str) -> bytes:
-    return json.dumps(
-        {
-            "type": f"urn:passerelle:problem:{code}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "code": code,
-        }
-    ).encode()
+from api.errors import problem
 
 
 class BodySizeLimit:
@@ -38,7 +26,7 @@ class BodySizeLimit:
                 except ValueError:
                     too_big = True
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(scope, send)
                     return
         received = 0
         too_large = False
@@ -61,26 +49,18 @@ class BodySizeLimit:
             if not too_large:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await self._reject(send)
+                await self._reject(scope, send)
 
         await self.app(scope, limited_receive, guarded_send)
 
-    async def _reject(self, send: Send) -> None:
-        body = _problem_body(
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        response = problem(
             413,
-            "payload_too_large",
-            "Payload too large",
-            f"Request bodies are limited to {self.max_bytes} bytes",
+            detail=f"Request bodies are limited to {self.max_bytes} bytes",
+            headers={"Connection": "close"},
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await response(scope, _disconnected, send)
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}

@@ -14,12 +14,12 @@ scan could be stored neither in the database nor in the spool.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.errors import problem
 from api.metrics import Metrics
 from api.pages import gone_page, not_found_page
 from campaigns.models import utcnow
@@ -76,7 +76,13 @@ class ScanEndpoint:
             wait = limiter.check(ip)
             if wait:
                 metrics.responses.labels("429").inc()
-                await _send_rate_limited(send, limiter.retry_after_header(wait))
+                retry_after = limiter.retry_after_header(wait)
+                response = problem(
+                    429,
+                    detail=f"Too many requests; retry in {retry_after} s",
+                    headers={"Retry-After": retry_after},
+                )
+                await response(scope, _no_receive, send)
                 return
 
         now = utcnow()
@@ -100,14 +106,12 @@ class ScanEndpoint:
         except (OSError, RuntimeError):
             log.exception("scan could not be stored")
             metrics.responses.labels("503").inc()
-            await _send_problem(
-                send,
+            response = problem(
                 503,
-                "unavailable",
-                "Service unavailable",
-                "The scan could not be recorded; try again.",
-                [(b"retry-after", b"1")],
+                detail="The scan could not be recorded; try again.",
+                headers={"Retry-After": "1"},
             )
+            await response(scope, _no_receive, send)
             return
         metrics.scans.labels(
             channel, resolution.outcome, "true" if record.is_bot else "false"
@@ -132,40 +136,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 async def _no_receive() -> dict[str, Any]:  # pages never read the request body
     return {"type": "http.disconnect"}
-
-
-async def _send_rate_limited(send: Send, retry_after: str) -> None:
-    await _send_problem(
-        send,
-        429,
-        "rate_limited",
-        "Too many requests",
-        f"Too many requests; retry in {retry_after} s",
-        [(b"retry-after", retry_after.encode())],
-    )
-
-
-async def _send_problem(
-    send: Send, status: int, code: str, title: str, detail: str, headers: list[tuple[bytes, bytes]]
-) -> None:
-    body = json.dumps(
-        {
-            "type": f"urn:passerelle:problem:{code}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "code": code,
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

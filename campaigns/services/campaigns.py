@@ -6,17 +6,19 @@ import base64
 import datetime as dt
 import re
 import unicodedata
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, utcnow
 from campaigns.schemas import CampaignCreate, CampaignUpdate
 
 MAX_PAGE_SIZE = 200
+Row = TypeVar("Row")
 #: Ids are PostgreSQL ``bigint``: a larger number cannot name a row (and would make the
 #: query itself fail), so it is answered like any unknown id.
 MAX_ID = 2**63 - 1
@@ -134,6 +136,25 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidInput("Invalid pagination cursor", code="invalid_cursor") from exc
 
 
+async def keyset_page(
+    session: AsyncSession,
+    query: Select[Row],
+    id_column: InstrumentedAttribute[int],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Row], str | None]:
+    """One page of ``query``, newest first by ``id_column``: the rows and the cursor of the
+    next page (None on the last). Raises :class:`InvalidInput` (``invalid_cursor``)."""
+    if cursor is not None:
+        query = query.where(id_column < decode_cursor(cursor))
+    rows = list(await session.scalars(query.order_by(id_column.desc()).limit(limit + 1)))
+    next_cursor = (
+        encode_cursor(getattr(rows[limit - 1], id_column.key)) if len(rows) > limit else None
+    )
+    return rows[:limit], next_cursor
+
+
 async def list_campaigns(
     session: AsyncSession,
     *,
@@ -148,11 +169,7 @@ async def list_campaigns(
     )
     if archived is not None:
         query = query.where(Campaign.archived.is_(archived))
-    if cursor is not None:
-        query = query.where(Campaign.id < decode_cursor(cursor))
-    rows = list(await session.scalars(query.order_by(Campaign.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return await keyset_page(session, query, Campaign.id, limit=limit, cursor=cursor)
 
 
 async def update_campaign(

@@ -10,7 +10,7 @@ from campaigns.errors import InvalidInput, NotFound
 from campaigns.models import Campaign, Tag, utcnow
 from campaigns.scanning.links import new_code
 from campaigns.schemas import TagCreate, TagUpdate
-from campaigns.services.campaigns import MAX_ID, decode_cursor, encode_cursor, get_campaign
+from campaigns.services.campaigns import MAX_ID, get_campaign, keyset_page
 
 #: A fresh 40-bit code collides with an existing one with probability n / 2^40; retries
 #: make a failure astronomically unlikely even with hundreds of millions of tags.
@@ -75,11 +75,7 @@ async def list_tags(
     query = select(Tag).where(
         Tag.campaign_id == campaign_id, Tag.organization_id == organization_id
     )
-    if cursor is not None:
-        query = query.where(Tag.id < decode_cursor(cursor))
-    rows = list(await session.scalars(query.order_by(Tag.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return await keyset_page(session, query, Tag.id, limit=limit, cursor=cursor)
 
 
 async def update_tag(
