@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="QR and NFC campaigns, scans, conversions and attribution.",
         lifespan=lifespan,
+        # A trailing-slash redirect would be built from the client's Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = metrics.Metrics()

@@ -7,8 +7,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
+import psycopg
 import typer
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.server import GuardedHttpToolsProtocol
@@ -106,6 +108,14 @@ def _in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     except DomainError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(1) from exc
+    except (OSError, psycopg.Error, SQLAlchemyError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        typer.echo(
+            f"error: database unavailable ({reason}); check PASSERELLE_DATABASE_URL and "
+            "run `passerelle db upgrade`",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
 
 
 @org_app.command("create")

@@ -17,6 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from campaigns.errors import DomainError
 
 PROBLEM_JSON = "application/problem+json"
+#: At most this many entries in ``errors``: a hostile body with 80,000 unknown keys must
+#: not earn a 7 MB answer.
+MAX_FIELD_ERRORS = 20
 
 _STATUS_CODES = {
     400: ("bad_request", "Bad request"),
@@ -81,8 +84,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _clean(list(exc.errors()))
+        all_errors = list(exc.errors())
+        errors = _clean(all_errors[:MAX_FIELD_ERRORS])
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        if len(all_errors) > MAX_FIELD_ERRORS:
+            detail += f" (and {len(all_errors) - MAX_FIELD_ERRORS} more problems not listed)"
         return problem(422, detail=detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

@@ -58,11 +58,9 @@ class ScanEndpoint:
         ):
             await self.app(scope, receive, send)
             return
-        code = scope["path"][len(PREFIX) :]
-        if "/" in code:  # /s/{click_id}/location and friends belong to the router
-            await self.app(scope, receive, send)
-            return
-        await self._scan(scope, send, code)
+        # Every GET under /s/ is a scan: /s/CODE/ and the like get the HTML 404 page,
+        # not the API's JSON (other methods, e.g. POST /s/{click_id}/location, go on).
+        await self._scan(scope, send, scope["path"][len(PREFIX) :])
 
     async def _scan(self, scope: Scope, send: Send, code: str) -> None:
         state = scope["app"].state

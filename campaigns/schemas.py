@@ -11,6 +11,7 @@ import unicodedata
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import idna
 import pycountry
 from pydantic import (
     AfterValidator,
@@ -44,23 +45,71 @@ def _check_url(value: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise ValueError("URL must not carry credentials")
     try:
-        _ = parts.port
+        port = parts.port
     except ValueError as exc:
         raise ValueError("URL port is invalid") from exc
+    if not parts.hostname.isascii():
+        # Internationalised host: store its ASCII (punycode) form, mapped as browsers do
+        # (UTS #46), so Location headers stay ASCII and full-width look-alikes fold.
+        try:
+            host = idna.encode(parts.hostname, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError("URL host is not a valid internationalised domain name") from exc
+        netloc = host if port is None else f"{host}:{port}"
+        value = parts._replace(netloc=netloc).geturl()
     return value
+
+
+#: ISO 4217 "X" codes that are not money: precious metals, bond-market units, SDR, the
+#: testing and "no currency" codes. XAF, XCD, XOF and XPF are real currencies.
+_NOT_MONEY = frozenset(
+    {"XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX"}
+)
 
 
 def _check_currency(value: str) -> str:
-    if len(value) != 3 or pycountry.currencies.get(alpha_3=value) is None:
-        raise ValueError("currency must be an ISO 4217 code such as EUR")
+    if len(value) != 3 or value in _NOT_MONEY or pycountry.currencies.get(alpha_3=value) is None:
+        raise ValueError("currency must be an ISO 4217 currency code such as EUR")
     return value
+
+
+#: Bidirectional overrides and isolates: they make text display differently from what it
+#: is ("abc\u202egnp.exe" shows as "abcexe.png").
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _check_text(value: str) -> str:
+    """Refuse control characters (NUL, escapes, newlines), bidi overrides, and text that is
+    nothing but invisible characters. Emoji sequences (zero-width joiners) are fine."""
+    if any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in value):
+        raise ValueError("text contains control characters")
+    if not any(unicodedata.category(c) not in ("Cf", "Zs", "Mn") for c in value):
+        raise ValueError("text is empty or invisible")
+    return value
+
+
+def _check_time(value: dt.datetime) -> dt.datetime:
+    """Normalise to UTC; refuse instants PostgreSQL or Python cannot hold once converted
+    (year 1 with a positive offset, 9999 with a negative one)."""
+    try:
+        utc = value.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise ValueError("date is out of range") from exc
+    if not 1970 <= utc.year <= 9998:
+        raise ValueError("date must be between 1970 and 9998")
+    return utc
 
 
 HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_url)]
 Currency = Annotated[str, StringConstraints(to_upper=True), AfterValidator(_check_currency)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=100)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-UtmValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_check_text),
+]
+UtmValue = Name
+Timestamp = Annotated[AwareDatetime, AfterValidator(_check_time)]
 
 
 class Schema(BaseModel):
@@ -72,7 +121,7 @@ class Schema(BaseModel):
 class Money(Schema):
     """An amount in minor units (cents for EUR, yen for JPY) of an ISO 4217 currency."""
 
-    amount_minor: int = Field(ge=0, le=10**15)
+    amount_minor: int = Field(ge=0, le=10**15, strict=True)  # not true, "100" or 1.0
     currency: Currency
 
 
@@ -106,8 +155,8 @@ class CampaignCreate(_Schedule):
     slug: Slug | None = None
     destination_url: HttpUrl
     fallback_url: HttpUrl | None = None
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: Timestamp | None = None
+    ends_at: Timestamp | None = None
     utm: Utm = Field(default_factory=Utm)
     cost: Money | None = None
 
@@ -120,11 +169,11 @@ class CampaignUpdate(_Schedule):
     slug: Slug | None = None
     destination_url: HttpUrl | None = None
     fallback_url: HttpUrl | None = None
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: Timestamp | None = None
+    ends_at: Timestamp | None = None
     utm: Utm | None = None
     cost: Money | None = None
-    archived: bool | None = None
+    archived: bool | None = Field(default=None, strict=True)
 
 
 class CampaignRead(Schema):
@@ -194,10 +243,16 @@ class ConversionCreate(Schema):
     click_id: Annotated[
         str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     ]
-    event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    event: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+        AfterValidator(_check_text),
+    ]
     value: Money | None = None
-    external_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    occurred_at: AwareDatetime | None = None
+    external_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_text)
+    ]
+    occurred_at: Timestamp | None = None
 
 
 class ConversionRead(Schema):

@@ -10,13 +10,13 @@ from campaigns.scanning.service import ScanService
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health/live")
+@router.api_route("/health/live", methods=["GET", "HEAD"])
 async def live() -> dict[str, str]:
     """200 while the process serves requests, database or not."""
     return {"status": "ok"}
 
 
-@router.get("/health/scans")
+@router.api_route("/health/scans", methods=["GET", "HEAD"])
 async def scans_ready(request: Request) -> JSONResponse:
     """``{"serving": bool, ...}``: 200 while this process can answer scans, even with the
     database away (tags from memory or the snapshot, scans to the spool), else 503. Route
@@ -31,7 +31,7 @@ async def scans_ready(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if scans.serving else 503)
 
 
-@router.get("/health/ready")
+@router.api_route("/health/ready", methods=["GET", "HEAD"])
 async def ready(request: Request) -> JSONResponse:
     """``{"ready": bool, ...}``: 200 when the tag cache is loaded from the database and the
     database answers, else 503: gate deployments and the management API on it."""

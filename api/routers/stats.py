@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from api.deps import OrganizationId, SessionDep
-from campaigns.schemas import CampaignStats
+from campaigns.schemas import CampaignStats, Timestamp
 from campaigns.services import stats as service
 
 router = APIRouter(prefix="/v1/campaigns", tags=["stats"])
@@ -27,11 +26,11 @@ async def get_campaign_stats(
     session: SessionDep,
     organization_id: OrganizationId,
     start: Annotated[
-        AwareDatetime | None,
+        Timestamp | None,
         Query(alias="from", description="Inclusive start, ISO 8601 with a timezone"),
     ] = None,
     end: Annotated[
-        AwareDatetime | None,
+        Timestamp | None,
         Query(alias="to", description="Exclusive end, ISO 8601 with a timezone"),
     ] = None,
 ) -> CampaignStats:

@@ -18,6 +18,8 @@ from campaigns.models import Campaign, utcnow
 from campaigns.schemas import CampaignCreate, CampaignUpdate
 
 MAX_PAGE_SIZE = 200
+#: Tries at a generated slug when concurrent creations pick the same one.
+SLUG_ATTEMPTS = 10
 Row = TypeVar("Row")
 #: Ids are PostgreSQL ``bigint``: a larger number cannot name a row (and would make the
 #: query itself fail), so it is answered like any unknown id.
@@ -69,28 +71,39 @@ async def create_campaign(
     session: AsyncSession, *, organization_id: int, data: CampaignCreate
 ) -> Campaign:
     """Create a campaign. A slug is generated from the name when absent (suffixed ``-2``,
-    ``-3``... to stay unique). Raises :class:`Conflict` (``slug_taken``) when a given slug
-    is already used by a live campaign of the organization."""
-    slug = data.slug or await _unique_slug(session, organization_id, slugify(data.name))
-    campaign = Campaign(
-        organization_id=organization_id,
-        name=data.name,
-        slug=slug,
-        destination_url=data.destination_url,
-        fallback_url=data.fallback_url,
-        starts_at=_utc(data.starts_at),
-        ends_at=_utc(data.ends_at),
-        utm=data.utm.model_dump(exclude_none=True),
-        **_cost_columns(data.cost),
-    )
-    session.add(campaign)
-    await _flush_slug(session, slug)
-    return campaign
+    ``-3``... to stay unique, also when concurrent requests pick the same one). Raises
+    :class:`Conflict` (``slug_taken``) when a given slug is already used by a live
+    campaign of the organization."""
+    for _ in range(SLUG_ATTEMPTS):
+        slug = data.slug or await _unique_slug(session, organization_id, slugify(data.name))
+        campaign = Campaign(
+            organization_id=organization_id,
+            name=data.name,
+            slug=slug,
+            destination_url=data.destination_url,
+            fallback_url=data.fallback_url,
+            starts_at=_utc(data.starts_at),
+            ends_at=_utc(data.ends_at),
+            utm=data.utm.model_dump(exclude_none=True),
+            **_cost_columns(data.cost),
+        )
+        try:
+            await _flush_slug(session, slug, add=campaign)
+        except Conflict:
+            if data.slug is not None:
+                raise
+            continue  # a concurrent request took the generated slug: draw the next one
+        return campaign
+    raise Conflict("Could not find a free slug; send one", code="slug_taken")
 
 
-async def _flush_slug(session: AsyncSession, slug: str) -> None:
+async def _flush_slug(session: AsyncSession, slug: str, *, add: Campaign | None = None) -> None:
+    """Flush (adding ``add`` first) inside a savepoint: a slug clash rolls back only that
+    (and forgets ``add``), then raises :class:`Conflict` ``slug_taken``."""
     try:
         async with session.begin_nested():
+            if add is not None:
+                session.add(add)
             await session.flush()
     except IntegrityError as exc:
         if "uq_campaigns_organization_id_slug" in str(exc.orig):
@@ -192,7 +205,9 @@ async def update_campaign(
     for key in ("starts_at", "ends_at"):
         if key in fields:
             setattr(campaign, key, _utc(fields[key]))
-    if "archived" in fields and fields["archived"] is not None:
+    if "archived" in fields:
+        if fields["archived"] is None:
+            raise InvalidInput("archived must be true or false", code="archived_required")
         campaign.archived = fields["archived"]
     if "utm" in fields:
         campaign.utm = data.utm.model_dump(exclude_none=True) if data.utm else {}

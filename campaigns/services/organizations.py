@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from campaigns.errors import NotFound, Unauthorized
+from campaigns.errors import InvalidInput, NotFound, Unauthorized
 from campaigns.models import ApiKey, Organization, utcnow
 
 #: Visible part of every key; lets secret scanners (and people) recognise a Passerelle key.
@@ -35,7 +35,11 @@ def hash_secret(secret: str) -> bytes:
 async def create_organization(
     session: AsyncSession, *, name: str
 ) -> tuple[Organization, IssuedKey]:
-    """Create an organization with its first API key (named ``default``)."""
+    """Create an organization with its first API key (named ``default``). Raises
+    :class:`InvalidInput` (``invalid_name``) for an empty or over-long name."""
+    name = name.strip()
+    if not 1 <= len(name) <= 200 or not name.isprintable():
+        raise InvalidInput("name must be 1 to 200 printable characters", code="invalid_name")
     organization = Organization(name=name)
     session.add(organization)
     await session.flush()
