@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from campaigns.models import Campaign, Tag
+from campaigns.models import Campaign, Conversion, Tag
 from campaigns.scanning.links import qr_url, short_url
-from campaigns.schemas import CampaignRead, Money, TagRead, Utm
+from campaigns.schemas import CampaignRead, ConversionRead, Money, TagRead, Utm
+
+
+def _money(amount_minor: int | None, currency: str | None) -> Money | None:
+    return (
+        Money(amount_minor=amount_minor, currency=currency)
+        if amount_minor is not None and currency
+        else None
+    )
 
 
 def campaign_read(campaign: Campaign) -> CampaignRead:
     """The API view of a campaign (``cost`` and ``utm`` as objects)."""
-    cost = (
-        Money(amount_minor=campaign.cost_amount_minor, currency=campaign.cost_currency)
-        if campaign.cost_amount_minor is not None and campaign.cost_currency
-        else None
-    )
+    cost = _money(campaign.cost_amount_minor, campaign.cost_currency)
     return CampaignRead(
         id=campaign.id,
         name=campaign.name,
@@ -43,4 +47,21 @@ def tag_read(tag: Tag, origin: str) -> TagRead:
         destination_url=tag.destination_url,
         status=tag.status,
         created_at=tag.created_at,
+    )
+
+
+def conversion_read(conversion: Conversion) -> ConversionRead:
+    """The API view of a conversion (``value`` as an object, ``attributed`` derived)."""
+    value = _money(conversion.value_amount_minor, conversion.value_currency)
+    return ConversionRead(
+        id=conversion.id,
+        click_id=conversion.click_id,
+        event=conversion.event,
+        value=value,
+        external_id=conversion.external_id,
+        occurred_at=conversion.occurred_at,
+        attributed=conversion.scan_id is not None,
+        scan_id=conversion.scan_id,
+        campaign_id=conversion.campaign_id,
+        tag_id=conversion.tag_id,
     )

@@ -5,32 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import OrganizationId, SessionDep
-from campaigns.models import Conversion
-from campaigns.schemas import ConversionCreate, ConversionRead, Money
+from api.views import conversion_read
+from campaigns.schemas import ConversionCreate, ConversionRead
 from campaigns.services import conversions as service
 
 router = APIRouter(prefix="/v1/conversions", tags=["conversions"])
-
-
-def conversion_read(conversion: Conversion) -> ConversionRead:
-    """The API view of a conversion (``value`` as an object, ``attributed`` derived)."""
-    value = (
-        Money(amount_minor=conversion.value_amount_minor, currency=conversion.value_currency)
-        if conversion.value_amount_minor is not None and conversion.value_currency
-        else None
-    )
-    return ConversionRead(
-        id=conversion.id,
-        click_id=conversion.click_id,
-        event=conversion.event,
-        value=value,
-        external_id=conversion.external_id,
-        occurred_at=conversion.occurred_at,
-        attributed=conversion.scan_id is not None,
-        scan_id=conversion.scan_id,
-        campaign_id=conversion.campaign_id,
-        tag_id=conversion.tag_id,
-    )
 
 
 @router.post(
