@@ -218,24 +218,20 @@ class TagCache:
         NOTIFY was missed while the listener was reconnecting). Reads ids in chunks, so a
         million tags cost twenty index-only queries; run it every few minutes, not per
         reconcile. Returns the number of tags forgotten."""
-        campaign_ids = list(self._campaigns)
-        gone_campaigns = set(campaign_ids)
-        for start in range(0, len(campaign_ids), chunk):
-            cur = await conn.execute(
-                "SELECT id FROM campaigns WHERE id = ANY(%s) AND deleted_at IS NULL",
-                (campaign_ids[start : start + chunk],),
-            )
-            gone_campaigns.difference_update(row[0] for row in await cur.fetchall())
+        gone_campaigns = await _missing(
+            conn,
+            "SELECT id FROM campaigns WHERE id = ANY(%s) AND deleted_at IS NULL",
+            list(self._campaigns),
+            chunk,
+        )
         for cid in gone_campaigns:
             self._campaigns.pop(cid, None)
-        tag_ids = [tag.id for tag in self._tags.values()]
-        gone_tags = set(tag_ids)
-        for start in range(0, len(tag_ids), chunk):
-            cur = await conn.execute(
-                "SELECT id FROM tags WHERE id = ANY(%s) AND status = 'active'",
-                (tag_ids[start : start + chunk],),
-            )
-            gone_tags.difference_update(row[0] for row in await cur.fetchall())
+        gone_tags = await _missing(
+            conn,
+            "SELECT id FROM tags WHERE id = ANY(%s) AND status = 'active'",
+            [tag.id for tag in self._tags.values()],
+            chunk,
+        )
         self._forget_tag_ids(gone_tags)
         return len(gone_tags)
 
@@ -291,6 +287,18 @@ class TagCache:
         self._tags, self._campaigns, self._shared = fresh._tags, fresh._campaigns, fresh._shared
         self.loaded_from_snapshot = True
         return True
+
+
+async def _missing(
+    conn: psycopg.AsyncConnection[TupleRow], query: str, ids: list[int], chunk: int
+) -> set[int]:
+    """The ``ids`` that ``query`` (``... WHERE id = ANY(%s) AND <still live>``) does not
+    return, asked ``chunk`` ids at a time."""
+    gone = set(ids)
+    for start in range(0, len(ids), chunk):
+        cur = await conn.execute(query, (ids[start : start + chunk],))
+        gone.difference_update(row[0] for row in await cur.fetchall())
+    return gone
 
 
 async def _db_now(conn: psycopg.AsyncConnection[TupleRow]) -> dt.datetime:
