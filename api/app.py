@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics
-from api.errors import install_error_handlers
+from api.errors import PROBLEM_RESPONSES, install_error_handlers
 from api.middleware import BodySizeLimit
 from api.routers import campaigns, conversions, health, qr, stats, tags
 from api.scan_endpoint import ScanEndpoint
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ScanEndpoint)
     install_error_handlers(app)
     app.include_router(metrics.router)
-    for module in (health, campaigns, tags, conversions, stats, qr):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (campaigns, tags, conversions, stats, qr):
+        app.include_router(module.router, responses=PROBLEM_RESPONSES)
     return app

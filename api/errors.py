@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campaigns.errors import DomainError
@@ -34,6 +35,39 @@ _STATUS_CODES = {
     429: ("rate_limited", "Too many requests"),
     500: ("internal_error", "Internal server error"),
     503: ("unavailable", "Service unavailable"),
+}
+
+
+class FieldProblem(BaseModel):
+    """One field's problem in a 422 ``validation_error``."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document, as every error is answered
+    (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldProblem] | None = None
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description, "content": {PROBLEM_JSON: {}}}
+
+
+#: Error answers shared by every management route, for the OpenAPI document.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("`missing_api_key` or `invalid_api_key`"),
+    404: _documented("Not found, or another organization's (`*_not_found`)"),
+    413: _documented("`payload_too_large`"),
+    422: _documented("`validation_error` (with `errors`) or a rule's own code"),
 }
 
 

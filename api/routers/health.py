@@ -10,13 +10,15 @@ from campaigns.scanning.service import ScanService
 router = APIRouter(tags=["health"])
 
 
-@router.api_route("/health/live", methods=["GET", "HEAD"])
+@router.get("/health/live")
+@router.head("/health/live", include_in_schema=False)
 async def live() -> dict[str, str]:
     """200 while the process serves requests, database or not."""
     return {"status": "ok"}
 
 
-@router.api_route("/health/scans", methods=["GET", "HEAD"])
+@router.get("/health/scans")
+@router.head("/health/scans", include_in_schema=False)
 async def scans_ready(request: Request) -> JSONResponse:
     """``{"serving": bool, ...}``: 200 while this process can answer scans, even with the
     database away (tags from memory or the snapshot, scans to the spool), else 503. Route
@@ -31,7 +33,8 @@ async def scans_ready(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if scans.serving else 503)
 
 
-@router.api_route("/health/ready", methods=["GET", "HEAD"])
+@router.get("/health/ready")
+@router.head("/health/ready", include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
     """``{"ready": bool, ...}``: 200 when the tag cache is loaded from the database and the
     database answers, else 503: gate deployments and the management API on it."""

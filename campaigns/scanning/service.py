@@ -74,6 +74,7 @@ class ScanService:
         self._salts: dict[dt.date, bytes] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = False
+        self._subscribed = asyncio.Event()
         self._snapshot_saved_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -113,6 +114,11 @@ class ScanService:
             asyncio.create_task(self._listen(), name="tag-cache-listener"),
             asyncio.create_task(self._reconcile_loop(), name="tag-cache-reconcile"),
         ]
+        if self.cache.loaded_from_db:
+            # Let the listener subscribe before the app takes traffic, so /health/ready is
+            # true from the first request; a slow database only delays this by 2 s.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._subscribed.wait(), 2.0)
 
     async def stop(self) -> None:
         """Stop background tasks and drain the writer."""
@@ -241,6 +247,7 @@ class ScanService:
                     # Changes made while we were not listening: catch up.
                     await self.cache.reconcile(conn)
                     self._listening = True
+                    self._subscribed.set()
                     backoff = 0.5
                     await self._consume(conn)
             except asyncio.CancelledError:
