@@ -26,6 +26,13 @@ def fresh_url() -> Iterator[str]:
         migrate.drop_database(url)
 
 
+NOTIFY_TRIGGERS = {
+    f"{table}_notify_cache_{event}"
+    for table in ("tags", "campaigns")
+    for event in ("ins", "upd", "del")
+}
+
+
 def _triggers(url: str) -> set[str]:
     with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal").fetchall()
@@ -34,14 +41,14 @@ def _triggers(url: str) -> set[str]:
 
 def test_upgrade_downgrade_upgrade(fresh_url: str) -> None:
     migrate.upgrade(fresh_url)
-    assert _triggers(fresh_url) == {"tags_notify_cache", "campaigns_notify_cache"}
+    assert _triggers(fresh_url) == NOTIFY_TRIGGERS
     migrate.downgrade(fresh_url, "base")
     assert _triggers(fresh_url) == set()
     migrate.upgrade(fresh_url)
     with psycopg.connect(libpq_url(fresh_url)) as conn:
         version = conn.execute("SELECT postgis_lib_version()").fetchone()
     assert version is not None and version[0].startswith("3.")
-    assert _triggers(fresh_url) == {"tags_notify_cache", "campaigns_notify_cache"}
+    assert _triggers(fresh_url) == NOTIFY_TRIGGERS
 
 
 def test_ensure_database_is_idempotent(fresh_url: str) -> None:

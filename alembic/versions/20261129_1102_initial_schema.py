@@ -20,21 +20,32 @@ depends_on: str | Sequence[str] | None = None
 
 # Every change to what decides a redirect (tags, campaigns) is broadcast on this channel so
 # that each server process refreshes its in-memory tag cache (campaigns/scanning/cache.py).
+# Statement-level triggers with transition tables: one notification per statement,
+# "<table>:<id>,<id>,..." for up to 200 rows, "<table>:*" (reconcile) beyond, so a bulk
+# import of a million tags sends one notification, not a million (payloads stop at 8000 B).
 NOTIFY_FUNCTION = """
 CREATE FUNCTION passerelle_notify_cache() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    row_id bigint;
+    n bigint;
+    ids text;
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        row_id := OLD.id;
-    ELSE
-        row_id := NEW.id;
+    SELECT count(*), string_agg(id::text, ',') INTO n, ids
+    FROM (SELECT id FROM changed LIMIT 201) AS some_changed;
+    IF n > 200 THEN
+        PERFORM pg_notify('passerelle_cache', TG_TABLE_NAME || ':*');
+    ELSIF n > 0 THEN
+        PERFORM pg_notify('passerelle_cache', TG_TABLE_NAME || ':' || ids);
     END IF;
-    PERFORM pg_notify('passerelle_cache', TG_TABLE_NAME || ':' || row_id);
     RETURN NULL;
 END;
 $$
 """
+#: (trigger suffix, event, transition table) for each table of CACHED_TABLES.
+NOTIFY_TRIGGERS = (
+    ("ins", "INSERT", "NEW TABLE"),
+    ("upd", "UPDATE", "NEW TABLE"),
+    ("del", "DELETE", "OLD TABLE"),
+)
 CACHED_TABLES = ("tags", "campaigns")
 
 
@@ -266,15 +277,18 @@ def upgrade() -> None:
     op.create_index(op.f("ix_conversions_click_id"), "conversions", ["click_id"], unique=False)
     op.execute(NOTIFY_FUNCTION)
     for table in CACHED_TABLES:
-        op.execute(
-            f"CREATE TRIGGER {table}_notify_cache AFTER INSERT OR UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION passerelle_notify_cache()"
-        )
+        for suffix, event, transition in NOTIFY_TRIGGERS:
+            op.execute(
+                f"CREATE TRIGGER {table}_notify_cache_{suffix} AFTER {event} ON {table} "
+                f"REFERENCING {transition} AS changed "
+                "FOR EACH STATEMENT EXECUTE FUNCTION passerelle_notify_cache()"
+            )
 
 
 def downgrade() -> None:
     for table in CACHED_TABLES:
-        op.execute(f"DROP TRIGGER IF EXISTS {table}_notify_cache ON {table}")
+        for suffix, _, _ in NOTIFY_TRIGGERS:
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_notify_cache_{suffix} ON {table}")
     op.execute("DROP FUNCTION IF EXISTS passerelle_notify_cache()")
     op.drop_index(op.f("ix_conversions_click_id"), table_name="conversions")
     op.drop_index("ix_conversions_campaign_id_occurred_at", table_name="conversions")

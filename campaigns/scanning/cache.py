@@ -2,10 +2,10 @@
 
 The hot path (``GET /s/{code}``) resolves codes here and never touches the database.
 Each server process holds its own copy: loaded in full at start, refreshed within
-milliseconds through PostgreSQL ``LISTEN passerelle_cache`` (triggers on ``tags`` and
-``campaigns`` send ``"<table>:<id>"``), reconciled periodically from ``updated_at`` as a
-safety net, and saved to a snapshot file so a process can serve while the database is
-down at start-up.
+milliseconds through PostgreSQL ``LISTEN passerelle_cache`` (statement triggers on
+``tags`` and ``campaigns`` send ``"<table>:<id>,<id>..."``, or ``"<table>:*"`` for a bulk
+change), reconciled periodically from ``updated_at`` as a safety net, and saved to a
+snapshot file so a process can serve while the database is down at start-up.
 
 Memory: one :class:`TagEntry` (a tuple) per tag, about 290 bytes with its key and label;
 a server process holding a million tags measured 471 MiB resident (benchmarks/scan_redirect.py).

@@ -270,6 +270,11 @@ class ScanService:
                 # A separate connection: notifications arriving during a query on the
                 # listening one could be missed by the next notifies() call.
                 async with await self._connect() as reader:
+                    if pending.pop(_BULK, None):
+                        # A statement changed too many rows to list: catch up by time,
+                        # and look for deleted rows.
+                        await self.cache.reconcile(reader)
+                        await self.cache.prune(reader)
                     await self.cache.reload(
                         reader, tag_ids=pending["tags"], campaign_ids=pending["campaigns"]
                     )
@@ -312,7 +317,16 @@ class ScanService:
         self._salts = {day: bytes(salt) for day, salt in rows}
 
 
+#: Key of ``pending`` set when a notification said "too many rows to list".
+_BULK = "*"
+
+
 def _parse_notify(payload: str, into: dict[str, set[int]]) -> None:
-    table, _, raw_id = payload.partition(":")
+    """Add the ids of ``"<table>:<id>,<id>,..."`` to ``into[table]``; ``"<table>:*"``
+    (a bulk change, see the initial migration) sets ``into["*"]``."""
+    table, _, raw_ids = payload.partition(":")
+    if raw_ids == "*":
+        into[_BULK].add(1)
+        return
     with contextlib.suppress(ValueError):
-        into[table].add(int(raw_id))
+        into[table].update(int(raw_id) for raw_id in raw_ids.split(","))

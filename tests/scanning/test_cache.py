@@ -277,3 +277,41 @@ async def test_app_cache_follows_writes_of_other_processes_within_a_second(
             break
         await asyncio.sleep(0.05)
     assert scans.cache.lookup(tag["code"]) is None
+
+
+async def _until(predicate: Any, seconds: float = 2.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(predicate())
+
+
+async def test_app_cache_follows_bulk_statements(
+    app: FastAPI, client: httpx.AsyncClient, org: Org, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """One statement, one notification: a few rows are listed by id, a bulk import of
+    more than 200 is announced as "tags:*" and caught up by reconcile."""
+    scans: ScanService = app.state.scans
+    campaign = await make_campaign(client, org)
+    rows = [(org.id, campaign["id"], f"BX{i:06d}", "qr") for i in range(300)]
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "INSERT INTO tags (organization_id, campaign_id, code, kind) "
+            "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[])",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+    assert await _until(lambda: scans.cache.lookup("BX000299") is not None)
+    assert all(scans.cache.lookup(f"BX{i:06d}") is not None for i in range(300))
+    assert (await client.get("/s/bx000150")).status_code == 302
+
+    await conn.execute(
+        "UPDATE tags SET status = 'disabled', updated_at = now() WHERE code = ANY(%s)",
+        (["BX000001", "BX000002", "BX000003"],),
+    )
+    assert await _until(lambda: scans.cache.lookup("BX000003") is None)
+    assert scans.cache.lookup("BX000001") is None
+    assert scans.cache.lookup("BX000004") is not None
+
+    await conn.execute("DELETE FROM tags WHERE campaign_id = %s", (campaign["id"],))
+    assert await _until(lambda: scans.cache.lookup("BX000299") is None)
