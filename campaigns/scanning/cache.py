@@ -13,10 +13,11 @@ a server process holding a million tags measured 471 MiB resident (benchmarks/sc
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -88,6 +89,10 @@ class TagCache:
         self.loaded_from_db = False
         #: True once filled from a snapshot file (start-up while the database was down).
         self.loaded_from_snapshot = False
+        # Rows re-read (after a NOTIFY) while a load or reconcile is in flight: that sync
+        # may apply an older version of them afterwards, so it re-reads them at its end.
+        self._syncs = 0
+        self._touched: tuple[set[int], set[int]] = (set(), set())
 
     def __len__(self) -> int:
         return len(self._tags)
@@ -132,6 +137,10 @@ class TagCache:
 
     async def load_all(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
         """Replace the whole cache with the database's active tags and live campaigns."""
+        async with self._sync(conn):
+            await self._load_all(conn)
+
+    async def _load_all(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
         async with conn.transaction():
             now = await _db_now(conn)
             campaigns = await (
@@ -153,6 +162,22 @@ class TagCache:
         self.synced_at = now
         self.loaded_from_db = True
 
+    @contextlib.asynccontextmanager
+    async def _sync(self, conn: psycopg.AsyncConnection[TupleRow]) -> AsyncIterator[None]:
+        """Bracket a load or reconcile: rows re-read meanwhile are re-read again after it,
+        so a row version it fetched before a concurrent change cannot win."""
+        if self._syncs == 0:
+            self._touched = (set(), set())
+        self._syncs += 1
+        try:
+            yield
+        finally:
+            self._syncs -= 1
+        tags, campaigns = self._touched
+        if self._syncs == 0 and (tags or campaigns):
+            self._touched = (set(), set())
+            await self.reload(conn, tag_ids=tags, campaign_ids=campaigns)
+
     async def reload(
         self,
         conn: psycopg.AsyncConnection[TupleRow],
@@ -162,6 +187,9 @@ class TagCache:
     ) -> None:
         """Re-read the given rows (after a NOTIFY or a write in this process)."""
         tag_list, campaign_list = list(set(tag_ids)), list(set(campaign_ids))
+        if self._syncs:
+            self._touched[0].update(tag_list)
+            self._touched[1].update(campaign_list)
         if campaign_list:
             rows = await (
                 await conn.execute(
@@ -191,6 +219,11 @@ class TagCache:
         if self.synced_at is None:
             await self.load_all(conn)
             return
+        async with self._sync(conn):
+            await self._reconcile(conn)
+
+    async def _reconcile(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        assert self.synced_at is not None
         since = self.synced_at - dt.timedelta(seconds=60)
         now = await _db_now(conn)
         for row in await (

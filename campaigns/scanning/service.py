@@ -75,6 +75,8 @@ class ScanService:
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = False
         self._subscribed = asyncio.Event()
+        self._reader: psycopg.AsyncConnection[Any] | None = None
+        self._reader_lock = asyncio.Lock()
         self._snapshot_saved_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -127,6 +129,7 @@ class ScanService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._close_reader()
         await self.writer.stop()
 
     # -- the hot path -------------------------------------------------------------------
@@ -225,10 +228,38 @@ class ScanService:
         if not tag_ids and not campaign_ids:
             return
         try:
-            async with await self._connect() as conn:
-                await self.cache.reload(conn, tag_ids=tag_ids, campaign_ids=campaign_ids)
+            await self._reread(tag_ids=tag_ids, campaign_ids=campaign_ids)
         except (psycopg.Error, OSError) as exc:
             log.warning("cache reload failed (the listener will catch up): %s", exc)
+
+    async def _reread(
+        self, *, tag_ids: Iterable[int], campaign_ids: Iterable[int], bulk: bool = False
+    ) -> None:
+        """Re-read rows on the shared reader connection (one at a time), retrying once on
+        a fresh connection. ``bulk``: a statement changed too many rows to list them, so
+        catch up by ``updated_at`` and look for deleted rows. Raises ``psycopg.Error``."""
+        async with self._reader_lock:
+            for attempt in (1, 2):
+                try:
+                    if self._reader is None or self._reader.closed:
+                        self._reader = await self._connect()
+                    if bulk:
+                        await self.cache.reconcile(self._reader)
+                        await self.cache.prune(self._reader)
+                    await self.cache.reload(
+                        self._reader, tag_ids=tag_ids, campaign_ids=campaign_ids
+                    )
+                    return
+                except (psycopg.Error, OSError):
+                    await self._close_reader()
+                    if attempt == 2:
+                        raise
+
+    async def _close_reader(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await self._reader.close()
+            self._reader = None
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(
@@ -261,23 +292,23 @@ class ScanService:
             backoff = min(backoff * 2, 5.0)
 
     async def _consume(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Apply notifications in 50 ms windows, one reload per window."""
+        """Apply notifications in 50 ms windows, one re-read per window (on the reader
+        connection: a query on the listening one could interleave with notifications)."""
         while True:
             pending: dict[str, set[int]] = defaultdict(set)
             async for notify in conn.notifies(timeout=0.05):
                 _parse_notify(notify.payload, pending)
-            if pending:
-                # A separate connection: notifications arriving during a query on the
-                # listening one could be missed by the next notifies() call.
-                async with await self._connect() as reader:
-                    if pending.pop(_BULK, None):
-                        # A statement changed too many rows to list: catch up by time,
-                        # and look for deleted rows.
-                        await self.cache.reconcile(reader)
-                        await self.cache.prune(reader)
-                    await self.cache.reload(
-                        reader, tag_ids=pending["tags"], campaign_ids=pending["campaigns"]
-                    )
+            if not pending:
+                continue
+            bulk = bool(pending.pop(_BULK, None))
+            try:
+                await self._reread(
+                    tag_ids=pending["tags"], campaign_ids=pending["campaigns"], bulk=bulk
+                )
+            except (psycopg.Error, OSError) as exc:
+                # Keep listening; the periodic reconcile (or the one after a reconnect)
+                # applies these rows by their updated_at.
+                log.warning("cache re-read failed: %s", exc)
 
     async def _reconcile_loop(self) -> None:
         pruned_at = time.monotonic()

@@ -315,3 +315,22 @@ async def test_app_cache_follows_bulk_statements(
 
     await conn.execute("DELETE FROM tags WHERE campaign_id = %s", (campaign["id"],))
     assert await _until(lambda: scans.cache.lookup("BX000299") is None)
+
+
+async def test_a_sync_in_flight_cannot_resurrect_an_older_row(
+    client: httpx.AsyncClient, org: Org, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """A reconcile reads rows, a NOTIFY re-read applies a newer version meanwhile, then
+    the reconcile applies the older row it had fetched: the sync re-reads at its end."""
+    campaign = await make_campaign(client, org)
+    tag = await make_tag(client, org, campaign["id"])
+    cache = TagCache()
+    await cache.load_all(conn)
+    stale = (tag["id"], tag["code"], campaign["id"], "qr", tag["label"], None, "active")
+    await conn.execute("UPDATE tags SET status = 'disabled' WHERE id = %s", (tag["id"],))
+    async with cache._sync(conn):  # a reconcile in flight
+        await cache.reload(conn, tag_ids=[tag["id"]])  # the NOTIFY's re-read
+        assert cache.lookup(tag["code"]) is None
+        cache._apply_tag(stale)  # the reconcile applies what it fetched earlier
+        assert cache.lookup(tag["code"]) is not None
+    assert cache.lookup(tag["code"]) is None
