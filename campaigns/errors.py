@@ -71,17 +71,3 @@ class Unauthorized(DomainError):
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
-
-
-class RateLimited(DomainError):
-    """Too many requests from one client (429); ``retry_after_s`` whole seconds."""
-
-    status = 429
-    code = "rate_limited"
-    title = "Too many requests"
-
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(
-            f"Too many requests; retry in {retry_after_s} s",
-            headers={"Retry-After": str(retry_after_s)},
-        )

@@ -296,11 +296,11 @@ class ScanService:
         connection: a query on the listening one could interleave with notifications)."""
         while True:
             pending: dict[str, set[int]] = defaultdict(set)
+            bulk = False
             async for notify in conn.notifies(timeout=0.05):
-                _parse_notify(notify.payload, pending)
-            if not pending:
+                bulk |= _parse_notify(notify.payload, pending)
+            if not pending and not bulk:
                 continue
-            bulk = bool(pending.pop(_BULK, None))
             try:
                 await self._reread(
                     tag_ids=pending["tags"], campaign_ids=pending["campaigns"], bulk=bulk
@@ -348,16 +348,12 @@ class ScanService:
         self._salts = {day: bytes(salt) for day, salt in rows}
 
 
-#: Key of ``pending`` set when a notification said "too many rows to list".
-_BULK = "*"
-
-
-def _parse_notify(payload: str, into: dict[str, set[int]]) -> None:
-    """Add the ids of ``"<table>:<id>,<id>,..."`` to ``into[table]``; ``"<table>:*"``
-    (a bulk change, see the initial migration) sets ``into["*"]``."""
+def _parse_notify(payload: str, into: dict[str, set[int]]) -> bool:
+    """Add the ids of ``"<table>:<id>,<id>,..."`` to ``into[table]``. Returns True for
+    ``"<table>:*"``: a statement changed too many rows to list (see the migration)."""
     table, _, raw_ids = payload.partition(":")
     if raw_ids == "*":
-        into[_BULK].add(1)
-        return
+        return True
     with contextlib.suppress(ValueError):
         into[table].update(int(raw_id) for raw_id in raw_ids.split(","))
+    return False

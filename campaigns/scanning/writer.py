@@ -119,13 +119,11 @@ class WriterStats:
     spooled: int = 0
     replayed: int = 0
     batches: int = 0
-    last_batch_size: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     commit_seconds: list[float] = field(default_factory=list)
 
     def observe(self, size: int, seconds: float) -> None:
         self.batches += 1
-        self.last_batch_size = size
         self.batch_sizes.append(size)
         self.commit_seconds.append(seconds)
         if len(self.batch_sizes) > 4096:  # metrics drain these; keep memory bounded
