@@ -7,7 +7,6 @@ import io
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import cairosvg
 import httpx
 import PIL.Image
 import pytest
@@ -15,26 +14,10 @@ import zxingcpp
 
 from campaigns.payloads import qr as payload
 from tests.conftest import Org, make_campaign, make_tag
+from tests.payloads.test_qr import decode_png as decode
+from tests.payloads.test_qr import decode_svg, symbol_version
 
 DESTINATION = "https://shop.example.com/summer"
-
-
-def decode(data: bytes) -> zxingcpp.Barcode:
-    barcodes = zxingcpp.read_barcodes(PIL.Image.open(io.BytesIO(data)))
-    assert len(barcodes) == 1, barcodes
-    assert barcodes[0].format == zxingcpp.BarcodeFormat.QRCode
-    return barcodes[0]
-
-
-def decode_svg(data: bytes) -> zxingcpp.Barcode:
-    return decode(cairosvg.svg2png(bytestring=data, output_width=600))
-
-
-def symbol_version(barcode: zxingcpp.Barcode) -> str:
-    """The QR version the decoder read from the symbol (zxing-cpp ``extra``)."""
-    extra = barcode.extra
-    assert isinstance(extra, dict)
-    return str(extra["Version"])
 
 
 async def new_tag(client: httpx.AsyncClient, org: Org) -> dict[str, Any]:

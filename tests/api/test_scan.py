@@ -27,6 +27,7 @@ from campaigns.services import tags as tag_service
 from tests.conftest import Org, make_campaign, make_tag
 from tests.scanning.test_device import (
     ANDROID_CHROME,
+    BOTS,
     FACEBOOK_ANDROID,
     FACEBOOK_IOS,
     INSTAGRAM_ANDROID,
@@ -385,27 +386,7 @@ async def test_phones_are_stored_as_human_scans(
     assert row["user_agent"] == user_agent
 
 
-@pytest.mark.parametrize(
-    "user_agent",
-    [
-        pytest.param("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", id="slack"),
-        pytest.param(
-            "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
-            id="facebook",
-        ),
-        pytest.param("WhatsApp/2.23.20.0 A", id="whatsapp"),
-        pytest.param("Twitterbot/1.0", id="twitter"),
-        pytest.param(
-            "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)", id="discord"
-        ),
-        pytest.param("TelegramBot (like TwitterBot)", id="telegram"),
-        pytest.param(
-            "LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)",
-            id="linkedin",
-        ),
-        pytest.param(None, id="no-user-agent"),
-    ],
-)
+@pytest.mark.parametrize("user_agent", [*BOTS, pytest.param(None, id="no-user-agent")])
 async def test_link_previewers_are_redirected_but_stored_as_bots(
     client: httpx.AsyncClient, org: Org, engine: AsyncEngine, user_agent: str | None
 ) -> None:
