@@ -18,11 +18,7 @@ from campaigns.models import Conversion
 from campaigns.schemas import ConversionCreate
 from campaigns.services.conversions import record_conversion
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
-
-IPHONE_SAFARI = (
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
-)
+from tests.fixtures.user_agents import IPHONE_SAFARI
 
 
 async def scan(client: httpx.AsyncClient, code: str, user_agent: str = IPHONE_SAFARI) -> str:

@@ -25,7 +25,7 @@ from campaigns.scanning import links
 from campaigns.scanning.service import ScanService
 from campaigns.services import tags as tag_service
 from tests.conftest import Org, make_campaign, make_tag
-from tests.scanning.test_device import (
+from tests.fixtures.user_agents import (
     ANDROID_CHROME,
     BOTS,
     FACEBOOK_ANDROID,

@@ -18,11 +18,7 @@ import psycopg
 from campaigns.services.organizations import hash_secret
 from tests.e2e.conftest import seed
 from tests.e2e.harness import PrivateCluster, Server
-
-IPHONE = (
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
-    "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1"
-)
+from tests.fixtures.user_agents import IPHONE_SAFARI
 
 
 @dataclass
@@ -48,7 +44,7 @@ class Load:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
             while not self._stop.is_set():
                 try:
-                    r = await client.get(f"/s/{self.code}", headers={"user-agent": IPHONE})
+                    r = await client.get(f"/s/{self.code}", headers={"user-agent": IPHONE_SAFARI})
                 except httpx.HTTPError:
                     self.errors += 1  # the server was killed under us
                     await asyncio.sleep(0.05)
@@ -203,7 +199,7 @@ async def test_starts_from_snapshot_while_the_database_is_down(
         serving = httpx.get(server.base_url + "/health/scans")
         assert serving.status_code == 200
         assert serving.json() == {"serving": True, "tags_cached": 1, "database": False}
-        r = httpx.get(f"{server.base_url}/s/{code}", headers={"user-agent": IPHONE})
+        r = httpx.get(f"{server.base_url}/s/{code}", headers={"user-agent": IPHONE_SAFARI})
         assert r.status_code == 302
         click_id = parse_qs(urlsplit(r.headers["location"]).query)["pcid"][0]
 
