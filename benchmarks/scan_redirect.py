@@ -6,8 +6,20 @@ latency, their ratio, then checks in an exact phase that the number of scans sto
 equals the number of 302 responses. With ``--memory-tags N`` it also loads N active tags
 and prints the resident memory of a server process holding them.
 
+With ``--realistic`` (needs ``wrk`` and the ``bench`` extra) the load looks like a
+campaign's instead of one phone scanning one tag: each request scans a random tag, from
+a random client address (``X-Forwarded-For``, sent from loopback, which the servers
+trust), with a real phone's agent (``benchmarks/user_agents.py``). Two rounds, each run
+against Passerelle, a bare FastAPI 302 and a raw ASGI 302 (same uvicorn, same workers):
+
+- cold: every request's agent is new to the server (an in-app browser with a build
+  field never sent before), so device parsing and bot detection run on each scan;
+- warm: ``--agents`` distinct agents, sent round after round, so each is memoised.
+
+After each round it checks that the scans stored equal the 302s answered.
+
     python benchmarks/scan_redirect.py [--workers 1] [--connections 64] [--duration 15]
-        [--tags 1000] [--memory-tags 1000000]
+        [--tags 1000] [--memory-tags 1000000] [--realistic [--agents 2000]]
 
 Needs a PostgreSQL with PostGIS (``PASSERELLE_TEST_DATABASE_URL`` or the local one); it
 creates a throwaway database and drops it at the end.
@@ -39,6 +51,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.user_agents import in_app_templates, realistic_agents  # noqa: E402
 from campaigns import migrate  # noqa: E402
 from campaigns.db import libpq_url  # noqa: E402
 from campaigns.scanning.links import new_code  # noqa: E402
@@ -93,6 +106,19 @@ def count_scans(conninfo: str) -> int:
         return int(row[0])
 
 
+def settled_scans(conninfo: str) -> int:
+    """The scan count once the writers have committed what they hold (unchanged for a
+    second; at most 30 s)."""
+    last, deadline = -1, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = count_scans(conninfo)
+        if now == last:
+            return now
+        last = now
+        time.sleep(1)
+    return last
+
+
 @contextlib.contextmanager
 def server(
     target: str, port: int, workers: int, env: dict[str, str], factory: bool
@@ -106,6 +132,8 @@ def server(
         cmd = [sys.executable, "-m", "uvicorn", target, "--no-access-log"]
         cmd += ["--log-level", "warning", "--timeout-keep-alive", "5"]
         cmd += ["--factory"] if factory else []
+    # The load generator is a trusted proxy: X-Forwarded-For sets the client address.
+    cmd += ["--forwarded-allow-ips", "127.0.0.1"]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     try:
@@ -113,7 +141,8 @@ def server(
         while True:
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
-                if r.status_code in (200, 404):  # 404: the bare app has no health route
+                # The bare apps have no health route: 404 (FastAPI) or 302 (raw ASGI).
+                if r.status_code in (200, 302, 404):
                     break
             except httpx.HTTPError:
                 pass
@@ -147,39 +176,97 @@ def rss_mib(pid: int) -> float:
 def wrk_run(
     port: int, codes: list[str], connections: int, duration: int, threads: int
 ) -> dict[str, float]:
-    """Run wrk over the codes (round robin); returns rps, p50/p99 (ms), requests, errors."""
+    """Run wrk over the codes (round robin) with one agent; returns rps, p50/p99 (ms),
+    requests, non-3xx responses, socket errors."""
+    sample = codes[:5000]
+    script = (
+        "codes = {" + ",".join(f'"{c}"' for c in sample) + "}\n"
+        "counter = 0\n"
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        "  return wrk.format('GET', '/s/' .. codes[(counter % #codes) + 1], "
+        "{['User-Agent'] = 'Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) "
+        "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1'})\n"
+        "end\n"
+    )
+    return _wrk(port, script, [], connections, duration, threads)
+
+
+#: Per request: a random tag, a random client address, an agent from ``agents``; with
+#: ``unique`` the agent is a template whose ``%d`` gets a number no request of any run
+#: used before (``base`` + a per-thread counter). Counts 302s and other statuses.
+_REALISTIC_LUA = """
+local threads, next_tid = {}, 0
+function setup(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  base, nthreads, unique = tonumber(args[1]), tonumber(args[2]), args[3] == "1"
+  counter, redirects, others = 0, 0, 0
+  math.randomseed(base + tid * 7919)
+end
+function request()
+  counter = counter + 1
+  local ua = agents[math.random(#agents)]
+  if unique then ua = string.format(ua, base + counter * nthreads + tid) end
+  local ip = string.format("%d.%d.%d.%d", math.random(1, 223), math.random(0, 255),
+    math.random(0, 255), math.random(1, 254))
+  return wrk.format("GET", "/s/" .. codes[math.random(#codes)],
+    {["User-Agent"] = ua, ["X-Forwarded-For"] = ip})
+end
+function response(status, headers, body)
+  if status == 302 then redirects = redirects + 1 else others = others + 1 end
+end
+function done(summary, latency, requests)
+  local r, o = 0, 0
+  for _, t in ipairs(threads) do r = r + t:get("redirects"); o = o + t:get("others") end
+  io.write(string.format("REDIRECTS %d OTHERS %d\\n", r, o))
+end
+"""
+
+
+def _lua_strings(values: list[str]) -> str:
+    """A Lua table of long-bracket strings (no escaping needed inside)."""
+    assert not any("]==]" in v for v in values)
+    return "{" + ",".join(f"[==[{v}]==]" for v in values) + "}"
+
+
+def wrk_realistic(
+    port: int,
+    codes: list[str],
+    agents: list[str],
+    *,
+    unique: bool,
+    base: int,
+    connections: int,
+    duration: int,
+    threads: int,
+) -> dict[str, float]:
+    """One wrk run of the realistic load (see ``_REALISTIC_LUA``); adds ``redirects``
+    and ``others`` (responses other than 302) to ``wrk_run``'s figures."""
+    script = f"codes = {_lua_strings(codes)}\nagents = {_lua_strings(agents)}\n{_REALISTIC_LUA}"
+    args = [str(base), str(threads), "1" if unique else "0"]
+    return _wrk(port, script, args, connections, duration, threads)
+
+
+def _wrk(
+    port: int, script: str, script_args: list[str], connections: int, duration: int, threads: int
+) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        sample = codes[:5000]
-        fh.write("codes = {" + ",".join(f'"{c}"' for c in sample) + "}\n")
-        fh.write(
-            "counter = 0\n"
-            "request = function()\n"
-            "  counter = counter + 1\n"
-            "  return wrk.format('GET', '/s/' .. codes[(counter % #codes) + 1], "
-            "{['User-Agent'] = 'Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) "
-            "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1'})\n"
-            "end\n"
-        )
-        script = fh.name
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            str(threads),
-            "-c",
-            str(connections),
-            "-d",
-            f"{duration}s",
-            "--latency",
-            "-s",
-            script,
-            f"http://127.0.0.1:{port}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(script)
+        fh.write(script)
+    try:
+        cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s"]
+        cmd += ["--latency", "-s", fh.name, f"http://127.0.0.1:{port}", "--", *script_args]
+        out = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(fh.name)
 
     def latency(label: str) -> float:
         m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -191,6 +278,7 @@ def wrk_run(
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non_3xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
+    counted = re.search(r"REDIRECTS (\d+) OTHERS (\d+)", out)
     return {
         "rps": rps,
         "p50": latency("50"),
@@ -198,6 +286,8 @@ def wrk_run(
         "requests": requests,
         "non_3xx": int(non_3xx.group(1)) if non_3xx else 0,
         "socket_errors": errors.group(1) if errors else "none",  # type: ignore[dict-item]
+        "redirects": int(counted.group(1)) if counted else -1,
+        "others": int(counted.group(2)) if counted else -1,
     }
 
 
@@ -297,9 +387,22 @@ def main() -> None:
     )
     parser.add_argument("--only-memory", action="store_true", help="skip the throughput phases")
     parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="random tags, client addresses and phone agents; cold and warm rounds (wrk)",
+    )
+    parser.add_argument(
+        "--agents", type=int, default=2000, help="distinct agents of the realistic warm round"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="seconds of load before each measured run"
+    )
+    parser.add_argument(
         "--memory-tags", type=int, default=0, help="also measure RSS with this many tags"
     )
     args = parser.parse_args()
+    if args.realistic and not shutil.which("wrk"):
+        parser.error("--realistic needs wrk (apt-get install wrk)")
 
     name = f"passerelle_bench_{secrets.token_hex(4)}"
     database_url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
@@ -323,7 +426,9 @@ def main() -> None:
             f"{os.cpu_count()} CPUs"
         )
 
-        if not args.only_memory:
+        if args.realistic:
+            realistic_phases(args, codes, env, conninfo)
+        elif not args.only_memory:
             throughput_phases(args, codes, env, conninfo, use_wrk)
         if args.memory_tags:
             memory_phase(args, codes, env, conninfo)
@@ -383,6 +488,87 @@ def throughput_phases(
         f"exact phase: {redirects} redirects answered, {stored} scans stored -> "
         f"{'EQUAL' if stored == redirects else 'MISMATCH'}"
     )
+
+
+#: The servers of the realistic rounds: label, uvicorn target, factory.
+_TARGETS = (
+    ("raw ASGI 302", "benchmarks.bare_app:raw_app", False),
+    ("FastAPI 302", "benchmarks.bare_app:app", False),
+    ("GET /s/{code}", "passerelle", True),
+)
+
+
+def realistic_phases(
+    args: argparse.Namespace, codes: list[str], env: dict[str, str], conninfo: str
+) -> None:
+    """Cold then warm round (see the module's docstring) on each server, started afresh;
+    prints throughput, latency, Passerelle's ratios to both ceilings, and checks that
+    Passerelle stored a scan for every 302 it answered."""
+    templates = in_app_templates(args.agents, seed=2)
+    agents = realistic_agents(args.agents, seed=1)
+    print(
+        f"# realistic: {len(codes)} tags, random client addresses (X-Forwarded-For), "
+        f"cold: a new in-app agent per request ({len(templates)} templates), "
+        f"warm: {len(agents)} distinct agents; {args.warmup} s warm-up before each run"
+    )
+    runs = 0
+
+    def run(port: int, pool: list[str], unique: bool, duration: int) -> dict[str, float]:
+        nonlocal runs
+        runs += 1  # each run's numbers start at a new billion: never an agent seen before
+        return wrk_realistic(
+            port,
+            codes,
+            pool,
+            unique=unique,
+            base=runs * 10**9,
+            connections=args.connections,
+            duration=duration,
+            threads=args.threads,
+        )
+
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    for label, target, factory in _TARGETS:
+        port = free_port()
+        with server(target, port, args.workers, env, factory):
+            for round_, pool, unique in (("cold", templates, True), ("warm", agents, False)):
+                run(port, pool, unique, args.warmup)
+                before = settled_scans(conninfo)
+                results[label, round_] = r = run(port, pool, unique, args.duration)
+                stored = settled_scans(conninfo) - before
+                check = ""
+                if target == "passerelle":
+                    # wrk stops with up to one request in flight per connection: the
+                    # server may store those scans after wrk stopped reading.
+                    in_flight = stored - int(r["redirects"])
+                    ok = 0 <= in_flight <= args.connections
+                    check = (
+                        f"   stored {stored} for {int(r['redirects'])} 302s "
+                        f"({in_flight:+d} in flight at the end) -> {'OK' if ok else 'MISMATCH'}"
+                    )
+                print(
+                    f"{round_:>4} {label:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   "
+                    f"p99 {r['p99']:6.2f} ms   non-302 {int(r['others'])}   "
+                    f"socket errors: {r['socket_errors']}{check}"
+                )
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT ip_truncated), count(DISTINCT user_agent), "
+            "count(DISTINCT tag_id) FROM scans"
+        ).fetchone()
+        assert row is not None
+    print(
+        f"scans stored: {row[0]}, distinct truncated client addresses {row[1]}, "
+        f"agents {row[2]}, tags {row[3]}"
+    )
+    for round_ in ("cold", "warm"):
+        scan = results["GET /s/{code}", round_]
+        ratios = ", ".join(
+            f"scan/{label} {scan['rps'] / results[label, round_]['rps']:.2f} "
+            f"(p99 {scan['p99'] / results[label, round_]['p99']:.1f}x)"
+            for label, _, _ in _TARGETS[:2]
+        )
+        print(f"{round_}: {ratios}")
 
 
 def memory_phase(

@@ -45,9 +45,10 @@ PREVIEWERS = (
 )
 
 
-def _in_app(base: str, os: str, rng: random.Random) -> str:
-    """``base`` (a phone browser's agent) as one install of a social or messaging app's
-    in-app browser: app token plus per-install build fields, as those apps send them."""
+def _in_app(base: str, os: str, rng: random.Random, install: str) -> str:
+    """``base`` (a phone browser's agent) as a social or messaging app's in-app browser:
+    the app's token with its build fields, as those apps send them; ``install`` goes in
+    the field that differs per install or build."""
     r = rng.randrange
     app = rng.choice(("instagram", "facebook", "tiktok", "whatsapp", "snapchat"))
     ios = os == "iOS"
@@ -55,34 +56,46 @@ def _in_app(base: str, os: str, rng: random.Random) -> str:
         return (
             f"{base} Instagram {r(300, 400)}.0.0.{r(10, 60)}.{r(60, 120)} "
             f"(iPhone{r(12, 17)},{r(1, 5)}; iOS 18_{r(0, 7)}; fr_FR; fr; scale=3.00; "
-            f"1179x2556; {r(10**8, 10**9)}; IABMV/1)"
+            f"1179x2556; {install}; IABMV/1)"
         )
     if app == "instagram":
         return (
             f"{base} Instagram {r(300, 400)}.0.0.{r(10, 60)}.{r(60, 120)} Android "
             f"({r(29, 36)}/{r(10, 16)}; {rng.choice((420, 450, 480, 560))}dpi; 1080x2400; "
             f"samsung; SM-{rng.choice('ASGN')}{r(100, 999)}B; o1s; exynos2100; en_US; "
-            f"{r(10**8, 10**9)})"
+            f"{install})"
         )
     if app == "facebook" and ios:
         return (
             f"{base} [FBAN/FBIOS;FBAV/{r(400, 520)}.0.0.{r(10, 60)}.{r(10, 120)};"
-            f"FBBV/{r(10**8, 10**9)};FBDV/iPhone{r(12, 17)},{r(1, 5)};FBMD/iPhone;"
+            f"FBBV/{install};FBDV/iPhone{r(12, 17)},{r(1, 5)};FBMD/iPhone;"
             f"FBSN/iOS;FBSV/18.{r(0, 7)};FBSS/3;FBID/phone;FBLC/fr_FR;FBOP/5;"
             f"FBRV/{r(10**8, 10**9)};IABMV/1]"
         )
     if app == "facebook":
-        return f"{base} [FB_IAB/FB4A;FBAV/{r(400, 520)}.0.0.{r(10, 60)}.{r(10, 120)};IABMV/1;]"
+        return (
+            f"{base} [FB_IAB/FB4A;FBAV/{r(400, 520)}.0.0.{r(10, 60)}.{r(10, 120)};"
+            f"FBBV/{install};IABMV/1;]"
+        )
     if app == "tiktok":
         return (
             f"{base} musical_ly_{r(30, 41)}.{r(0, 9)}.{r(0, 9)} JsSdk/2.0 NetType/"
             f"{rng.choice(('WIFI', '4G', '5G'))} Channel/App Store ByteLocale/fr Region/FR "
-            f"isDarkMode/{r(2)} WKWebView/1 BytedanceWebview/{rng.getrandbits(28):07x}"
+            f"isDarkMode/{r(2)} WKWebView/1 BytedanceWebview/d{install}"
         )
+    if app == "whatsapp" and ios:
+        return f"{base} [WAiOS/2.25.{install}]"
     if app == "whatsapp":
-        version = f"2.25.{r(1, 40)}" + ("" if ios else f".{r(10, 99)};")
-        return f"{base} [{'WAiOS' if ios else 'WA4A'}/{version}]"
-    return f"{base} Snapchat/13.{r(20, 60)}.0.{r(10, 60)} (like Safari/8621.{r(1, 4)}, panda)"
+        return f"{base} [WA4A/2.25.{r(1, 40)}.{install};]"
+    return f"{base} Snapchat/13.{r(20, 60)}.0.{install} (like Safari/8621.{r(1, 4)}, panda)"
+
+
+def _phones() -> list[tuple[str, str]]:
+    """(agent, OS) of fake-useragent's distinct iOS and Android browser agents."""
+    from fake_useragent.utils import load  # bench extra: fake-useragent
+
+    rows = load()
+    return sorted({(r["useragent"], r["os"]) for r in rows if r["os"] in ("iOS", "Android")})
 
 
 def realistic_agents(n: int, seed: int = 1) -> list[str]:
@@ -92,11 +105,8 @@ def realistic_agents(n: int, seed: int = 1) -> list[str]:
     from fake_useragent.utils import load  # bench extra: fake-useragent
 
     rng = random.Random(seed)
-    rows = load()
-    real = sorted({row["useragent"] for row in rows})
-    phones = sorted(
-        {(row["useragent"], row["os"]) for row in rows if row["os"] in ("iOS", "Android")}
-    )
+    real = sorted({row["useragent"] for row in load()})
+    phones = _phones()
     agents: set[str] = set(rng.sample(real, min(len(real), n // 4)))
     while len(agents) < n:
         if rng.random() < 0.02:
@@ -104,10 +114,23 @@ def realistic_agents(n: int, seed: int = 1) -> list[str]:
             agents.add(rng.choice(PREVIEWERS).format(minor=minor, patch=patch, build=build))
         else:
             base, os = rng.choice(phones)
-            agents.add(_in_app(base, os, rng))
+            agents.add(_in_app(base, os, rng, str(rng.randrange(10**8, 10**9))))
     ordered = sorted(agents)
     rng.shuffle(ordered)
     return ordered
+
+
+def in_app_templates(n: int, seed: int = 1) -> list[str]:
+    """``n`` in-app browser agents with a ``%d`` (``printf``/Lua ``string.format``) where
+    the per-install number goes: filling it with a number never used before gives an
+    agent no server has seen, like each new install a TV spot brings."""
+    rng = random.Random(seed)
+    phones = _phones()
+    templates = set()
+    while len(templates) < n:
+        base, os = rng.choice(phones)
+        templates.add(_in_app(base.replace("%", "%%"), os, rng, "%d"))
+    return sorted(templates)
 
 
 def per_agent_us(fn: Callable[[str], object], agents: list[str]) -> list[float]:
