@@ -182,7 +182,7 @@ def main() -> None:
     stripped = [device._EXCLUSIONS.sub("", ua.strip()) for ua in parts]
     report("  previewer, scanner, tablet, mobile set (RE2)", per_agent_us(sets, parts))
     report(
-        "  crawler exclusions (re, 52 patterns)",
+        "  crawler exclusions (re, 52 patterns, ASCII)",
         per_agent_us(lambda ua: device._EXCLUSIONS.sub("", ua.strip()), parts),
     )
     report(

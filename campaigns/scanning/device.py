@@ -106,9 +106,10 @@ _CRAWLERS = re2.compile("|".join(_re2_patterns), _RE2_OPTIONS)
 # Removed from an agent before the crawler patterns are searched (so "Mozilla" or
 # "cubot" do not count), built the way crawlerdetect builds it: one alternation with
 # Python's ``re`` semantics (leftmost-first, non-overlapping), which the removal's result
-# depends on. The costliest step left (~35 µs on a long in-app agent): RE2 through its
-# Python binding is no faster for a substitution with a dozen matches.
-_EXCLUSIONS = re.compile(f"({'|'.join(_exclusion_patterns)})", re.IGNORECASE)
+# depends on. Only printable-ASCII agents get here, on which ``re.ASCII`` changes no match
+# but saves a third of the time. Still the costliest step (~25 µs on a long in-app
+# agent): RE2's Python binding is no faster for a substitution with a dozen matches.
+_EXCLUSIONS = re.compile(f"({'|'.join(_exclusion_patterns)})", re.IGNORECASE | re.ASCII)
 # The reference, for the rare agents that are not printable ASCII (see ``is_crawler``).
 _crawler_detect = CrawlerDetect()
 # Browser and OS only: the device domain (brand and model) is the costliest and unused.
