@@ -176,11 +176,9 @@ def main() -> None:
     report("parse_device, first-seen, running process", per_agent_us(device.parse_device, steady))
     report("parse_device, memo hit", per_agent_us(device.parse_device, steady))
 
-    def sets(ua: str) -> object:
-        return device._SETS.Match(ua.encode("utf-8", "surrogatepass"))
-
     stripped = [device._EXCLUSIONS.sub("", ua.strip()) for ua in parts]
-    report("  previewer, scanner, tablet, mobile set (RE2)", per_agent_us(sets, parts))
+    sets = per_agent_us(device._SETS.Match, parts)
+    report("  previewer, scanner, tablet, mobile set (RE2)", sets)
     report(
         "  crawler exclusions (re, 52 patterns, ASCII)",
         per_agent_us(lambda ua: device._EXCLUSIONS.sub("", ua.strip()), parts),

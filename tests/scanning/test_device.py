@@ -189,3 +189,10 @@ def test_lookahead_patterns_are_prefiltered_by_their_literal() -> None:
 )
 def test_leading_literal(pattern: str, literal: str) -> None:
     assert device._leading_literal(pattern) == literal
+
+
+def test_agents_that_are_not_valid_unicode_are_parsed() -> None:
+    # A str holding a lone surrogate cannot be encoded for RE2 or ua-parser; it is parsed
+    # with "?" in its place instead of raising.
+    assert parse_device(IPHONE_SAFARI + " \udc80") == parse_device(IPHONE_SAFARI + " ?")
+    assert parse_device(IPHONE_SAFARI + " \udc80").bot_reason is None
