@@ -292,9 +292,8 @@ def _csv_records(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             problems.append(_problem(number, None, "too_many_columns", "more cells than columns"))
             continue
         cells = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
-        record: dict[str, Any] = {
-            k: (v or None) for k, v in cells.items() if k not in ("lat", "lon")
-        }
+        # An empty cell is an absent field: null for optional ones, "missing" for name.
+        record: dict[str, Any] = {k: v for k, v in cells.items() if v and k not in ("lat", "lon")}
         try:
             lat, lon = _csv_number(cells.get("lat"), "lat"), _csv_number(cells.get("lon"), "lon")
             lon, lat = check_lon_lat(lon, lat)
@@ -342,7 +341,7 @@ def _feature_records(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
         if not isinstance(properties, dict):
             problems.append(_problem(number, "properties", "invalid_geojson", "not an object"))
             continue
-        fields = {k: v for k, v in properties.items() if k not in ("point", "geofence")}
+        fields = {k: v for k, v in properties.items() if k != "point"}
         geometry = feature.get("geometry")
         kind = geometry.get("type") if isinstance(geometry, dict) else None
         if kind in ("Polygon", "MultiPolygon"):
@@ -410,7 +409,7 @@ async def _check_kept_geofences(
         )
     )
     problems = []
-    for external_id, geofence in stored.tuples():
+    for external_id, geofence in stored:
         row = keeping[external_id]
         if geofence is not None and not from_wkb_element(geofence).covers(
             shape_of_point(row.fields["point"])
