@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import shapely
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 from shapely.geometry import Point
-from sqlalchemy import Select, case, func, literal_column, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -483,28 +483,46 @@ def _file_problem(code: str, detail: str) -> InvalidInput:
     return InvalidInput(detail, errors=[_problem(0, None, code, detail)])
 
 
+#: One statement per chunk: rows travel as arrays (one parameter per column, not per
+#: cell), so nothing is compiled per row. ``xmax = 0`` tells a fresh row from an update.
+_UPSERT = """
+INSERT INTO locations AS l
+    (organization_id, name, external_id, address, timezone, point, geofence, radius_m)
+SELECT :organization_id, r.name, r.external_id, r.address, r.timezone,
+       ST_GeogFromWKB(r.point), ST_SetSRID(ST_GeomFromWKB(r.geofence), 4326), r.radius_m
+FROM unnest(
+    CAST(:name AS text[]), CAST(:external_id AS text[]), CAST(:address AS text[]),
+    CAST(:timezone AS text[]), CAST(:point AS bytea[]), CAST(:geofence AS bytea[]),
+    CAST(:radius_m AS float8[])
+) AS r(name, external_id, address, timezone, point, geofence, radius_m)
+ON CONFLICT (organization_id, external_id) DO UPDATE SET
+    name = excluded.name, address = excluded.address, timezone = excluded.timezone,
+    point = excluded.point, radius_m = excluded.radius_m, geofence = {geofence},
+    updated_at = now()
+RETURNING xmax = 0
+"""
+#: A CSV carries no geofence: a row with a radius replaces the stored geofence, a row
+#: without one keeps it.
+_KEPT_GEOFENCE = "CASE WHEN excluded.radius_m IS NULL THEN l.geofence END"
+
+
 async def _upsert(
     session: AsyncSession, organization_id: int, rows: Sequence[_Row], *, keeps_geofence: bool
 ) -> tuple[int, int]:
     """Insert or update ``rows``; the numbers of rows created and updated."""
-    values = [{"organization_id": organization_id, **_columns(r.fields)} for r in rows]
-    statement = insert(Location).values(values)
-    excluded = statement.excluded
-    geofence: Any = excluded.geofence
-    if keeps_geofence:  # a radius replaces the stored geofence, else it stays
-        geofence = case((excluded.radius_m.is_(None), Location.geofence), else_=None)
-    upsert: Any = statement.on_conflict_do_update(
-        index_elements=[Location.organization_id, Location.external_id],
-        set_={
-            "name": excluded.name,
-            "address": excluded.address,
-            "timezone": excluded.timezone,
-            "point": excluded.point,
-            "radius_m": excluded.radius_m,
-            "geofence": geofence,
-            "updated_at": func.now(),
-        },
-    ).returning(literal_column("xmax = 0").label("inserted"))  # 0: a fresh row version
-    inserted = [row[0] for row in await session.execute(upsert)]
+    geofence = _KEPT_GEOFENCE if keeps_geofence else "excluded.geofence"
+    columns: dict[str, list[Any]] = {
+        key: [r.fields[key] for r in rows]
+        for key in ("name", "external_id", "address", "timezone", "radius_m")
+    }
+    columns["point"] = [shapely.to_wkb(shape_of_point(r.fields["point"])) for r in rows]
+    columns["geofence"] = [
+        shapely.to_wkb(shape_of_area(r.fields["geofence"])) if r.fields["geofence"] else None
+        for r in rows
+    ]
+    result = await session.execute(
+        text(_UPSERT.format(geofence=geofence)), {"organization_id": organization_id, **columns}
+    )
+    inserted = [bool(row[0]) for row in result]
     created = sum(inserted)
     return created, len(inserted) - created
