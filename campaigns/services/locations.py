@@ -159,18 +159,33 @@ async def nearest_locations(
     limit: int = 50,
 ) -> list[tuple[Location, float]]:
     """The organization's locations nearest ``near`` (``(lon, lat)``) first, with their
-    geodesic distance in metres, at most ``within_m`` away when given.
+    geodesic distance in metres (WGS 84 spheroid), at most ``within_m`` away when given.
 
-    Ordered by the GiST index (KNN ``<->`` on geography, sphere distance), then by the
-    exact spheroid distance, so ties of the index order are settled exactly."""
+    Two index-assisted steps. The GiST KNN operator ``<->`` on geography orders by
+    distance on a sphere, which can differ from the spheroid's by ~0.5%: it picks
+    ``limit`` candidates, and the farthest of them (spheroid distance D) bounds the
+    answer, since at least ``limit`` locations lie within D. Every location within D
+    (``ST_DWithin``, spheroid) is then ordered by its exact distance."""
     origin = func.ST_GeogFromText(to_ewkt(Point(near)))
-    distance = func.ST_Distance(Location.point, origin).label("distance_m")
-    query: Select[Any] = select(Location, distance).where(
-        Location.organization_id == organization_id
-    )
+    scope = [Location.organization_id == organization_id]
     if within_m is not None:
-        query = query.where(func.ST_DWithin(Location.point, origin, within_m))
-    query = query.order_by(Location.point.op("<->")(origin), distance, Location.id).limit(limit)
+        scope.append(func.ST_DWithin(Location.point, origin, within_m))
+    candidates = (
+        select(func.ST_Distance(Location.point, origin).label("d"))
+        .where(*scope)
+        .order_by(Location.point.op("<->")(origin))
+        .limit(limit)
+        .subquery()
+    )
+    # +1 mm so the farthest candidate itself passes ST_DWithin whatever its rounding.
+    bound = select(func.max(candidates.c.d) + 0.001).scalar_subquery()
+    distance = func.ST_Distance(Location.point, origin).label("distance_m")
+    query: Select[Any] = (
+        select(Location, distance)
+        .where(*scope, func.ST_DWithin(Location.point, origin, bound))
+        .order_by(distance, Location.id)
+        .limit(limit)
+    )
     return [(row[0], float(row[1])) for row in await session.execute(query)]
 
 
@@ -287,29 +302,40 @@ def _csv_records(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
         return [], problems
     reader.fieldnames = header
     records: list[dict[str, Any]] = []
-    for number, raw in enumerate(reader, start=1):
-        if None in raw:
-            problems.append(_problem(number, None, "too_many_columns", "more cells than columns"))
-            continue
-        cells = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
-        # An empty cell is an absent field: null for optional ones, "missing" for name.
-        record: dict[str, Any] = {k: v for k, v in cells.items() if v and k not in ("lat", "lon")}
-        try:
-            lat, lon = _csv_number(cells.get("lat"), "lat"), _csv_number(cells.get("lon"), "lon")
-            lon, lat = check_lon_lat(lon, lat)
-        except GeoError as exc:
-            field = "lat" if "latitude" in exc.detail else "lon"
-            problems.append(_problem(number, field, exc.code, exc.detail))
-            continue
-        record["point"] = {"type": "Point", "coordinates": [lon, lat]}
-        if record.get("radius_m") is not None:
-            try:
-                record["radius_m"] = float(record["radius_m"])
-            except ValueError:
-                problems.append(_problem(number, "radius_m", "invalid_radius", "not a number"))
-                continue
-        records.append({"number": number, "fields": record})
+    number = 0
+    try:
+        for number, raw in enumerate(reader, start=1):
+            _csv_row(number, raw, records, problems)
+    except csv.Error as exc:  # a cell over the csv module's limit (128 KiB), a NUL byte...
+        problems.append(_problem(number + 1, None, "invalid_csv", str(exc)))
     return records, problems
+
+
+def _csv_row(
+    number: int, raw: dict[str, Any], records: list[dict[str, Any]], problems: list[dict[str, Any]]
+) -> None:
+    """Append the record of one CSV row to ``records``, or its problem to ``problems``."""
+    if None in raw:
+        problems.append(_problem(number, None, "too_many_columns", "more cells than columns"))
+        return
+    cells = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
+    # An empty cell is an absent field: null for optional ones, "missing" for name.
+    record: dict[str, Any] = {k: v for k, v in cells.items() if v and k not in ("lat", "lon")}
+    try:
+        lat, lon = _csv_number(cells.get("lat"), "lat"), _csv_number(cells.get("lon"), "lon")
+        lon, lat = check_lon_lat(lon, lat)
+    except GeoError as exc:
+        field = "lat" if "latitude" in exc.detail else "lon"
+        problems.append(_problem(number, field, exc.code, exc.detail))
+        return
+    record["point"] = {"type": "Point", "coordinates": [lon, lat]}
+    if record.get("radius_m") is not None:
+        try:
+            record["radius_m"] = float(record["radius_m"])
+        except ValueError:
+            problems.append(_problem(number, "radius_m", "invalid_radius", "not a number"))
+            return
+    records.append({"number": number, "fields": record})
 
 
 def _csv_number(value: str | None, field: str) -> float:
@@ -451,7 +477,7 @@ async def import_locations(
     else:
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: hostile nesting
             raise _file_problem("invalid_geojson", f"not JSON: {exc}") from exc
         records, problems = _feature_records(data)
     if len(records) + len(problems) > MAX_IMPORT_ROWS:

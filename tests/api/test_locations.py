@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -317,6 +318,40 @@ async def test_near_orders_by_geodesic_distance(client: httpx.AsyncClient, org: 
     assert [item["name"] for item in one.json()["items"]] == ["Paris"]
 
 
+def _sphere_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance on PostGIS' sphere (mean radius 6 371 008.7714 m)."""
+    (lon1, lat1), (lon2, lat2) = (tuple(map(math.radians, p)) for p in (a, b))
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * 6_371_008.7714 * math.asin(math.sqrt(h))
+
+
+async def test_near_is_exact_where_sphere_and_spheroid_disagree(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    # Due north and due east of (0, 0): on the spheroid north is nearer, on the sphere
+    # (the KNN index's order) east is.
+    origin, north, east = (0.0, 0.0), (0.0, 1.004), (0.9975, 0.0)
+    exact = {
+        name: WGS84.Inverse(origin[1], origin[0], p[1], p[0])["s12"]
+        for name, p in (("north", north), ("east", east))
+    }
+    assert exact["north"] < exact["east"]
+    assert _sphere_m(origin, north) > _sphere_m(origin, east)
+    await make_location(client, org, name="east", point=point(list(east)))
+    await make_location(client, org, name="north", point=point(list(north)))
+    for limit in (1, 2):
+        response = await client.get(
+            "/v1/locations", params={"near": "0,0", "limit": limit}, headers=org.headers
+        )
+        items = response.json()["items"]
+        assert [i["name"] for i in items] == ["north", "east"][:limit]
+        for item in items:
+            assert item["distance_m"] == pytest.approx(exact[item["name"]], abs=0.01)
+
+
 @pytest.mark.parametrize(
     "near", ["abc", "2.35", "2.35,48.85,3", "200,10", "10,-91", "nan,1", "inf,2", ",", "1;2"]
 )
@@ -616,6 +651,8 @@ async def test_import_lists_every_bad_row_and_writes_nothing(
         ("name,lat,lon,colour\nA,1,2,red\n", [(0, "colour", "unknown_column")]),
         ("name,lat,lon\nA,1,2,extra\n", [(1, None, "too_many_columns")]),
         ("name,lat,lon\n", [(0, None, "empty_import")]),
+        (f"name,lat,lon\nA,1,2\nB,1,{'9' * 200_000}\n", [(2, None, "invalid_csv")]),
+        ("name,lat,lon\nA,1,2\x00\n", [(1, "lon", "invalid_coordinates")]),
     ],
 )
 async def test_import_csv_shape_problems(
@@ -703,6 +740,13 @@ async def test_import_geojson_bad_features(
         response = await client.post("/v1/locations/import", json=body, headers=org.headers)
         problem = assert_problem(response, 422, "validation_error")
         assert problem["errors"][0]["code"] == "invalid_geojson"
+    deep = b"[" * 100_000 + b"]" * 100_000
+    response = await client.post(
+        "/v1/locations/import",
+        content=deep,
+        headers={**org.headers, "Content-Type": "application/json"},
+    )
+    assert_problem(response, 422, "validation_error")
     response = await client.post(
         "/v1/locations/import",
         content=b"{not json",
@@ -804,3 +848,27 @@ async def test_cli_import(
     assert result.returncode == 1
     assert "row 1 lat: invalid_coordinates" in result.stderr
     assert await table_snapshot(engine, *TABLES) == before
+
+
+async def test_imports_may_exceed_the_general_body_limit(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    padding = "x" * 1_200_000  # over the 1 MiB limit of every other route
+    response = await client.post(
+        "/v1/locations",
+        json={"name": "Big", "point": point(PARIS), "address": padding},
+        headers=org.headers,
+    )
+    assert_problem(response, 413, "payload_too_large")
+    # The import reads it (and refuses the rows on their merits, not on size).
+    rows = "".join(f"Big,48.85,2.35,{'x' * 100_000}\n" for _ in range(12))
+    response = await client.post(
+        "/v1/locations/import",
+        content=f"name,lat,lon,address\n{rows}",
+        headers={**org.headers, "Content-Type": "text/csv"},
+    )
+    problem = assert_problem(response, 422, "validation_error")
+    assert [(e["row"], e["field"], e["code"]) for e in problem["errors"]] == [
+        (row, "address", "string_too_long") for row in range(1, 13)
+    ]
+    assert (await table_snapshot(engine, "locations"))["locations"] == []
