@@ -1,7 +1,7 @@
 """Locations (stores, venues): create, read, list, nearest, update, delete, bulk import.
 
 Geometry arrives as GeoJSON validated by the schemas (``campaigns/schemas.py``); here it
-becomes PostGIS values (EWKT through GeoAlchemy2) and back. ``point`` is
+becomes PostGIS values (WKB through GeoAlchemy2) and back. ``point`` is
 ``geography(Point, 4326)``, so distances are geodesic metres; ``geofence`` is
 ``geometry``, so coverage is planar in degrees, as GeoJSON polygons are drawn.
 """
@@ -42,15 +42,14 @@ from geo.geojson import (
     to_wkb_element,
 )
 
-#: Rows per ``INSERT ... ON CONFLICT`` statement of an import (9 parameters a row, well
-#: under PostgreSQL's 65,535 bind parameters).
+#: Rows per ``INSERT ... ON CONFLICT`` statement of an import (a bounded statement:
+#: progress is reported and memory stays flat).
 IMPORT_CHUNK = 1000
 #: Largest number of rows one import may carry.
 MAX_IMPORT_ROWS = 100_000
 #: Columns of an import CSV; ``name``, ``lat`` and ``lon`` are required.
 CSV_COLUMNS = ("name", "external_id", "lat", "lon", "radius_m", "address", "timezone")
 _REQUIRED_CSV_COLUMNS = ("name", "lat", "lon")
-_FIELDS = ("name", "external_id", "address", "timezone", "point", "geofence", "radius_m")
 
 ImportFormat = Literal["csv", "geojson"]
 
