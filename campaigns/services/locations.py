@@ -33,6 +33,7 @@ from campaigns.schemas import (
     shape_of_point,
 )
 from campaigns.services.campaigns import MAX_ID, keyset_page
+from geo.geofence import GeoArea
 from geo.geojson import (
     GeoError,
     check_lon_lat,
@@ -186,6 +187,29 @@ async def nearest_locations(
         .limit(limit)
     )
     return [(row[0], float(row[1])) for row in await session.execute(query)]
+
+
+async def location_areas(session: AsyncSession, *, organization_id: int) -> list[GeoArea]:
+    """The organization's locations that have an area, as :class:`geo.geofence.GeoArea`
+    (``id`` the location id, ``centre`` its point, ``polygon`` its geofence or ``radius_m``
+    its circle), ready for :class:`geo.geofence.Geofences`. Locations without an area are
+    left out: scans reach them only through their tags."""
+    rows = await session.scalars(
+        select(Location).where(
+            Location.organization_id == organization_id,
+            (Location.geofence.is_not(None)) | (Location.radius_m.is_not(None)),
+        )
+    )
+    areas = []
+    for location in rows:
+        point = from_wkb_element(location.point)
+        polygon = from_wkb_element(location.geofence) if location.geofence is not None else None
+        areas.append(
+            GeoArea(
+                location.id, centre=(point.x, point.y), polygon=polygon, radius_m=location.radius_m
+            )
+        )
+    return areas
 
 
 def _invalid(exc: PydanticCustomError | GeoError) -> InvalidInput:

@@ -16,8 +16,10 @@ import httpx
 import pytest
 from geographiclib.geodesic import Geodesic
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from campaigns.services.locations import location_areas
+from geo.geofence import Geofences
 from tests.api.test_tags import assert_problem
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
 
@@ -872,3 +874,24 @@ async def test_imports_may_exceed_the_general_body_limit(
         (row, "address", "string_too_long") for row in range(1, 13)
     ]
     assert (await table_snapshot(engine, "locations"))["locations"] == []
+
+
+async def test_location_areas_feed_the_geofence_matcher(
+    client: httpx.AsyncClient,
+    org: Org,
+    other_org: Org,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    fence = {"type": "Polygon", "coordinates": PARIS_SQUARE}
+    mall = await make_location(client, org, name="Mall", geofence=fence)
+    kiosk = await make_location(client, org, name="Kiosk", point=point([2.35, 48.855]), radius_m=50)
+    await make_location(client, org, name="No area", point=point([2.35, 48.855]))
+    await make_location(client, other_org, name="Theirs", point=point([2.35, 48.855]), radius_m=10)
+    async with sessionmaker() as session:
+        areas = await location_areas(session, organization_id=org.id)
+    assert sorted(a.id for a in areas) == sorted([mall["id"], kiosk["id"]])
+    fences = Geofences(areas)
+    assert fences.match(2.35, 48.855) == kiosk["id"]  # the smaller area
+    assert fences.match(2.341, 48.851) == mall["id"]
+    assert fences.match(2.36, 48.86) == mall["id"]  # the geofence's corner
+    assert fences.match(LYON[0], LYON[1]) is None
