@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import metrics
 from api.errors import PROBLEM_RESPONSES, install_error_handlers
 from api.middleware import BodySizeLimit
-from api.routers import campaigns, conversions, health, qr, stats, tags
+from api.routers import campaigns, conversions, health, locations, qr, stats, tags
 from api.scan_endpoint import ScanEndpoint
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.scanning.ratelimit import RateLimiter
@@ -59,12 +59,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.rate_limit_enabled
         else None
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        # Bulk imports are larger than any other body (10,000 stores as GeoJSON ~ 3 MB).
+        path_limits={"/v1/locations/import": settings.max_import_bytes},
+    )
     # Outermost: scans skip the router and its dependency machinery (see scan_endpoint).
     app.add_middleware(ScanEndpoint)
     install_error_handlers(app)
     app.include_router(metrics.router)
     app.include_router(health.router)
-    for module in (campaigns, tags, conversions, stats, qr):
+    for module in (campaigns, tags, locations, conversions, stats, qr):
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import psycopg
@@ -17,6 +18,7 @@ from api.server import GuardedHttpToolsProtocol
 from campaigns import migrate
 from campaigns.db import make_engine, make_sessionmaker, unit_of_work
 from campaigns.errors import DomainError
+from campaigns.services.locations import ImportFormat, ImportSummary, import_locations
 from campaigns.services.organizations import (
     create_organization,
     issue_api_key,
@@ -29,7 +31,9 @@ app = typer.Typer(help="Passerelle: QR/NFC campaigns, scans and attribution.", n
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 org_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of an organization.", no_args_is_help=True)
+locations_app = typer.Typer(help="Locations (stores, venues).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(locations_app, name="locations")
 app.add_typer(org_app, name="organizations")
 app.add_typer(keys_app, name="keys")
 
@@ -107,6 +111,12 @@ def _in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except DomainError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
+        for problem in exc.errors or []:
+            where = f"row {problem.get('row')}" if "row" in problem else problem.get("loc")
+            field = f" {problem['field']}" if problem.get("field") else ""
+            typer.echo(
+                f"  {where}{field}: {problem.get('code')}: {problem.get('detail')}", err=True
+            )
         raise typer.Exit(1) from exc
     except (OSError, psycopg.Error, SQLAlchemyError) as exc:
         reason = getattr(exc, "orig", None) or exc
@@ -184,6 +194,38 @@ def keys_revoke(
 
     _in_session(work)
     typer.echo(f"API key {key_id} revoked")
+
+
+@locations_app.command("import")
+def locations_import(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A .csv, .geojson or .json file.")
+    ],
+    organization: Annotated[int, typer.Option(help="The organization's id.")],
+) -> None:
+    """Create or update (on external_id) locations from a CSV or a GeoJSON
+    FeatureCollection, as ``POST /v1/locations/import`` does: all rows or none."""
+    from rich.progress import Progress
+
+    suffix = file.suffix.lower()
+    if suffix not in (".csv", ".geojson", ".json"):
+        raise typer.BadParameter("the file must end in .csv, .geojson or .json")
+    fmt: ImportFormat = "csv" if suffix == ".csv" else "geojson"
+    content = file.read_bytes()
+
+    async def work(session: AsyncSession) -> ImportSummary:
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"importing {file.name}", total=None)
+            return await import_locations(
+                session,
+                organization_id=organization,
+                content=content,
+                fmt=fmt,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+
+    summary = _in_session(work)
+    typer.echo(f"{summary.created} location(s) created, {summary.updated} updated")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campaigns.errors import DomainError
+from campaigns.schemas import GEO_ERROR_CODES
 
 PROBLEM_JSON = "application/problem+json"
 #: At most this many entries in ``errors``: a hostile body with 80,000 unknown keys must
@@ -123,7 +124,10 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         if len(all_errors) > MAX_FIELD_ERRORS:
             detail += f" (and {len(all_errors) - MAX_FIELD_ERRORS} more problems not listed)"
-        return problem(422, detail=detail, errors=errors)
+        # A geographic problem keeps its own code at the top (``invalid_coordinates``...),
+        # as when a service finds it; the field list is the same.
+        code = errors[0]["type"] if errors and errors[0]["type"] in GEO_ERROR_CODES else None
+        return problem(422, code=code, detail=detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

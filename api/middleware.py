@@ -9,24 +9,29 @@ from api.errors import problem
 
 class BodySizeLimit:
     """Answer 413 ``payload_too_large`` (problem+json) when a request body exceeds
-    ``max_bytes``, whether announced by ``Content-Length`` or streamed in chunks."""
+    ``max_bytes`` (or ``path_limits[path]`` for the paths listed), whether announced by
+    ``Content-Length`` or streamed in chunks."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.path_limits.get(scope["path"], self.max_bytes)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > max_bytes
                 except ValueError:
                     too_big = True
                 if too_big:
-                    await self._reject(scope, send)
+                    await self._reject(scope, send, max_bytes)
                     return
         received = 0
         too_large = False
@@ -38,7 +43,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # Tell the app the client left, so it never acts on a partial body;
                     # whatever it answers is replaced by the 413.
                     too_large = True
@@ -49,14 +54,14 @@ class BodySizeLimit:
             if not too_large:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await self._reject(scope, send)
+                await self._reject(scope, send, max_bytes)
 
         await self.app(scope, limited_receive, guarded_send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, max_bytes: int) -> None:
         response = problem(
             413,
-            detail=f"Request bodies are limited to {self.max_bytes} bytes",
+            detail=f"Request bodies are limited to {max_bytes} bytes",
             headers={"Connection": "close"},
         )
         await response(scope, _disconnected, send)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from campaigns.models import Campaign, Conversion, Tag
+from campaigns.models import Campaign, Conversion, Location, Tag
 from campaigns.scanning.links import qr_url, short_url
-from campaigns.schemas import CampaignRead, ConversionRead, Money, TagRead, Utm
+from campaigns.schemas import CampaignRead, ConversionRead, LocationRead, Money, TagRead, Utm
+from campaigns.services.locations import location_geojson
+from geo.geojson import from_wkb_element, to_geojson
 
 
 def _money(amount_minor: int | None, currency: str | None) -> Money | None:
@@ -46,7 +48,26 @@ def tag_read(tag: Tag, origin: str) -> TagRead:
         label=tag.label,
         destination_url=tag.destination_url,
         status=tag.status,
+        location_id=tag.location_id,
+        placement=to_geojson(from_wkb_element(tag.placement)) if tag.placement else None,
         created_at=tag.created_at,
+    )
+
+
+def location_read(location: Location, distance_m: float | None = None) -> LocationRead:
+    """The API view of a location (``point``/``geofence`` as GeoJSON); ``distance_m`` in
+    geodesic metres for answers to ``near=``."""
+    return LocationRead(
+        id=location.id,
+        name=location.name,
+        external_id=location.external_id,
+        address=location.address,
+        timezone=location.timezone,
+        radius_m=location.radius_m,
+        created_at=location.created_at,
+        updated_at=location.updated_at,
+        distance_m=distance_m,
+        **location_geojson(location),
     )
 
 

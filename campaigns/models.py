@@ -9,12 +9,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, ClassVar
 
+from geoalchemy2 import Geography, Geometry
+from geoalchemy2.elements import WKBElement
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
     Date,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -133,11 +136,54 @@ class Campaign(Base):
     deleted_at: Mapped[dt.datetime | None]
 
 
+#: Largest circle a location may draw around its point, in metres (DESIGN §3).
+MAX_RADIUS_M = 50_000
+
+
+class Location(Base):
+    """A store or venue: where tags are placed and scans are matched.
+
+    ``point`` is WGS 84 ``geography(Point)`` (distances in metres); the optional area is
+    either ``geofence`` (a Polygon or MultiPolygon, ``geometry`` so coverage tests are
+    planar as in GeoJSON) or ``radius_m`` (a circle around ``point`` on the ellipsoid),
+    never both. ``external_id`` (a store number) is unique per organization.
+    """
+
+    __tablename__ = "locations"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "external_id"),
+        CheckConstraint(f"radius_m > 0 AND radius_m <= {MAX_RADIUS_M}", name="radius_range"),
+        CheckConstraint("geofence IS NULL OR radius_m IS NULL", name="one_area"),
+    )
+
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    external_id: Mapped[str | None] = mapped_column(String(100))
+    address: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    point: Mapped[WKBElement] = mapped_column(
+        Geography(geometry_type="POINT", srid=4326, spatial_index=True)
+    )
+    geofence: Mapped[WKBElement | None] = mapped_column(
+        Geometry(geometry_type="GEOMETRY", srid=4326, spatial_index=True)
+    )
+    radius_m: Mapped[float | None] = mapped_column(Double)
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        server_default=func.now(), default=utcnow, onupdate=utcnow
+    )
+
+
 class Tag(Base):
     """A physical code (QR print, NFC sticker) that sends scans to its campaign.
 
     ``code`` is 8 characters of Crockford base32, upper case, globally unique;
-    ``destination_url`` overrides the campaign's when set.
+    ``destination_url`` overrides the campaign's when set. ``location_id`` is the store it
+    is placed in (kept NULL when the location is deleted) and ``placement`` where exactly
+    (WGS 84; defaults to the location's point).
     """
 
     __tablename__ = "tags"
@@ -160,6 +206,12 @@ class Tag(Base):
     label: Mapped[str | None] = mapped_column(String(200))
     destination_url: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    location_id: Mapped[int | None] = mapped_column(
+        ForeignKey("locations.id", ondelete="SET NULL"), index=True
+    )
+    placement: Mapped[WKBElement | None] = mapped_column(
+        Geography(geometry_type="POINT", srid=4326, spatial_index=False)
+    )
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = mapped_column(
         server_default=func.now(), default=utcnow, onupdate=utcnow

@@ -7,7 +7,11 @@ with a timezone (naive times are rejected); URLs must be absolute http(s).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import unicodedata
+import zoneinfo
+from collections.abc import Callable
+from functools import cache
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -20,8 +24,15 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+from shapely.geometry import Point
+from shapely.geometry.base import BaseGeometry
+
+from campaigns.models import MAX_RADIUS_M
+from geo.geojson import Area, GeoError, area_from_geojson, point_from_geojson, to_geojson
 
 T = TypeVar("T")
 
@@ -195,20 +206,234 @@ class CampaignRead(Schema):
     updated_at: dt.datetime
 
 
+#: Codes of geographic problems found by schemas. A 422 whose first field problem has one
+#: of them answers it as its top-level ``code`` (api/errors.py), as services do.
+GEO_ERROR_CODES = frozenset(
+    {
+        "invalid_geojson",
+        "invalid_coordinates",
+        "invalid_geometry",
+        "invalid_radius",
+        "area_conflict",
+        "geofence_excludes_point",
+        "invalid_timezone",
+    }
+)
+
+
+def _geojson(convert: Callable[[Any], BaseGeometry]) -> Callable[[Any], dict[str, Any]]:
+    """A validator turning GeoJSON into its normalised form, or a custom error carrying
+    the :class:`geo.geojson.GeoError` code."""
+
+    def validate(value: Any) -> dict[str, Any]:
+        try:
+            return to_geojson(convert(value))
+        except GeoError as exc:
+            raise PydanticCustomError(exc.code, "{detail}", {"detail": exc.detail}) from None
+
+    return validate
+
+
+def _position_schema(nesting: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "array",
+        "items": {"type": "number"},
+        "minItems": 2,
+        "maxItems": 3,
+    }
+    for _ in range(nesting):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+#: A GeoJSON Point (RFC 7946 §3.1.2), ``[longitude, latitude]`` in WGS 84 degrees.
+GeoJSONPoint = Annotated[
+    Any,
+    AfterValidator(_geojson(point_from_geojson)),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "title": "GeoJSON Point",
+            "properties": {"type": {"const": "Point"}, "coordinates": _position_schema(0)},
+            "required": ["type", "coordinates"],
+            "example": {"type": "Point", "coordinates": [2.3522, 48.8566]},
+        }
+    ),
+]
+#: A GeoJSON Polygon or MultiPolygon (RFC 7946 §3.1.6-7): valid, rings closed.
+GeoJSONArea = Annotated[
+    Any,
+    AfterValidator(_geojson(area_from_geojson)),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "title": "GeoJSON Polygon or MultiPolygon",
+            "properties": {
+                "type": {"enum": ["Polygon", "MultiPolygon"]},
+                "coordinates": {"oneOf": [_position_schema(2), _position_schema(3)]},
+            },
+            "required": ["type", "coordinates"],
+        }
+    ),
+]
+
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _check_timezone(value: str) -> str:
+    # Membership in the tz database's list, not ZoneInfo(value): that one also reads
+    # paths and would accept "posixrules" or files under a custom TZPATH.
+    if value not in _timezones():
+        raise PydanticCustomError(
+            "invalid_timezone",
+            "{value} is not an IANA time zone such as Europe/Paris",
+            {"value": value[:64]},
+        )
+    return value
+
+
+def _check_radius(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and 0 < value <= MAX_RADIUS_M):
+        raise PydanticCustomError(
+            "invalid_radius",
+            "radius_m must be more than 0 and at most {max} metres",
+            {"max": MAX_RADIUS_M},
+        )
+    return value
+
+
+def check_area(point: dict[str, Any] | None, geofence: dict[str, Any] | None, radius: Any) -> None:
+    """The rules tying a location's point to its area, on normalised GeoJSON:
+    ``area_conflict`` (a geofence and a radius), ``geofence_excludes_point``. Raises
+    ``PydanticCustomError``."""
+    if geofence is not None and radius is not None:
+        raise PydanticCustomError(
+            "area_conflict", "Give a geofence or a radius_m, not both (clear one with null)"
+        )
+    if point is not None and geofence is not None:
+        if not shape_of_area(geofence).covers(shape_of_point(point)):
+            raise PydanticCustomError(
+                "geofence_excludes_point", "The location's point is outside its geofence"
+            )
+
+
+def shape_of_point(data: dict[str, Any]) -> Point:
+    """The shapely point of a GeoJSON Point a schema validated."""
+    return point_from_geojson(data)
+
+
+def shape_of_area(data: dict[str, Any]) -> Area:
+    """The shapely (multi)polygon of a GeoJSON area a schema validated."""
+    return area_from_geojson(data)
+
+
+ExternalId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_check_text),
+]
+Address = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(_check_text),
+]
+Timezone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_timezone)]
+RadiusM = Annotated[float | None, Field(strict=True), AfterValidator(_check_radius)]
+
+
+class LocationCreate(Schema):
+    """Body of ``POST /v1/locations`` (and one row of an import).
+
+    ``point`` is required; the area is at most one of ``geofence`` (Polygon or
+    MultiPolygon covering the point) and ``radius_m`` (a circle around the point, metres
+    on the ellipsoid, 0 < r ≤ 50 km). Without an area, scans reach the location only
+    through its tags. ``external_id`` (a store number) is unique per organization.
+    """
+
+    name: Name
+    external_id: ExternalId | None = None
+    address: Address | None = None
+    timezone: Timezone | None = None
+    point: GeoJSONPoint
+    geofence: GeoJSONArea | None = None
+    radius_m: RadiusM = None
+
+    @model_validator(mode="after")
+    def _area(self) -> LocationCreate:
+        check_area(self.point, self.geofence, self.radius_m)
+        return self
+
+
+class LocationUpdate(Schema):
+    """Body of ``PATCH /v1/locations/{id}``: only the fields sent change; ``null`` clears
+    ``external_id``, ``address``, ``timezone``, ``geofence`` or ``radius_m``. To switch
+    from a geofence to a radius, send ``{"geofence": null, "radius_m": 150}``."""
+
+    name: Name | None = None
+    external_id: ExternalId | None = None
+    address: Address | None = None
+    timezone: Timezone | None = None
+    point: GeoJSONPoint | None = None
+    geofence: GeoJSONArea | None = None
+    radius_m: RadiusM = None
+
+    @model_validator(mode="after")
+    def _area(self) -> LocationUpdate:
+        check_area(self.point, self.geofence, self.radius_m)
+        return self
+
+
+class LocationRead(Schema):
+    """A location as the API shows it; ``distance_m`` (geodesic metres) only in answers
+    to ``GET /v1/locations?near=``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: int
+    name: str
+    external_id: str | None
+    address: str | None
+    timezone: str | None
+    point: dict[str, Any]
+    geofence: dict[str, Any] | None
+    radius_m: float | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    distance_m: float | None = None
+
+
+class LocationImportRead(Schema):
+    """Answer of ``POST /v1/locations/import``: rows created and rows updated (matched on
+    ``external_id``)."""
+
+    created: int
+    updated: int
+
+
 class TagCreate(Schema):
-    """Body of ``POST /v1/campaigns/{id}/tags``."""
+    """Body of ``POST /v1/campaigns/{id}/tags``. ``placement`` (GeoJSON Point) defaults to
+    the point of ``location_id`` when a location is given."""
 
     kind: Literal["qr", "nfc"] = "qr"
     label: Name | None = None
     destination_url: HttpUrl | None = None
+    location_id: int | None = Field(default=None, strict=True)
+    placement: GeoJSONPoint | None = None
 
 
 class TagUpdate(Schema):
-    """Body of ``PATCH /v1/tags/{id}``: re-point, relabel, disable or re-enable a tag."""
+    """Body of ``PATCH /v1/tags/{id}``: re-point, relabel, disable or re-enable a tag,
+    place it (``location_id``; ``placement`` then defaults to the new location's point
+    unless sent; ``null`` detaches it and keeps the placement)."""
 
     label: Name | None = None
     destination_url: HttpUrl | None = None
     status: Literal["active", "disabled"] | None = None
+    location_id: int | None = Field(default=None, strict=True)
+    placement: GeoJSONPoint | None = None
 
 
 class TagRead(Schema):
@@ -226,6 +451,8 @@ class TagRead(Schema):
     label: str | None
     destination_url: str | None
     status: str
+    location_id: int | None = None
+    placement: dict[str, Any] | None = None
     created_at: dt.datetime
 
 

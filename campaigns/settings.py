@@ -48,6 +48,8 @@ class Settings(BaseSettings):
 
     #: Largest request body accepted anywhere, in bytes.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    #: Largest bulk import body (``POST /v1/locations/import``), in bytes.
+    max_import_bytes: int = Field(default=33_554_432, ge=1024)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
