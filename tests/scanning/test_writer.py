@@ -15,7 +15,8 @@ import pytest
 
 from campaigns.db import libpq_url
 from campaigns.scanning.links import new_click_id
-from campaigns.scanning.writer import ScanRecord, ScanWriter
+from campaigns.scanning.record import ScanRecord
+from campaigns.scanning.writer import ScanWriter
 from tests.conftest import Org, make_campaign, make_tag
 
 
