@@ -482,6 +482,11 @@ class ScanWriter:
                 replayed = await self.replay_spools()
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 self._failures.failed("replay", "spool replay failed, will retry: %r", exc)
+                if self._down_since is None and not self._conn_proven:
+                    # Nothing committed yet (start): the database is away until a replay
+                    # pass succeeds. A proven live connection decides for itself.
+                    self._down_since = time.monotonic()
+                    self._db_back.clear()
                 await self._close_replay_conn()
                 if self._spool_failed and await asyncio.to_thread(self._probe_spool):
                     self._spool_failed = False
