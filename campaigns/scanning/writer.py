@@ -111,13 +111,14 @@ class FailureLog:
         self._log = logger
         self._repeats: dict[str, int] = {}
 
-    def failed(self, kind: str, message: str, *args: object) -> None:
-        """Log ``message % args`` unless ``kind`` is already failing."""
+    def failed(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
+        """Log ``message % args`` (with the traceback if ``exc_info``) unless ``kind`` is
+        already failing."""
         if kind in self._repeats:
             self._repeats[kind] += 1
             return
         self._repeats[kind] = 0
-        self._log.warning(message, *args)
+        self._log.warning(message, *args, exc_info=exc_info)
 
     def recovered(self, kind: str, message: str, *args: object) -> None:
         """Log ``message % args`` with the repeats counted, if ``kind`` was failing."""
@@ -313,7 +314,12 @@ class ScanWriter:
                 self._back_up()
             if batch:
                 self._inflight = batch
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except Exception:
+                    # A bug must not leave phones waiting for ever nor stop the writer.
+                    log.exception("scan writer failed on a batch; spooling it")
+                    await self._spool_batch(batch)
                 self._inflight = []
             if stop and self._queue.empty():
                 return
@@ -434,7 +440,7 @@ class ScanWriter:
                 self._insert_rows(conn, records, self._commit_timeout_s, refused),
                 self._commit_timeout_s * 4,
             )
-            await self._dead_letter([record.to_json() for record in refused])
+            await self._dead_letter([record.to_json().encode() for record in refused])
         self._conn_proven = True
 
     def _died_while_idle(self, exc: psycopg.OperationalError) -> bool:
@@ -494,7 +500,17 @@ class ScanWriter:
                 self._replay_wanted.set()
                 await asyncio.sleep(self._retry_interval_s)
                 continue
+            except Exception:
+                # A bug: keep the files (retried later) and the writer's loop alive.
+                self._failures.failed(
+                    "replay_bug", "spool replay failed unexpectedly, will retry", exc_info=True
+                )
+                await self._close_replay_conn()
+                self._replay_wanted.set()
+                await asyncio.sleep(self._retry_interval_s)
+                continue
             self._failures.recovered("replay", "spool replay works again")
+            self._failures.recovered("replay_bug", "spool replay works again")
             if replayed:
                 log.warning("replayed %d spooled scans", replayed)
             if self._down_since is not None:
@@ -550,7 +566,7 @@ class ScanWriter:
     async def _replay_path(self, conn: psycopg.AsyncConnection[Any], path: Path) -> int:
         """Replay one file unless another process holds it or already replayed it."""
         try:
-            fh = path.open("r", encoding="utf-8")
+            fh = path.open("rb")
         except FileNotFoundError:
             return 0  # replayed and removed by another process since the glob
         with fh:
@@ -568,24 +584,24 @@ class ScanWriter:
             return await self._replay_file(conn, fh, path)
 
     async def _replay_file(
-        self, conn: psycopg.AsyncConnection[Any], fh: IO[str], path: Path
+        self, conn: psycopg.AsyncConnection[Any], fh: IO[bytes], path: Path
     ) -> int:
         inserted = 0
-        rejected: list[str] = []
+        rejected: list[bytes] = []  # kept as they are, whatever their bytes
         chunk: list[ScanRecord] = []
         for line in fh:
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 break  # torn last line: its scan never got a redirect
             try:
-                chunk.append(ScanRecord.from_json(line))
+                chunk.append(ScanRecord.from_json(line.decode("utf-8")))
             except NewerSpoolFormat as exc:
                 self._failures.failed(
                     "newer_spool", "spool line of a newer version (%s) dead-lettered", exc
                 )
-                rejected.append(line.rstrip("\n"))
-            except (ValueError, TypeError) as exc:
+                rejected.append(line.rstrip(b"\n"))
+            except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError included
                 log.error("unreadable spool line in %s dead-lettered: %s", path, exc)
-                rejected.append(line.rstrip("\n"))
+                rejected.append(line.rstrip(b"\n"))
             if len(chunk) == _REPLAY_CHUNK:
                 inserted += await self._replay_chunk(conn, chunk, rejected)
                 chunk = []
@@ -597,7 +613,7 @@ class ScanWriter:
         return inserted
 
     async def _replay_chunk(
-        self, conn: psycopg.AsyncConnection[Any], chunk: list[ScanRecord], rejected: list[str]
+        self, conn: psycopg.AsyncConnection[Any], chunk: list[ScanRecord], rejected: list[bytes]
     ) -> int:
         timeout = self._replay_timeout_s
         refused: list[ScanRecord] = []
@@ -605,7 +621,7 @@ class ScanWriter:
         inserted = await asyncio.wait_for(
             self._insert_rows(conn, chunk, timeout, refused), timeout * 4
         )
-        rejected.extend(record.to_json() for record in refused)
+        rejected.extend(record.to_json().encode() for record in refused)
         click_ids = [record.click_id for record in chunk]
 
         async def credit() -> None:
@@ -646,14 +662,14 @@ class ScanWriter:
 
     # -- spool ----------------------------------------------------------------------------
 
-    async def _dead_letter(self, lines: list[str]) -> None:
+    async def _dead_letter(self, lines: list[bytes]) -> None:
         if lines:
             await asyncio.to_thread(self._append_dead_letter, lines)
 
-    def _append_dead_letter(self, lines: list[str]) -> None:
+    def _append_dead_letter(self, lines: list[bytes]) -> None:
         path = self._spool_dir / f"rejected-{os.getpid()}.jsonl"
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in lines))
+        with path.open("ab") as fh:
+            fh.write(b"".join(line + b"\n" for line in lines))
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -217,23 +217,17 @@ async def test_lines_of_a_newer_version_or_unreadable_are_dead_lettered_not_drop
     unknown_column = json.dumps({**json.loads(record().to_json()), "referrer_host": "x.example"})
     garbage = "not json at all"
     refused = record(bot_reason="gremlin")  # the CHECK constraint refuses it
-    lines = [
-        good[0].to_json(),
-        newer,
-        garbage,
-        unknown_column,
-        refused.to_json(),
-        good[1].to_json(),
-    ]
+    not_utf8 = b'{"v": 1, "click_id": "\xff\xfe"}'
+    dead_lines = [newer.encode(), garbage.encode(), unknown_column.encode(), not_utf8]
+    dead_lines.append(refused.to_json().encode())
+    raw = [good[0].to_json().encode(), *dead_lines, good[1].to_json().encode()]
     spool = tmp_path / "scans-424244-000001.jsonl"
-    spool.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    spool.write_bytes(b"".join(line + b"\n" for line in raw))
 
     assert await ScanWriter(conninfo, tmp_path).replay_spools() == 2
     assert set(await rows_by_click_id(conninfo)) == {r.click_id for r in good}
     (dead,) = tmp_path.glob("rejected-*.jsonl")
-    assert sorted(dead.read_text(encoding="utf-8").splitlines()) == sorted(
-        [newer, garbage, unknown_column, refused.to_json()]
-    )
+    assert sorted(dead.read_bytes().splitlines()) == sorted(dead_lines)  # kept byte for byte
     assert not spool.exists()
 
 
