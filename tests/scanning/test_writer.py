@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -365,6 +366,32 @@ async def test_writers_replaying_one_spool_directory_do_not_race(
     assert not list(tmp_path.iterdir())
     for w in writers:
         await w.stop()
+
+
+async def test_a_file_replayed_by_another_process_after_our_open_is_skipped(
+    conninfo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between this writer's open and its lock, another process replays the file,
+    removes it, and a new spool file takes the name: the open handle is a removed file,
+    which must be neither replayed again nor confused with the new one."""
+    path = tmp_path / "scans-424245-000001.jsonl"
+    path.write_text(record().to_json() + "\n", encoding="utf-8")
+    newcomer = record()
+    real_flock = fcntl.flock
+
+    def flock_after_the_other_process(fd: object, operation: int) -> None:
+        path.unlink()
+        path.write_text(newcomer.to_json() + "\n", encoding="utf-8")
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        real_flock(fd, operation)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_other_process)
+    writer = ScanWriter(conninfo, tmp_path)
+    assert await writer.replay_spools() == 0
+    assert path.exists()  # the new file was left alone
+    assert await writer.replay_spools() == 1
+    assert set(await stored(conninfo)) == {newcomer.click_id}
+    await writer.stop()
 
 
 async def test_a_full_queue_sheds_load(conninfo: str, tmp_path: Path) -> None:
