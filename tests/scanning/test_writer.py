@@ -133,15 +133,20 @@ async def test_unreachable_database_spools_and_answers(tmp_path: Path) -> None:
 
 
 async def test_replayed_scans_credit_conversions_that_arrived_first(
-    client: httpx.AsyncClient, org: Org, conninfo: str, tmp_path: Path
+    client: httpx.AsyncClient, org: Org, other_org: Org, conninfo: str, tmp_path: Path
 ) -> None:
     """During an outage the scan waits in the spool while the shop already reports the
-    order: the conversion is stored unattributed, then credited when the scan lands."""
+    order: the conversion is stored unattributed, then credited when the scan lands
+    (only its own organization's: another tenant reporting the same click id gets
+    nothing)."""
     campaign = await make_campaign(client, org)
     tag = await make_tag(client, org, campaign["id"])
     scan = record(organization_id=org.id, campaign_id=campaign["id"], tag_id=tag["id"])
     body = {"click_id": scan.click_id, "event": "purchase", "external_id": "order-late"}
     posted = await client.post("/v1/conversions", json=body, headers=org.headers)
+    assert posted.status_code == 201 and posted.json()["attributed"] is False
+    foreign = {**body, "external_id": "order-foreign"}
+    posted = await client.post("/v1/conversions", json=foreign, headers=other_org.headers)
     assert posted.status_code == 201 and posted.json()["attributed"] is False
 
     (tmp_path / "scans-999998-000001.jsonl").write_text(scan.to_json() + "\n", encoding="utf-8")
@@ -155,6 +160,12 @@ async def test_replayed_scans_credit_conversions_that_arrived_first(
             )
         ).fetchone()
     assert row == (campaign["id"], tag["id"], True)
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        cur = await conn.execute(
+            "SELECT scan_id, campaign_id, tag_id FROM conversions "
+            "WHERE external_id = 'order-foreign'"
+        )
+        assert await cur.fetchone() == (None, None, None)
 
 
 # -- the spool format across versions ---------------------------------------------------
