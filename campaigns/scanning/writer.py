@@ -198,11 +198,15 @@ class ScanWriter:
     @property
     def storable(self) -> bool:
         """False when a scan submitted now could be stored nowhere: the database is away
-        and the spool is failing too (its last append or directory check failed) or full.
-        ``/health/scans`` answers 503 then."""
+        and the spool is failing too (its last append or directory check failed, its
+        directory is not writable) or full. ``/health/scans`` answers 503 then."""
         if self._down_since is None:
             return True
-        return not self._spool_failed and self._spool_bytes < self._spool_max_bytes
+        return (
+            not self._spool_failed
+            and self._spool_bytes < self._spool_max_bytes
+            and os.access(self._spool_dir, os.W_OK)
+        )
 
     @property
     def running(self) -> bool:
