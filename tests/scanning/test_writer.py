@@ -199,6 +199,30 @@ async def test_a_version_0_spool_from_older_code_replays_with_the_right_values(
     assert not list(tmp_path.iterdir())
 
 
+async def test_a_version_1_spool_fixture_replays_with_the_right_values(
+    conninfo: str, tmp_path: Path
+) -> None:
+    fixture = FIXTURE_V0.with_name("scans-v1.jsonl")  # written by the version 1 writer
+    shutil.copy(fixture, tmp_path / "scans-424246-000001.jsonl")
+    assert await ScanWriter(conninfo, tmp_path).replay_spools() == 4
+
+    expected = {}
+    for line in fixture.read_text(encoding="utf-8").splitlines():
+        doc = json.loads(line)
+        assert doc.pop("v") == 1
+        doc["scanned_at"] = dt.datetime.fromisoformat(doc["scanned_at"])
+        if doc["visitor_id"] is not None:
+            doc["visitor_id"] = bytes.fromhex(doc["visitor_id"])
+        expected[doc["click_id"]] = tuple(doc[c.name] for c in COLUMNS)
+    rows = await rows_by_click_id(conninfo)
+    assert rows == expected
+    assert {(row[16], row[17]) for row in rows.values()} == {
+        (None, False),
+        ("head", False),
+        (None, True),
+    }
+
+
 async def test_the_current_version_replays_every_column(conninfo: str, tmp_path: Path) -> None:
     full = record(bot_reason="prefetch", burst=True, is_bot=True, ip_truncated="2001:db8:7::")
     bare = record(user_agent=None, device_type=None, os=None, browser=None, visitor_id=None)
