@@ -513,6 +513,8 @@ class ScanWriter:
                 self._replay_wanted.set()
                 await asyncio.sleep(self._retry_interval_s)
                 continue
+            # Replays are rare: no idle connection per process between them.
+            await self._close_replay_conn()
             self._failures.recovered("replay", "spool replay works again")
             self._failures.recovered("replay_bug", "spool replay works again")
             if replayed:
