@@ -538,14 +538,20 @@ class ScanWriter:
     async def _open(self, name: str, statement_timeout_s: float) -> psycopg.AsyncConnection[Any]:
         # The server gives up on a statement too (statement_timeout), so a writer that
         # gave up waiting does not leave a backend queued behind a lock.
-        timeout_ms = max(1, round(statement_timeout_s * 1000))
-        return await psycopg.AsyncConnection.connect(
+        # (A SET, not the startup "options", which connection poolers may refuse.)
+        conn = await psycopg.AsyncConnection.connect(
             self._conninfo,
             connect_timeout=max(1, round(self._connect_timeout_s)),
             autocommit=True,
             application_name=name,
-            options=f"-c statement_timeout={timeout_ms}",
         )
+        try:
+            ms = str(max(1, round(statement_timeout_s * 1000)))
+            await conn.execute("SELECT set_config('statement_timeout', %s, false)", (ms,))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _close_conn(self) -> None:
         if self._conn is not None:

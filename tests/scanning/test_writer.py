@@ -364,6 +364,9 @@ async def test_a_connection_killed_while_idle_is_retried_once_not_spooled(
     await writer.start()
     await writer.submit(record())
     assert writer._conn is not None
+    # The server bounds the writer's statements too (commit_timeout_s, 1 s by default).
+    cur = await writer._conn.execute("SHOW statement_timeout")
+    assert await cur.fetchone() == ("1s",)
     pid = writer._conn.info.backend_pid
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as admin:
         await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
