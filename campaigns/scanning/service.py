@@ -26,7 +26,8 @@ import psycopg
 from campaigns.scanning.cache import NOTIFY_CHANNEL, CampaignEntry, TagCache, TagEntry
 from campaigns.scanning.device import parse_device
 from campaigns.scanning.links import build_destination, new_click_id, normalize_code
-from campaigns.scanning.writer import ScanRecord, ScanWriter
+from campaigns.scanning.record import ScanRecord
+from campaigns.scanning.writer import ScanWriter, WriterOptions
 from geo.ip import truncate_ip
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ScanService:
         batch_size: int = 500,
         max_delay_s: float = 0.002,
         reconcile_interval_s: float = 30.0,
+        writer_options: WriterOptions | None = None,
     ) -> None:
         self._conninfo = conninfo
         self._secret = secret_key.encode()
@@ -69,7 +71,11 @@ class ScanService:
         self._reconcile_interval_s = reconcile_interval_s
         self.cache = TagCache()
         self.writer = ScanWriter(
-            conninfo, data_dir / "spool", batch_size=batch_size, max_delay_s=max_delay_s
+            conninfo,
+            data_dir / "spool",
+            batch_size=batch_size,
+            max_delay_s=max_delay_s,
+            **(writer_options or {}),
         )
         self._salts: dict[dt.date, bytes] = {}
         self._tasks: list[asyncio.Task[None]] = []
