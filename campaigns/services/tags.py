@@ -11,6 +11,7 @@ from campaigns.models import Campaign, Tag, utcnow
 from campaigns.scanning.links import new_code
 from campaigns.schemas import TagCreate, TagUpdate
 from campaigns.services.campaigns import MAX_ID, get_campaign, keyset_page
+from campaigns.services.destinations import check_not_own_origin
 
 #: A fresh 40-bit code collides with an existing one with probability n / 2^40; retries
 #: make a failure astronomically unlikely even with hundreds of millions of tags.
@@ -18,11 +19,18 @@ CODE_ATTEMPTS = 8
 
 
 async def create_tag(
-    session: AsyncSession, *, organization_id: int, campaign_id: int, data: TagCreate
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    campaign_id: int,
+    data: TagCreate,
+    short_link_origin: str,
 ) -> Tag:
     """Create a tag with a fresh random code. Raises :class:`NotFound` for a campaign of
-    another organization or a deleted one."""
+    another organization or a deleted one, :class:`InvalidInput` (``redirect_loop``) for
+    a ``destination_url`` on ``short_link_origin`` (the service's own origin)."""
     await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
+    check_not_own_origin(short_link_origin, destination_url=data.destination_url)
     for _ in range(CODE_ATTEMPTS):
         tag = Tag(
             organization_id=organization_id,
@@ -79,13 +87,20 @@ async def list_tags(
 
 
 async def update_tag(
-    session: AsyncSession, *, organization_id: int, tag_id: int, data: TagUpdate
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    tag_id: int,
+    data: TagUpdate,
+    short_link_origin: str,
 ) -> Tag:
     """Relabel, re-point (``destination_url``; ``null`` falls back to the campaign's),
     disable or re-enable a tag. Raises :class:`NotFound` and :class:`InvalidInput`
-    (``status_required``: ``"status": null``)."""
+    (``status_required``: ``"status": null``; ``redirect_loop``: a ``destination_url`` on
+    ``short_link_origin``)."""
     tag = await get_tag(session, organization_id=organization_id, tag_id=tag_id)
     fields = data.model_dump(exclude_unset=True)
+    check_not_own_origin(short_link_origin, destination_url=fields.get("destination_url"))
     if "status" in fields and fields["status"] is None:
         raise InvalidInput("status cannot be removed", code="status_required")
     if "label" in fields:
