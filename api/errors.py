@@ -74,6 +74,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "status_required": (422, "`status` cannot be removed"),
     "archived_required": (422, "`archived` must be true or false"),
     "redirect_loop": (422, "A URL points at this service's own short-link origin"),
+    "qr_content_too_long": (422, "The tag's link does not fit a QR code at this error correction"),
     "invalid_name": (422, "An organization name is empty or too long (command line)"),
     "rate_limited": (429, "Too many requests; retry after `Retry-After` seconds"),
     "headers_too_large": (431, "The request headers exceed `PASSERELLE_MAX_HEADER_BYTES`"),
@@ -249,10 +250,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if sqlstate:
             kind = f"{kind} {sqlstate}"
         first_line = (str(cause).strip().splitlines() or ["no detail"])[0]
+        # The same failure repeats with the same message; a different one is logged too.
         database_log.warning(
-            kind,
+            f"{kind}: {first_line}",
             "database unavailable (%s: %s); answering 503 database_unavailable "
-            "(this kind of failure is not logged again for %d s)",
+            "(the same failure is not logged again for %d s)",
             kind,
             first_line,
             DATABASE_LOG_INTERVAL_S,

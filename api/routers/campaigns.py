@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from pydantic import Field
 
 from api.deps import OrganizationId, SessionDep, SettingsDep
 from api.errors import problem_responses
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], route_class=JsonB
 class CampaignPage(Page[CampaignRead]):
     """A page of campaigns; ``limit`` echoes the page size asked for (default 50)."""
 
-    limit: int
+    limit: int = Field(description="The page size asked for (1 to 200)", examples=[50])
 
 
 @router.post(

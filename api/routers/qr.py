@@ -27,7 +27,7 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     304: {"description": "Not modified (``If-None-Match`` matched the ``ETag``)."},
-    **problem_responses("tag_not_found"),
+    **problem_responses("tag_not_found", "qr_content_too_long"),
 }
 
 
