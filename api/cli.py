@@ -57,9 +57,11 @@ def _settings() -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False, include_input=False, include_context=False):
-            where = "PASSERELLE_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(message if message.startswith(where) else f"{where}: {message}")
+            if error["loc"]:
+                where = "PASSERELLE_" + str(error["loc"][0]).upper()
+                message = message if message.startswith(where) else f"{where}: {message}"
+            problems.append(message)
         for problem in problems:
             typer.echo(f"error: invalid settings: {problem}", err=True)
         raise typer.Exit(EXIT_BAD_SETTINGS) from None
@@ -183,7 +185,8 @@ def _in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(1) from exc
     except (OSError, psycopg.Error, SQLAlchemyError) as exc:
-        reason = getattr(exc, "orig", None) or exc
+        # libpq's messages span lines ("Is the server running...?"): one line on stderr.
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
         typer.echo(
             f"error: database unavailable ({reason}); check PASSERELLE_DATABASE_URL and "
             "run `passerelle db upgrade`",

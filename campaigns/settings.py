@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     #: Public origin of short links printed in QR codes, e.g. ``https://go.example.com``:
     #: scheme http or https, host, optional port; nothing else (see :meth:`_origin_only`).
     base_url: str = "http://127.0.0.1:8000"
-    #: Keys the daily visitor-id salt and other server-side MACs.
+    #: Derives the visitor-id salt of a day for which the database gave none (normally
+    #: the salt is random, shared through the ``visitor_salts`` table).
     secret_key: str = DEV_SECRET_KEY
 
     #: Directory for the scan spool and the tag snapshot (created on start).

@@ -147,6 +147,9 @@ async def test_paths_under_s_are_html_pages_and_no_slash_redirects(
     assert "location" not in r.headers
 
 
-async def test_health_probes_answer_head(client: httpx.AsyncClient) -> None:
+async def test_health_probes_answer_head_with_an_empty_body(client: httpx.AsyncClient) -> None:
     for path in ("/health/live", "/health/scans", "/health/ready"):
-        assert (await client.head(path)).status_code == 200
+        response = await client.head(path)
+        assert response.status_code == 200
+        assert response.content == b""
+        assert response.headers["content-type"] == "application/json"
