@@ -21,7 +21,6 @@ from api.errors import (
     MANAGEMENT_CODES,
     PROBLEM_CODES,
     PROBLEM_JSON,
-    FieldProblem,
     Problem,
     documented_codes,
     problem_responses,
@@ -105,6 +104,3 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-__all__ = ["FieldProblem", "build_openapi", "install_openapi", "operation_id"]
