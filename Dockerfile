@@ -1,11 +1,9 @@
 # Passerelle API image. Build and run with its database: `docker compose up --build`.
 #
-# The project is installed in *editable* mode from /app on purpose: campaigns/migrate.py
-# finds alembic.ini (and alembic/) at the repository root next to the packages, as
-# Path(campaigns/migrate.py).parents[1]. With `pip install -e .` the packages are imported
-# from /app, so /app/alembic.ini is found; a plain `pip install .` would put them in
-# site-packages, away from alembic.ini, and migrations would fail.
-FROM python:3.11-slim
+# The project is installed as a plain (non-editable) package: the migration scripts ship
+# inside it (campaigns/migrations), so `passerelle db upgrade` needs no source checkout.
+# Exact base image version (a moving tag would change the image under the same Dockerfile).
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -22,10 +20,12 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The application, root-owned and read-only for the service user; only /data is writable
-# (scan spool and tag snapshot: mount a volume there so spooled scans survive restarts).
-COPY . .
-RUN pip install --no-cache-dir --no-deps -e . \
+# The application, installed into site-packages (root-owned, read-only for the service
+# user); the build context is deleted afterwards. Only /data is writable (scan spool and
+# tag snapshot: mount a volume there so spooled scans survive restarts).
+COPY . /tmp/src
+RUN pip install --no-cache-dir --no-deps /tmp/src \
+    && rm -rf /tmp/src \
     && groupadd --system --gid 10001 passerelle \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin passerelle \
@@ -36,8 +36,10 @@ USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8000
 
+# Ready = tag cache loaded from the database and the database reachable (503 otherwise,
+# which urlopen raises on).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2)"]
 
 # Migrate first and stop if that fails (`serve` alone would only warn), then serve.
 # Behind a reverse proxy add --forwarded-allow-ips=<proxy address> so client IPs are right.

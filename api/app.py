@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import metrics
-from api.errors import PROBLEM_RESPONSES, install_error_handlers
-from api.middleware import BodySizeLimit
-from api.routers import campaigns, conversions, health, locations, qr, stats, tags
+from api.errors import install_error_handlers
+from api.middleware import BodySizeLimit, HeaderSizeLimit
+from api.openapi import install_openapi, operation_id
+from api.routers import campaigns, conversions, health, locations, qr, short_links, stats, tags
 from api.scan_endpoint import ScanEndpoint
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.scanning.ratelimit import RateLimiter
@@ -50,18 +52,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await scans.stop()
             await engine.dispose()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files shipped in the
+    # fastapi-offline package (under /static-offline-docs), not from a CDN.
+    app = FastAPIOffline(
         title="Passerelle",
         version="0.1.0",
         summary="QR and NFC campaigns, scans, conversions and attribution.",
         lifespan=lifespan,
         # A trailing-slash redirect would be built from the client's Host header.
         redirect_slashes=False,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.metrics = metrics.Metrics()
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        if settings.rate_limit_enabled
+        else None
+    )
+    app.state.api_rate_limiter = (
+        RateLimiter(settings.api_rate_limit_per_s, settings.api_rate_limit_burst)
         if settings.rate_limit_enabled
         else None
     )
@@ -71,11 +81,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Bulk imports are larger than any other body (10,000 stores as GeoJSON ~ 3 MB).
         path_limits={"/v1/locations/import": settings.max_import_bytes},
     )
-    # Outermost: scans skip the router and its dependency machinery (see scan_endpoint).
+    # Scans skip the router and its dependency machinery (see scan_endpoint).
     app.add_middleware(ScanEndpoint)
+    # Outermost: oversized headers are refused on every path, short links included.
+    app.add_middleware(HeaderSizeLimit, max_bytes=settings.max_header_bytes)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(metrics.router)
     app.include_router(health.router)
+    app.include_router(short_links.router)
     for module in (campaigns, tags, locations, conversions, stats, qr):
-        app.include_router(module.router, responses=PROBLEM_RESPONSES)
+        app.include_router(module.router)
     return app

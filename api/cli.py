@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -11,8 +14,10 @@ from typing import Annotated, TypeVar
 import psycopg
 import typer
 import uvicorn
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
+from uvicorn.supervisors import Multiprocess
 
 from api.server import GuardedHttpToolsProtocol
 from campaigns import migrate
@@ -25,7 +30,7 @@ from campaigns.services.organizations import (
     list_api_keys,
     revoke_api_key,
 )
-from campaigns.settings import get_settings
+from campaigns.settings import Settings, get_settings
 
 app = typer.Typer(help="Passerelle: QR/NFC campaigns, scans and attribution.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -39,6 +44,48 @@ app.add_typer(keys_app, name="keys")
 
 T = TypeVar("T")
 
+#: Exit status when the settings are invalid (a message names the variable, never its value).
+EXIT_BAD_SETTINGS = 2
+#: Exit status when ``serve`` cannot listen on the address asked for.
+EXIT_CANNOT_LISTEN = 1
+#: Exit status when the app fails to start (uvicorn's own code for a startup failure).
+EXIT_STARTUP_FAILED = 3
+
+
+def _settings() -> Settings:
+    """The settings, or exit :data:`EXIT_BAD_SETTINGS` with one line per problem on
+    stderr. pydantic's own message would echo the input values, secrets included, so it
+    is rebuilt from the errors without their ``input``."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False, include_context=False):
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["loc"]:
+                where = "PASSERELLE_" + str(error["loc"][0]).upper()
+                message = message if message.startswith(where) else f"{where}: {message}"
+            problems.append(message)
+        for problem in problems:
+            typer.echo(f"error: invalid settings: {problem}", err=True)
+        raise typer.Exit(EXIT_BAD_SETTINGS) from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``(host, port)`` and listening. Raises ``OSError``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Lets a restart bind while old connections sit in TIME_WAIT; on Linux it never
+        # lets two servers listen on one port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
 
 @db_app.command("upgrade")
 def db_upgrade(
@@ -48,7 +95,7 @@ def db_upgrade(
     ] = True,
 ) -> None:
     """Apply migrations (creating the database and the PostGIS extension if needed)."""
-    url = get_settings().database_url
+    url = _settings().database_url
     if create:
         migrate.ensure_database(url)
     migrate.upgrade(url, revision)
@@ -67,19 +114,30 @@ def serve(
         str, typer.Option(help="Proxies trusted for X-Forwarded-For (comma-separated, or *).")
     ] = "127.0.0.1",
 ) -> None:
-    """Serve the API and the short links with uvicorn."""
-    settings = get_settings()
+    """Serve the API and the short links with uvicorn.
+
+    Binds the port first: the line saying where it listens is printed once connections
+    are accepted (queued until the app has started); a port in use is one line on stderr
+    and exit status 1, invalid settings exit 2, an app that fails to start exits 3."""
+    settings = _settings()
     if migrate_first:
         try:
             migrate.ensure_database(settings.database_url)
             migrate.upgrade(settings.database_url)
         except Exception as exc:
             typer.echo(f"warning: database not migrated ({exc}); starting anyway", err=True)
-    typer.echo(
-        f"Passerelle serving on http://{host}:{port} ({workers} worker(s)); "
-        f"short links as {settings.short_link_origin}/s/CODE; API docs at /docs"
-    )
-    uvicorn.run(
+    try:
+        sock = _listen(host, port)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        hint = (
+            "; stop the other server or pick another --port"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        typer.echo(f"error: cannot listen on {host}:{port}: {reason}{hint}", err=True)
+        raise typer.Exit(EXIT_CANNOT_LISTEN) from None
+    config = uvicorn.Config(
         "api.app:create_app",
         factory=True,
         host=host,
@@ -94,13 +152,31 @@ def serve(
         server_header=False,
         log_level="warning",
     )
+    server = uvicorn.Server(config)
+    typer.echo(
+        f"Passerelle serving on http://{host}:{port} ({workers} worker(s)); "
+        f"short links as {settings.short_link_origin}/s/CODE; API docs at /docs"
+    )
+    try:
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    if workers == 1 and not server.started:
+        raise typer.Exit(EXIT_STARTUP_FAILED)
 
 
 def _in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run ``work`` in one committed unit of work; domain errors exit with status 1."""
+    """Run ``work`` in one committed unit of work; domain errors exit with status 1, an
+    unreachable database with status 2 (``error: database unavailable (...)``)."""
+    settings = _settings()
 
     async def run() -> T:
-        engine = make_engine(get_settings().database_url, pool_size=1)
+        engine = make_engine(settings.database_url, pool_size=1)
         try:
             async with unit_of_work(make_sessionmaker(engine)) as session:
                 return await work(session)
@@ -119,7 +195,8 @@ def _in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
             )
         raise typer.Exit(1) from exc
     except (OSError, psycopg.Error, SQLAlchemyError) as exc:
-        reason = getattr(exc, "orig", None) or exc
+        # libpq's messages span lines ("Is the server running...?"): one line on stderr.
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
         typer.echo(
             f"error: database unavailable ({reason}); check PASSERELLE_DATABASE_URL and "
             "run `passerelle db upgrade`",

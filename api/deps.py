@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from campaigns.db import unit_of_work
-from campaigns.errors import Unauthorized
+from campaigns.errors import RateLimited, Unauthorized
 from campaigns.models import Campaign, Tag
+from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.services.organizations import authenticate
 from campaigns.settings import Settings
@@ -48,13 +49,27 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_organization_id(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> int:
-    """The organization of the bearer API key. Raises :class:`Unauthorized` (401)."""
+    """The organization of the bearer API key. Raises :class:`Unauthorized` (401), and
+    :class:`RateLimited` (429) past the key's token bucket (``app.state.api_rate_limiter``,
+    ``PASSERELLE_API_RATE_LIMIT_PER_S`` and ``_BURST``; None when rate limits are off)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Missing bearer API key", code="missing_api_key")
     api_key = await authenticate(session, secret=credentials.credentials)
+    limiter: RateLimiter | None = request.app.state.api_rate_limiter
+    if limiter is not None:
+        # Keyed by key id, not secret: each key has its own budget, several keys of one
+        # organization (rotation, separate integrations) do not share one.
+        wait = limiter.check(f"api-key:{api_key.id}")
+        if wait:
+            retry_after = limiter.retry_after_header(wait)
+            raise RateLimited(
+                f"Too many requests with this API key; retry in {retry_after} s",
+                retry_after=retry_after,
+            )
     return api_key.organization_id
 
 

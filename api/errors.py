@@ -7,16 +7,23 @@ Shape: ``{"type": str, "title": str, "status": int, "detail": str, "code": str}`
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campaigns.errors import DomainError
 from campaigns.schemas import GEO_ERROR_CODES
+
+log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 #: At most this many entries in ``errors``: a hostile body with 80,000 unknown keys must
@@ -26,7 +33,6 @@ MAX_FIELD_ERRORS = 20
 _STATUS_CODES = {
     400: ("bad_request", "Bad request"),
     401: ("unauthorized", "Unauthorized"),
-    403: ("forbidden", "Forbidden"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
@@ -34,42 +40,157 @@ _STATUS_CODES = {
     415: ("unsupported_media_type", "Unsupported media type"),
     422: ("validation_error", "Invalid input"),
     429: ("rate_limited", "Too many requests"),
+    431: ("headers_too_large", "Request header fields too large"),
     500: ("internal_error", "Internal server error"),
     503: ("unavailable", "Service unavailable"),
+}
+
+
+#: Every problem ``code`` the service answers, with its HTTP status and meaning: the
+#: catalogue published in the OpenAPI document (``Problem.code`` enum, and per operation
+#: through :func:`problem_responses`). A new code is added here too (a test checks it).
+PROBLEM_CODES: dict[str, tuple[int, str]] = {
+    "bad_request": (400, "The body cannot be parsed: malformed JSON or invalid UTF-8"),
+    "missing_api_key": (401, "No `Authorization: Bearer` API key"),
+    "invalid_api_key": (401, "Unknown or revoked API key"),
+    "unauthorized": (401, "Not authenticated"),
+    "not_found": (404, "No such resource or path"),
+    "campaign_not_found": (404, "No such campaign, or another organization's"),
+    "tag_not_found": (404, "No such tag, or another organization's"),
+    "location_not_found": (404, "No such location, or another organization's"),
+    "organization_not_found": (404, "No such organization (command line)"),
+    "method_not_allowed": (405, "The path does not accept this method"),
+    "conflict": (409, "The request clashes with stored state"),
+    "slug_taken": (409, "Another live campaign of the organization uses this slug"),
+    "conversion_conflict": (409, "`external_id` already stored with a different body"),
+    "location_external_id_taken": (
+        409,
+        "Another location of the organization has this `external_id`",
+    ),
+    "location_in_use": (409, "Tags are placed at this location (delete with `?detach=true`)"),
+    "payload_too_large": (413, "The body exceeds `PASSERELLE_MAX_BODY_BYTES`"),
+    "unsupported_media_type": (415, "The body is not sent as `application/json`"),
+    "validation_error": (422, "The payload or a parameter is invalid; see `errors`"),
+    "invalid_schedule": (422, "`ends_at` is not after `starts_at` (with stored values)"),
+    "invalid_cursor": (422, "The pagination cursor is not one the API gave"),
+    "invalid_window": (422, "`to` is not after `from`"),
+    "occurred_at_in_future": (422, "`occurred_at` is more than 24 hours ahead"),
+    "destination_required": (422, "`destination_url` cannot be removed"),
+    "name_required": (422, "`name` cannot be removed"),
+    "slug_required": (422, "`slug` cannot be removed"),
+    "status_required": (422, "`status` cannot be removed"),
+    "archived_required": (422, "`archived` must be true or false"),
+    "redirect_loop": (422, "A URL points at this service's own short-link origin"),
+    "invalid_coordinates": (
+        422,
+        "Latitude outside [-90, 90], longitude outside [-180, 180], or not finite",
+    ),
+    "invalid_geojson": (
+        422,
+        "Not GeoJSON of the expected type: wrong type, empty or malformed coordinates",
+    ),
+    "invalid_geometry": (422, "A self-intersecting or unclosed ring"),
+    "geofence_excludes_point": (422, "The location's point is outside its geofence"),
+    "invalid_radius": (422, "`radius_m` is not more than 0 and at most 50 km"),
+    "area_conflict": (422, "Both a geofence and a `radius_m`"),
+    "invalid_timezone": (422, "Not an IANA time zone such as Europe/Paris"),
+    "near_required": (422, "`within_m` needs `near=LON,LAT`"),
+    "file_required": (422, "The import has no file (multipart field `file`) or body"),
+    "qr_content_too_long": (422, "The tag's link does not fit a QR code at this error correction"),
+    "invalid_name": (422, "An organization name is empty or too long (command line)"),
+    "rate_limited": (429, "Too many requests; retry after `Retry-After` seconds"),
+    "headers_too_large": (431, "The request headers exceed `PASSERELLE_MAX_HEADER_BYTES`"),
+    "internal_error": (500, "Unexpected failure; rolled back and logged"),
+    "unavailable": (503, "The scan could not be recorded; retry"),
+    "database_unavailable": (503, "The database cannot be reached; retry after `Retry-After`"),
 }
 
 
 class FieldProblem(BaseModel):
     """One field's problem in a 422 ``validation_error``."""
 
-    loc: list[str | int]
-    msg: str
-    type: str
+    loc: list[str | int] = Field(
+        description="Where: `body`, `query` or `path`, then field names and list indexes",
+        examples=[["body", "destination_url"]],
+    )
+    msg: str = Field(
+        description="What is wrong, in English", examples=["URL scheme must be http or https"]
+    )
+    type: str = Field(description="Machine-readable kind of problem", examples=["value_error"])
 
 
 class Problem(BaseModel):
     """An RFC 9457 problem document, as every error is answered
     (``application/problem+json``)."""
 
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    errors: list[FieldProblem] | None = None
+    type: str = Field(
+        description="URN naming the problem: `urn:passerelle:problem:<code>`",
+        examples=["urn:passerelle:problem:campaign_not_found"],
+    )
+    title: str = Field(description="Short summary of the status", examples=["Not found"])
+    status: int = Field(description="The HTTP status code", examples=[404])
+    detail: str = Field(
+        description="What happened to this request, for people",
+        examples=["Campaign 42 not found"],
+    )
+    code: str = Field(
+        description="Stable identifier to switch on (the catalogue is in the API description)",
+        examples=["campaign_not_found"],
+    )
+    errors: list[FieldProblem] | None = Field(
+        default=None,
+        description="Field problems of a 422 (at most 20)",
+        examples=[[{"loc": ["body", "name"], "msg": "Field required", "type": "missing"}]],
+    )
 
 
-def _documented(description: str) -> dict[str, Any]:
-    return {"model": Problem, "description": description, "content": {PROBLEM_JSON: {}}}
+#: Codes every ``/v1`` operation can answer, whatever it does.
+MANAGEMENT_CODES = (
+    "missing_api_key",
+    "invalid_api_key",
+    "payload_too_large",
+    "validation_error",
+    "rate_limited",
+    "database_unavailable",
+)
+#: Codes of an operation that takes a JSON body.
+JSON_BODY_CODES = ("bad_request", "unsupported_media_type", "validation_error")
+#: Codes any path can answer.
+ANY_PATH_CODES = ("headers_too_large", "internal_error")
 
 
-#: Error answers shared by every management route, for the OpenAPI document.
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _documented("`missing_api_key` or `invalid_api_key`"),
-    404: _documented("Not found, or another organization's (`*_not_found`)"),
-    413: _documented("`payload_too_large`"),
-    422: _documented("`validation_error` (with `errors`) or a rule's own code"),
-}
+def problem_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for problem ``codes`` (keys of :data:`PROBLEM_CODES`): one
+    entry per status, ``application/problem+json`` only, its schema restricting ``code``
+    to the codes given and its description listing them. Raises ``KeyError`` for a code
+    missing from the catalogue."""
+    by_status: dict[int, list[str]] = {}
+    for code in dict.fromkeys(codes):
+        by_status.setdefault(PROBLEM_CODES[code][0], []).append(code)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, status_codes in sorted(by_status.items()):
+        listing = "; ".join(f"`{c}`: {PROBLEM_CODES[c][1]}" for c in status_codes)
+        responses[status] = {
+            "description": f"{_STATUS_CODES.get(status, ('', 'Error'))[1]}. {listing}.",
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": {
+                        "allOf": [{"$ref": "#/components/schemas/Problem"}],
+                        "properties": {"code": {"type": "string", "enum": status_codes}},
+                    }
+                }
+            },
+        }
+    return responses
+
+
+def documented_codes(responses: Iterable[dict[str, Any]]) -> list[str]:
+    """The problem codes listed by OpenAPI responses built with :func:`problem_responses`."""
+    found: list[str] = []
+    for response in responses:
+        schema = response.get("content", {}).get(PROBLEM_JSON, {}).get("schema", {})
+        found.extend(schema.get("properties", {}).get("code", {}).get("enum", []))
+    return found
 
 
 def problem(
@@ -120,6 +241,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         all_errors = list(exc.errors())
+        for error in all_errors:
+            if error.get("type") == "json_invalid":
+                reason = error.get("ctx", {}).get("error", "not JSON")
+                position = error["loc"][-1] if error.get("loc") else "?"
+                return problem(
+                    400,
+                    detail=f"The body is not valid JSON ({reason} at character {position}); "
+                    "send one JSON object, UTF-8 encoded",
+                )
         errors = _clean(all_errors[:MAX_FIELD_ERRORS])
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         if len(all_errors) > MAX_FIELD_ERRORS:
@@ -134,8 +264,61 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers) if exc.headers else None
         return problem(exc.status_code, detail=str(exc.detail), headers=headers)
 
+    database_log = _ThrottledLog(DATABASE_LOG_INTERVAL_S)
+
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        # Connection refused, database dropped, server gone mid-request, pool exhausted:
+        # a 503 the client may retry, and one log line per kind of failure.
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        kind = type(cause).__name__
+        sqlstate = getattr(cause, "sqlstate", None)
+        if sqlstate:
+            kind = f"{kind} {sqlstate}"
+        first_line = (str(cause).strip().splitlines() or ["no detail"])[0]
+        # The same failure repeats with the same message; a different one is logged too.
+        database_log.warning(
+            f"{kind}: {first_line}",
+            "database unavailable (%s: %s); answering 503 database_unavailable "
+            "(the same failure is not logged again for %d s)",
+            kind,
+            first_line,
+            DATABASE_LOG_INTERVAL_S,
+        )
+        return problem(
+            503,
+            code="database_unavailable",
+            detail=f"The database cannot be reached; retry in {DATABASE_RETRY_AFTER_S} s",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+    for database_error in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(database_error, _database)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         # Clients get the same problem+json shape as for any other error, and nothing
         # about the cause; Starlette re-raises the exception afterwards, so it is logged.
         return problem(500, detail="An unexpected error occurred; it has been logged.")
+
+
+#: ``Retry-After`` of a 503 ``database_unavailable``, in seconds.
+DATABASE_RETRY_AFTER_S = 5
+#: A kind of database failure is logged at most once per this many seconds.
+DATABASE_LOG_INTERVAL_S = 60
+
+
+class _ThrottledLog:
+    """Log one line per failure kind, then nothing for that kind during ``interval_s``
+    seconds: an outage under load must not write a traceback per request."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval_s:
+            return
+        self._last[kind] = now
+        log.warning(message, *args)

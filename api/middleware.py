@@ -1,4 +1,4 @@
-"""ASGI middleware: request body size limit."""
+"""ASGI middleware: request header and body size limits."""
 
 from __future__ import annotations
 
@@ -69,3 +69,41 @@ class BodySizeLimit:
 
 async def _disconnected() -> Message:
     return {"type": "http.disconnect"}
+
+
+def header_bytes(scope: Scope) -> int:
+    """Size of the request headers as sent on the wire (HTTP/1.1): name, value and 4 bytes
+    (``": "`` and CRLF) per header, in bytes."""
+    return sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+
+
+async def reject_large_headers(scope: Scope, send: Send, *, max_bytes: int) -> bool:
+    """Answer 431 ``headers_too_large`` (problem+json, RFC 6585 §5) and return True when
+    the headers of ``scope`` exceed ``max_bytes``; return False (and send nothing)
+    otherwise. For ASGI handlers that bypass :class:`HeaderSizeLimit`."""
+    if header_bytes(scope) <= max_bytes:
+        return False
+    response = problem(
+        431,
+        detail=f"Request headers are limited to {max_bytes} bytes in total; send fewer "
+        "or smaller headers (cookies included)",
+        headers={"Connection": "close"},
+    )
+    await response(scope, _disconnected, send)
+    return True
+
+
+class HeaderSizeLimit:
+    """Answer 431 ``headers_too_large`` when a request's headers exceed ``max_bytes`` in
+    total (see :func:`header_bytes`), on every path."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and await reject_large_headers(
+            scope, send, max_bytes=self.max_bytes
+        ):
+            return
+        await self.app(scope, receive, send)

@@ -18,9 +18,15 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine for ``postgresql+psycopg://`` URLs.
 
     ``pool_pre_ping`` lets the API recover by itself after PostgreSQL restarts.
+    ``hide_parameters``: statement parameters (API key hashes, URLs, names) never reach
+    error messages or logs.
     """
     return create_async_engine(
-        database_url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True
+        database_url,
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_pre_ping=True,
+        hide_parameters=True,
     )
 
 

@@ -71,3 +71,14 @@ class Unauthorized(DomainError):
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class RateLimited(DomainError):
+    """Too many requests for one API key (429); ``Retry-After`` says when to come back."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: str) -> None:
+        super().__init__(detail, headers={"Retry-After": retry_after})

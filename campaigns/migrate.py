@@ -6,21 +6,28 @@ import logging
 from pathlib import Path
 
 import psycopg
+from alembic import command
 from alembic.config import Config
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from alembic import command
-
 log = logging.getLogger(__name__)
 
-#: The repository's alembic.ini (next to the packages in a checkout or the Docker image).
-ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
+#: The migration scripts (``env.py``, ``versions/``), shipped inside the package so that a
+#: plain ``pip install .`` (a wheel, as in the Docker image) can migrate; alembic.ini at
+#: the repository root points there too, for the ``alembic`` command in a checkout.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:
-    """An Alembic config pointing at ``database_url`` (SQLAlchemy URL)."""
-    config = Config(str(ALEMBIC_INI))
+    """An Alembic config for ``database_url`` (SQLAlchemy URL), built without alembic.ini:
+    scripts from :data:`MIGRATIONS_DIR`, file names ``YYYYMMDD_HHMM_slug`` in UTC."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option(
+        "file_template", "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(slug)s"
+    )
+    config.set_main_option("timezone", "UTC")
     config.attributes["database_url"] = database_url
     config.attributes["configure_logger"] = False
     return config

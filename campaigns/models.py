@@ -1,7 +1,7 @@
 """ORM models (DESIGN §3). Every row is scoped by ``organization_id``.
 
 Times are timezone-aware UTC; money is minor currency units plus an ISO 4217 code.
-Relationships are ``lazy="raise"``: eager loads are written out where needed.
+There are no ORM relationships: services join explicitly, so no query loads rows lazily.
 """
 
 from __future__ import annotations

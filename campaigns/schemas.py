@@ -129,11 +129,56 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", from_attributes=True)
 
 
+def doc(description: str, *examples: Any, **field: Any) -> Any:
+    """``Field(...)`` with the OpenAPI ``description`` and ``examples`` every field carries."""
+    return Field(description=description, examples=list(examples), **field)
+
+
+_ID = "Identifier (positive 64-bit integer)"
+_NAME = "Display name, 1 to 200 characters (trimmed)"
+_SLUG = (
+    "URL-friendly identifier, unique among the organization's live campaigns: `a-z0-9` "
+    "words joined by hyphens, at most 100 characters"
+)
+_DESTINATION = (
+    "Where scans go: absolute http(s) URL; UTM parameters and `pcid` are appended. Must "
+    "not point at this service's short links (`redirect_loop`)"
+)
+_FALLBACK = (
+    "Where scans go outside the schedule (before `starts_at`, from `ends_at`); without it "
+    "such scans get a 410 page. Same rules as `destination_url`"
+)
+_STARTS = "Start of the schedule, ISO 8601 with a timezone (stored in UTC); none: active at once"
+_ENDS = "End of the schedule (exclusive), after `starts_at`; none: no end"
+_UTM = "Default UTM parameters of the campaign's scans"
+_COST = "What the campaign cost, for return on spend"
+_SCANS = "Human scans (bots, link previewers and HEAD requests excluded)"
+_BOT_SCANS = "Scans by bots, link previewers and HEAD requests"
+_UNIQUES = "Distinct daily visitors among human scans (summed over days)"
+_CONVERSIONS = "Conversions attributed (last touch) with `occurred_at` in the window"
+_REVENUE = "Value of those conversions, summed per currency"
+_RATE = "`conversions / scans`; 0.0 without scans; can exceed 1"
+_TAG_LABEL = "Where the tag is placed, for people and as the default `utm_content`"
+_TAG_DESTINATION = (
+    "Overrides the campaign's destination for this tag; null uses the campaign's. Must not "
+    "point at this service's short links"
+)
+_MONEY_EXAMPLE = {"amount_minor": 150000, "currency": "EUR"}
+_UTM_EXAMPLE = {"source": "posters", "medium": "qr"}
+_WHEN = "2026-11-29T11:16:01.501936Z"
+
+
 class Money(Schema):
     """An amount in minor units (cents for EUR, yen for JPY) of an ISO 4217 currency."""
 
-    amount_minor: int = Field(ge=0, le=10**15, strict=True)  # not true, "100" or 1.0
-    currency: Currency
+    amount_minor: int = doc(
+        "Amount in minor units of the currency (cents for EUR), 0 to 10^15; an integer",
+        4990,
+        ge=0,
+        le=10**15,
+        strict=True,  # not true, "100" or 1.0
+    )
+    currency: Currency = doc("ISO 4217 currency code (upper-cased)", "EUR")
 
 
 class Utm(Schema):
@@ -143,11 +188,17 @@ class Utm(Schema):
     the tag label (which wins over a campaign-wide ``content``) else the tag code; ``term``
     is only sent when set."""
 
-    source: UtmValue | None = None
-    medium: UtmValue | None = None
-    campaign: UtmValue | None = None
-    term: UtmValue | None = None
-    content: UtmValue | None = None
+    source: UtmValue | None = doc("`utm_source`; default `passerelle`", "posters", default=None)
+    medium: UtmValue | None = doc(
+        "`utm_medium`; default the channel, `qr` or `nfc`", "qr", default=None
+    )
+    campaign: UtmValue | None = doc(
+        "`utm_campaign`; default the campaign slug", "summer-2026", default=None
+    )
+    term: UtmValue | None = doc("`utm_term`; sent only when set", "sneakers", default=None)
+    content: UtmValue | None = doc(
+        "`utm_content`; default the tag label, else its code", "window-1", default=None
+    )
 
 
 class _Schedule(Schema):
@@ -162,29 +213,41 @@ class _Schedule(Schema):
 class CampaignCreate(_Schedule):
     """Body of ``POST /v1/campaigns``."""
 
-    name: Name
-    slug: Slug | None = None
-    destination_url: HttpUrl
-    fallback_url: HttpUrl | None = None
-    starts_at: Timestamp | None = None
-    ends_at: Timestamp | None = None
-    utm: Utm = Field(default_factory=Utm)
-    cost: Money | None = None
+    name: Name = doc(_NAME, "Summer windows")
+    slug: Slug | None = doc(
+        _SLUG + "; generated from `name` when absent", "summer-windows", default=None
+    )
+    destination_url: HttpUrl = doc(_DESTINATION, "https://shop.example.com/summer")
+    fallback_url: HttpUrl | None = doc(_FALLBACK, "https://shop.example.com/", default=None)
+    starts_at: Timestamp | None = doc(_STARTS, "2026-06-01T00:00:00+02:00", default=None)
+    ends_at: Timestamp | None = doc(_ENDS, "2026-09-01T00:00:00+02:00", default=None)
+    utm: Utm = doc(_UTM, _UTM_EXAMPLE, default_factory=Utm)
+    cost: Money | None = doc(_COST, _MONEY_EXAMPLE, default=None)
 
 
 class CampaignUpdate(_Schedule):
     """Body of ``PATCH /v1/campaigns/{id}``: only the fields sent change; ``null`` clears
     an optional field."""
 
-    name: Name | None = None
-    slug: Slug | None = None
-    destination_url: HttpUrl | None = None
-    fallback_url: HttpUrl | None = None
-    starts_at: Timestamp | None = None
-    ends_at: Timestamp | None = None
-    utm: Utm | None = None
-    cost: Money | None = None
-    archived: bool | None = Field(default=None, strict=True)
+    name: Name | None = doc(_NAME, "Summer windows (extended)", default=None)
+    slug: Slug | None = doc(_SLUG, "summer-windows-2", default=None)
+    destination_url: HttpUrl | None = doc(
+        _DESTINATION + "; cannot be null", "https://shop.example.com/sale", default=None
+    )
+    fallback_url: HttpUrl | None = doc(_FALLBACK + "; null removes it", None, default=None)
+    starts_at: Timestamp | None = doc(
+        _STARTS + "; null removes it", "2026-06-15T00:00:00Z", default=None
+    )
+    ends_at: Timestamp | None = doc(
+        _ENDS + "; null removes it", "2026-09-15T00:00:00Z", default=None
+    )
+    utm: Utm | None = doc(
+        _UTM + "; replaces them all, null clears them", {"source": "flyers"}, default=None
+    )
+    cost: Money | None = doc(_COST + "; null removes it", _MONEY_EXAMPLE, default=None)
+    archived: bool | None = doc(
+        "Hide from default listings; tags keep resolving", True, default=None, strict=True
+    )
 
 
 class CampaignRead(Schema):
@@ -192,18 +255,18 @@ class CampaignRead(Schema):
 
     model_config = ConfigDict(extra="ignore", from_attributes=True)
 
-    id: int
-    name: str
-    slug: str
-    destination_url: str
-    fallback_url: str | None
-    starts_at: dt.datetime | None
-    ends_at: dt.datetime | None
-    utm: Utm
-    cost: Money | None
-    archived: bool
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    id: int = doc(_ID, 1)
+    name: str = doc(_NAME, "Summer windows")
+    slug: str = doc(_SLUG, "summer-windows")
+    destination_url: str = doc(_DESTINATION, "https://shop.example.com/summer")
+    fallback_url: str | None = doc(_FALLBACK, "https://shop.example.com/")
+    starts_at: dt.datetime | None = doc(_STARTS, "2026-05-31T22:00:00Z")
+    ends_at: dt.datetime | None = doc(_ENDS, "2026-08-31T22:00:00Z")
+    utm: Utm = doc(_UTM, _UTM_EXAMPLE)
+    cost: Money | None = doc(_COST, _MONEY_EXAMPLE)
+    archived: bool = doc("Archived campaigns are left out of listings with `archived=false`", False)
+    created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
+    updated_at: dt.datetime = doc("Last change, UTC", _WHEN)
 
 
 #: Codes of geographic problems found by schemas. A 422 whose first field problem has one
@@ -353,13 +416,39 @@ class LocationCreate(Schema):
     through its tags. ``external_id`` (a store number) is unique per organization.
     """
 
-    name: Name
-    external_id: ExternalId | None = None
-    address: Address | None = None
-    timezone: Timezone | None = None
-    point: GeoJSONPoint
-    geofence: GeoJSONArea | None = None
-    radius_m: RadiusM = None
+    name: Name = doc("Store or venue name, 1 to 200 characters", "Lyon Part-Dieu")
+    external_id: ExternalId | None = doc(
+        "Your store number, unique in the organization (imports match on it)",
+        "LY-012",
+        default=None,
+    )
+    address: Address | None = doc(
+        "Postal address, free text", "17 rue du Docteur Bouchut, 69003 Lyon", default=None
+    )
+    timezone: Timezone | None = doc("IANA time zone of the place", "Europe/Paris", default=None)
+    point: GeoJSONPoint = doc(
+        "Where the place is: GeoJSON Point `[lon, lat]`, WGS 84 degrees",
+        {"type": "Point", "coordinates": [4.8567, 45.7607]},
+    )
+    geofence: GeoJSONArea | None = doc(
+        "The place's area: GeoJSON Polygon or MultiPolygon covering `point`",
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [
+                    [4.855, 45.760],
+                    [4.858, 45.760],
+                    [4.858, 45.762],
+                    [4.855, 45.762],
+                    [4.855, 45.760],
+                ]
+            ],
+        },
+        default=None,
+    )
+    radius_m: RadiusM = doc(
+        "The place's area as a circle around `point`, metres (0 < r <= 50,000)", 150, default=None
+    )
 
     @model_validator(mode="after")
     def _area(self) -> LocationCreate:
@@ -372,13 +461,42 @@ class LocationUpdate(Schema):
     ``external_id``, ``address``, ``timezone``, ``geofence`` or ``radius_m``. To switch
     from a geofence to a radius, send ``{"geofence": null, "radius_m": 150}``."""
 
-    name: Name | None = None
-    external_id: ExternalId | None = None
-    address: Address | None = None
-    timezone: Timezone | None = None
-    point: GeoJSONPoint | None = None
-    geofence: GeoJSONArea | None = None
-    radius_m: RadiusM = None
+    name: Name | None = doc(
+        "Store or venue name, 1 to 200 characters", "Lyon Part-Dieu", default=None
+    )
+    external_id: ExternalId | None = doc(
+        "Your store number, unique in the organization (imports match on it)",
+        "LY-012",
+        default=None,
+    )
+    address: Address | None = doc(
+        "Postal address, free text", "17 rue du Docteur Bouchut, 69003 Lyon", default=None
+    )
+    timezone: Timezone | None = doc("IANA time zone of the place", "Europe/Paris", default=None)
+    point: GeoJSONPoint | None = doc(
+        "Where the place is: GeoJSON Point `[lon, lat]`, WGS 84 degrees",
+        {"type": "Point", "coordinates": [4.8567, 45.7607]},
+        default=None,
+    )
+    geofence: GeoJSONArea | None = doc(
+        "The place's area: GeoJSON Polygon or MultiPolygon covering `point`",
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [
+                    [4.855, 45.760],
+                    [4.858, 45.760],
+                    [4.858, 45.762],
+                    [4.855, 45.762],
+                    [4.855, 45.760],
+                ]
+            ],
+        },
+        default=None,
+    )
+    radius_m: RadiusM = doc(
+        "The place's area as a circle around `point`, metres (0 < r <= 50,000)", 150, default=None
+    )
 
     @model_validator(mode="after")
     def _area(self) -> LocationUpdate:
@@ -392,36 +510,73 @@ class LocationRead(Schema):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: int
-    name: str
-    external_id: str | None
-    address: str | None
-    timezone: str | None
-    point: dict[str, Any]
-    geofence: dict[str, Any] | None
-    radius_m: float | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    distance_m: float | None = None
+    id: int = doc(_ID, 1)
+    name: str = doc("Store or venue name, 1 to 200 characters", "Lyon Part-Dieu")
+    external_id: str | None = doc(
+        "Your store number, unique in the organization (imports match on it)", "LY-012"
+    )
+    address: str | None = doc("Postal address, free text", "17 rue du Docteur Bouchut, 69003 Lyon")
+    timezone: str | None = doc("IANA time zone of the place", "Europe/Paris")
+    point: dict[str, Any] = doc(
+        "Where the place is: GeoJSON Point `[lon, lat]`, WGS 84 degrees",
+        {"type": "Point", "coordinates": [4.8567, 45.7607]},
+    )
+    geofence: dict[str, Any] | None = doc(
+        "The place's area: GeoJSON Polygon or MultiPolygon covering `point`",
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [
+                    [4.855, 45.760],
+                    [4.858, 45.760],
+                    [4.858, 45.762],
+                    [4.855, 45.762],
+                    [4.855, 45.760],
+                ]
+            ],
+        },
+    )
+    radius_m: float | None = doc(
+        "The place's area as a circle around `point`, metres (0 < r <= 50,000)", 150
+    )
+    created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
+    updated_at: dt.datetime = doc("Last change, UTC", _WHEN)
+    distance_m: float | None = doc(
+        "With `near=`: geodesic distance from that point, metres", 412.5, default=None
+    )
 
 
 class LocationImportRead(Schema):
     """Answer of ``POST /v1/locations/import``: rows created and rows updated (matched on
     ``external_id``)."""
 
-    created: int
-    updated: int
+    created: int = doc("Locations created", 9950)
+    updated: int = doc("Locations updated (matched on `external_id`)", 50)
 
 
 class TagCreate(Schema):
     """Body of ``POST /v1/campaigns/{id}/tags``. ``placement`` (GeoJSON Point) defaults to
     the point of ``location_id`` when a location is given."""
 
-    kind: Literal["qr", "nfc"] = "qr"
-    label: Name | None = None
-    destination_url: HttpUrl | None = None
-    location_id: int | None = Field(default=None, strict=True)
-    placement: GeoJSONPoint | None = None
+    kind: Literal["qr", "nfc"] = doc(
+        "Printed QR code or NFC sticker (the `utm_medium`)", "qr", default="qr"
+    )
+    label: Name | None = doc(_TAG_LABEL, "window-1", default=None)
+    destination_url: HttpUrl | None = doc(
+        _TAG_DESTINATION, "https://shop.example.com/paris", default=None
+    )
+    location_id: int | None = Field(
+        default=None,
+        strict=True,
+        description="The store or venue the tag is placed at (`GET /v1/locations`)",
+        examples=[12],
+    )
+    placement: GeoJSONPoint | None = Field(
+        default=None,
+        description="Where the tag is, as a GeoJSON Point `[lon, lat]` (WGS 84 degrees); "
+        "defaults to the location's point",
+        examples=[{"type": "Point", "coordinates": [4.8567, 45.7607]}],
+    )
 
 
 class TagUpdate(Schema):
@@ -429,11 +584,25 @@ class TagUpdate(Schema):
     place it (``location_id``; ``placement`` then defaults to the new location's point
     unless sent; ``null`` detaches it and keeps the placement)."""
 
-    label: Name | None = None
-    destination_url: HttpUrl | None = None
-    status: Literal["active", "disabled"] | None = None
-    location_id: int | None = Field(default=None, strict=True)
-    placement: GeoJSONPoint | None = None
+    label: Name | None = doc(_TAG_LABEL + "; null removes it", "door-left", default=None)
+    destination_url: HttpUrl | None = doc(
+        _TAG_DESTINATION, "https://shop.example.com/lyon", default=None
+    )
+    status: Literal["active", "disabled"] | None = doc(
+        "`disabled`: scans get the 404 page", "disabled", default=None
+    )
+    location_id: int | None = Field(
+        default=None,
+        strict=True,
+        description="The store or venue the tag is placed at (`GET /v1/locations`)",
+        examples=[12],
+    )
+    placement: GeoJSONPoint | None = Field(
+        default=None,
+        description="Where the tag is, as a GeoJSON Point `[lon, lat]` (WGS 84 degrees); "
+        "defaults to the location's point",
+        examples=[{"type": "Point", "coordinates": [4.8567, 45.7607]}],
+    )
 
 
 class TagRead(Schema):
@@ -442,25 +611,34 @@ class TagRead(Schema):
 
     model_config = ConfigDict(extra="ignore", from_attributes=True)
 
-    id: int
-    code: str
-    short_url: str
-    qr_content: str
-    kind: str
-    campaign_id: int
-    label: str | None
-    destination_url: str | None
-    status: str
-    location_id: int | None = None
-    placement: dict[str, Any] | None = None
-    created_at: dt.datetime
+    id: int = doc(_ID, 1)
+    code: str = doc("8 characters of Crockford base32, unique across the service", "7KQ2M9XD")
+    short_url: str = doc(
+        "The link phones open: `{BASE_URL}/s/{code}`", "https://go.example.com/s/7KQ2M9XD"
+    )
+    qr_content: str = doc(
+        "What the QR code encodes: the short link upper-cased (alphanumeric mode)",
+        "HTTPS://GO.EXAMPLE.COM/S/7KQ2M9XD",
+    )
+    kind: str = doc("`qr` or `nfc`", "qr")
+    campaign_id: int = doc("The campaign the tag belongs to", 1)
+    label: str | None = doc(_TAG_LABEL, "window-1")
+    destination_url: str | None = doc(_TAG_DESTINATION, None)
+    status: str = doc("`active` or `disabled`", "active")
+    location_id: int | None = doc("The store or venue the tag is placed at", 12, default=None)
+    placement: dict[str, Any] | None = Field(
+        default=None,
+        description="Where the tag is: a GeoJSON Point `[lon, lat]`",
+        examples=[{"type": "Point", "coordinates": [4.8567, 45.7607]}],
+    )
+    created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
 
 
 class Page(Schema, Generic[T]):
     """A page of a cursor-paginated list: pass ``next_cursor`` as ``cursor`` for more."""
 
-    items: list[T]
-    next_cursor: str | None
+    items: list[T] = doc("This page's items, newest first", [])
+    next_cursor: str | None = doc("Pass as `cursor` for the next page; null on the last", "aWQ6NDI")
 
 
 class ConversionCreate(Schema):
@@ -469,17 +647,25 @@ class ConversionCreate(Schema):
 
     click_id: Annotated[
         str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    ]
+    ] = doc("The `pcid` the short link appended to the destination", "aTvF6AbnfnAUZXmG")
     event: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
         AfterValidator(_check_text),
-    ]
-    value: Money | None = None
+    ] = doc("What happened, 1 to 100 characters", "purchase")
+    value: Money | None = doc(
+        "What the conversion is worth, if anything",
+        {"amount_minor": 4990, "currency": "EUR"},
+        default=None,
+    )
     external_id: Annotated[
         str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_text)
-    ]
-    occurred_at: Timestamp | None = None
+    ] = doc("Your unique id for it (order number): the idempotency key", "order-1001")
+    occurred_at: Timestamp | None = doc(
+        "When it happened, ISO 8601 with a timezone; default the receive time; at most 24 h ahead",
+        "2026-11-29T11:20:00Z",
+        default=None,
+    )
 
 
 class ConversionRead(Schema):
@@ -487,38 +673,38 @@ class ConversionRead(Schema):
 
     model_config = ConfigDict(extra="ignore", from_attributes=True)
 
-    id: int
-    click_id: str
-    event: str
-    value: Money | None
-    external_id: str
-    occurred_at: dt.datetime
-    attributed: bool
-    scan_id: int | None
-    campaign_id: int | None
-    tag_id: int | None
+    id: int = doc(_ID, 1)
+    click_id: str = doc("The click id sent", "aTvF6AbnfnAUZXmG")
+    event: str = doc("What happened", "purchase")
+    value: Money | None = doc("What it is worth", {"amount_minor": 4990, "currency": "EUR"})
+    external_id: str = doc("Your unique id for it", "order-1001")
+    occurred_at: dt.datetime = doc("When it happened, UTC", _WHEN)
+    attributed: bool = doc("True when `click_id` is a scan of this organization", True)
+    scan_id: int | None = doc("The scan credited (last touch); null if unattributed", 42)
+    campaign_id: int | None = doc("That scan's campaign", 1)
+    tag_id: int | None = doc("That scan's tag", 1)
 
 
 class RevenueRead(Schema):
     """The summed value of conversions in one currency, in minor units (no conversion
     between currencies: one entry per ISO 4217 code, sorted by code)."""
 
-    currency: str
-    amount_minor: int
+    currency: str = doc("ISO 4217 currency code", "EUR")
+    amount_minor: int = doc("Sum in minor units of the currency", 4990)
 
 
 class TagStats(Schema):
     """One tag's share of :class:`CampaignStats` (same window, same definitions)."""
 
-    tag_id: int
-    code: str
-    label: str | None
-    scans: int
-    bot_scans: int
-    unique_visitors: int
-    conversions: int
-    revenue: list[RevenueRead]
-    conversion_rate: float
+    tag_id: int = doc("The tag", 1)
+    code: str = doc("Its code", "7KQ2M9XD")
+    label: str | None = doc("Its label", "window-1")
+    scans: int = doc(_SCANS, 120)
+    bot_scans: int = doc(_BOT_SCANS, 7)
+    unique_visitors: int = doc(_UNIQUES, 96)
+    conversions: int = doc(_CONVERSIONS, 6)
+    revenue: list[RevenueRead] = doc(_REVENUE, [{"currency": "EUR", "amount_minor": 29940}])
+    conversion_rate: float = doc(_RATE, 0.05)
 
 
 class CampaignStats(Schema):
@@ -533,13 +719,22 @@ class CampaignStats(Schema):
 
     model_config = ConfigDict(extra="forbid", from_attributes=True, populate_by_name=True)
 
-    campaign_id: int
-    from_: dt.datetime | None = Field(default=None, alias="from")
-    to: dt.datetime | None = None
-    scans: int
-    bot_scans: int
-    unique_visitors: int
-    conversions: int
-    revenue: list[RevenueRead]
-    conversion_rate: float
-    by_tag: list[TagStats]
+    campaign_id: int = doc("The campaign", 1)
+    from_: dt.datetime | None = doc(
+        "Window start (inclusive) as asked; null: from the beginning",
+        "2026-11-01T00:00:00Z",
+        default=None,
+        alias="from",
+    )
+    to: dt.datetime | None = doc(
+        "Window end (exclusive) as asked; null: until now", "2026-12-01T00:00:00Z", default=None
+    )
+    scans: int = doc(_SCANS, 240)
+    bot_scans: int = doc(_BOT_SCANS, 12)
+    unique_visitors: int = doc(_UNIQUES, 190)
+    conversions: int = doc(_CONVERSIONS, 9)
+    revenue: list[RevenueRead] = doc(_REVENUE, [{"currency": "EUR", "amount_minor": 44910}])
+    conversion_rate: float = doc(_RATE, 0.0375)
+    by_tag: list[TagStats] = doc(
+        "The same figures per tag of the campaign (tags without scans included)", []
+    )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - refused outside development
@@ -23,9 +24,11 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/passerelle"
-    #: Public origin of short links printed in QR codes, e.g. ``https://go.example.com``.
+    #: Public origin of short links printed in QR codes, e.g. ``https://go.example.com``:
+    #: scheme http or https, host, optional port; nothing else (see :meth:`_origin_only`).
     base_url: str = "http://127.0.0.1:8000"
-    #: Keys the daily visitor-id salt and other server-side MACs.
+    #: Derives the visitor-id salt of a day for which the database gave none (normally
+    #: the salt is random, shared through the ``visitor_salts`` table).
     secret_key: str = DEV_SECRET_KEY
 
     #: Directory for the scan spool and the tag snapshot (created on start).
@@ -61,6 +64,45 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     #: Largest bulk import body (``POST /v1/locations/import``), in bytes.
     max_import_bytes: int = Field(default=33_554_432, ge=1024)
+    #: Largest total size of the request headers (names, values, 4 bytes each for ``: ``
+    #: and CRLF), in bytes; 431 above.
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+
+    # Per-API-key token bucket on the management API (``/v1``): sustained requests per
+    # second and burst. Off with ``rate_limit_enabled`` like the public one.
+    api_rate_limit_per_s: float = Field(default=20.0, gt=0)
+    api_rate_limit_burst: int = Field(default=200, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _origin_only(cls, value: str) -> str:
+        """Short links are ``{base_url}/s/{code}`` and QR codes upper-case everything after
+        the host, so only an origin makes sense: ``http`` or ``https``, a host, an optional
+        port, and no path, query, fragment or credentials (a trailing ``/`` is dropped)."""
+        parts = urlsplit(value.strip())
+        problems = []
+        if parts.scheme.lower() not in ("http", "https"):
+            problems.append("the scheme must be http or https")
+        if not parts.hostname:
+            problems.append("it must name a host")
+        if parts.username is not None or parts.password is not None:
+            problems.append("it must not carry credentials")
+        if parts.path not in ("", "/"):
+            problems.append(f"it must not have a path (got {parts.path!r})")
+        if parts.query or "?" in value:
+            problems.append("it must not have a query")
+        if parts.fragment or "#" in value:
+            problems.append("it must not have a fragment")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            problems.append("its port is invalid")
+        if problems:
+            raise ValueError(
+                "PASSERELLE_BASE_URL must be an origin such as https://go.example.com: "
+                + "; ".join(problems)
+            )
+        return value.strip().rstrip("/")
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -17,19 +19,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def passerelle(
-    database_url: str, *args: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``passerelle ARGS`` (the installed script, else ``python -m api.cli``) in a
-    thread, so the app's event loop (scan writer, cache listener) keeps running."""
-    script = shutil.which("passerelle")
-    command = [script] if script else [sys.executable, "-m", "api.cli"]
+def cli_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment without PASSERELLE_* variables, plus the database URL, ``extra``
+    and this checkout first on the import path."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PASSERELLE_")}
     env["PASSERELLE_DATABASE_URL"] = database_url
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+async def passerelle(
+    database_url: str, *args: str, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m api.cli ARGS`` from this checkout (not an installed ``passerelle``
+    script, which may be another checkout's) in a thread, so the app's event loop (scan
+    writer, cache listener) keeps running."""
     return await asyncio.to_thread(
         subprocess.run,
-        [*command, *args],
-        env=env,
+        [sys.executable, "-m", "api.cli", *args],
+        env=cli_env(database_url, **env),
         cwd=cwd or ROOT,
         capture_output=True,
         text=True,
@@ -128,8 +137,130 @@ async def test_db_upgrade_is_idempotent(database_url: str, engine: AsyncEngine) 
 async def test_unreachable_database_fails_without_printing_a_key(tmp_path: Path) -> None:
     url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
     result = await passerelle(url, "organizations", "create", "X", "--json", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "psk_" not in result.stdout
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        "error: database unavailable (connection failed: connection to server at "
+        '"127.0.0.1", port 1 failed: '
+    )
+    assert line.endswith("); check PASSERELLE_DATABASE_URL and run `passerelle db upgrade`")
+
+
+async def test_a_short_secret_in_production_is_refused_without_echoing_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    secret = "short-secret-value-7f3a"
+    for command in (("organizations", "create", "X"), ("serve", "--no-migrate"), ("db", "upgrade")):
+        result = await passerelle(
+            database_url,
+            *command,
+            cwd=tmp_path,
+            PASSERELLE_ENVIRONMENT="production",
+            PASSERELLE_SECRET_KEY=secret,
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stdout == ""
+        assert result.stderr == (
+            "error: invalid settings: PASSERELLE_SECRET_KEY must be set to a random string of "
+            "32+ characters outside development\n"
+        )
+        assert secret not in result.stderr and "short-secret" not in result.stderr
+
+
+async def test_a_base_url_with_a_path_is_refused_at_start(
+    tmp_path: Path, database_url: str
+) -> None:
+    result = await passerelle(
+        database_url,
+        "serve",
+        "--no-migrate",
+        cwd=tmp_path,
+        PASSERELLE_BASE_URL="https://go.example.com/links",
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: invalid settings: PASSERELLE_BASE_URL must be an origin "
+        "such as https://go.example.com: it must not have a path (got '/links')\n"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_serve_on_a_port_in_use_is_one_line_and_exit_1(
+    tmp_path: Path, database_url: str
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = await passerelle(
+            database_url,
+            "serve",
+            "--no-migrate",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            PASSERELLE_DATA_DIR=str(tmp_path / "data"),
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""  # "serving on" is never printed
+    assert result.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use; stop the other "
+        "server or pick another --port\n"
+    )
+
+
+def _serve_until_first_line(database_url: str, tmp_path: Path, port: int) -> tuple[str, bool, int]:
+    """Start ``serve``, read its first stdout line, then check at once that the port
+    accepts connections and (polling) that the app answers; stop it with SIGTERM.
+    Returns (first line, connected right after the line, /health/live status)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--no-migrate", "--port", str(port)],
+        env=cli_env(database_url, PASSERELLE_DATA_DIR=str(tmp_path / "data")),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            connected = True
+        except OSError:
+            connected = False
+        status = 0
+        for _ in range(300):  # the app may still be starting: connections queue meanwhile
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5).status_code
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        return line, connected, status
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+
+async def test_serve_prints_where_it_listens_once_the_port_is_bound(
+    tmp_path: Path, database_url: str
+) -> None:
+    port = _free_port()
+    line, connected, status = await asyncio.to_thread(
+        _serve_until_first_line, database_url, tmp_path, port
+    )
+    assert line == (
+        f"Passerelle serving on http://127.0.0.1:{port} (1 worker(s)); short links as "
+        "http://127.0.0.1:8000/s/CODE; API docs at /docs\n"
+    )
+    assert connected
+    assert status == 200
 
 
 async def test_keys_create_list_revoke(client: httpx.AsyncClient, database_url: str) -> None:

@@ -5,31 +5,48 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from pydantic import Field
 
-from api.deps import OrganizationId, SessionDep
+from api.deps import OrganizationId, SessionDep, SettingsDep
+from api.errors import problem_responses
+from api.routing import JsonBodyRoute
 from api.views import campaign_read
 from campaigns.schemas import CampaignCreate, CampaignRead, CampaignUpdate, Page
 from campaigns.services import campaigns as service
 
-router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], route_class=JsonBodyRoute)
 
 
 class CampaignPage(Page[CampaignRead]):
     """A page of campaigns; ``limit`` echoes the page size asked for (default 50)."""
 
-    limit: int
+    limit: int = Field(description="The page size asked for (1 to 200)", examples=[50])
 
 
-@router.post("", status_code=201, response_model=CampaignRead)
+@router.post(
+    "",
+    status_code=201,
+    response_model=CampaignRead,
+    responses=problem_responses("slug_taken", "redirect_loop"),
+)
 async def create_campaign(
-    data: CampaignCreate, session: SessionDep, organization_id: OrganizationId
+    data: CampaignCreate,
+    session: SessionDep,
+    organization_id: OrganizationId,
+    settings: SettingsDep,
 ) -> CampaignRead:
-    """Create a campaign (409 ``slug_taken`` when the slug is used)."""
-    campaign = await service.create_campaign(session, organization_id=organization_id, data=data)
+    """Create a campaign (409 ``slug_taken`` when the slug is used; 422 ``redirect_loop``
+    when a URL points at this service's short links)."""
+    campaign = await service.create_campaign(
+        session,
+        organization_id=organization_id,
+        data=data,
+        short_link_origin=settings.short_link_origin,
+    )
     return campaign_read(campaign)
 
 
-@router.get("", response_model=CampaignPage)
+@router.get("", response_model=CampaignPage, responses=problem_responses("invalid_cursor"))
 async def list_campaigns(
     session: SessionDep,
     organization_id: OrganizationId,
@@ -46,7 +63,11 @@ async def list_campaigns(
     )
 
 
-@router.get("/{campaign_id}", response_model=CampaignRead)
+@router.get(
+    "/{campaign_id}",
+    response_model=CampaignRead,
+    responses=problem_responses("campaign_not_found"),
+)
 async def get_campaign(
     campaign_id: int, session: SessionDep, organization_id: OrganizationId
 ) -> CampaignRead:
@@ -57,18 +78,39 @@ async def get_campaign(
     return campaign_read(campaign)
 
 
-@router.patch("/{campaign_id}", response_model=CampaignRead)
+@router.patch(
+    "/{campaign_id}",
+    response_model=CampaignRead,
+    responses=problem_responses(
+        "campaign_not_found",
+        "slug_taken",
+        "invalid_schedule",
+        "destination_required",
+        "name_required",
+        "slug_required",
+        "archived_required",
+        "redirect_loop",
+    ),
+)
 async def update_campaign(
-    campaign_id: int, data: CampaignUpdate, session: SessionDep, organization_id: OrganizationId
+    campaign_id: int,
+    data: CampaignUpdate,
+    session: SessionDep,
+    organization_id: OrganizationId,
+    settings: SettingsDep,
 ) -> CampaignRead:
     """Change the fields sent; tags follow within a second on every server."""
     campaign = await service.update_campaign(
-        session, organization_id=organization_id, campaign_id=campaign_id, data=data
+        session,
+        organization_id=organization_id,
+        campaign_id=campaign_id,
+        data=data,
+        short_link_origin=settings.short_link_origin,
     )
     return campaign_read(campaign)
 
 
-@router.delete("/{campaign_id}", status_code=204)
+@router.delete("/{campaign_id}", status_code=204, responses=problem_responses("campaign_not_found"))
 async def delete_campaign(
     campaign_id: int, session: SessionDep, organization_id: OrganizationId
 ) -> Response:

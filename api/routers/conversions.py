@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import OrganizationId, SessionDep
+from api.errors import problem_responses
+from api.routing import JsonBodyRoute
 from api.views import conversion_read
 from campaigns.schemas import ConversionCreate, ConversionRead
 from campaigns.services import conversions as service
 
-router = APIRouter(prefix="/v1/conversions", tags=["conversions"])
+router = APIRouter(prefix="/v1/conversions", tags=["conversions"], route_class=JsonBodyRoute)
 
 
 @router.post(
@@ -18,11 +20,7 @@ router = APIRouter(prefix="/v1/conversions", tags=["conversions"])
     response_model=ConversionRead,
     responses={
         200: {"model": ConversionRead, "description": "Replay: the stored conversion"},
-        409: {"description": "`conversion_conflict`: external_id used with another body"},
-        422: {
-            "description": "`validation_error` (body) or `occurred_at_in_future` "
-            "(more than 24 hours ahead)"
-        },
+        **problem_responses("conversion_conflict", "occurred_at_in_future"),
     },
 )
 async def create_conversion(

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import Field
 
 from api.deps import OrganizationId, SessionDep
+from api.errors import problem_responses
+from api.routing import JsonBodyRoute
 from api.views import location_read
 from campaigns.errors import DomainError, InvalidInput
 from campaigns.schemas import (
@@ -19,7 +22,17 @@ from campaigns.schemas import (
 from campaigns.services import locations as service
 from campaigns.services.campaigns import MAX_PAGE_SIZE
 
-router = APIRouter(prefix="/v1/locations", tags=["locations"])
+router = APIRouter(prefix="/v1/locations", tags=["locations"], route_class=JsonBodyRoute)
+
+_GEO = (
+    "invalid_coordinates",
+    "invalid_geojson",
+    "invalid_geometry",
+    "geofence_excludes_point",
+    "invalid_radius",
+    "area_conflict",
+    "invalid_timezone",
+)
 
 #: Half the equator: no two points on Earth are further apart (metres).
 MAX_DISTANCE_M = 20_037_509.0
@@ -28,7 +41,7 @@ MAX_DISTANCE_M = 20_037_509.0
 class LocationPage(Page[LocationRead]):
     """A page of locations; ``limit`` echoes the page size asked for (default 50)."""
 
-    limit: int
+    limit: int = Field(description="The page size asked for (default 50)", examples=[50])
 
 
 class UnsupportedMediaType(DomainError):
@@ -39,7 +52,12 @@ class UnsupportedMediaType(DomainError):
     title = "Unsupported media type"
 
 
-@router.post("", status_code=201, response_model=LocationRead)
+@router.post(
+    "",
+    status_code=201,
+    response_model=LocationRead,
+    responses=problem_responses("location_external_id_taken", *_GEO),
+)
 async def create_location(
     data: LocationCreate, session: SessionDep, organization_id: OrganizationId
 ) -> LocationRead:
@@ -50,7 +68,11 @@ async def create_location(
     return location_read(location)
 
 
-@router.get("", response_model=LocationPage)
+@router.get(
+    "",
+    response_model=LocationPage,
+    responses=problem_responses("near_required", "invalid_cursor", "invalid_coordinates"),
+)
 async def list_locations(
     session: SessionDep,
     organization_id: OrganizationId,
@@ -118,7 +140,12 @@ def _format_of(media_type: str, filename: str = "") -> service.ImportFormat | No
     return None
 
 
-@router.post("/import", response_model=LocationImportRead, openapi_extra=_IMPORT_BODY)
+@router.post(
+    "/import",
+    response_model=LocationImportRead,
+    openapi_extra=_IMPORT_BODY,
+    responses=problem_responses("file_required", "unsupported_media_type", "payload_too_large"),
+)
 async def import_locations(
     request: Request, session: SessionDep, organization_id: OrganizationId
 ) -> LocationImportRead:
@@ -149,7 +176,11 @@ async def import_locations(
     return LocationImportRead(created=summary.created, updated=summary.updated)
 
 
-@router.get("/{location_id}", response_model=LocationRead)
+@router.get(
+    "/{location_id}",
+    response_model=LocationRead,
+    responses=problem_responses("location_not_found"),
+)
 async def get_location(
     location_id: int, session: SessionDep, organization_id: OrganizationId
 ) -> LocationRead:
@@ -160,7 +191,11 @@ async def get_location(
     return location_read(location)
 
 
-@router.patch("/{location_id}", response_model=LocationRead)
+@router.patch(
+    "/{location_id}",
+    response_model=LocationRead,
+    responses=problem_responses("location_not_found", "location_external_id_taken", *_GEO),
+)
 async def update_location(
     location_id: int, data: LocationUpdate, session: SessionDep, organization_id: OrganizationId
 ) -> LocationRead:
@@ -171,7 +206,11 @@ async def update_location(
     return location_read(location)
 
 
-@router.delete("/{location_id}", status_code=204)
+@router.delete(
+    "/{location_id}",
+    status_code=204,
+    responses=problem_responses("location_not_found", "location_in_use"),
+)
 async def delete_location(
     location_id: int,
     session: SessionDep,

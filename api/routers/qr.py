@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import OrganizationId, SessionDep, SettingsDep
+from api.errors import problem_responses
 from campaigns.payloads import qr as payload
 from campaigns.scanning.links import qr_url
 from campaigns.services import tags as service
@@ -26,7 +27,7 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     304: {"description": "Not modified (``If-None-Match`` matched the ``ETag``)."},
-    404: {"description": "Unknown tag, or another organization's (``tag_not_found``)."},
+    **problem_responses("tag_not_found", "qr_content_too_long"),
 }
 
 

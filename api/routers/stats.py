@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import OrganizationId, SessionDep
+from api.errors import problem_responses
 from campaigns.schemas import CampaignStats, Timestamp
 from campaigns.services import stats as service
 
@@ -16,12 +17,9 @@ router = APIRouter(prefix="/v1/campaigns", tags=["stats"])
 @router.get(
     "/{campaign_id}/stats",
     response_model=CampaignStats,
-    responses={
-        404: {"description": "`campaign_not_found`"},
-        422: {"description": "`validation_error` (bad or naive time) or `invalid_window`"},
-    },
+    responses=problem_responses("campaign_not_found", "invalid_window"),
 )
-async def get_campaign_stats(
+async def get_stats(
     campaign_id: int,
     session: SessionDep,
     organization_id: OrganizationId,

@@ -5,23 +5,37 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import Field
 
 from api.deps import OrganizationId, SessionDep, SettingsDep
+from api.errors import problem_responses
+from api.routing import JsonBodyRoute
 from api.views import tag_read
 from campaigns.schemas import Page, TagCreate, TagRead, TagUpdate
 from campaigns.services import tags as service
 from campaigns.services.campaigns import MAX_PAGE_SIZE
 
-router = APIRouter(tags=["tags"])
+router = APIRouter(tags=["tags"], route_class=JsonBodyRoute)
 
 
 class TagPage(Page[TagRead]):
     """A page of tags; ``limit`` echoes the page size asked for (default 50)."""
 
-    limit: int
+    limit: int = Field(description="The page size asked for (1 to 200)", examples=[50])
 
 
-@router.post("/v1/campaigns/{campaign_id}/tags", status_code=201, response_model=TagRead)
+@router.post(
+    "/v1/campaigns/{campaign_id}/tags",
+    status_code=201,
+    response_model=TagRead,
+    responses=problem_responses(
+        "campaign_not_found",
+        "location_not_found",
+        "redirect_loop",
+        "invalid_coordinates",
+        "invalid_geojson",
+    ),
+)
 async def create_tag(
     campaign_id: int,
     data: TagCreate,
@@ -32,12 +46,20 @@ async def create_tag(
     """Create a tag with a fresh random code; scannable at once on this server and within
     a second on every other."""
     tag = await service.create_tag(
-        session, organization_id=organization_id, campaign_id=campaign_id, data=data
+        session,
+        organization_id=organization_id,
+        campaign_id=campaign_id,
+        data=data,
+        short_link_origin=settings.short_link_origin,
     )
     return tag_read(tag, settings.short_link_origin)
 
 
-@router.get("/v1/campaigns/{campaign_id}/tags", response_model=TagPage)
+@router.get(
+    "/v1/campaigns/{campaign_id}/tags",
+    response_model=TagPage,
+    responses=problem_responses("campaign_not_found", "invalid_cursor"),
+)
 async def list_tags(
     campaign_id: int,
     session: SessionDep,
@@ -58,7 +80,9 @@ async def list_tags(
     return TagPage(items=[tag_read(t, origin) for t in rows], next_cursor=next_cursor, limit=limit)
 
 
-@router.get("/v1/tags/{tag_id}", response_model=TagRead)
+@router.get(
+    "/v1/tags/{tag_id}", response_model=TagRead, responses=problem_responses("tag_not_found")
+)
 async def get_tag(
     tag_id: int, session: SessionDep, organization_id: OrganizationId, settings: SettingsDep
 ) -> TagRead:
@@ -67,7 +91,18 @@ async def get_tag(
     return tag_read(tag, settings.short_link_origin)
 
 
-@router.patch("/v1/tags/{tag_id}", response_model=TagRead)
+@router.patch(
+    "/v1/tags/{tag_id}",
+    response_model=TagRead,
+    responses=problem_responses(
+        "tag_not_found",
+        "location_not_found",
+        "status_required",
+        "redirect_loop",
+        "invalid_coordinates",
+        "invalid_geojson",
+    ),
+)
 async def update_tag(
     tag_id: int,
     data: TagUpdate,
@@ -77,6 +112,10 @@ async def update_tag(
 ) -> TagRead:
     """Relabel, re-point, disable (scans then get 404) or re-enable a tag."""
     tag = await service.update_tag(
-        session, organization_id=organization_id, tag_id=tag_id, data=data
+        session,
+        organization_id=organization_id,
+        tag_id=tag_id,
+        data=data,
+        short_link_origin=settings.short_link_origin,
     )
     return tag_read(tag, settings.short_link_origin)

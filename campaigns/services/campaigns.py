@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
+import secrets
 import unicodedata
 from typing import Any, TypeVar
 
@@ -16,10 +17,16 @@ from sqlalchemy.orm import InstrumentedAttribute
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, utcnow
 from campaigns.schemas import CampaignCreate, CampaignUpdate
+from campaigns.services.destinations import check_not_own_origin
 
 MAX_PAGE_SIZE = 200
-#: Tries at a generated slug when concurrent creations pick the same one.
+#: Tries at a generated slug. The first is the next free ``-N``; the others add a random
+#: suffix, so concurrent creations with one name stop picking the same candidate.
 SLUG_ATTEMPTS = 10
+#: Random slug suffix: 6 characters of ``[a-z0-9]`` (31 bits), so even hundreds of
+#: concurrent creations with one name almost never draw the same one twice.
+_SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_SUFFIX_LENGTH = 6
 Row = TypeVar("Row")
 #: Ids are PostgreSQL ``bigint``: a larger number cannot name a row (and would make the
 #: query itself fail), so it is answered like any unknown id.
@@ -61,6 +68,12 @@ async def _unique_slug(session: AsyncSession, organization_id: int, base: str) -
     return f"{stem}-{n}"
 
 
+def _random_slug(base: str) -> str:
+    stem = base[: 100 - 1 - _SUFFIX_LENGTH].rstrip("-")
+    suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(_SUFFIX_LENGTH))
+    return f"{stem}-{suffix}"
+
+
 def _cost_columns(cost: Any) -> dict[str, Any]:
     if cost is None:
         return {"cost_amount_minor": None, "cost_currency": None}
@@ -68,14 +81,28 @@ def _cost_columns(cost: Any) -> dict[str, Any]:
 
 
 async def create_campaign(
-    session: AsyncSession, *, organization_id: int, data: CampaignCreate
+    session: AsyncSession, *, organization_id: int, data: CampaignCreate, short_link_origin: str
 ) -> Campaign:
-    """Create a campaign. A slug is generated from the name when absent (suffixed ``-2``,
-    ``-3``... to stay unique, also when concurrent requests pick the same one). Raises
+    """Create a campaign. A slug is generated from the name when absent: the name's slug,
+    else suffixed ``-2``, ``-3``... and, when concurrent requests take that one first, a
+    random 6-character suffix (``summer-windows-k3x9qa``). Each try runs in a savepoint,
+    so a clash undoes only that try.
+
+    ``short_link_origin`` is the service's own origin (``BASE_URL``). Raises
     :class:`Conflict` (``slug_taken``) when a given slug is already used by a live
-    campaign of the organization."""
-    for _ in range(SLUG_ATTEMPTS):
-        slug = data.slug or await _unique_slug(session, organization_id, slugify(data.name))
+    campaign of the organization, :class:`InvalidInput` (``redirect_loop``) when
+    ``destination_url`` or ``fallback_url`` points at the short-link origin."""
+    check_not_own_origin(
+        short_link_origin, destination_url=data.destination_url, fallback_url=data.fallback_url
+    )
+    base = slugify(data.name)
+    for attempt in range(SLUG_ATTEMPTS):
+        if data.slug is not None:
+            slug = data.slug
+        elif attempt == 0:
+            slug = await _unique_slug(session, organization_id, base)
+        else:
+            slug = _random_slug(base)
         campaign = Campaign(
             organization_id=organization_id,
             name=data.name,
@@ -92,8 +119,9 @@ async def create_campaign(
         except Conflict:
             if data.slug is not None:
                 raise
-            continue  # a concurrent request took the generated slug: draw the next one
+            continue  # another request took this candidate: draw a random one
         return campaign
+    # 9 random draws in a row all taken: only reachable with millions of same-name campaigns.
     raise Conflict("Could not find a free slug; send one", code="slug_taken")
 
 
@@ -186,13 +214,24 @@ async def list_campaigns(
 
 
 async def update_campaign(
-    session: AsyncSession, *, organization_id: int, campaign_id: int, data: CampaignUpdate
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    campaign_id: int,
+    data: CampaignUpdate,
+    short_link_origin: str,
 ) -> Campaign:
     """Apply the fields present in ``data``. Raises :class:`NotFound`, :class:`Conflict`
     (``slug_taken``) and :class:`InvalidInput` (``invalid_schedule``: ``ends_at`` not after
-    ``starts_at`` once merged with stored values; ``destination_required``)."""
+    ``starts_at`` once merged with stored values; ``destination_required``;
+    ``redirect_loop``: a URL on ``short_link_origin``, the service's own origin)."""
     campaign = await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
     fields = data.model_dump(exclude_unset=True)
+    check_not_own_origin(
+        short_link_origin,
+        destination_url=fields.get("destination_url"),
+        fallback_url=fields.get("fallback_url"),
+    )
     if "destination_url" in fields and fields["destination_url"] is None:
         raise InvalidInput("destination_url cannot be removed", code="destination_required")
     if "name" in fields and fields["name"] is None:

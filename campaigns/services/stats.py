@@ -7,7 +7,7 @@ Definitions (the public contract of ``GET /v1/campaigns/{id}/stats``):
 - ``scans`` counts human scans (``is_bot`` false); ``bot_scans`` the others (crawlers,
   link previewers, ``HEAD`` requests). Every outcome counts (redirect and fallback).
 - ``unique_visitors`` counts distinct ``visitor_id`` among human scans. A visitor id is
-  an HMAC of (IP, user agent, campaign) under a salt that changes every UTC day and is
+  a keyed BLAKE2b MAC of (IP, user agent, campaign) under a salt that changes every UTC day and is
   then forgotten, so the same person is one visitor within a day and a new one the next:
   over a window of several days the figure is the **sum of daily uniques**, an upper
   bound of distinct people. Per tag, a person who scanned two tags the same day counts

@@ -14,6 +14,7 @@ from campaigns.models import Campaign, Tag, utcnow
 from campaigns.scanning.links import new_code
 from campaigns.schemas import TagCreate, TagUpdate, shape_of_point
 from campaigns.services.campaigns import MAX_ID, get_campaign, keyset_page
+from campaigns.services.destinations import check_not_own_origin
 from campaigns.services.locations import get_location
 from geo.geojson import to_wkb_element
 
@@ -41,11 +42,17 @@ async def _placement(
 
 
 async def create_tag(
-    session: AsyncSession, *, organization_id: int, campaign_id: int, data: TagCreate
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    campaign_id: int,
+    data: TagCreate,
+    short_link_origin: str,
 ) -> Tag:
     """Create a tag with a fresh random code, placed at ``data.location_id`` (its point
     unless ``data.placement`` is given). Raises :class:`NotFound` for a campaign or a
-    location of another organization, or a deleted campaign."""
+    location of another organization, or a deleted campaign; :class:`InvalidInput`
+    (``redirect_loop``) for a ``destination_url`` on ``short_link_origin``."""
     await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
     placement = await _placement(
         session,
@@ -53,6 +60,7 @@ async def create_tag(
         location_id=data.location_id,
         placement=data.placement,
     )
+    check_not_own_origin(short_link_origin, destination_url=data.destination_url)
     for _ in range(CODE_ATTEMPTS):
         tag = Tag(
             organization_id=organization_id,
@@ -111,16 +119,23 @@ async def list_tags(
 
 
 async def update_tag(
-    session: AsyncSession, *, organization_id: int, tag_id: int, data: TagUpdate
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    tag_id: int,
+    data: TagUpdate,
+    short_link_origin: str,
 ) -> Tag:
     """Relabel, re-point (``destination_url``; ``null`` falls back to the campaign's),
     disable or re-enable a tag, place it: a new ``location_id`` moves ``placement`` to
     that location's point unless one is sent; ``"location_id": null`` keeps the
     placement; ``"placement": null`` clears it. Raises :class:`NotFound` (also
     ``location_not_found``) and :class:`InvalidInput` (``status_required``:
-    ``"status": null``)."""
+    ``"status": null``;
+    ``redirect_loop``: a ``destination_url`` on ``short_link_origin``)."""
     tag = await get_tag(session, organization_id=organization_id, tag_id=tag_id)
     fields = data.model_dump(exclude_unset=True)
+    check_not_own_origin(short_link_origin, destination_url=fields.get("destination_url"))
     if "status" in fields and fields["status"] is None:
         raise InvalidInput("status cannot be removed", code="status_required")
     if "label" in fields:

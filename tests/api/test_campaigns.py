@@ -444,20 +444,26 @@ async def test_bad_campaign_body_is_422_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    "content",
+    ("content", "status", "code"),
     [
-        b"",
-        b"{",
-        b"[]",
-        b"null",
-        b'"x"',
-        b"\xff\xfe",
-        b'{"name": "N", "destination_url": "https://x.example.com/"',
+        (b"", 422, "validation_error"),
+        (b"{", 400, "bad_request"),
+        (b"[]", 422, "validation_error"),
+        (b"null", 422, "validation_error"),
+        (b'"x"', 422, "validation_error"),
+        (b"\xff\xfe", 400, "bad_request"),
+        (b'{"name": "N", "destination_url": "https://x.example.com/"', 400, "bad_request"),
     ],
 )
-async def test_malformed_json_is_422_and_changes_nothing(
-    client: httpx.AsyncClient, org: Org, engine: AsyncEngine, content: bytes
+async def test_malformed_json_is_400_and_changes_nothing(
+    client: httpx.AsyncClient,
+    org: Org,
+    engine: AsyncEngine,
+    content: bytes,
+    status: int,
+    code: str,
 ) -> None:
+    """Not JSON at all is 400 ``bad_request``; JSON of the wrong shape is 422."""
     await make_campaign(client, org)
     before = await table_snapshot(engine, *TABLES)
     response = await client.post(
@@ -465,7 +471,9 @@ async def test_malformed_json_is_422_and_changes_nothing(
         content=content,
         headers={**org.headers, "Content-Type": "application/json"},
     )
-    assert_problem(response, 422, "validation_error")
+    problem = assert_problem(response, status, code)
+    if status == 400:
+        assert problem["detail"].startswith("The body is not valid JSON (")
     assert await table_snapshot(engine, *TABLES) == before
 
 

@@ -16,7 +16,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from campaigns.db import unit_of_work
 from tests.conftest import Org, make_campaign, make_tag
+from tests.fixtures import factories
 from tests.fixtures.user_agents import FACEBOOK_PREVIEW, IPHONE_SAFARI
 
 
@@ -96,12 +98,19 @@ async def fixture(client: httpx.AsyncClient, org: Org, app: FastAPI) -> Fixture:
     conversion with an unknown click id, and a scan and conversion of another campaign.
     """
     started = dt.datetime.now(dt.UTC)
-    campaign = await make_campaign(client, org, slug="summer")
-    tags = [
-        await make_tag(client, org, campaign["id"], label="window-1"),
-        await make_tag(client, org, campaign["id"], label="window-2"),
-        await make_tag(client, org, campaign["id"], label="unused"),
-    ]
+    # Rows through the services (HTTP creation is tested elsewhere), then into this
+    # process's tag cache as a request's commit would put them.
+    async with unit_of_work(app.state.sessionmaker) as session:
+        summer = await factories.make_campaign(session, organization_id=org.id, slug="summer")
+        rows = [
+            await factories.make_tag(
+                session, organization_id=org.id, campaign_id=summer.id, label=label
+            )
+            for label in ("window-1", "window-2", "unused")
+        ]
+    await app.state.scans.reload(tag_ids=[t.id for t in rows], campaign_ids=[summer.id])
+    campaign = {"id": summer.id}
+    tags = [{"id": t.id, "code": t.code, "label": t.label} for t in rows]
     one, two = tags[0]["code"], tags[1]["code"]
     clicks: dict[str, str] = {}
     async with phone(app, "198.51.100.10") as a, phone(app, "198.51.100.20") as b:

@@ -8,9 +8,8 @@ Create Date: 2026-11-29 11:02:11.077626+00:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "8549a32267aa"
 down_revision: str | None = None

@@ -8,9 +8,8 @@ Create Date: 2026-11-29 16:48:32.884592+00:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from geoalchemy2 import Geography, Geometry
-
 from alembic import op
+from geoalchemy2 import Geography, Geometry
 
 revision: str = "3c41a9e0b7d2"
 down_revision: str | None = "8549a32267aa"

@@ -1,0 +1,106 @@
+"""The OpenAPI document: readable operation ids, and every error documented once.
+
+FastAPI documents a 422 ``HTTPValidationError`` under ``application/json`` for every
+route with parameters, which is not what the service answers. :func:`install_openapi`
+replaces the generator so that each operation lists the problems it can answer, each
+status once, under ``application/problem+json`` only, with its ``code`` values (see
+:func:`api.errors.problem_responses`): the codes a route declares, plus those shared by
+every management route, every JSON-body route and every path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from api.errors import (
+    ANY_PATH_CODES,
+    JSON_BODY_CODES,
+    MANAGEMENT_CODES,
+    PROBLEM_CODES,
+    PROBLEM_JSON,
+    Problem,
+    documented_codes,
+    problem_responses,
+)
+
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+#: FastAPI's own validation-error schemas, replaced by ``Problem``.
+_FASTAPI_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def operation_id(route: APIRoute) -> str:
+    """``{tag}_{verb}``: the route's first tag, then its function name without the tag's
+    noun (``create_campaign`` tagged ``campaigns`` -> ``campaigns_create``; ``get_tag_qr``
+    tagged ``tags`` -> ``tags_get_qr``). Stable as long as names and tags are."""
+    tag = str(route.tags[0]) if route.tags else "default"
+    prefix = tag.lower().replace(" ", "_").replace("-", "_")
+    nouns = {prefix, prefix.removesuffix("s")}
+    verb = "_".join(token for token in route.name.split("_") if token not in nouns)
+    return f"{prefix}_{verb or route.name}"
+
+
+def _catalogue() -> str:
+    rows = "\n".join(
+        f"| `{code}` | {status} | {meaning} |"
+        for code, (status, meaning) in sorted(PROBLEM_CODES.items(), key=lambda i: (i[1][0], i[0]))
+    )
+    return (
+        "Every error is an RFC 9457 `application/problem+json` document with a stable "
+        "`code`. Each operation lists the codes it can answer.\n\n"
+        "| code | status | meaning |\n| --- | --- | --- |\n" + rows
+    )
+
+
+def _problem_schemas() -> dict[str, Any]:
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = problem_schema.pop("$defs", {})
+    problem_schema["properties"]["code"]["enum"] = sorted(PROBLEM_CODES)
+    return {"Problem": problem_schema, "FieldProblem": definitions.get("FieldProblem")}
+
+
+def _normalise_errors(path: str, operation: dict[str, Any]) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    errors = {status: responses[status] for status in responses if status[0] in "45"}
+    codes = documented_codes(errors.values())
+    for status, response in errors.items():
+        content = response.get("content", {})
+        if not content or PROBLEM_JSON in content or "application/json" in content:
+            del responses[status]  # rebuilt below, once, from the codes
+    codes.extend(ANY_PATH_CODES)
+    if path.startswith("/v1/"):
+        codes.extend(MANAGEMENT_CODES)
+    body = operation.get("requestBody", {}).get("content", {})
+    if "application/json" in body:
+        codes.extend(JSON_BODY_CODES)
+    for code_status, response in problem_responses(*codes).items():
+        responses.setdefault(str(code_status), response)
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, post-processed as described in the module docstring."""
+    document = FastAPI.openapi(app)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in _FASTAPI_ERROR_SCHEMAS:
+        schemas.pop(name, None)
+    schemas.update(_problem_schemas())
+    for path, item in document.get("paths", {}).items():
+        for method in _METHODS:
+            if method in item:
+                _normalise_errors(path, item[method])
+    info = document.setdefault("info", {})
+    info["description"] = _catalogue()
+    return document
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve :func:`build_openapi`'s document at ``/openapi.json`` (built once)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

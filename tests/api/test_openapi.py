@@ -1,0 +1,186 @@
+"""The OpenAPI document: valid, readable operation ids, every error documented once under
+``application/problem+json`` with its codes, every schema field described with an
+example, short links included, and /docs without a CDN."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from openapi_spec_validator import validate
+
+from api.errors import _STATUS_CODES, PROBLEM_CODES, PROBLEM_JSON
+
+ROOT = Path(__file__).resolve().parents[2]
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+@pytest.fixture(scope="module")
+def document(app: FastAPI) -> dict[str, Any]:
+    return app.openapi()
+
+
+def operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        op["operationId"]: {**op, "path": path, "method": method}
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method in METHODS
+    }
+
+
+def codes_of(operation: dict[str, Any]) -> dict[str, list[str]]:
+    found = {}
+    for status, response in operation["responses"].items():
+        schema = response.get("content", {}).get(PROBLEM_JSON, {}).get("schema")
+        if schema is not None:
+            found[status] = schema["properties"]["code"]["enum"]
+    return found
+
+
+def raised_codes() -> set[str]:
+    """Every problem code written in the code base: ``code="..."`` arguments and
+    ``code = "..."`` class defaults in api/ and campaigns/, and the per-status defaults
+    of api/errors.py."""
+    pattern = re.compile(r'\bcode\s*=\s*"([a-z_]+)"')
+    found = {code for code, _title in _STATUS_CODES.values()}
+    for package in ("api", "campaigns"):
+        for path in (ROOT / package).rglob("*.py"):
+            found.update(pattern.findall(path.read_text()))
+    return found
+
+
+def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate(document)
+    assert document["openapi"].startswith("3.1")
+
+
+def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None:
+    ids = {(op["method"], op["path"]): op_id for op_id, op in operations(document).items()}
+    assert ids == {
+        ("get", "/health/live"): "health_live",
+        ("get", "/health/scans"): "health_scans_ready",
+        ("get", "/health/ready"): "health_ready",
+        ("get", "/s/{code}"): "short_links_scan",
+        ("post", "/v1/campaigns"): "campaigns_create",
+        ("get", "/v1/campaigns"): "campaigns_list",
+        ("get", "/v1/campaigns/{campaign_id}"): "campaigns_get",
+        ("patch", "/v1/campaigns/{campaign_id}"): "campaigns_update",
+        ("delete", "/v1/campaigns/{campaign_id}"): "campaigns_delete",
+        ("post", "/v1/campaigns/{campaign_id}/tags"): "tags_create",
+        ("get", "/v1/campaigns/{campaign_id}/tags"): "tags_list",
+        ("get", "/v1/tags/{tag_id}"): "tags_get",
+        ("patch", "/v1/tags/{tag_id}"): "tags_update",
+        ("get", "/v1/tags/{tag_id}/qr"): "tags_get_qr",
+        ("post", "/v1/conversions"): "conversions_create",
+        ("get", "/v1/campaigns/{campaign_id}/stats"): "stats_get",
+        ("post", "/v1/locations"): "locations_create",
+        ("get", "/v1/locations"): "locations_list",
+        ("post", "/v1/locations/import"): "locations_import",
+        ("get", "/v1/locations/{location_id}"): "locations_get",
+        ("patch", "/v1/locations/{location_id}"): "locations_update",
+        ("delete", "/v1/locations/{location_id}"): "locations_delete",
+    }
+
+
+def test_errors_are_problem_json_only(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+    for op_id, op in operations(document).items():
+        for status, response in op["responses"].items():
+            if int(status) < 400:
+                continue
+            media_types = set(response.get("content", {}))
+            if op_id == "short_links_scan" and status in ("404", "410"):
+                assert media_types == {"text/html"}  # the scan path's HTML pages
+            else:
+                assert media_types == {PROBLEM_JSON}, (op_id, status, media_types)
+                codes = codes_of(op)[status]
+                assert codes and all(PROBLEM_CODES[c][0] == int(status) for c in codes)
+                assert all(f"`{c}`" in response["description"] for c in codes)
+
+
+def test_each_operation_lists_the_codes_it_can_answer(document: dict[str, Any]) -> None:
+    ops = {op_id: codes_of(op) for op_id, op in operations(document).items()}
+    for op_id, codes in ops.items():
+        assert codes["431"] == ["headers_too_large"]
+        assert codes["500"] == ["internal_error"]
+        if operations(document)[op_id]["path"].startswith("/v1/"):
+            assert codes["401"] == ["missing_api_key", "invalid_api_key"]
+            assert codes["413"] == ["payload_too_large"]
+            assert codes["429"] == ["rate_limited"]
+            assert codes["503"] == ["database_unavailable"]
+    assert ops["campaigns_create"]["400"] == ["bad_request"]
+    assert ops["campaigns_create"]["415"] == ["unsupported_media_type"]
+    assert ops["campaigns_create"]["409"] == ["slug_taken"]
+    assert ops["campaigns_create"]["422"] == ["redirect_loop", "validation_error"]
+    assert set(ops["campaigns_update"]["422"]) == {
+        "invalid_schedule",
+        "destination_required",
+        "name_required",
+        "slug_required",
+        "archived_required",
+        "redirect_loop",
+        "validation_error",
+    }
+    assert ops["campaigns_get"]["404"] == ["campaign_not_found"]
+    assert "415" not in ops["campaigns_get"]
+    assert ops["tags_update"]["404"] == ["tag_not_found", "location_not_found"]
+    assert "redirect_loop" in ops["tags_create"]["422"]
+    assert ops["conversions_create"]["409"] == ["conversion_conflict"]
+    assert "occurred_at_in_future" in ops["conversions_create"]["422"]
+    assert "invalid_window" in ops["stats_get"]["422"]
+    assert ops["short_links_scan"]["429"] == ["rate_limited"]
+    assert ops["short_links_scan"]["503"] == ["unavailable"]
+
+
+def test_every_code_in_the_code_base_is_in_the_catalogue(document: dict[str, Any]) -> None:
+    raised = raised_codes()
+    assert {"redirect_loop", "rate_limited", "slug_taken", "database_unavailable"} <= raised
+    catalogue = set(document["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
+    assert raised <= catalogue, raised - catalogue
+    assert catalogue == set(PROBLEM_CODES)
+    description = document["info"]["description"]
+    assert all(f"| `{code}` |" in description for code in catalogue)
+    listed = {c for op in operations(document).values() for cs in codes_of(op).values() for c in cs}
+    assert listed <= catalogue
+
+
+def test_every_schema_field_has_a_description_and_an_example(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert {"CampaignCreate", "TagRead", "ConversionCreate", "CampaignStats", "Money"} <= set(
+        schemas
+    ) or {"CampaignRead-Output"} <= set(schemas)
+    missing = [
+        f"{name}.{field}"
+        for name, schema in schemas.items()
+        for field, spec in schema.get("properties", {}).items()
+        if not spec.get("description") or not (spec.get("examples") or "example" in spec)
+    ]
+    assert missing == []
+
+
+def test_short_links_are_documented(document: dict[str, Any]) -> None:
+    scan = document["paths"]["/s/{code}"]["get"]
+    assert set(scan["responses"]) >= {"302", "404", "410", "429", "503"}
+    assert "Location" in scan["responses"]["302"]["headers"]
+    assert "security" not in scan
+    (parameter,) = scan["parameters"]
+    assert parameter["name"] == "code" and parameter["in"] == "path"
+
+
+async def test_docs_load_their_assets_locally(client: httpx.AsyncClient) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "/static-offline-docs/swagger-ui-bundle.js" in sources
+    assert all(source.startswith("/") for source in sources), sources  # nothing remote
+    for source in sources:
+        asset = await client.get(source)
+        assert asset.status_code == 200, source
+    script = await client.get("/static-offline-docs/swagger-ui-bundle.js")
+    assert len(script.content) > 100_000
