@@ -6,16 +6,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from api import metrics
 from api.errors import PROBLEM_RESPONSES, install_error_handlers
 from api.middleware import BodySizeLimit
 from api.routers import campaigns, conversions, health, qr, stats, tags
-from api.scan_endpoint import ScanEndpoint
+from api.scan_endpoint import ShortLinks
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.settings import Settings, get_settings
+
+
+class PasserelleApp(FastAPI):
+    """FastAPI with the short links (:class:`api.scan_endpoint.ShortLinks`) as the
+    OUTERMOST application: a scan reaches its handler before Starlette's error and
+    body-limit middleware and the router. Everything FastAPI offers (``state``,
+    ``router.lifespan_context``, OpenAPI) is unchanged."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ShortLinks(super().build_middleware_stack(), state=self.state)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             conninfo=libpq_url(settings.database_url),
             data_dir=settings.data_dir,
             secret_key=settings.secret_key,
+            limiter=app.state.rate_limiter,
             batch_size=settings.writer_batch_size,
             max_delay_s=settings.writer_max_delay_s,
             reconcile_interval_s=settings.cache_reconcile_interval_s,
@@ -44,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await scans.stop()
             await engine.dispose()
 
-    app = FastAPI(
+    app = PasserelleApp(
         title="Passerelle",
         version="0.1.0",
         summary="QR and NFC campaigns, scans, conversions and attribution.",
@@ -60,8 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # Outermost: scans skip the router and its dependency machinery (see scan_endpoint).
-    app.add_middleware(ScanEndpoint)
     install_error_handlers(app)
     app.include_router(metrics.router)
     app.include_router(health.router)

@@ -175,8 +175,8 @@ def test_missing_or_meaningless_agents_are_not_people(user_agent: str | None) ->
 
 
 def test_no_agent_is_unknown_device() -> None:
-    assert parse_device(None) == Device("unknown", None, None, True)
-    assert parse_device("") == Device("unknown", None, None, True)
+    assert parse_device(None) == Device("unknown", None, None, True, "no_user_agent")
+    assert parse_device("") == Device("unknown", None, None, True, "no_user_agent")
 
 
 def test_only_the_first_512_characters_are_parsed() -> None:
@@ -198,3 +198,31 @@ def test_memo_is_keyed_by_the_parsed_prefix_not_the_whole_agent() -> None:
     assert first == second
     info = device._parse.cache_info()
     assert (info.currsize, info.hits) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "reason"),
+    [
+        pytest.param(None, "no_user_agent", id="missing"),
+        pytest.param("Mozilla", "no_user_agent", id="too-short"),
+        pytest.param("WhatsApp/2.23.20.0 A", "previewer", id="whatsapp"),
+        pytest.param(
+            "Mozilla/5.0 (compatible; Google-Safety; +http://www.google.com/bot.html)",
+            "scanner",
+            id="google-safety",
+        ),
+        pytest.param("Mozilla/4.0 (compatible; ms-office; MSOffice 16)", "scanner", id="ms-office"),
+        pytest.param("Microsoft Office Existence Discovery", "scanner", id="office-existence"),
+        pytest.param(
+            "Microsoft Office Protocol Discovery", "scanner", id="office-protocol-discovery"
+        ),
+        pytest.param("curl/8.5.0", "crawler", id="curl"),
+        pytest.param(IPHONE_SAFARI, None, id="iphone"),
+    ],
+)
+def test_bot_reason_names_the_first_rule_that_applies(
+    user_agent: str | None, reason: str | None
+) -> None:
+    device = parse_device(user_agent)
+    assert device.bot_reason == reason
+    assert device.is_bot is (reason is not None)
