@@ -3,7 +3,7 @@
 The snapshot (``tags.snapshot.json``) is rewritten every few minutes; a tag created or
 disabled since would be unknown, or stale, to a process that starts while the database
 is down. So every process appends the rows it re-reads after a NOTIFY (or after its own
-writes) to its own segment file ``cache-journal/<pid>-<n>.jsonl`` in the data
+writes) to its own segment file ``cache-journal/<pid>-<random>-<n>.jsonl`` in the data
 directory. Appends are buffered in memory and written by a background task at most
 every :data:`FLUSH_INTERVAL_S` seconds (one write and one ``fsync`` per flush), never on
 the request path. A cold start without the database loads the snapshot, then every
@@ -32,6 +32,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -74,6 +75,7 @@ class CacheJournal:
         self._segment: IO[str] | None = None
         self._segment_path: Path | None = None
         self._seq = 0
+        self._token = secrets.token_hex(4)
         # flush() runs in a worker thread; rotate()/compact() in another: one at a time.
         self._lock = threading.Lock()
 
@@ -147,7 +149,8 @@ class CacheJournal:
         if self._segment is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._seq += 1
-            path = self.directory / f"{os.getpid()}-{self._seq:06d}.jsonl"
+            # Unique per writer even if a pid is reused while an old segment remains.
+            path = self.directory / f"{os.getpid()}-{self._token}-{self._seq:06d}.jsonl"
             segment = path.open("a", encoding="utf-8")
             fcntl.flock(segment, fcntl.LOCK_EX)
             self._segment, self._segment_path = segment, path
