@@ -47,6 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_size=settings.writer_batch_size,
             max_delay_s=settings.writer_max_delay_s,
             reconcile_interval_s=settings.cache_reconcile_interval_s,
+            writer_options={
+                "queue_max": settings.writer_queue_max,
+                "spool_max_bytes": settings.spool_max_bytes,
+                "replay_timeout_s": settings.replay_statement_timeout_s,
+                "stop_timeout_s": settings.writer_stop_timeout_s,
+            },
         )
         app.state.scans = scans
         await scans.start()

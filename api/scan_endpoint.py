@@ -32,6 +32,7 @@ from api.pages import gone_page, not_found_page
 from campaigns.models import utcnow
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.service import ScanService
+from campaigns.scanning.writer import WriterOverloaded
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +109,12 @@ class ShortLinks:
             return
         try:
             url, record = await scans.record(request, resolution)
+        except WriterOverloaded as exc:  # shedding load: queue and spool past their bounds
+            await _unavailable(scope, send, metrics, exc.retry_after_s)
+            return
         except (OSError, RuntimeError):
             log.exception("scan could not be stored")
-            metrics.responses.labels("503").inc()
-            response = problem(
-                503,
-                detail="The scan could not be recorded; try again.",
-                headers={"Retry-After": "1"},
-            )
-            await response(scope, _no_receive, send)
+            await _unavailable(scope, send, metrics, 1)
             return
         metrics.scans.labels(
             record.channel, resolution.outcome, "true" if record.is_bot else "false"
@@ -130,6 +128,16 @@ class ShortLinks:
             }
         )
         await send({"type": "http.response.body", "body": b""})
+
+
+async def _unavailable(scope: Scope, send: Send, metrics: Metrics, retry_after_s: int) -> None:
+    metrics.responses.labels("503").inc()
+    response = problem(
+        503,
+        detail="The scan could not be recorded; try again.",
+        headers={"Retry-After": str(max(1, retry_after_s))},
+    )
+    await response(scope, _no_receive, send)
 
 
 async def _no_receive() -> dict[str, Any]:  # pages never read the request body

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from campaigns import migrate
 from campaigns.db import libpq_url
 from campaigns.scanning.links import new_click_id
-from campaigns.scanning.writer import ScanRecord, ScanWriter
+from campaigns.scanning.record import ScanRecord
+from campaigns.scanning.writer import ScanWriter
 
 SERVER_URL = os.environ.get(
     "PASSERELLE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

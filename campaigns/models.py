@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
@@ -167,7 +168,9 @@ class Tag(Base):
 
 
 class Scan(Base):
-    """One resolved scan (append-only). Written by the group-commit scan writer.
+    """One resolved scan (append-only). Written by the group-commit scan writer, whose
+    record type ``campaigns.scanning.record.ScanRecord`` must list the same columns (a test
+    checks it).
 
     ``ip_truncated`` is the client address cut to /24 (IPv4) or /48 (IPv6): the full
     address is never stored. ``visitor_id`` is a keyed hash of (IP, user agent,
@@ -179,6 +182,11 @@ class Scan(Base):
         # The only secondary index besides click_id: every index slows the hot path's
         # inserts, and reports always filter by campaign (per-tag figures group within it).
         Index("ix_scans_campaign_id_scanned_at", "campaign_id", "scanned_at"),
+        CheckConstraint(
+            "bot_reason IN ('head', 'prefetch', 'previewer', 'scanner', 'crawler', "
+            "'no_user_agent')",
+            name="bot_reason",
+        ),
     )
 
     id: Mapped[int] = _pk()
@@ -202,6 +210,11 @@ class Scan(Base):
     is_bot: Mapped[bool] = mapped_column(Boolean)
     ip_truncated: Mapped[str | None] = mapped_column(INET)
     visitor_id: Mapped[bytes | None] = mapped_column(LargeBinary(16))
+    #: Why the scan is not a person's (``campaigns.scanning.record.BOT_REASONS``); null
+    #: for people.
+    bot_reason: Mapped[str | None] = mapped_column(Text)
+    #: From an address past the per-address scan rate.
+    burst: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Conversion(Base):

@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     # Scan writer (group commit): flush when this many scans wait or this many seconds passed.
     writer_batch_size: int = Field(default=500, ge=1, le=10_000)
     writer_max_delay_s: float = Field(default=0.002, ge=0.0, le=1.0)
+    #: Scans waiting for a batch past which new scans are refused (503, ``Retry-After``).
+    writer_queue_max: int = Field(default=10_000, ge=1)
+    #: Bytes of spool files on disk past which, with the database away, scans are refused
+    #: (503): about 500 bytes a scan, so 1 GiB holds some two million scans.
+    spool_max_bytes: int = Field(default=1 << 30, ge=1)
+    #: ``statement_timeout`` and ``lock_timeout`` of each spool replay statement, seconds:
+    #: a locked or slow ``scans`` table makes replay give up and retry, never stall.
+    replay_statement_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    #: Seconds shutdown waits for queued scans to commit before spooling the rest; keep it
+    #: below the server's graceful shutdown timeout (10 s).
+    writer_stop_timeout_s: float = Field(default=5.0, gt=0, le=60)
 
     #: Full reconcile of the in-memory tag cache, in seconds (LISTEN/NOTIFY does the rest).
     cache_reconcile_interval_s: float = Field(default=30.0, gt=0)

@@ -20,17 +20,21 @@ async def live() -> dict[str, str]:
 @router.get("/health/scans")
 @router.head("/health/scans", include_in_schema=False)
 async def scans_ready(request: Request) -> JSONResponse:
-    """``{"serving": bool, ...}``: 200 while this process can answer scans, even with the
-    database away (tags from memory or the snapshot, scans to the spool), else 503. Route
-    ``/s/`` traffic on this probe: on ``/health/ready`` a database outage would take every
-    instance out of the load balancer and stop all redirects."""
+    """``{"serving": bool, "tags_cached": int, "database": bool, "storable": bool}``: 200
+    while this process can answer scans, even with the database away (tags from memory or
+    the snapshot, scans to the spool), else 503, also when scans can be stored nowhere
+    (database away and spool failing or full: ``storable`` false). Route ``/s/`` traffic
+    on this probe: on ``/health/ready`` a database outage would take every instance out
+    of the load balancer and stop all redirects."""
     scans: ScanService = request.app.state.scans
+    serving = scans.serving and scans.writer.storable
     body = {
-        "serving": scans.serving,
+        "serving": serving,
         "tags_cached": len(scans.cache),
         "database": scans.writer.database_ok,
+        "storable": scans.writer.storable,
     }
-    return JSONResponse(body, status_code=200 if scans.serving else 503)
+    return JSONResponse(body, status_code=200 if serving else 503)
 
 
 @router.get("/health/ready")

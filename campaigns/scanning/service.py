@@ -18,12 +18,13 @@ from campaigns.scanning.cache import TagCache
 from campaigns.scanning.device import parse_device
 from campaigns.scanning.links import build_destination, new_click_id, scan_utm
 from campaigns.scanning.ratelimit import RateLimiter
+from campaigns.scanning.record import ScanRecord
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.resolution import Resolution, resolve
 from campaigns.scanning.runtime import CacheRuntime
 from campaigns.scanning.steps import ScanDraft, StepContext, build_steps, run_steps
 from campaigns.scanning.visitors import SALT_FILE, VisitorIds
-from campaigns.scanning.writer import ScanRecord, ScanWriter
+from campaigns.scanning.writer import ScanWriter, WriterOptions
 
 __all__ = ["Resolution", "ScanService"]
 
@@ -45,6 +46,7 @@ class ScanService:
         batch_size: int = 500,
         max_delay_s: float = 0.002,
         reconcile_interval_s: float = 30.0,
+        writer_options: WriterOptions | None = None,
     ) -> None:
         self.cache = TagCache()
         self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=secret_key)
@@ -56,7 +58,11 @@ class ScanService:
             reconcile_interval_s=reconcile_interval_s,
         )
         self.writer = ScanWriter(
-            conninfo, data_dir / "spool", batch_size=batch_size, max_delay_s=max_delay_s
+            conninfo,
+            data_dir / "spool",
+            batch_size=batch_size,
+            max_delay_s=max_delay_s,
+            **(writer_options or {}),
         )
         self.limiter = limiter
         self.steps = build_steps(StepContext(visitors=self.visitors, limiter=limiter))
@@ -112,7 +118,8 @@ class ScanService:
         """Build the scan, record it durably; return the URL to redirect to (with UTM
         parameters and the click id) and the stored record. Raises what
         :meth:`ScanWriter.submit` raises when neither the database nor the spool took
-        it."""
+        it (:class:`~campaigns.scanning.writer.WriterOverloaded` past the writer's
+        bounds)."""
         assert resolution.destination is not None
         draft = self.build(request, resolution)
         tag, campaign = resolution.tag, resolution.campaign
@@ -142,6 +149,8 @@ class ScanService:
             is_bot=draft.is_bot,
             ip_truncated=request.client.truncated,
             visitor_id=draft.visitor_id,
+            bot_reason=draft.bot_reason,
+            burst=draft.burst,
         )
         await self.writer.submit(record)
         return url, record

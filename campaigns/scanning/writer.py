@@ -4,111 +4,81 @@ A redirect is answered only once its scan is durable: committed to PostgreSQL, o
 appended and ``fsync``'d to this process's spool file when the database is unreachable,
 slow, or failing. While the database is healthy, scans that arrive during one commit
 are written together by the next (``COPY``), so throughput grows with load while each
-scan waits for at most one commit plus ``max_delay_s``.
+scan waits for at most one commit (``commit_timeout_s``, also the server-side
+``statement_timeout`` of the writer's connection) plus ``max_delay_s``.
 
-The spool (``<spool_dir>/scans-<pid>-<n>.jsonl``) is replayed in order when the
-database is back, with ``INSERT ... ON CONFLICT (click_id) DO NOTHING`` so a batch that
-committed although its commit reported an error is not stored twice. Spool files left
+The spool (``<spool_dir>/scans-<pid>-<n>.jsonl``, format in
+``campaigns.scanning.record``) is replayed by a background task, never by the loop that
+answers scans: the database counts as back only once that task has connected, taken the
+table's insert lock (``lock_timeout``) and replayed the closed spool files with
+``statement_timeout`` and ``lock_timeout`` set; live scans keep going to the spool
+meanwhile. Replay is ``INSERT ... ON CONFLICT (click_id) DO NOTHING``, so a batch that
+committed although its commit reported an error is not stored twice, and credits the
+conversions that arrived before their scan (``campaigns.attribution``). Spool files left
 by a killed process are replayed by the next process that starts; ``flock`` keeps two
-live processes from replaying the same file.
+live processes from replaying the same file, and a file replayed and removed by another
+process meanwhile is skipped. Lines the database refuses, or written by a newer version,
+go to the dead-letter file ``rejected-<pid>.jsonl`` for an operator, never dropped.
+
+Load shedding: past ``queue_max`` waiting scans, or with the database away and
+``spool_max_bytes`` on disk, :meth:`ScanWriter.submit` raises :class:`WriterOverloaded`
+(answer 503 with ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import fcntl
-import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, TypedDict
 
 import psycopg
 import psycopg.errors
 
+from campaigns.attribution import credit_conversions
+from campaigns.scanning.record import (
+    COPY_SQL,
+    INSERT_SQL,
+    NewerSpoolFormat,
+    ScanRecord,
+    column_lists,
+    row,
+)
+
 log = logging.getLogger(__name__)
-
-SCAN_COLUMNS = (
-    "click_id",
-    "organization_id",
-    "campaign_id",
-    "tag_id",
-    "scanned_at",
-    "channel",
-    "method",
-    "outcome",
-    "destination",
-    "user_agent",
-    "device_type",
-    "os",
-    "browser",
-    "is_bot",
-    "ip_truncated",
-    "visitor_id",
-)
-_COPY_SQL = f"COPY scans ({', '.join(SCAN_COLUMNS)}) FROM STDIN"
-_INSERT_SQL = (
-    f"INSERT INTO scans ({', '.join(SCAN_COLUMNS)}) "  # noqa: S608 - constant column list
-    f"SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
-    f"%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    f"%s::text[], %s::text[], %s::text[], %s::bool[], %s::inet[], %s::bytea[]) "
-    f"ON CONFLICT (click_id) DO NOTHING"
-)
-
-
-#: A conversion may arrive while its scan sits in a spool (the merchant's page loaded
-#: during an outage); it was stored unattributed. Once the scan is replayed, credit it.
-_ATTRIBUTE_LATE_SQL = (
-    "UPDATE conversions AS c SET scan_id = s.id, campaign_id = s.campaign_id, tag_id = s.tag_id "
-    "FROM scans AS s WHERE s.click_id = ANY(%s) AND c.click_id = s.click_id "
-    "AND c.organization_id = s.organization_id AND c.scan_id IS NULL"
-)
 
 #: Errors about the rows themselves (not the connection): retried row by row.
 _ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 
+#: Scans per replay statement.
+_REPLAY_CHUNK = 1000
 
-class ScanRecord(NamedTuple):
-    """One scan row, in ``SCAN_COLUMNS`` order. ``ip_truncated`` is a /24 or /48 network
-    address as text; ``visitor_id`` 16 bytes; ``scanned_at`` aware UTC."""
+_Pending = tuple[ScanRecord, "asyncio.Future[None]"]
 
-    click_id: str
-    organization_id: int
-    campaign_id: int
-    tag_id: int
-    scanned_at: dt.datetime
-    channel: str
-    method: str
-    outcome: str
-    destination: str
-    user_agent: str | None
-    device_type: str | None
-    os: str | None
-    browser: str | None
-    is_bot: bool
-    ip_truncated: str | None
-    visitor_id: bytes | None
 
-    def to_json(self) -> str:
-        """One spool line (no newline)."""
-        values = list(self)
-        values[4] = self.scanned_at.isoformat()
-        values[15] = self.visitor_id.hex() if self.visitor_id is not None else None
-        return json.dumps(values, separators=(",", ":"))
+class WriterOverloaded(RuntimeError):
+    """:meth:`ScanWriter.submit` refused a scan to shed load: the queue holds
+    ``queue_max`` scans, or the database is away and the spool holds ``spool_max_bytes``.
+    Answer 503 with ``Retry-After: retry_after_s`` (seconds)."""
 
-    @classmethod
-    def from_json(cls, line: str) -> ScanRecord:
-        """Parse a spool line. Raises ``ValueError`` on a torn or foreign line."""
-        values: list[Any] = json.loads(line)
-        if len(values) != len(SCAN_COLUMNS):
-            raise ValueError("spool line has the wrong number of fields")
-        values[4] = dt.datetime.fromisoformat(values[4])
-        values[15] = bytes.fromhex(values[15]) if values[15] is not None else None
-        return cls(*values)
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class WriterOptions(TypedDict, total=False):
+    """The tuning keywords of :class:`ScanWriter` set from ``campaigns.settings``."""
+
+    queue_max: int
+    spool_max_bytes: int
+    replay_timeout_s: float
+    stop_timeout_s: float
 
 
 @dataclass
@@ -118,6 +88,8 @@ class WriterStats:
     committed: int = 0
     spooled: int = 0
     replayed: int = 0
+    #: Scans refused by :class:`WriterOverloaded`.
+    shed: int = 0
     batches: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     commit_seconds: list[float] = field(default_factory=list)
@@ -130,11 +102,43 @@ class WriterStats:
             del self.batch_sizes[:2048], self.commit_seconds[:2048]
 
 
+class FailureLog:
+    """One log line per kind of failure, not one per occurrence: the first failure of a
+    kind is logged at WARNING, repeats are only counted until :meth:`recovered`, which
+    logs the recovery with the count. Keeps an outage from flooding the log."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._repeats: dict[str, int] = {}
+
+    def failed(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
+        """Log ``message % args`` (with the traceback if ``exc_info``) unless ``kind`` is
+        already failing."""
+        if kind in self._repeats:
+            self._repeats[kind] += 1
+            return
+        self._repeats[kind] = 0
+        self._log.warning(message, *args, exc_info=exc_info)
+
+    def recovered(self, kind: str, message: str, *args: object) -> None:
+        """Log ``message % args`` with the repeats counted, if ``kind`` was failing."""
+        repeats = self._repeats.pop(kind, None)
+        if repeats is not None:
+            self._log.warning(message + " (%d repeated failures not logged)", *args, repeats)
+
+    def failing(self, kind: str) -> bool:
+        """True while ``kind`` has failed and not recovered."""
+        return kind in self._repeats
+
+
 class ScanWriter:
     """Per-process group-commit writer.
 
-    ``conninfo`` is a libpq URL; ``spool_dir`` is created if missing. Call :meth:`start`
-    inside the event loop, :meth:`submit` per scan, :meth:`stop` at shutdown (drains).
+    ``conninfo`` is a libpq URL; ``spool_dir`` is created if missing. Times are seconds.
+    ``queue_max`` bounds the scans waiting for a batch, ``spool_max_bytes`` the spool
+    files on disk; ``replay_timeout_s`` is the ``statement_timeout`` and ``lock_timeout``
+    of replay; ``stop_timeout_s`` bounds :meth:`stop`'s drain. Call :meth:`start` inside
+    the event loop, :meth:`submit` per scan, :meth:`stop` at shutdown.
     """
 
     def __init__(
@@ -147,6 +151,10 @@ class ScanWriter:
         commit_timeout_s: float = 1.0,
         connect_timeout_s: float = 2.0,
         retry_interval_s: float = 1.0,
+        queue_max: int = 10_000,
+        spool_max_bytes: int = 1 << 30,
+        replay_timeout_s: float = 5.0,
+        stop_timeout_s: float = 5.0,
     ) -> None:
         self._conninfo = conninfo
         self._spool_dir = spool_dir
@@ -155,16 +163,29 @@ class ScanWriter:
         self._commit_timeout_s = commit_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._retry_interval_s = retry_interval_s
-        self._queue: asyncio.Queue[tuple[ScanRecord, asyncio.Future[None]]] = asyncio.Queue()
+        self._queue_max = queue_max
+        self._spool_max_bytes = spool_max_bytes
+        self._replay_timeout_s = replay_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._inflight: list[_Pending] = []
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn_proven = False  # a batch committed on self._conn
+        self._replay_conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._replayer: asyncio.Task[None] | None = None
+        self._replay_wanted = asyncio.Event()
+        self._db_back = asyncio.Event()
         self._spool: IO[str] | None = None
         self._spool_path: Path | None = None
         self._spool_seq = 0
+        # A cancelled append may still run in its thread when stop() spools the leftovers.
+        self._spool_lock = threading.RLock()
+        self._spool_bytes = 0
+        self._spool_failed = False
         self._down_since: float | None = None
-        self._probe: asyncio.Task[None] | None = None
-        self._db_back = asyncio.Event()
         self._stopping = False
+        self._failures = FailureLog(log)
         self.stats = WriterStats()
 
     # -- public ---------------------------------------------------------------------------
@@ -173,6 +194,15 @@ class ScanWriter:
     def database_ok(self) -> bool:
         """False while the writer is spooling because the database failed."""
         return self._down_since is None
+
+    @property
+    def storable(self) -> bool:
+        """False when a scan submitted now could be stored nowhere: the database is away
+        and the spool is failing too (its last append or directory check failed) or full.
+        ``/health/scans`` answers 503 then."""
+        if self._down_since is None:
+            return True
+        return not self._spool_failed and self._spool_bytes < self._spool_max_bytes
 
     @property
     def running(self) -> bool:
@@ -184,6 +214,10 @@ class ScanWriter:
         """Scans waiting for the next batch."""
         return self._queue.qsize()
 
+    def can_accept(self) -> bool:
+        """True when :meth:`submit` would take a scan now (not shedding load)."""
+        return self._refusal() is None
+
     def spool_depth(self) -> int:
         """Scans in spool files of this directory not yet replayed (approximate: lines)."""
         total = 0
@@ -193,128 +227,189 @@ class ScanWriter:
         return total
 
     async def start(self) -> None:
-        """Create the spool directory and start the batching task."""
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        """Create the spool directory, start the batching task, and replay in the
+        background the spool files left by earlier processes."""
+        try:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            self._refresh_spool_bytes()
+        except OSError as exc:
+            self._spool_failed = True
+            self._failures.failed("spool", "scan spool directory unusable: %s", exc)
         self._task = asyncio.create_task(self._run(), name="scan-writer")
+        self._replayer = asyncio.create_task(self._replay_loop(), name="scan-writer-replay")
+        self._replay_wanted.set()
 
     async def submit(self, record: ScanRecord) -> None:
-        """Return once ``record`` is committed or spooled. Raises ``RuntimeError`` when
-        the writer is stopped, ``OSError`` when neither the database nor the disk took it."""
+        """Return once ``record`` is committed or spooled. Raises
+        :class:`WriterOverloaded` to shed load (at once, or when the spool filled up
+        meanwhile), ``RuntimeError`` when the writer is stopped, ``OSError`` when neither
+        the database nor the disk took it."""
         if not self.running:
             raise RuntimeError("scan writer is not running")
+        refusal = self._refusal()
+        if refusal is not None:
+            self.stats.shed += 1
+            raise refusal
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((record, future))
         await future
 
     async def stop(self) -> None:
-        """Write everything queued, then close the connection and the spool."""
+        """Write everything queued, within ``stop_timeout_s``; what is not committed by
+        then is spooled (every waiting :meth:`submit` returns or raises). Then close the
+        connections and the spool."""
         self._stopping = True
         if self._task is not None:
-            self._queue.put_nowait((None, None))  # type: ignore[arg-type]  # wake-up sentinel
+            self._queue.put_nowait(None)  # wakes the loop; it returns once drained
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._stop_timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                await self._spool_leftovers()
+        if self._replayer is not None:
+            self._replayer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._probe is not None:
-            self._probe.cancel()
+                await self._replayer
         await self._close_conn()
+        await self._close_replay_conn()
         self._close_spool()
 
     async def replay_spools(self) -> int:
         """Replay every spool file of the directory not held by a live process.
 
-        Returns the number of scans inserted (duplicates are skipped). Raises
-        ``psycopg.Error`` when the database fails midway; the file then stays for later.
+        First checks that scans can be inserted now (takes the table's insert lock
+        within ``replay_timeout_s``). Returns the number of scans inserted (duplicates
+        are skipped). Raises ``psycopg.Error`` or ``TimeoutError`` when the database
+        fails or is blocked midway; the file then stays for later.
         """
-        conn = await self._connection()
+        conn = await self._replay_connection()
+        async with conn.transaction():
+            await self._set_timeouts(conn, self._replay_timeout_s)
+            # What INSERT takes: fails within lock_timeout while another session holds a
+            # conflicting lock (ACCESS EXCLUSIVE for a migration), and on a standby.
+            await conn.execute("LOCK TABLE scans IN ROW EXCLUSIVE MODE")
         inserted = 0
         for path in sorted(self._spool_dir.glob("scans-*.jsonl")):
-            if path == self._spool_path:
-                continue
-            with path.open("r+", encoding="utf-8") as fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live process owns it
-                inserted += await self._replay_file(conn, fh, path)
+            if path != self._spool_path:
+                inserted += await self._replay_path(conn, path)
+        with contextlib.suppress(OSError):
+            self._refresh_spool_bytes()
         return inserted
 
     # -- the loop -----------------------------------------------------------------------
 
+    def _refusal(self) -> WriterOverloaded | None:
+        if self._queue.qsize() >= self._queue_max:
+            return WriterOverloaded("scan queue full", retry_after_s=1)
+        if self._down_since is not None and self._spool_bytes >= self._spool_max_bytes:
+            return WriterOverloaded("database away and scan spool full", retry_after_s=10)
+        return None
+
     async def _run(self) -> None:
-        try:
-            await self.replay_spools()
-        except (psycopg.Error, OSError) as exc:
-            log.warning("database unavailable at start, spooling scans: %s", exc)
-            await self._mark_down()
         while True:
-            batch = await self._next_batch()
-            stop = any(item[0] is None for item in batch)
-            batch = [item for item in batch if item[0] is not None]
+            batch, stop = await self._next_batch()
             if self._down_since is not None and self._db_back.is_set():
-                await self._recover()
+                self._back_up()
             if batch:
-                await self._write(batch)
+                self._inflight = batch
+                try:
+                    await self._write(batch)
+                except Exception:
+                    # A bug must not leave phones waiting for ever nor stop the writer.
+                    log.exception("scan writer failed on a batch; spooling it")
+                    await self._spool_batch(batch)
+                self._inflight = []
             if stop and self._queue.empty():
                 return
 
-    async def _next_batch(self) -> list[tuple[ScanRecord, asyncio.Future[None]]]:
-        # While down, wake up now and then to notice the probe found the database again.
+    async def _next_batch(self) -> tuple[list[_Pending], bool]:
+        """The next batch (at most ``batch_size`` scans) and whether stop was asked."""
+        # While down, wake up now and then to notice the replayer found the database.
         timeout = 0.2 if self._down_since is not None else None
         try:
             first = await asyncio.wait_for(self._queue.get(), timeout)
         except TimeoutError:
-            return []
+            return [], False
+        if first is None:
+            return [], True
         batch = [first]
-        self._drain(batch)
-        if len(batch) < self._batch_size and self._max_delay_s > 0 and first[0] is not None:
+        stop = self._drain(batch)
+        if not stop and len(batch) < self._batch_size and self._max_delay_s > 0:
             await asyncio.sleep(self._max_delay_s)
-            self._drain(batch)
-        return batch
+            stop = self._drain(batch)
+        return batch, stop
 
-    def _drain(self, batch: list[tuple[ScanRecord, asyncio.Future[None]]]) -> None:
+    def _drain(self, batch: list[_Pending]) -> bool:
+        """Move queued scans into ``batch`` up to ``batch_size``; True at the stop mark."""
         while len(batch) < self._batch_size:
             try:
-                batch.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                return
+                return False
+            if item is None:
+                return True
+            batch.append(item)
+        return False
 
-    async def _write(self, batch: list[tuple[ScanRecord, asyncio.Future[None]]]) -> None:
-        records = [record for record, _ in batch]
-        error: BaseException | None = None
+    async def _write(self, batch: list[_Pending]) -> None:
         if self._down_since is None:
+            records = [record for record, _ in batch]
             started = time.perf_counter()
             try:
-                try:
-                    await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
-                except _ROW_ERRORS as exc:
-                    # One bad row must not fail the others nor stop the writer.
-                    log.error("group commit refused (%s); inserting row by row", exc)
-                    conn = await self._connection()
-                    await asyncio.wait_for(
-                        self._insert_rows(conn, records), self._commit_timeout_s * 4
-                    )
+                await self._commit(records)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self._failures.failed(
+                    "database", "scan commit failed, spooling until the database is back: %r", exc
+                )
+                await self._mark_down()
+            else:
                 self.stats.observe(len(records), time.perf_counter() - started)
                 self.stats.committed += len(records)
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                log.warning("scan commit failed, spooling %d scans: %s", len(records), exc)
-                await self._mark_down()
-                error = exc
-            else:
                 self._resolve(batch, None)
                 return
-        try:
-            await asyncio.to_thread(self._append_spool, records)
-            self.stats.spooled += len(records)
-            self._resolve(batch, None)
-        except OSError as exc:
-            log.error(
-                "scan spool failed, %d scans not durable: %s (after %s)", len(records), exc, error
+        await self._spool_batch(batch)
+
+    async def _spool_batch(self, batch: list[_Pending]) -> None:
+        if self._spool_bytes >= self._spool_max_bytes:
+            self._failures.failed(
+                "spool_full", "scan spool full (%d bytes), shedding scans", self._spool_bytes
             )
+            self.stats.shed += len(batch)
+            self._resolve(batch, WriterOverloaded("scan spool full", retry_after_s=10))
+            return
+        records = [record for record, _ in batch]
+        try:
+            written = await asyncio.to_thread(self._append_spool, records)
+        except OSError as exc:
+            self._spool_failed = True
+            self._failures.failed("spool", "scan spool failed, scans not durable: %r", exc)
             self._resolve(batch, exc)
+            return
+        self._spool_failed = False
+        self._failures.recovered("spool", "scan spool writable again")
+        self._failures.recovered("spool_full", "scan spool below its bound again")
+        self._spool_bytes += written
+        self.stats.spooled += len(records)
+        self._resolve(batch, None)
+
+    async def _spool_leftovers(self) -> None:
+        """After a cancelled drain: spool the scans still waiting (the batch in flight
+        may have committed; replay skips it then)."""
+        leftovers = self._inflight
+        self._inflight = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                leftovers.append(item)
+        leftovers = [item for item in leftovers if not item[1].done()]
+        if leftovers:
+            log.warning("scan writer drain timed out; spooling %d scans", len(leftovers))
+            await self._spool_batch(leftovers)
 
     @staticmethod
-    def _resolve(
-        batch: list[tuple[ScanRecord, asyncio.Future[None]]], exc: BaseException | None
-    ) -> None:
+    def _resolve(batch: list[_Pending], exc: BaseException | None) -> None:
         for _, future in batch:
             if not future.done():
                 if exc is None:
@@ -322,61 +417,128 @@ class ScanWriter:
                 else:
                     future.set_exception(exc)
 
+    async def _commit(self, records: list[ScanRecord]) -> None:
+        """``COPY`` the batch in one transaction; row by row (refused rows dead-lettered)
+        when the database refuses the batch for its data."""
+        try:
+            try:
+                await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+            except psycopg.OperationalError as exc:
+                if not self._died_while_idle(exc):
+                    raise
+                # A restart killed the connection while no batch was using it: the first
+                # use tells. One retry on a new connection, not an outage.
+                log.info("scan writer connection was dead (%r); reconnecting", exc)
+                await self._close_conn()
+                await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+        except _ROW_ERRORS as exc:
+            # One bad row must not fail the others nor stop the writer.
+            log.error("group commit refused (%s); inserting row by row", exc)
+            conn = await self._connection()
+            refused: list[ScanRecord] = []
+            await asyncio.wait_for(
+                self._insert_rows(conn, records, self._commit_timeout_s, refused),
+                self._commit_timeout_s * 4,
+            )
+            await self._dead_letter([record.to_json().encode() for record in refused])
+        self._conn_proven = True
+
+    def _died_while_idle(self, exc: psycopg.OperationalError) -> bool:
+        conn = self._conn
+        return (
+            self._conn_proven
+            and conn is not None
+            and (conn.closed or conn.broken)
+            and not isinstance(exc, psycopg.errors.QueryCanceled)
+        )
+
     async def _copy(self, records: list[ScanRecord]) -> None:
         conn = await self._connection()
-        async with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_SQL) as copy:
+        async with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
             for record in records:
-                await copy.write_row(record)
+                await copy.write_row(row(record))
 
     async def _mark_down(self) -> None:
-        """Switch to spooling and start probing for the database in the background, so
-        that no redirect ever waits on a connection attempt."""
+        """Switch to spooling; the replayer looks for the database in the background, so
+        that no redirect ever waits on a connection attempt or a replay."""
         await self._close_conn()
         if self._down_since is None:
             self._down_since = time.monotonic()
         self._db_back.clear()
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.create_task(self._probe_database(), name="scan-writer-probe")
+        self._replay_wanted.set()
 
-    async def _probe_database(self) -> None:
-        while True:
-            await asyncio.sleep(self._retry_interval_s)
-            try:
-                conn = await self._open()
-            except (psycopg.Error, OSError) as exc:
-                log.info("database still unavailable: %s", exc)
-                continue
-            self._conn = conn
-            self._db_back.set()
-            return
-
-    async def _recover(self) -> None:
-        """The probe reached the database: replay every spool (ours included), then
-        leave spooling mode. On failure, go back to spooling and probing."""
+    def _back_up(self) -> None:
+        """The replayer replayed the spool: write to the database again, and have the
+        spool file written meanwhile replayed."""
         self._close_spool()
-        try:
-            replayed = await self.replay_spools()
-        except (psycopg.Error, OSError) as exc:
-            log.warning("replay failed, still spooling: %s", exc)
-            await self._mark_down()
-            return
         down_for = time.monotonic() - (self._down_since or time.monotonic())
-        log.warning("database back after %.1f s; replayed %d spooled scans", down_for, replayed)
+        self._failures.recovered("database", "database back after %.1f s", down_for)
         self._down_since = None
+        self._db_back.clear()
+        self._replay_wanted.set()
+
+    async def _replay_loop(self) -> None:
+        """Replay whenever asked (start, outage, recovery), retrying every
+        ``retry_interval_s`` until a pass succeeds; a success while down means the
+        database is back."""
+        while True:
+            await self._replay_wanted.wait()
+            self._replay_wanted.clear()
+            try:
+                replayed = await self.replay_spools()
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self._failures.failed("replay", "spool replay failed, will retry: %r", exc)
+                if self._down_since is None and not self._conn_proven:
+                    # Nothing committed yet (start): the database is away until a replay
+                    # pass succeeds. A proven live connection decides for itself.
+                    self._down_since = time.monotonic()
+                    self._db_back.clear()
+                await self._close_replay_conn()
+                if self._spool_failed and await asyncio.to_thread(self._probe_spool):
+                    self._spool_failed = False
+                    self._failures.recovered("spool", "scan spool writable again")
+                self._replay_wanted.set()
+                await asyncio.sleep(self._retry_interval_s)
+                continue
+            except Exception:
+                # A bug: keep the files (retried later) and the writer's loop alive.
+                self._failures.failed(
+                    "replay_bug", "spool replay failed unexpectedly, will retry", exc_info=True
+                )
+                await self._close_replay_conn()
+                self._replay_wanted.set()
+                await asyncio.sleep(self._retry_interval_s)
+                continue
+            self._failures.recovered("replay", "spool replay works again")
+            self._failures.recovered("replay_bug", "spool replay works again")
+            if replayed:
+                log.warning("replayed %d spooled scans", replayed)
+            if self._down_since is not None:
+                self._db_back.set()
 
     # -- database -------------------------------------------------------------------------
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await self._open()
+            self._conn = await self._open("passerelle-scan-writer", self._commit_timeout_s)
+            self._conn_proven = False
         return self._conn
 
-    async def _open(self) -> psycopg.AsyncConnection[Any]:
+    async def _replay_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._replay_conn is None or self._replay_conn.closed:
+            self._replay_conn = await self._open("passerelle-scan-replay", self._replay_timeout_s)
+        return self._replay_conn
+
+    async def _open(self, name: str, statement_timeout_s: float) -> psycopg.AsyncConnection[Any]:
+        # The server gives up on a statement too (statement_timeout), so a writer that
+        # gave up waiting does not leave a backend queued behind a lock.
+        timeout_ms = max(1, round(statement_timeout_s * 1000))
         return await psycopg.AsyncConnection.connect(
             self._conninfo,
             connect_timeout=max(1, round(self._connect_timeout_s)),
             autocommit=True,
-            application_name="passerelle-scan-writer",
+            application_name=name,
+            options=f"-c statement_timeout={timeout_ms}",
         )
 
     async def _close_conn(self) -> None:
@@ -385,75 +547,185 @@ class ScanWriter:
                 await self._conn.close()
             self._conn = None
 
+    async def _close_replay_conn(self) -> None:
+        if self._replay_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._replay_conn.close()
+            self._replay_conn = None
+
+    @staticmethod
+    async def _set_timeouts(conn: psycopg.AsyncConnection[Any], seconds: float) -> None:
+        """``SET LOCAL statement_timeout`` and ``lock_timeout`` (one round trip)."""
+        ms = str(max(1, round(seconds * 1000)))
+        await conn.execute(
+            "SELECT set_config('statement_timeout', %s, true), "
+            "set_config('lock_timeout', %s, true)",
+            (ms, ms),
+        )
+
+    async def _replay_path(self, conn: psycopg.AsyncConnection[Any], path: Path) -> int:
+        """Replay one file unless another process holds it or already replayed it."""
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            return 0  # replayed and removed by another process since the glob
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # a live process owns it, or is replaying it
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                return 0
+            opened = os.fstat(fh.fileno())
+            if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+                return 0  # replayed and removed after our open; the name is another file
+            return await self._replay_file(conn, fh, path)
+
     async def _replay_file(
-        self, conn: psycopg.AsyncConnection[Any], fh: IO[str], path: Path
+        self, conn: psycopg.AsyncConnection[Any], fh: IO[bytes], path: Path
     ) -> int:
-        records: list[ScanRecord] = []
+        inserted = 0
+        rejected: list[bytes] = []  # kept as they are, whatever their bytes
+        chunk: list[ScanRecord] = []
         for line in fh:
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 break  # torn last line: its scan never got a redirect
             try:
-                records.append(ScanRecord.from_json(line))
-            except (ValueError, TypeError, IndexError):
-                log.error("skipping unreadable spool line in %s", path)
-        inserted = 0
-        for start in range(0, len(records), 1000):
-            chunk = records[start : start + 1000]
-            inserted += await self._insert_rows(conn, chunk)
-            await conn.execute(_ATTRIBUTE_LATE_SQL, ([r.click_id for r in chunk],))
-        await asyncio.to_thread(path.unlink)
+                chunk.append(ScanRecord.from_json(line.decode("utf-8")))
+            except NewerSpoolFormat as exc:
+                self._failures.failed(
+                    "newer_spool", "spool line of a newer version (%s) dead-lettered", exc
+                )
+                rejected.append(line.rstrip(b"\n"))
+            except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError included
+                log.error("unreadable spool line in %s dead-lettered: %s", path, exc)
+                rejected.append(line.rstrip(b"\n"))
+            if len(chunk) == _REPLAY_CHUNK:
+                inserted += await self._replay_chunk(conn, chunk, rejected)
+                chunk = []
+        if chunk:
+            inserted += await self._replay_chunk(conn, chunk, rejected)
+        # Dead letters last, so a replay that fails midway and runs again adds none twice.
+        await self._dead_letter(rejected)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        return inserted
+
+    async def _replay_chunk(
+        self, conn: psycopg.AsyncConnection[Any], chunk: list[ScanRecord], rejected: list[bytes]
+    ) -> int:
+        timeout = self._replay_timeout_s
+        refused: list[ScanRecord] = []
+        # The asyncio bound covers what statement_timeout cannot: a silent network.
+        inserted = await asyncio.wait_for(
+            self._insert_rows(conn, chunk, timeout, refused), timeout * 4
+        )
+        rejected.extend(record.to_json().encode() for record in refused)
+        click_ids = [record.click_id for record in chunk]
+
+        async def credit() -> None:
+            async with conn.transaction():
+                await self._set_timeouts(conn, timeout)
+                await credit_conversions(conn, click_ids)
+
+        await asyncio.wait_for(credit(), timeout * 2)
         self.stats.replayed += inserted
         return inserted
 
     async def _insert_rows(
-        self, conn: psycopg.AsyncConnection[Any], records: list[ScanRecord]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        records: list[ScanRecord],
+        timeout_s: float,
+        refused: list[ScanRecord],
     ) -> int:
-        """Insert idempotently (``ON CONFLICT (click_id) DO NOTHING``); when the database
-        refuses the chunk for its data, retry row by row and move refused rows to the
-        dead-letter file ``rejected-<pid>.jsonl`` (kept for an operator, never dropped).
-        Returns the rows inserted. Raises ``psycopg.Error`` for connection problems."""
+        """Insert idempotently (``ON CONFLICT (click_id) DO NOTHING``) with
+        ``statement_timeout``/``lock_timeout`` of ``timeout_s``; when the database refuses
+        the chunk for its data, retry row by row and add refused rows to ``refused``.
+        Returns the rows inserted. Raises ``psycopg.Error`` for connection problems and
+        timeouts."""
         try:
-            return await self._insert_chunk(conn, records)
+            async with conn.transaction():
+                await self._set_timeouts(conn, timeout_s)
+                cur = await conn.execute(INSERT_SQL, column_lists(records))
+                return max(cur.rowcount, 0)
         except _ROW_ERRORS:
             if len(records) == 1:
                 log.error("scan %s refused by the database; dead-lettered", records[0].click_id)
-                await asyncio.to_thread(self._append_dead_letter, records[0])
+                refused.append(records[0])
                 return 0
         inserted = 0
         for record in records:
-            inserted += await self._insert_rows(conn, [record])
+            inserted += await self._insert_rows(conn, [record], timeout_s, refused)
         return inserted
-
-    @staticmethod
-    async def _insert_chunk(conn: psycopg.AsyncConnection[Any], records: list[ScanRecord]) -> int:
-        columns = [list(col) for col in zip(*records, strict=True)]
-        async with conn.transaction():
-            cur = await conn.execute(_INSERT_SQL, columns)
-            return max(cur.rowcount, 0)
-
-    def _append_dead_letter(self, record: ScanRecord) -> None:
-        path = self._spool_dir / f"rejected-{os.getpid()}.jsonl"
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(record.to_json() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
 
     # -- spool ----------------------------------------------------------------------------
 
-    def _append_spool(self, records: list[ScanRecord]) -> None:
-        if self._spool is None:
-            self._spool_seq += 1
-            path = self._spool_dir / f"scans-{os.getpid()}-{self._spool_seq:06d}.jsonl"
-            spool = path.open("a", encoding="utf-8")
-            fcntl.flock(spool, fcntl.LOCK_EX)
-            self._spool, self._spool_path = spool, path
-        self._spool.write("".join(record.to_json() + "\n" for record in records))
-        self._spool.flush()
-        os.fsync(self._spool.fileno())
+    async def _dead_letter(self, lines: list[bytes]) -> None:
+        if lines:
+            await asyncio.to_thread(self._append_dead_letter, lines)
+
+    def _append_dead_letter(self, lines: list[bytes]) -> None:
+        path = self._spool_dir / f"rejected-{os.getpid()}.jsonl"
+        with path.open("ab") as fh:
+            fh.write(b"".join(line + b"\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _append_spool(self, records: list[ScanRecord]) -> int:
+        """Append and fsync; returns the bytes written. On failure the file is closed, so
+        the next append starts a new one after a possibly torn last line."""
+        data = "".join(record.to_json() + "\n" for record in records)
+        with self._spool_lock:
+            try:
+                if self._spool is None:
+                    self._spool_seq += 1
+                    name = f"scans-{os.getpid()}-{self._spool_seq:06d}.jsonl"
+                    # Created under another name and locked before it takes its own,
+                    # so a replayer never sees it unlocked (and replays it empty).
+                    temp = self._spool_dir / f".{name}.new"
+                    spool = temp.open("a", encoding="utf-8")
+                    try:
+                        fcntl.flock(spool, fcntl.LOCK_EX)
+                        temp.rename(self._spool_dir / name)
+                    except OSError:
+                        spool.close()
+                        raise
+                    self._spool, self._spool_path = spool, self._spool_dir / name
+                self._spool.write(data)
+                self._spool.flush()
+                os.fsync(self._spool.fileno())
+            except OSError:
+                self._close_spool()
+                raise
+        return len(data.encode())
 
     def _close_spool(self) -> None:
-        if self._spool is not None:
-            with contextlib.suppress(OSError):
-                self._spool.close()  # closing releases the flock
-            self._spool = None
-            self._spool_path = None
+        with self._spool_lock:
+            if self._spool is not None:
+                with contextlib.suppress(OSError):
+                    self._spool.close()  # closing releases the flock
+                self._spool = None
+                self._spool_path = None
+
+    def _refresh_spool_bytes(self) -> None:
+        total = 0
+        for path in self._spool_dir.glob("scans-*.jsonl"):
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        self._spool_bytes = total
+
+    def _probe_spool(self) -> bool:
+        """While the spool is failing: True when an fsync'd write works again."""
+        probe = self._spool_dir / f".probe-{os.getpid()}"
+        try:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            with probe.open("w", encoding="utf-8") as fh:
+                fh.write("ok\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            probe.unlink()
+        except OSError:
+            return False
+        return True

@@ -21,12 +21,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from campaigns.attribution import credit_conversions
 from campaigns.errors import Conflict, InvalidInput
-from campaigns.models import Conversion, Scan, utcnow
+from campaigns.models import Conversion, utcnow
 from campaigns.schemas import ConversionCreate
 
 #: How far in the future ``occurred_at`` may be: generous for skewed merchant clocks, but
@@ -99,16 +101,6 @@ async def record_conversion(
         )
     digest = fingerprint(data)
 
-    # Scoped by organization: another tenant's click id is indistinguishable from an
-    # unknown one.
-    scan = (
-        await session.execute(
-            select(Scan.id, Scan.campaign_id, Scan.tag_id).where(
-                Scan.click_id == data.click_id, Scan.organization_id == organization_id
-            )
-        )
-    ).one_or_none()
-
     values: dict[str, Any] = {
         "organization_id": organization_id,
         "external_id": data.external_id,
@@ -119,9 +111,6 @@ async def record_conversion(
         "occurred_at": data.occurred_at or now,
         "received_at": now,
         "fingerprint": digest,
-        "scan_id": scan.id if scan else None,
-        "campaign_id": scan.campaign_id if scan else None,
-        "tag_id": scan.tag_id if scan else None,
     }
     # Under READ COMMITTED a conflicting insert waits for the other transaction: if it
     # commits, DO NOTHING, and the SELECT below (a new statement, a new snapshot) sees its
@@ -132,6 +121,10 @@ async def record_conversion(
         .on_conflict_do_nothing(index_elements=["organization_id", "external_id"])
         .returning(Conversion.id)
     )
+    if new_id is not None:
+        # Stored unattributed; the one crediting step links it to its click's scan, if
+        # that scan is already in the database (else the spool replay will).
+        await credit_conversions(await _driver_connection(session), [data.click_id])
     stored = await session.scalar(
         select(Conversion)
         .where(
@@ -149,3 +142,12 @@ async def record_conversion(
             code="conversion_conflict",
         )
     return RecordedConversion(stored, created=False)
+
+
+async def _driver_connection(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under ``session``, in the session's transaction."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)  # the psycopg async dialect
+    return driver

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from campaigns.scanning.device import parse_device
+from campaigns.scanning.record import BOT_REASONS
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.steps.base import ScanDraft
 
-#: Bot reasons in the order they are tried; the first that applies is stored.
-BOT_REASONS = ("head", "prefetch", "previewer", "scanner", "crawler", "no_user_agent")
+__all__ = ["BOT_REASONS", "DeviceAndBot", "is_prefetch"]
 
 
 def is_prefetch(request: ScanRequest) -> bool:
@@ -29,10 +29,10 @@ def _first_token(value: str) -> str:
 
 
 class DeviceAndBot:
-    """Sets ``device_type``, ``os``, ``browser`` and ``bot_reason``: ``head`` for a
-    method other than GET (link checkers and prefetchers send HEAD, people never do),
-    ``prefetch`` (:func:`is_prefetch`), else the user agent's reason
-    (:func:`campaigns.scanning.device.parse_device`)."""
+    """Sets ``device_type``, ``os``, ``browser`` and ``bot_reason``, the first reason of
+    :data:`BOT_REASONS` that applies: ``head`` for a method other than GET (link checkers
+    and prefetchers send HEAD, people never do), ``prefetch`` (:func:`is_prefetch`), else
+    the user agent's (:func:`campaigns.scanning.device.parse_device`)."""
 
     name = "device and bot"
 
