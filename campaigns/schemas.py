@@ -288,6 +288,8 @@ class TagStats(Schema):
     label: str | None
     scans: int
     bot_scans: int
+    bot_scans_by_reason: dict[str, int]
+    burst_scans: int
     unique_visitors: int
     conversions: int
     revenue: list[RevenueRead]
@@ -297,7 +299,10 @@ class TagStats(Schema):
 class CampaignStats(Schema):
     """Answer of ``GET /v1/campaigns/{id}/stats`` over ``[from, to)``.
 
-    ``scans`` excludes bots (``bot_scans``); ``unique_visitors`` is the number of distinct
+    ``scans`` excludes bots (``bot_scans``, split in ``bot_scans_by_reason``: every
+    reason of ``head, prefetch, previewer, scanner, crawler, no_user_agent``, zeros
+    included); ``burst_scans`` counts the human scans from an address past the per-address
+    rate (included in ``scans``); ``unique_visitors`` is the number of distinct
     daily visitor ids among human scans, so over several days it is the sum of daily
     uniques; ``conversions`` and ``revenue`` are conversions attributed to the campaign
     with ``occurred_at`` in the window; ``conversion_rate`` is ``conversions / scans``
@@ -311,6 +316,8 @@ class CampaignStats(Schema):
     to: dt.datetime | None = None
     scans: int
     bot_scans: int
+    bot_scans_by_reason: dict[str, int]
+    burst_scans: int
     unique_visitors: int
     conversions: int
     revenue: list[RevenueRead]

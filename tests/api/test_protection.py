@@ -70,6 +70,9 @@ async def test_scans_past_the_rate_are_redirected_and_stored_as_burst(
         ("2001:db8:1::", True),
     ]
     assert not any(is_bot for _, _, is_bot in rows)
+    data = (await client.get(f"/v1/campaigns/{campaign['id']}/stats", headers=org.headers)).json()
+    assert (data["scans"], data["burst_scans"], data["bot_scans"]) == (11, 4, 0)
+    assert data["by_tag"][0]["burst_scans"] == 4
 
 
 def test_bucket_refills_at_the_configured_rate() -> None:

@@ -387,12 +387,8 @@ async def test_phones_are_stored_as_human_scans(
     tag = await make_tag(client, org, campaign["id"])
     assert_redirect(await client.get(f"/s/{tag['code']}", headers={"User-Agent": user_agent}))
     row = (await scans(engine))[0]
-    assert (row["is_bot"], row["device_type"], row["os"], row["browser"]) == (
-        False,
-        "mobile",
-        os,
-        browser,
-    )
+    assert (row["is_bot"], row["bot_reason"], row["burst"]) == (False, None, False)
+    assert (row["device_type"], row["os"], row["browser"]) == ("mobile", os, browser)
     assert row["user_agent"] == user_agent
 
 
@@ -421,7 +417,7 @@ async def test_head_redirects_but_is_not_a_human_scan(
     assert location.startswith("https://shop.example.com/summer?")
     rows = await scans(engine)
     assert len(rows) == 1
-    assert (rows[0]["method"], rows[0]["is_bot"]) == ("HEAD", True)
+    assert (rows[0]["method"], rows[0]["is_bot"], rows[0]["bot_reason"]) == ("HEAD", True, "head")
     assert rows[0]["click_id"] == dict(query(location))["pcid"]
 
 
