@@ -208,6 +208,8 @@ class TagCache:
         if self._syncs:
             self._touched[0].update(tag_list)
             self._touched[1].update(campaign_list)
+        if not tag_list and not campaign_list:
+            return Changes([], [], [], [], dt.datetime.now(dt.UTC))
         read_at = await _db_now(conn)
         campaign_rows: list[tuple[Any, ...]] = []
         tag_rows: list[tuple[Any, ...]] = []

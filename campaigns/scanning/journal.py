@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 #: Seconds between journal flushes: a change is on disk at most this long after it was
 #: applied in memory.
 FLUSH_INTERVAL_S = 1.0
+#: Lines kept queued while the disk refuses them (the oldest are dropped beyond: the next
+#: snapshot covers them).
+MAX_PENDING = 200_000
 #: Margin for transactions that commit after later ones and for clock skew: the same
 #: overlap the cache's reconcile uses.
 OVERLAP = dt.timedelta(seconds=60)
@@ -89,12 +92,22 @@ class CacheJournal:
         """Lines waiting for the next flush."""
         return len(self._pending)
 
-    def flush(self) -> int:
-        """Append queued lines to the current segment and ``fsync`` it. Returns the lines
-        written. Raises ``OSError`` (the lines stay queued for the next try)."""
+    def take(self) -> list[str]:
+        """Hand over the queued lines (event loop only: the queue is the loop's)."""
         lines, self._pending = self._pending, []
+        return lines
+
+    def requeue(self, lines: list[str]) -> None:
+        """Put back lines a failed :meth:`write` did not store (event loop only); beyond
+        :data:`MAX_PENDING` the oldest are dropped (the next snapshot covers them)."""
+        self._pending[:0] = lines
+        del self._pending[:-MAX_PENDING]
+
+    def write(self, lines: list[str]) -> None:
+        """Append ``lines`` to the current segment and ``fsync`` it (one call per flush).
+        Blocking: call it from a thread. Raises ``OSError``."""
         if not lines:
-            return 0
+            return
         with self._lock:
             try:
                 segment = self._open_segment()
@@ -102,9 +115,18 @@ class CacheJournal:
                 segment.flush()
                 os.fsync(segment.fileno())
             except OSError:
-                self._pending[:0] = lines
                 self._close()
                 raise
+
+    def flush(self) -> int:
+        """:meth:`take` then :meth:`write`, for callers without an event loop. Returns
+        the lines written; on ``OSError`` they are queued again and it is raised."""
+        lines = self.take()
+        try:
+            self.write(lines)
+        except OSError:
+            self.requeue(lines)
+            raise
         return len(lines)
 
     def rotate(self) -> None:

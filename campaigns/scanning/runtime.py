@@ -106,8 +106,7 @@ class CacheRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._close_reader()
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(self.journal.flush)
+        await self._flush_journal()
         await asyncio.to_thread(self.journal.close)
 
     def _load_local(self) -> None:
@@ -255,13 +254,19 @@ class CacheRuntime:
         the snapshot early after a bulk change."""
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            if self.journal.pending:
-                try:
-                    await asyncio.to_thread(self.journal.flush)
-                except OSError as exc:
-                    log.error("cache journal not written: %s", exc)
+            await self._flush_journal()
             if self._snapshot_due and self.cache.loaded_from_db:
                 await self.save_snapshot()
+
+    async def _flush_journal(self) -> None:
+        lines = self.journal.take()  # on the loop: appends happen here too
+        if not lines:
+            return
+        try:
+            await asyncio.to_thread(self.journal.write, lines)
+        except OSError as exc:
+            self.journal.requeue(lines)
+            log.error("cache journal not written: %s", exc)
 
 
 def parse_notify(payload: str, into: dict[str, set[int]]) -> bool:

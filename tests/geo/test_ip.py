@@ -33,6 +33,12 @@ def test_non_ip_peers_keep_their_text_as_key_and_store_nothing(address: str) -> 
     assert truncate_ip(address) is None
 
 
+def test_scoped_ipv6_and_padded_text_are_parsed() -> None:
+    scoped = parse_client("fe80::1:2:3:4%eth0")
+    assert (scoped.truncated, scoped.key) == ("fe80::", "fe80::")
+    assert parse_client(" 10.0.0.1 ").key == "10.0.0.1"
+
+
 def test_no_address() -> None:
     assert parse_client(None) is NO_ADDRESS
     assert parse_client("") is NO_ADDRESS
