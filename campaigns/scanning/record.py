@@ -17,6 +17,9 @@ Spool format (one JSON document per line, UTF-8, ``\\n``-terminated):
 - **version 0** (written until 2026-11-29): a positional array of the 16 columns of
   :data:`V0_COLUMNS`, same value encodings. Still read: a spool left by an older process.
 
+``tests/fixtures/spool/`` keeps a spool file written by each version's code; each must
+keep replaying with the right values (``tests/scanning/test_writer.py``).
+
 Reading: columns missing from a line take their defaults, so adding an optional column
 needs no new version. A line from a newer format, a ``"v"`` above :data:`SPOOL_VERSION`
 or a column this code does not know, raises :class:`NewerSpoolFormat`: the writer keeps

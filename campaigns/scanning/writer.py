@@ -198,11 +198,15 @@ class ScanWriter:
     @property
     def storable(self) -> bool:
         """False when a scan submitted now could be stored nowhere: the database is away
-        and the spool is failing too (its last append or directory check failed) or full.
-        ``/health/scans`` answers 503 then."""
+        and the spool is failing too (its last append or directory check failed, its
+        directory is not writable) or full. ``/health/scans`` answers 503 then."""
         if self._down_since is None:
             return True
-        return not self._spool_failed and self._spool_bytes < self._spool_max_bytes
+        return (
+            not self._spool_failed
+            and self._spool_bytes < self._spool_max_bytes
+            and os.access(self._spool_dir, os.W_OK)
+        )
 
     @property
     def running(self) -> bool:
@@ -509,6 +513,8 @@ class ScanWriter:
                 self._replay_wanted.set()
                 await asyncio.sleep(self._retry_interval_s)
                 continue
+            # Replays are rare: no idle connection per process between them.
+            await self._close_replay_conn()
             self._failures.recovered("replay", "spool replay works again")
             self._failures.recovered("replay_bug", "spool replay works again")
             if replayed:
@@ -532,14 +538,20 @@ class ScanWriter:
     async def _open(self, name: str, statement_timeout_s: float) -> psycopg.AsyncConnection[Any]:
         # The server gives up on a statement too (statement_timeout), so a writer that
         # gave up waiting does not leave a backend queued behind a lock.
-        timeout_ms = max(1, round(statement_timeout_s * 1000))
-        return await psycopg.AsyncConnection.connect(
+        # (A SET, not the startup "options", which connection poolers may refuse.)
+        conn = await psycopg.AsyncConnection.connect(
             self._conninfo,
             connect_timeout=max(1, round(self._connect_timeout_s)),
             autocommit=True,
             application_name=name,
-            options=f"-c statement_timeout={timeout_ms}",
         )
+        try:
+            ms = str(max(1, round(statement_timeout_s * 1000)))
+            await conn.execute("SELECT set_config('statement_timeout', %s, false)", (ms,))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _close_conn(self) -> None:
         if self._conn is not None:

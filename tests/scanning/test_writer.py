@@ -133,15 +133,20 @@ async def test_unreachable_database_spools_and_answers(tmp_path: Path) -> None:
 
 
 async def test_replayed_scans_credit_conversions_that_arrived_first(
-    client: httpx.AsyncClient, org: Org, conninfo: str, tmp_path: Path
+    client: httpx.AsyncClient, org: Org, other_org: Org, conninfo: str, tmp_path: Path
 ) -> None:
     """During an outage the scan waits in the spool while the shop already reports the
-    order: the conversion is stored unattributed, then credited when the scan lands."""
+    order: the conversion is stored unattributed, then credited when the scan lands
+    (only its own organization's: another tenant reporting the same click id gets
+    nothing)."""
     campaign = await make_campaign(client, org)
     tag = await make_tag(client, org, campaign["id"])
     scan = record(organization_id=org.id, campaign_id=campaign["id"], tag_id=tag["id"])
     body = {"click_id": scan.click_id, "event": "purchase", "external_id": "order-late"}
     posted = await client.post("/v1/conversions", json=body, headers=org.headers)
+    assert posted.status_code == 201 and posted.json()["attributed"] is False
+    foreign = {**body, "external_id": "order-foreign"}
+    posted = await client.post("/v1/conversions", json=foreign, headers=other_org.headers)
     assert posted.status_code == 201 and posted.json()["attributed"] is False
 
     (tmp_path / "scans-999998-000001.jsonl").write_text(scan.to_json() + "\n", encoding="utf-8")
@@ -155,6 +160,12 @@ async def test_replayed_scans_credit_conversions_that_arrived_first(
             )
         ).fetchone()
     assert row == (campaign["id"], tag["id"], True)
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        cur = await conn.execute(
+            "SELECT scan_id, campaign_id, tag_id FROM conversions "
+            "WHERE external_id = 'order-foreign'"
+        )
+        assert await cur.fetchone() == (None, None, None)
 
 
 # -- the spool format across versions ---------------------------------------------------
@@ -186,6 +197,30 @@ async def test_a_version_0_spool_from_older_code_replays_with_the_right_values(
         expected[values[0]] = (*values, None, False)  # bot_reason, burst: their defaults
     assert await rows_by_click_id(conninfo) == expected
     assert not list(tmp_path.iterdir())
+
+
+async def test_a_version_1_spool_fixture_replays_with_the_right_values(
+    conninfo: str, tmp_path: Path
+) -> None:
+    fixture = FIXTURE_V0.with_name("scans-v1.jsonl")  # written by the version 1 writer
+    shutil.copy(fixture, tmp_path / "scans-424246-000001.jsonl")
+    assert await ScanWriter(conninfo, tmp_path).replay_spools() == 4
+
+    expected = {}
+    for line in fixture.read_text(encoding="utf-8").splitlines():
+        doc = json.loads(line)
+        assert doc.pop("v") == 1
+        doc["scanned_at"] = dt.datetime.fromisoformat(doc["scanned_at"])
+        if doc["visitor_id"] is not None:
+            doc["visitor_id"] = bytes.fromhex(doc["visitor_id"])
+        expected[doc["click_id"]] = tuple(doc[c.name] for c in COLUMNS)
+    rows = await rows_by_click_id(conninfo)
+    assert rows == expected
+    assert {(row[16], row[17]) for row in rows.values()} == {
+        (None, False),
+        ("head", False),
+        (None, True),
+    }
 
 
 async def test_the_current_version_replays_every_column(conninfo: str, tmp_path: Path) -> None:
@@ -329,6 +364,9 @@ async def test_a_connection_killed_while_idle_is_retried_once_not_spooled(
     await writer.start()
     await writer.submit(record())
     assert writer._conn is not None
+    # The server bounds the writer's statements too (commit_timeout_s, 1 s by default).
+    cur = await writer._conn.execute("SHOW statement_timeout")
+    assert await cur.fetchone() == ("1s",)
     pid = writer._conn.info.backend_pid
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as admin:
         await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
