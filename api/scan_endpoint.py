@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
 from api.metrics import Metrics
@@ -83,9 +83,30 @@ class ShortLinks:
             # Every GET under a prefix is a scan: /s/CODE/ and the like get the HTML 404
             # page, not the API's JSON.
             if route is not None and scope["method"] in route.methods:
-                await self._scan(scope, send, path[:end], route)
+                await self._guarded_scan(scope, send, path[:end], route)
                 return
         await self.app(scope, receive, send)
+
+    async def _guarded_scan(
+        self, scope: Scope, send: Send, prefix: str, route: ShortLinkRoute
+    ) -> None:
+        """:meth:`_scan`, answering 500 ``internal_error`` for a bug: this application sits
+        outside Starlette's error middleware."""
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._scan(scope, tracked_send, prefix, route)
+        except Exception:
+            log.exception("scan failed")
+            if started:
+                raise  # the server closes the connection
+            self.state.metrics.responses.labels("500").inc()
+            await problem(500)(scope, _no_receive, send)
 
     async def _scan(self, scope: Scope, send: Send, prefix: str, route: ShortLinkRoute) -> None:
         scans: ScanService = self.state.scans

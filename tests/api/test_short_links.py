@@ -94,3 +94,20 @@ async def test_shedding_load_is_503_with_retry_after(
     assert "location" not in response.headers
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM scans"))).scalar() == 0
+
+
+async def test_a_bug_in_the_scan_path_is_a_500_problem(
+    app: FastAPI, client: httpx.AsyncClient, org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path sits outside Starlette's error middleware: it renders its own 500."""
+    campaign = await make_campaign(client, org)
+    tag = await make_tag(client, org, campaign["id"])
+
+    def broken(*args: Any) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(app.state.scans, "build", broken)
+    response = await client.get(f"/s/{tag['code']}", headers=PHONE)
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "internal_error"
