@@ -7,17 +7,37 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp
 
 from api import metrics
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit, HeaderSizeLimit
 from api.openapi import install_openapi, operation_id
 from api.routers import campaigns, conversions, health, locations, qr, short_links, stats, tags
-from api.scan_endpoint import ScanEndpoint
+from api.scan_endpoint import ShortLinks
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.settings import Settings, get_settings
+
+
+def serve_short_links_first(app: FastAPI) -> None:
+    """Put the short links (:class:`api.scan_endpoint.ShortLinks`) in front of ``app``'s
+    whole middleware stack, behind only the header-size guard (431 ``headers_too_large``
+    on every path): a scan reaches its handler before Starlette's error and body-limit
+    middleware and the router. ``app`` stays the object tests and servers use (``state``,
+    ``router.lifespan_context``, OpenAPI unchanged); Starlette builds the stack lazily on
+    the first call through ``build_middleware_stack``, which this wraps.
+
+    (``FastAPIOffline`` is a factory returning a plain ``FastAPI``, so this wraps the
+    instance's method rather than subclassing.)"""
+    build_stack = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        short_links = ShortLinks(build_stack(), state=app.state)
+        return HeaderSizeLimit(short_links, max_bytes=app.state.settings.max_header_bytes)
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             conninfo=libpq_url(settings.database_url),
             data_dir=settings.data_dir,
             secret_key=settings.secret_key,
+            limiter=app.state.rate_limiter,
             batch_size=settings.writer_batch_size,
             max_delay_s=settings.writer_max_delay_s,
             reconcile_interval_s=settings.cache_reconcile_interval_s,
@@ -64,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    serve_short_links_first(app)
     app.state.metrics = metrics.Metrics()
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
@@ -81,10 +103,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Bulk imports are larger than any other body (10,000 stores as GeoJSON ~ 3 MB).
         path_limits={"/v1/locations/import": settings.max_import_bytes},
     )
-    # Scans skip the router and its dependency machinery (see scan_endpoint).
-    app.add_middleware(ScanEndpoint)
-    # Outermost: oversized headers are refused on every path, short links included.
-    app.add_middleware(HeaderSizeLimit, max_bytes=settings.max_header_bytes)
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(metrics.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -65,7 +66,7 @@ async def get_organization_id(
         # organization (rotation, separate integrations) do not share one.
         wait = limiter.check(f"api-key:{api_key.id}")
         if wait:
-            retry_after = limiter.retry_after_header(wait)
+            retry_after = str(max(1, math.ceil(wait)))  # RFC 9110 §10.2.3: whole seconds
             raise RateLimited(
                 f"Too many requests with this API key; retry in {retry_after} s",
                 retry_after=retry_after,

@@ -1,36 +1,57 @@
-"""The public hot path, ``GET|HEAD /s/{code}``, as a plain ASGI handler.
+"""The public hot path, ``GET|HEAD /s/{code}`` and every other short-link prefix.
 
-It sits in front of FastAPI's router: a scan needs no body parsing, dependency
-injection or validation beyond :func:`campaigns.scanning.links.normalize_code`, and
+:class:`ShortLinks` is the OUTERMOST ASGI application (see :func:`api.app.serve_short_links_first`):
+a scan needs no routing, body parsing, dependency injection nor error middleware, and
 skipping that machinery leaves the CPU for the work that matters (resolving from memory
-and the durable group commit). Every other path goes on to FastAPI unchanged.
+and the durable group commit). Every other request goes on to FastAPI's full stack.
+
+Prefixes are served from one table, :data:`SHORT_LINKS` (prefix -> route); adding one
+(the NFC issue adds ``/n/``) is one entry. The request becomes one
+:class:`~campaigns.scanning.request.ScanRequest`; the scan steps do the rest.
 
 Answers: ``302 Found`` (never 301: printed codes must stay re-pointable and every scan
 countable) with ``Cache-Control: no-store``; an HTML 404 page for unknown, malformed or
 disabled codes; an HTML 410 page for a campaign outside its schedule without a fallback
-URL; 429 problem+json with ``Retry-After`` past the per-client rate limit; 503 when the
-scan could be stored neither in the database nor in the spool.
+URL; 503 problem+json with ``Retry-After`` when the scan cannot be stored (the writer's
+queue and spool past their bounds, or neither the database nor the disk took it). Never
+429: a person is never refused a redirect; a scan past the per-client rate is stored
+with ``burst = true`` (floods are stopped at the edge: docs/SCALING.md).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
 from api.metrics import Metrics
 from api.pages import gone_page, not_found_page
 from campaigns.models import utcnow
-from campaigns.scanning.ratelimit import RateLimiter
+from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.service import ScanService
+from campaigns.scanning.writer import WriterOverloaded
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/s/"
-#: QR codes carry ``/S/`` (upper case, for the alphanumeric mode; see links.qr_url).
-_PREFIXES = (PREFIX, PREFIX.upper())
+
+@dataclass(frozen=True, slots=True)
+class ShortLinkRoute:
+    """A short-link prefix: ``channel`` the scans it serves come from (None: the tag's
+    kind decides, ``qr`` or ``nfc``) and the HTTP ``methods`` it answers (others go on
+    to FastAPI, e.g. ``POST /s/{click_id}/location``)."""
+
+    channel: str | None = None
+    methods: frozenset[str] = frozenset({"GET", "HEAD"})
+
+
+_SCAN = ShortLinkRoute()
+#: Every public short-link prefix. QR codes carry ``/S/`` (upper case, for the QR
+#: alphanumeric mode; see links.qr_url).
+SHORT_LINKS: dict[str, ShortLinkRoute] = {"/s/": _SCAN, "/S/": _SCAN}
+
 _REDIRECT_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"referrer-policy", b"no-referrer"),
@@ -40,79 +61,84 @@ _NOT_FOUND = not_found_page()
 _GONE = gone_page()
 
 
-class ScanEndpoint:
-    """ASGI middleware serving ``/s/{code}``; ``app`` handles everything else.
+class ShortLinks:
+    """ASGI application serving :data:`SHORT_LINKS`; ``app`` handles everything else.
 
-    Reads the scan runtime, metrics and rate limiter from ``scope["app"].state``
-    (``scans``, ``metrics``, ``rate_limiter``), set up by :func:`api.app.create_app`.
+    Reads the scan runtime and metrics from ``state`` (``scans``, ``metrics``), set up by
+    :func:`api.app.create_app` and its lifespan.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, *, state: Any, routes: dict[str, ShortLinkRoute] | None = None
+    ) -> None:
         self.app = app
+        self.state = state
+        self.routes = SHORT_LINKS if routes is None else routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in ("GET", "HEAD")
-            or scope["path"][:3] not in _PREFIXES
-        ):
-            await self.app(scope, receive, send)
-            return
-        # Every GET under /s/ is a scan: /s/CODE/ and the like get the HTML 404 page,
-        # not the API's JSON (other methods, e.g. POST /s/{click_id}/location, go on).
-        await self._scan(scope, send, scope["path"][len(PREFIX) :])
-
-    async def _scan(self, scope: Scope, send: Send, code: str) -> None:
-        state = scope["app"].state
-        scans: ScanService = state.scans
-        metrics: Metrics = state.metrics
-        limiter: RateLimiter | None = state.rate_limiter
-        client = scope.get("client")
-        ip: str | None = client[0] if client else None
-
-        if limiter is not None and ip is not None:
-            wait = limiter.check(ip)
-            if wait:
-                metrics.responses.labels("429").inc()
-                retry_after = limiter.retry_after_header(wait)
-                response = problem(
-                    429,
-                    detail=f"Too many requests; retry in {retry_after} s",
-                    headers={"Retry-After": retry_after},
-                )
-                await response(scope, _no_receive, send)
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            end = path.find("/", 1) + 1
+            route = self.routes.get(path[:end]) if end else None
+            # Every GET under a prefix is a scan: /s/CODE/ and the like get the HTML 404
+            # page, not the API's JSON.
+            if route is not None and scope["method"] in route.methods:
+                await self._guarded_scan(scope, send, path[:end], route)
                 return
+        await self.app(scope, receive, send)
 
-        now = utcnow()
-        resolution = scans.resolve(code, now=now)
+    async def _guarded_scan(
+        self, scope: Scope, send: Send, prefix: str, route: ShortLinkRoute
+    ) -> None:
+        """:meth:`_scan`, answering 500 ``internal_error`` for a bug: this application sits
+        outside Starlette's error middleware."""
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._scan(scope, tracked_send, prefix, route)
+        except Exception:
+            log.exception("scan failed")
+            if started:
+                raise  # the server closes the connection
+            self.state.metrics.responses.labels("500").inc()
+            await problem(500)(scope, _no_receive, send)
+
+    async def _scan(self, scope: Scope, send: Send, prefix: str, route: ShortLinkRoute) -> None:
+        scans: ScanService = self.state.scans
+        metrics: Metrics = self.state.metrics
+        client = scope.get("client")
+        request = ScanRequest.from_http(
+            code=scope["path"][len(prefix) :],
+            prefix=prefix,
+            channel=route.channel,
+            method=scope["method"],
+            client_host=client[0] if client else None,
+            headers=scope["headers"],
+            query_string=scope.get("query_string", b""),
+            received_at=utcnow(),
+        )
+        resolution = scans.resolve(request)
         if resolution is None or resolution.destination is None:
             page = _NOT_FOUND if resolution is None else _GONE
             metrics.responses.labels(str(page.status_code)).inc()
             await page(scope, _no_receive, send)
             return
-
-        channel = "qr" if resolution.tag.kind == "qr" else "nfc"
         try:
-            url, record = await scans.record(
-                resolution,
-                now=now,
-                channel=channel,
-                method=scope["method"],
-                ip=ip,
-                user_agent=_header(scope, b"user-agent"),
-            )
+            url, record = await scans.record(request, resolution)
+        except WriterOverloaded as exc:  # shedding load: queue and spool past their bounds
+            await _unavailable(scope, send, metrics, exc.retry_after_s)
+            return
         except (OSError, RuntimeError):
             log.exception("scan could not be stored")
-            metrics.responses.labels("503").inc()
-            response = problem(
-                503,
-                detail="The scan could not be recorded; try again.",
-                headers={"Retry-After": "1"},
-            )
-            await response(scope, _no_receive, send)
+            await _unavailable(scope, send, metrics, 1)
             return
         metrics.scans.labels(
-            channel, resolution.outcome, "true" if record.is_bot else "false"
+            record.channel, resolution.outcome, "true" if record.is_bot else "false"
         ).inc()
         metrics.responses.labels("302").inc()
         await send(
@@ -125,11 +151,14 @@ class ScanEndpoint:
         await send({"type": "http.response.body", "body": b""})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+async def _unavailable(scope: Scope, send: Send, metrics: Metrics, retry_after_s: int) -> None:
+    metrics.responses.labels("503").inc()
+    response = problem(
+        503,
+        detail="The scan could not be recorded; try again.",
+        headers={"Retry-After": str(max(1, retry_after_s))},
+    )
+    await response(scope, _no_receive, send)
 
 
 async def _no_receive() -> dict[str, Any]:  # pages never read the request body

@@ -153,6 +153,22 @@ _ENDS = "End of the schedule (exclusive), after `starts_at`; none: no end"
 _UTM = "Default UTM parameters of the campaign's scans"
 _COST = "What the campaign cost, for return on spend"
 _SCANS = "Human scans (bots, link previewers and HEAD requests excluded)"
+_BOT_REASONS = (
+    "Non-human scans by why: `head`, `prefetch`, `previewer`, `scanner`, `crawler`, "
+    "`no_user_agent` (every reason present, zeros included)"
+)
+_BURST = (
+    "Human scans from an address past the per-address rate (carrier NAT, venue Wi-Fi or a "
+    "flood): redirected, stored and counted in `scans`"
+)
+_BOT_REASONS_EXAMPLE = {
+    "head": 0,
+    "prefetch": 2,
+    "previewer": 3,
+    "scanner": 1,
+    "crawler": 1,
+    "no_user_agent": 0,
+}
 _BOT_SCANS = "Scans by bots, link previewers and HEAD requests"
 _UNIQUES = "Distinct daily visitors among human scans (summed over days)"
 _CONVERSIONS = "Conversions attributed (last touch) with `occurred_at` in the window"
@@ -701,6 +717,11 @@ class TagStats(Schema):
     label: str | None = doc("Its label", "window-1")
     scans: int = doc(_SCANS, 120)
     bot_scans: int = doc(_BOT_SCANS, 7)
+    bot_scans_by_reason: dict[str, int] = doc(
+        _BOT_REASONS,
+        {"head": 0, "prefetch": 2, "previewer": 3, "scanner": 1, "crawler": 1, "no_user_agent": 0},
+    )
+    burst_scans: int = doc(_BURST, 0)
     unique_visitors: int = doc(_UNIQUES, 96)
     conversions: int = doc(_CONVERSIONS, 6)
     revenue: list[RevenueRead] = doc(_REVENUE, [{"currency": "EUR", "amount_minor": 29940}])
@@ -710,7 +731,10 @@ class TagStats(Schema):
 class CampaignStats(Schema):
     """Answer of ``GET /v1/campaigns/{id}/stats`` over ``[from, to)``.
 
-    ``scans`` excludes bots (``bot_scans``); ``unique_visitors`` is the number of distinct
+    ``scans`` excludes bots (``bot_scans``, split in ``bot_scans_by_reason``: every
+    reason of ``head, prefetch, previewer, scanner, crawler, no_user_agent``, zeros
+    included); ``burst_scans`` counts the human scans from an address past the per-address
+    rate (included in ``scans``); ``unique_visitors`` is the number of distinct
     daily visitor ids among human scans, so over several days it is the sum of daily
     uniques; ``conversions`` and ``revenue`` are conversions attributed to the campaign
     with ``occurred_at`` in the window; ``conversion_rate`` is ``conversions / scans``
@@ -731,6 +755,11 @@ class CampaignStats(Schema):
     )
     scans: int = doc(_SCANS, 240)
     bot_scans: int = doc(_BOT_SCANS, 12)
+    bot_scans_by_reason: dict[str, int] = doc(
+        _BOT_REASONS,
+        {"head": 0, "prefetch": 2, "previewer": 3, "scanner": 1, "crawler": 1, "no_user_agent": 0},
+    )
+    burst_scans: int = doc(_BURST, 0)
     unique_visitors: int = doc(_UNIQUES, 190)
     conversions: int = doc(_CONVERSIONS, 9)
     revenue: list[RevenueRead] = doc(_REVENUE, [{"currency": "EUR", "amount_minor": 44910}])

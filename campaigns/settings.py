@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     #: Full reconcile of the in-memory tag cache, in seconds (LISTEN/NOTIFY does the rest).
     cache_reconcile_interval_s: float = Field(default=30.0, gt=0)
 
-    # Per-IP token bucket on public endpoints: sustained rate (requests/second) and burst.
+    # Per-client token bucket (IPv4, IPv6 /64): sustained rate (requests/second) and burst.
+    # On /s/ a scan past it is still redirected, stored with burst = true (never a 429).
     rate_limit_per_s: float = Field(default=50.0, gt=0)
     rate_limit_burst: int = Field(default=500, ge=1)
     rate_limit_enabled: bool = True

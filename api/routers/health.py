@@ -41,12 +41,16 @@ async def scans_ready(request: Request) -> JSONResponse:
 @router.head("/health/ready", include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
     """``{"ready": bool, ...}``: 200 when the tag cache is loaded from the database and the
-    database answers, else 503: gate deployments and the management API on it."""
+    database answers, else 503: gate deployments and the management API on it.
+    ``snapshot`` is ``"ok"``, ``"failed: <reason>"`` (the data directory cannot be
+    written: a cold start during an outage would serve older tags; fix the volume) or
+    null before the first write; it does not make the process unready."""
     scans: ScanService = request.app.state.scans
     body = {
         "ready": scans.ready,
         "tags_cached": len(scans.cache),
         "cache_from_database": scans.cache.loaded_from_db,
         "database": scans.writer.database_ok,
+        "snapshot": scans.runtime.snapshot_status,
     }
     return JSONResponse(body, status_code=200 if scans.ready else 503)

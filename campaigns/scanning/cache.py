@@ -35,6 +35,21 @@ _CAMPAIGN_COLUMNS = (
 _TAG_COLUMNS = "id, code, campaign_id, kind, label, destination_url, status"
 
 
+class Changes(NamedTuple):
+    """Rows a re-read applied, for the cache journal: ``campaigns`` and ``tags`` rows in
+    their ``_CAMPAIGN_COLUMNS`` / ``_TAG_COLUMNS`` order followed by their ``updated_at``;
+    ids whose rows no longer exist; ``read_at``, the database time of the re-read."""
+
+    campaigns: list[tuple[Any, ...]]
+    tags: list[tuple[Any, ...]]
+    gone_campaigns: list[int]
+    gone_tags: list[int]
+    read_at: dt.datetime
+
+    def __bool__(self) -> bool:
+        return bool(self.campaigns or self.tags or self.gone_campaigns or self.gone_tags)
+
+
 @dataclass(frozen=True, slots=True)
 class CampaignEntry:
     """What the hot path needs of a campaign. Times are aware UTC; ``utm`` maps
@@ -89,6 +104,8 @@ class TagCache:
         self.loaded_from_db = False
         #: True once filled from a snapshot file (start-up while the database was down).
         self.loaded_from_snapshot = False
+        #: ``synced_at`` of the process that wrote the snapshot loaded (None if unknown).
+        self.snapshot_synced_at: dt.datetime | None = None
         # Rows re-read (after a NOTIFY) while a load or reconcile is in flight: that sync
         # may apply an older version of them afterwards, so it re-reads them at its end.
         self._syncs = 0
@@ -184,34 +201,51 @@ class TagCache:
         *,
         tag_ids: Iterable[int] = (),
         campaign_ids: Iterable[int] = (),
-    ) -> None:
-        """Re-read the given rows (after a NOTIFY or a write in this process)."""
+    ) -> Changes:
+        """Re-read the given rows (after a NOTIFY or a write in this process); returns
+        what was applied."""
         tag_list, campaign_list = list(set(tag_ids)), list(set(campaign_ids))
         if self._syncs:
             self._touched[0].update(tag_list)
             self._touched[1].update(campaign_list)
+        if not tag_list and not campaign_list:
+            return Changes([], [], [], [], dt.datetime.now(dt.UTC))
+        read_at = await _db_now(conn)
+        campaign_rows: list[tuple[Any, ...]] = []
+        tag_rows: list[tuple[Any, ...]] = []
+        gone_campaigns: set[int] = set()
+        gone_tags: set[int] = set()
         if campaign_list:
-            rows = await (
+            campaign_rows = await (
                 await conn.execute(
-                    f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ANY(%s)",  # noqa: S608
+                    f"SELECT {_CAMPAIGN_COLUMNS}, updated_at FROM campaigns WHERE id = ANY(%s)",  # noqa: S608
                     (campaign_list,),
                 )
             ).fetchall()
-            found = {row[0] for row in rows}
-            for row in rows:
-                self._apply_campaign(row)
-            for cid in set(campaign_list) - found:
-                self._campaigns.pop(cid, None)
+            gone_campaigns = set(campaign_list) - {row[0] for row in campaign_rows}
         if tag_list:
-            rows = await (
+            tag_rows = await (
                 await conn.execute(
-                    f"SELECT {_TAG_COLUMNS} FROM tags WHERE id = ANY(%s)",  # noqa: S608
+                    f"SELECT {_TAG_COLUMNS}, updated_at FROM tags WHERE id = ANY(%s)",  # noqa: S608
                     (tag_list,),
                 )
             ).fetchall()
-            for row in rows:
-                self._apply_tag(row)
-            self._forget_tag_ids(set(tag_list) - {row[0] for row in rows})
+            gone_tags = set(tag_list) - {row[0] for row in tag_rows}
+        changes = Changes(
+            campaign_rows, tag_rows, sorted(gone_campaigns), sorted(gone_tags), read_at
+        )
+        self.apply(changes)
+        return changes
+
+    def apply(self, changes: Changes) -> None:
+        """Apply re-read rows (from :meth:`reload`, or replayed from the journal)."""
+        for row in changes.campaigns:
+            self._apply_campaign(row[:-1])
+        for cid in changes.gone_campaigns:
+            self._campaigns.pop(cid, None)
+        for row in changes.tags:
+            self._apply_tag(row[:-1])
+        self._forget_tag_ids(set(changes.gone_tags))
 
     async def reconcile(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
         """Apply every row changed since the last sync (with a 60 s overlap for clock skew
@@ -278,8 +312,16 @@ class TagCache:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         dumps = json.JSONEncoder(separators=(",", ":")).encode
         with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(dumps({"format": SNAPSHOT_FORMAT, "campaigns": len(self._campaigns)}) + "\n")
-            for c in self._campaigns.values():
+            # list() of a dict's values runs in C under the GIL: a consistent copy even
+            # while the event loop applies changes (this runs in a thread).
+            campaigns, tags = list(self._campaigns.values()), list(self._tags.values())
+            header = {
+                "format": SNAPSHOT_FORMAT,
+                "campaigns": len(campaigns),
+                "synced_at": _iso(self.synced_at),
+            }
+            fh.write(dumps(header) + "\n")
+            for c in campaigns:
                 row = [
                     c.id,
                     c.organization_id,
@@ -292,7 +334,7 @@ class TagCache:
                     c.archived,
                 ]
                 fh.write(dumps(row) + "\n")
-            for tag in self._tags.values():
+            for tag in tags:
                 fh.write(dumps(tag) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -307,6 +349,7 @@ class TagCache:
                 header = json.loads(fh.readline())
                 if header.get("format") != SNAPSHOT_FORMAT:
                     return False
+                synced_at = _parse(header.get("synced_at"))
                 for _ in range(header["campaigns"]):
                     c = json.loads(fh.readline())
                     fresh._campaigns[c[0]] = CampaignEntry(
@@ -319,6 +362,7 @@ class TagCache:
             return False
         self._tags, self._campaigns, self._shared = fresh._tags, fresh._campaigns, fresh._shared
         self.loaded_from_snapshot = True
+        self.snapshot_synced_at = synced_at
         return True
 
 

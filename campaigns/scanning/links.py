@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from functools import lru_cache
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -55,6 +56,27 @@ def qr_url(origin: str, code: str) -> str:
     §3.2.2) and codes are too, so the upper-case URL resolves the same."""
     scheme, _, rest = short_url(origin, code).partition("://")
     return f"{scheme.lower()}://{rest.upper()}"
+
+
+def scan_utm(
+    campaign_utm: Mapping[str, str],
+    *,
+    channel: str,
+    campaign_slug: str,
+    tag_code: str,
+    tag_label: str | None,
+) -> dict[str, str]:
+    """The UTM parameters of a scan: a value the campaign sets wins over the computed
+    default (``source`` passerelle, ``medium`` the channel, ``campaign`` its slug); the
+    tag's label is more specific than a campaign-wide ``content`` default, and the tag's
+    code stands in for both. ``term`` only when the campaign sets one."""
+    return {
+        "source": campaign_utm.get("source") or "passerelle",
+        "medium": campaign_utm.get("medium") or channel,
+        "campaign": campaign_utm.get("campaign") or campaign_slug,
+        "content": tag_label or campaign_utm.get("content") or tag_code,
+        "term": campaign_utm.get("term", ""),
+    }
 
 
 def build_destination(

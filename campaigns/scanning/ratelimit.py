@@ -1,18 +1,20 @@
 """Per-client token buckets for the public endpoints, held in process memory.
 
+For scans the bucket is a flag, not a refusal: a scan past the rate is redirected and
+stored with ``burst = true`` (carrier NAT and stadium Wi-Fi put many people behind one
+address). Floods are stopped at the edge (docs/SCALING.md).
+
 No database and no network: a limiter must keep working when everything else is
 overloaded. Each process limits on its own, so with N server processes behind a load
 balancer a client gets up to N times the configured rate; that is acceptable for a
 guard against floods, and documented in docs/SCALING.md.
 
-Clients are keyed by IPv4 address, or by IPv6 /64 (one subscriber's usual allocation,
-RFC 6177), so that rotating through a /64 does not escape the limit.
+Clients are keyed by :attr:`geo.ip.ClientAddress.key` (an IPv4 address, or an IPv6
+/64), so that rotating through a /64 does not escape the limit.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import time
 
 
@@ -32,24 +34,10 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    @staticmethod
-    def client_key(address: str) -> str:
-        """``address`` itself for IPv4, its /64 network for IPv6, as is if not an IP."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return address
-        if ip.version == 6:
-            if ip.ipv4_mapped is not None:
-                return str(ip.ipv4_mapped)
-            return str(ipaddress.IPv6Network(f"{ip}/64", strict=False).network_address)
-        return str(ip)
-
-    def check(self, address: str, *, now: float | None = None) -> float:
-        """Take one token for ``address``. Returns 0.0 when allowed, else the seconds to
-        wait before the next token (for ``Retry-After``)."""
+    def check(self, key: str, *, now: float | None = None) -> float:
+        """Take one token for the client ``key`` (``ClientAddress.key``). Returns 0.0 when
+        within the rate, else the seconds until the next token."""
         now = time.monotonic() if now is None else now
-        key = self.client_key(address)
         tokens, updated = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - updated) * self.rate)
         if tokens >= 1.0:
@@ -59,10 +47,6 @@ class RateLimiter:
             return 0.0
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self.rate
-
-    def retry_after_header(self, wait_s: float) -> str:
-        """``Retry-After`` value: whole seconds, at least 1 (RFC 9110 §10.2.3)."""
-        return str(max(1, math.ceil(wait_s)))
 
     def _prune(self, now: float) -> None:
         full = [

@@ -118,7 +118,7 @@ class FailureLog:
             self._repeats[kind] += 1
             return
         self._repeats[kind] = 0
-        self._log.warning(message, *args, exc_info=exc_info)
+        self._log.warning(message, *args, exc_info=True if exc_info else None)
 
     def recovered(self, kind: str, message: str, *args: object) -> None:
         """Log ``message % args`` with the repeats counted, if ``kind`` was failing."""

@@ -5,13 +5,20 @@ Definitions (the public contract of ``GET /v1/campaigns/{id}/stats``):
 - The window is ``[start, end)``: ``start`` inclusive, ``end`` exclusive, either open.
   Scans are placed by ``scanned_at``, conversions by ``occurred_at``.
 - ``scans`` counts human scans (``is_bot`` false); ``bot_scans`` the others (crawlers,
-  link previewers, ``HEAD`` requests). Every outcome counts (redirect and fallback).
+  link previewers and checkers, prefetches, ``HEAD`` requests), split by their stored
+  ``bot_reason`` in ``bot_scans_by_reason`` (every reason of
+  :data:`~campaigns.scanning.record.BOT_REASONS`, zeros included; scans stored before
+  reasons existed count in ``bot_scans`` only). ``burst_scans`` counts the human scans
+  flagged ``burst`` (from an address past the per-address rate: carrier NAT, venue
+  Wi-Fi, or a flood): they are part of ``scans``. Every outcome counts (redirect and
+  fallback).
 - ``unique_visitors`` counts distinct ``visitor_id`` among human scans. A visitor id is
-  a keyed BLAKE2b MAC of (IP, user agent, campaign) under a salt that changes every UTC day and is
-  then forgotten, so the same person is one visitor within a day and a new one the next:
-  over a window of several days the figure is the **sum of daily uniques**, an upper
-  bound of distinct people. Per tag, a person who scanned two tags the same day counts
-  once for each tag but once for the campaign.
+  a MAC of (organization, IPv4 address or IPv6 /64, user agent) under a salt that
+  changes every UTC day and is then forgotten (campaigns.scanning.visitors), so the same
+  person is one visitor within a day and a new one the next: over a window of several
+  days the figure is the **sum of daily uniques**, an upper bound of distinct people.
+  Per tag, a person who scanned two tags the same day counts once for each tag but once
+  for the campaign.
 - ``conversions`` counts conversions attributed to the campaign (their click id is the
   click id of one of its scans, last touch); ``revenue`` sums their values per currency
   (never converted between currencies); conversions without a value count but add no
@@ -36,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.errors import InvalidInput
 from campaigns.models import Conversion, Scan, Tag
+from campaigns.scanning.record import BOT_REASONS
 from campaigns.schemas import CampaignStats, RevenueRead, TagStats
 from campaigns.services.campaigns import get_campaign
 
@@ -116,6 +124,11 @@ async def campaign_stats(
                 Scan.tag_id,
                 func.count().filter(human).label("scans"),
                 func.count().filter(Scan.is_bot.is_(True)).label("bot_scans"),
+                func.count().filter(human, Scan.burst.is_(True)).label("burst_scans"),
+                *(
+                    func.count().filter(Scan.bot_reason == reason).label(f"bot_{reason}")
+                    for reason in BOT_REASONS
+                ),
                 func.count(distinct(Scan.visitor_id)).filter(human).label("visitors"),
             )
             .where(*scan_where)
@@ -144,10 +157,23 @@ async def campaign_stats(
         )
     ).all()
 
-    total_scans = {"scans": 0, "bot_scans": 0, "visitors": 0}
-    tag_scans: dict[int, dict[str, int]] = {}
+    empty: dict[str, Any] = {
+        "scans": 0,
+        "bot_scans": 0,
+        "burst_scans": 0,
+        "by_reason": dict.fromkeys(BOT_REASONS, 0),
+        "visitors": 0,
+    }
+    total_scans = empty
+    tag_scans: dict[int, dict[str, Any]] = {}
     for row in scan_rows:
-        figures = {"scans": row.scans, "bot_scans": row.bot_scans, "visitors": row.visitors}
+        figures = {
+            "scans": row.scans,
+            "bot_scans": row.bot_scans,
+            "burst_scans": row.burst_scans,
+            "by_reason": {reason: row._mapping[f"bot_{reason}"] for reason in BOT_REASONS},
+            "visitors": row.visitors,
+        }
         if row.is_total:
             total_scans = figures
         else:
@@ -168,7 +194,6 @@ async def campaign_stats(
             if row.value_currency is not None:
                 tag_revenue[row.tag_id][row.value_currency] = amount
 
-    empty: dict[str, Any] = {"scans": 0, "bot_scans": 0, "visitors": 0}
     by_tag = []
     for tag in tags:
         figures = tag_scans.get(tag.id, empty)
@@ -179,6 +204,8 @@ async def campaign_stats(
                 label=tag.label,
                 scans=figures["scans"],
                 bot_scans=figures["bot_scans"],
+                bot_scans_by_reason=figures["by_reason"],
+                burst_scans=figures["burst_scans"],
                 unique_visitors=figures["visitors"],
                 conversions=tag_conversions[tag.id],
                 revenue=_revenue(tag_revenue[tag.id]),
@@ -192,6 +219,8 @@ async def campaign_stats(
         to=end,
         scans=total_scans["scans"],
         bot_scans=total_scans["bot_scans"],
+        bot_scans_by_reason=total_scans["by_reason"],
+        burst_scans=total_scans["burst_scans"],
         unique_visitors=total_scans["visitors"],
         conversions=total_conversions,
         revenue=_revenue(total_revenue),

@@ -332,24 +332,34 @@ async def test_visitor_id_is_stable_per_visitor_and_day(
     await client.get(f"/s/{second_tag['code']}", headers=iphone)  # 2 same campaign
     await client.get(f"/s/{tag['code']}", headers=android)  # 3 other UA
     await neighbour.get(f"/s/{tag['code']}", headers=iphone)  # 4 other IP
-    await client.get(f"/s/{other_tag['code']}", headers=iphone)  # 5 other campaign
+    await client.get(f"/s/{other_tag['code']}", headers=iphone)  # 5 other campaign, same org
     ids = [row["visitor_id"] for row in await scans(engine)]
     assert len(ids) == 6
-    assert ids[0] == ids[1] == ids[2]
-    assert len({ids[0], ids[3], ids[4], ids[5]}) == 4
-    # Keyed: not a plain hash anyone could recompute from (IP, UA, campaign).
-    message = f"{CLIENT_IP}\x00{IPHONE_SAFARI}\x00{campaign['id']}".encode()
+    # Keyed per organization: one person's scans of two campaigns share the id.
+    assert ids[0] == ids[1] == ids[2] == ids[5]
+    assert len({ids[0], ids[3], ids[4]}) == 3
+    # Keyed: not a plain hash anyone could recompute from (org, IP, UA).
+    message = f"{org.id}\x00{CLIENT_IP}\x00{IPHONE_SAFARI}".encode()
     assert ids[0] != hashlib.sha256(message).digest()[:16]
 
 
 def test_visitor_salt_rotates_daily(app: FastAPI) -> None:
-    service: ScanService = app.state.scans
+    visitors = app.state.scans.visitors
     today = dt.datetime.now(dt.UTC).date()
-    tomorrow = today + dt.timedelta(days=1)
-    first = service.visitor_id(CLIENT_IP, IPHONE_SAFARI, 1, today)
-    assert first == service.visitor_id(CLIENT_IP, IPHONE_SAFARI, 1, today)
-    assert first != service.visitor_id(CLIENT_IP, IPHONE_SAFARI, 1, tomorrow)
-    assert first != service.visitor_id(CLIENT_IP, IPHONE_SAFARI, 1, today - dt.timedelta(days=1))
+
+    def visitor(day: dt.date) -> bytes:
+        return bytes(
+            visitors.visitor_id(
+                organization_id=1, client_key=CLIENT_IP, user_agent=IPHONE_SAFARI, day=day
+            )
+        )
+
+    # Today's and tomorrow's salts exist ahead; older ones are gone.
+    assert visitors.days == [today, today + dt.timedelta(days=1)]
+    first = visitor(today)
+    assert first == visitor(today)
+    assert first != visitor(today + dt.timedelta(days=1))
+    assert first != visitor(today - dt.timedelta(days=1))
 
 
 @pytest.mark.parametrize(
@@ -377,12 +387,8 @@ async def test_phones_are_stored_as_human_scans(
     tag = await make_tag(client, org, campaign["id"])
     assert_redirect(await client.get(f"/s/{tag['code']}", headers={"User-Agent": user_agent}))
     row = (await scans(engine))[0]
-    assert (row["is_bot"], row["device_type"], row["os"], row["browser"]) == (
-        False,
-        "mobile",
-        os,
-        browser,
-    )
+    assert (row["is_bot"], row["bot_reason"], row["burst"]) == (False, None, False)
+    assert (row["device_type"], row["os"], row["browser"]) == ("mobile", os, browser)
     assert row["user_agent"] == user_agent
 
 
@@ -411,7 +417,7 @@ async def test_head_redirects_but_is_not_a_human_scan(
     assert location.startswith("https://shop.example.com/summer?")
     rows = await scans(engine)
     assert len(rows) == 1
-    assert (rows[0]["method"], rows[0]["is_bot"]) == ("HEAD", True)
+    assert (rows[0]["method"], rows[0]["is_bot"], rows[0]["bot_reason"]) == ("HEAD", True, "head")
     assert rows[0]["click_id"] == dict(query(location))["pcid"]
 
 
@@ -474,7 +480,7 @@ async def test_malformed_code_is_a_404_page_without_lookup_or_database(
 
     monkeypatch.setattr(service.cache, "lookup", refuse)
     monkeypatch.setattr(service.writer, "submit", refuse)
-    monkeypatch.setattr(service, "_connect", refuse)
+    monkeypatch.setattr(service.runtime, "_connect", refuse)
 
     def count(*args: Any) -> None:
         touched.append("sql")

@@ -67,6 +67,12 @@ async def stats(
     )
 
 
+def reasons(**counts: int) -> dict[str, int]:
+    """``bot_scans_by_reason`` with every reason present: the given counts, else 0."""
+    every = ("head", "prefetch", "previewer", "scanner", "crawler", "no_user_agent")
+    return {reason: counts.get(reason, 0) for reason in every}
+
+
 def eur(amount: int) -> dict[str, Any]:
     return {"currency": "EUR", "amount_minor": amount}
 
@@ -146,6 +152,8 @@ async def test_totals_and_by_tag(client: httpx.AsyncClient, org: Org, fixture: F
     assert data["campaign_id"] == fixture.campaign_id
     assert data["scans"] == 5
     assert data["bot_scans"] == 2
+    assert data["bot_scans_by_reason"] == reasons(previewer=1, head=1)
+    assert data["burst_scans"] == 0
     assert data["unique_visitors"] == 3
     assert data["conversions"] == 4
     assert data["revenue"] == [eur(4990 + 2500), usd(1000)]
@@ -158,6 +166,8 @@ async def test_totals_and_by_tag(client: httpx.AsyncClient, org: Org, fixture: F
             "label": "window-1",
             "scans": 3,
             "bot_scans": 1,
+            "bot_scans_by_reason": reasons(previewer=1),
+            "burst_scans": 0,
             "unique_visitors": 2,
             "conversions": 2,
             "revenue": [eur(4990), usd(1000)],
@@ -169,6 +179,8 @@ async def test_totals_and_by_tag(client: httpx.AsyncClient, org: Org, fixture: F
             "label": "window-2",
             "scans": 2,
             "bot_scans": 1,
+            "bot_scans_by_reason": reasons(head=1),
+            "burst_scans": 0,
             "unique_visitors": 2,
             "conversions": 2,
             "revenue": [eur(2500)],
@@ -180,12 +192,39 @@ async def test_totals_and_by_tag(client: httpx.AsyncClient, org: Org, fixture: F
             "label": "unused",
             "scans": 0,
             "bot_scans": 0,
+            "bot_scans_by_reason": reasons(),
+            "burst_scans": 0,
             "unique_visitors": 0,
             "conversions": 0,
             "revenue": [],
             "conversion_rate": 0.0,
         },
     ]
+
+
+async def test_bot_scans_by_reason_follow_the_first_reason_that_applies(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    campaign = await make_campaign(client, org)
+    tag = await make_tag(client, org, campaign["id"])
+    code = tag["code"]
+    headers_by_scan: list[dict[str, str]] = [
+        {"user-agent": IPHONE_SAFARI, "sec-purpose": "prefetch;prerender"},
+        {"user-agent": IPHONE_SAFARI, "x-moz": "prefetch"},
+        {"user-agent": FACEBOOK_PREVIEW, "purpose": "prefetch"},  # prefetch comes first
+        {"user-agent": "Mozilla/5.0 (compatible; Google-Safety; +http://www.google.com/bot.html)"},
+        {"user-agent": "Microsoft Office Protocol Discovery"},
+        {"user-agent": "curl/8.5.0"},
+        {"user-agent": "x"},
+        {"user-agent": IPHONE_SAFARI},
+    ]
+    for headers in headers_by_scan:
+        response = await client.get(f"/s/{code}", headers=headers)
+        assert response.status_code == 302  # every one redirected
+    data = (await stats(client, org, campaign["id"])).json()
+    expected = reasons(prefetch=3, scanner=2, crawler=1, no_user_agent=1)
+    assert (data["scans"], data["bot_scans"], data["bot_scans_by_reason"]) == (1, 7, expected)
+    assert data["by_tag"][0]["bot_scans_by_reason"] == expected
 
 
 async def test_window_bounds_for_conversions(
@@ -301,6 +340,8 @@ async def test_campaign_without_anything(client: httpx.AsyncClient, org: Org) ->
         "to": None,
         "scans": 0,
         "bot_scans": 0,
+        "bot_scans_by_reason": reasons(),
+        "burst_scans": 0,
         "unique_visitors": 0,
         "conversions": 0,
         "revenue": [],

@@ -17,6 +17,7 @@ from campaigns.scanning.links import (
     new_code,
     normalize_code,
     qr_url,
+    scan_utm,
     short_url,
 )
 
@@ -182,3 +183,19 @@ def test_build_destination_is_ascii_for_the_location_header(
     url = build_destination(destination, utm={}, click_id=None)
     assert url == expected
     url.encode("ascii")
+
+
+def test_scan_utm_defaults_and_what_wins() -> None:
+    assert scan_utm(
+        {}, channel="qr", campaign_slug="summer", tag_code="7KQ2M9XD", tag_label=None
+    ) == {
+        "source": "passerelle",
+        "medium": "qr",
+        "campaign": "summer",
+        "content": "7KQ2M9XD",
+        "term": "",
+    }
+    chosen = {"source": "flyer", "medium": "print", "campaign": "s26", "content": "c", "term": "t"}
+    assert scan_utm(
+        chosen, channel="nfc", campaign_slug="summer", tag_code="7KQ2M9XD", tag_label="door"
+    ) == {"source": "flyer", "medium": "print", "campaign": "s26", "content": "door", "term": "t"}

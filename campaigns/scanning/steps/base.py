@@ -1,0 +1,57 @@
+"""The value the scan steps fill in, and what a step is (see the package docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from campaigns.scanning.ratelimit import RateLimiter
+from campaigns.scanning.request import ScanRequest
+from campaigns.scanning.resolution import Resolution
+from campaigns.scanning.visitors import VisitorIds
+
+
+@dataclass(slots=True)
+class ScanDraft:
+    """A scan being built. ``request`` and ``resolution`` are given and read-only;
+    ``channel`` is ``qr`` or ``nfc``; every other field starts empty and is set by the
+    step that owns it (named in brackets):
+
+    - ``device_type``, ``os``, ``browser`` [device and bot]: as :class:`Device`;
+    - ``bot_reason`` [device and bot]: ``head``, ``prefetch``, ``previewer``, ``scanner``,
+      ``crawler`` or ``no_user_agent``, the first that applies; None for a person;
+    - ``visitor_id`` [visitor]: 16 bytes;
+    - ``burst`` [burst]: True past the per-client rate (still a person's scan).
+    """
+
+    request: ScanRequest
+    resolution: Resolution
+    channel: str
+    device_type: str | None = None
+    os: str | None = None
+    browser: str | None = None
+    bot_reason: str | None = None
+    visitor_id: bytes | None = None
+    burst: bool = False
+
+    @property
+    def is_bot(self) -> bool:
+        """True when the scan is not a person's (``bot_reason`` is set)."""
+        return self.bot_reason is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """The per-process, in-memory state steps may read: visitor salts and the
+    per-client rate limiter (None: no burst flagging)."""
+
+    visitors: VisitorIds
+    limiter: RateLimiter | None
+
+
+class ScanStep(Protocol):
+    """One named step: ``name`` (for logs and docs) and a call that fills the draft."""
+
+    name: str
+
+    def __call__(self, draft: ScanDraft, /) -> None: ...
