@@ -79,8 +79,10 @@ def problem(
     detail: str = "",
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    members: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """A problem+json response."""
+    """A problem+json response; ``members`` are extension members (RFC 9457 §3.2) added
+    beside the standard ones, which they cannot replace."""
     default_code, default_title = _STATUS_CODES.get(status, ("error", "Error"))
     code = code or default_code
     body: dict[str, Any] = {
@@ -92,6 +94,8 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    for key, value in (members or {}).items():
+        body.setdefault(key, value)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -114,6 +118,7 @@ def install_error_handlers(app: FastAPI) -> None:
             detail=exc.detail,
             errors=exc.errors,
             headers=exc.headers or None,
+            members=exc.members,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -20,6 +20,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -100,6 +102,22 @@ def _check_time(value: dt.datetime) -> dt.datetime:
     return utc
 
 
+def _hex_digits(count: int, what: str) -> AfterValidator:
+    """A validator accepting exactly ``count`` hexadecimal digits (either case); its
+    message names ``what`` and never repeats the value (keys must not reach errors)."""
+
+    def check(value: str) -> str:
+        if len(value) != count or any(c not in "0123456789abcdefABCDEF" for c in value):
+            raise ValueError(f"{what} must be {count} hexadecimal digits")
+        return value.upper()
+
+    return AfterValidator(check)
+
+
+NfcUid = Annotated[str, _hex_digits(14, "uid (7 bytes)")]
+AesKeyHex = Annotated[str, _hex_digits(32, "an AES-128 key")]
+NfcInvalidTap = Literal["flag", "block"]
+
 HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_url)]
 Currency = Annotated[str, StringConstraints(to_upper=True), AfterValidator(_check_currency)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=100)]
@@ -159,6 +177,8 @@ class CampaignCreate(_Schedule):
     ends_at: Timestamp | None = None
     utm: Utm = Field(default_factory=Utm)
     cost: Money | None = None
+    #: What a failed NTAG 424 DNA tap gets: ``flag`` (redirect, scan marked) or ``block``.
+    nfc_invalid_tap: NfcInvalidTap = "flag"
 
 
 class CampaignUpdate(_Schedule):
@@ -174,6 +194,7 @@ class CampaignUpdate(_Schedule):
     utm: Utm | None = None
     cost: Money | None = None
     archived: bool | None = Field(default=None, strict=True)
+    nfc_invalid_tap: NfcInvalidTap | None = None
 
 
 class CampaignRead(Schema):
@@ -191,16 +212,45 @@ class CampaignRead(Schema):
     utm: Utm
     cost: Money | None
     archived: bool
+    nfc_invalid_tap: NfcInvalidTap
     created_at: dt.datetime
     updated_at: dt.datetime
 
 
-class TagCreate(Schema):
-    """Body of ``POST /v1/campaigns/{id}/tags``."""
+class NfcCreate(Schema):
+    """The ``nfc`` member of a tag of kind ``nfc_sun`` (NTAG 424 DNA): its ``uid`` (14 hex
+    digits) and optionally both SDM keys (32 hex digits each); without keys Passerelle
+    derives them (see :mod:`campaigns.payloads.keys`). Keys never show in ``repr``."""
 
-    kind: Literal["qr", "nfc"] = "qr"
+    uid: NfcUid
+    sdm_meta_read_key: AesKeyHex | None = Field(default=None, repr=False)
+    sdm_file_read_key: AesKeyHex | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _both_keys_or_none(self) -> NfcCreate:
+        if (self.sdm_meta_read_key is None) != (self.sdm_file_read_key is None):
+            raise ValueError("send both sdm_meta_read_key and sdm_file_read_key, or neither")
+        return self
+
+
+class TagCreate(Schema):
+    """Body of ``POST /v1/campaigns/{id}/tags``. ``nfc`` is required for kind
+    ``nfc_sun`` and refused for the others."""
+
+    kind: Literal["qr", "nfc", "nfc_sun"] = "qr"
     label: Name | None = None
     destination_url: HttpUrl | None = None
+    nfc: NfcCreate | None = Field(default=None, validate_default=True)
+
+    @field_validator("nfc")
+    @classmethod
+    def _nfc_matches_kind(cls, value: NfcCreate | None, info: ValidationInfo) -> NfcCreate | None:
+        kind = info.data.get("kind")
+        if kind == "nfc_sun" and value is None:
+            raise ValueError("a tag of kind nfc_sun needs nfc.uid")
+        if kind is not None and kind != "nfc_sun" and value is not None:
+            raise ValueError("nfc is only for tags of kind nfc_sun")
+        return value
 
 
 class TagUpdate(Schema):
@@ -211,9 +261,26 @@ class TagUpdate(Schema):
     status: Literal["active", "disabled"] | None = None
 
 
+class NfcRead(Schema):
+    """The NTAG 424 DNA identity of an ``nfc_sun`` tag: ``uid`` (14 upper-case hex digits)
+    and ``key_derivation_version`` (null when the keys were supplied). Never the keys."""
+
+    uid: str
+    key_derivation_version: int | None
+
+
+class NfcCreated(NfcRead):
+    """``nfc`` of the creation response only: also the two SDM keys (32 upper-case hex
+    digits each), for the personalisation tool. They are never shown again."""
+
+    sdm_meta_read_key: str
+    sdm_file_read_key: str
+
+
 class TagRead(Schema):
     """A tag: ``short_url`` is ``{BASE_URL}/s/{code}``; ``qr_content`` is the form encoded
-    in QR codes (host and path upper case, for the alphanumeric mode)."""
+    in QR codes (host and path upper case, for the alphanumeric mode); ``nfc`` is set for
+    kind ``nfc_sun``."""
 
     model_config = ConfigDict(extra="ignore", from_attributes=True)
 
@@ -227,6 +294,49 @@ class TagRead(Schema):
     destination_url: str | None
     status: str
     created_at: dt.datetime
+    nfc: NfcRead | None = None
+
+
+class TagCreated(TagRead):
+    """Answer of ``POST /v1/campaigns/{id}/tags``: a :class:`TagRead` whose ``nfc`` (kind
+    ``nfc_sun``) carries the keys, this once."""
+
+    nfc: NfcCreated | None = None
+
+
+class NdefRead(Schema):
+    """Answer of ``GET /v1/tags/{id}/ndef?format=json``: the NDEF message for ``url`` as
+    ``ndef_hex`` (``size_bytes`` long), the Type 2 TLV area written from page 4 as
+    ``tlv_hex``, and the ``chip`` with its ``capacity_bytes``. Hex is upper case."""
+
+    url: str
+    ndef_hex: str
+    tlv_hex: str
+    size_bytes: int
+    capacity_bytes: int
+    chip: str
+
+
+class SdmKeyNumbers(Schema):
+    """Which key slot (0-4) of the NTAG 424 DNA holds which key (AN12196's example)."""
+
+    app_master: int
+    sdm_meta_read: int
+    sdm_file_read: int
+
+
+class SdmRead(Schema):
+    """Answer of ``GET /v1/tags/{id}/sdm``: what a personalisation tool writes on an
+    NTAG 424 DNA. ``ndef_file_hex`` is the NDEF file (``NLEN`` then the message); the
+    offsets are byte positions from its first byte."""
+
+    uid: str
+    url_template: str
+    ndef_file_hex: str
+    picc_data_offset: int
+    sdm_mac_input_offset: int
+    sdm_mac_offset: int
+    key_numbers: SdmKeyNumbers
 
 
 class Page(Schema, Generic[T]):

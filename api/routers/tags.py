@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import OrganizationId, SessionDep, SettingsDep
-from api.views import tag_read
-from campaigns.schemas import Page, TagCreate, TagRead, TagUpdate
+from api.views import tag_created, tag_read
+from campaigns.schemas import Page, TagCreate, TagCreated, TagRead, TagUpdate
 from campaigns.services import tags as service
 from campaigns.services.campaigns import MAX_PAGE_SIZE
 
@@ -21,20 +21,28 @@ class TagPage(Page[TagRead]):
     limit: int
 
 
-@router.post("/v1/campaigns/{campaign_id}/tags", status_code=201, response_model=TagRead)
+@router.post("/v1/campaigns/{campaign_id}/tags", status_code=201, response_model=TagCreated)
 async def create_tag(
     campaign_id: int,
     data: TagCreate,
     session: SessionDep,
     organization_id: OrganizationId,
     settings: SettingsDep,
-) -> TagRead:
+) -> TagCreated:
     """Create a tag with a fresh random code; scannable at once on this server and within
-    a second on every other."""
+    a second on every other. Kind ``nfc_sun`` (NTAG 424 DNA) needs ``nfc.uid``; its SDM
+    keys (supplied or derived) are in this answer only (409 ``nfc_uid_taken``)."""
     tag = await service.create_tag(
-        session, organization_id=organization_id, campaign_id=campaign_id, data=data
+        session,
+        organization_id=organization_id,
+        campaign_id=campaign_id,
+        data=data,
+        secret_key=settings.secret_key,
     )
-    return tag_read(tag, settings.short_link_origin)
+    keys = (
+        service.tag_sun_keys(tag, secret_key=settings.secret_key) if tag.kind == "nfc_sun" else None
+    )
+    return tag_created(tag, settings.short_link_origin, keys)
 
 
 @router.get("/v1/campaigns/{campaign_id}/tags", response_model=TagPage)
