@@ -3,6 +3,7 @@ campaign option ``nfc_invalid_tap``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -115,6 +116,34 @@ async def test_master_secret_is_made_once_per_organization(
     other_campaign = await make_campaign(client, other_org)
     other = await create_sun_tag(client, other_org, other_campaign["id"])
     assert other["nfc"]["sdm_meta_read_key"] != first["nfc"]["sdm_meta_read_key"]
+
+
+async def test_concurrent_first_uses_agree_on_one_master_secret(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine, settings: Settings
+) -> None:
+    """Two creations racing to make the organization's master secret: both tags' keys
+    derive from the one that was stored."""
+    campaign = await make_campaign(client, org)
+    uids = [f"0400000000000{n}" for n in range(4)]
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                f"/v1/campaigns/{campaign['id']}/tags",
+                json={"kind": "nfc_sun", "nfc": {"uid": uid}},
+                headers=org.headers,
+            )
+            for uid in uids
+        )
+    )
+    assert [r.status_code for r in responses] == [201] * len(uids)
+    org_row = await _row(engine, "SELECT * FROM organizations WHERE id = :id", id=org.id)
+    master = sun_keys.unseal_master_secret(
+        settings.secret_key, organization_id=org.id, sealed=org_row["nfc_master_secret_encrypted"]
+    )
+    for uid, response in zip(uids, responses, strict=True):
+        derived = sun_keys.derive_sun_keys(master, bytes.fromhex(uid), version=1)
+        assert response.json()["nfc"]["sdm_meta_read_key"] == derived.meta_read.hex().upper()
+        assert response.json()["nfc"]["sdm_file_read_key"] == derived.file_read.hex().upper()
 
 
 async def test_tags_made_under_v1_still_verify_after_a_v2_derivation(
