@@ -15,9 +15,10 @@
 - **NTAG 424 DNA** (Type 4): the NDEF file (file 02, 256 bytes) holds ``NLEN`` (2 bytes,
   big-endian) then the message. With Secure Dynamic Messaging the tag overwrites
   placeholders of the URL on every read; SDM offsets count bytes from the first byte of
-  that file (NT4H2421Gx data sheet, "Secure Dynamic Messaging"; AN12196 example: for
-  ``https://choose.url.com/ntag424?e=...&c=...`` the file is
-  ``00 xx D1 01 xx 55 04 'c' 'h' ...`` and PICCDataOffset is 0x20).
+  that file (NT4H2421Gx data sheet §9.3 "Secure Dynamic Messaging"; AN12196 Rev. 1.5
+  §6.9 "Change NDEF File Settings": for ``https://choose.url.com/ntag424?e=...&c=...``
+  the file is ``00 xx D1 01 xx 55 04 'c' 'h' ...``, PICCDataOffset is 0x20 and
+  SDMMACInputOffset = SDMMACOffset = 0x43).
 
 The URL written on plain tags is the tag's ``short_url`` (``{BASE_URL}/s/{CODE}``,
 scheme and host as configured, code upper case), not the upper-case ``qr_content``: NFC

@@ -13,11 +13,13 @@ SDM) with two mirrors (layout: :func:`campaigns.payloads.ndef.sdm_layout`):
   truncated to its odd-indexed bytes 1, 3, ..., 15 ("MACt"). Here SDMMACInputOffset equals
   SDMMACOffset, so the input is empty.
 
-Sources: NXP AN12196 "NTAG 424 DNA and NTAG 424 DNA TagTamper features and hints",
-section "Secure Dynamic Messaging" / "SUN message" (the PICCData decryption and SDMMAC
-calculation examples; known answer below) and the NT4H2421Gx data sheet, section
-"Secure Dynamic Messaging" (SDM session key generation, SV2; MAC truncation). AES-CMAC is
-NIST SP 800-38B / RFC 4493.
+Sources: NXP AN12196 "NTAG 424 DNA and NTAG 424 DNA TagTamper features and hints"
+(Rev. 1.5): the SUN example with encrypted PICCData and SDMMAC (p. 12: decrypted PICCData
+``C7 04DE5F1EACC040 3D0000 ...``, then the SV2, session key and MACt steps; known answer
+below) and §6.9 "Change NDEF File Settings" (the mirror layout this module expects); NXP
+NT4H2421Gx data sheet §9.3 "Secure Dynamic Messaging" (PICCData encryption, SDM session
+key generation with SV2, MAC truncation to the odd bytes). AES-CMAC is NIST SP 800-38B /
+RFC 4493.
 
 Known answer (AN12196, all-zero keys): ``e=EF963FF7828658A599F3041510671E88``,
 ``c=94EED9EE65337086`` is UID ``04DE5F1EACC040``, counter 61, valid.

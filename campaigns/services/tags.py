@@ -21,8 +21,8 @@ from campaigns.services.campaigns import MAX_ID, get_campaign, keyset_page
 #: A fresh 40-bit code collides with an existing one with probability n / 2^40; retries
 #: make a failure astronomically unlikely even with hundreds of millions of tags.
 CODE_ATTEMPTS = 8
-#: Key slots of an NTAG 424 DNA personalised for Passerelle, as in NXP AN12196's SUN
-#: example (ChangeFileSettings with SDMAccessRights F1 21: SDMCtrRet key 1, SDMMetaRead
+#: Key slots of an NTAG 424 DNA personalised for Passerelle, as in NXP AN12196 Rev. 1.5
+#: §6.9 "Change NDEF File Settings" (SDMAccessRights F1 21: SDMCtrRet key 1, SDMMetaRead
 #: key 2, SDMFileRead key 1). Key 0 is the application master key, which Passerelle
 #: never needs.
 SDM_KEY_NUMBERS: Final = {"app_master": 0, "sdm_meta_read": 2, "sdm_file_read": 1}
