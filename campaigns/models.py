@@ -170,6 +170,9 @@ class Tag(Base):
             "(kind = 'nfc_sun') = (nfc_uid IS NOT NULL AND nfc_keys_encrypted IS NOT NULL)",
             name="nfc_sun_fields",
         ),
+        CheckConstraint("octet_length(nfc_uid) = 7", name="nfc_uid_length"),
+        # SDMReadCtr is a 24-bit counter.
+        CheckConstraint("nfc_last_counter BETWEEN 0 AND 16777215", name="nfc_last_counter_range"),
         Index(
             "uq_tags_organization_id_nfc_uid",
             "organization_id",

@@ -64,6 +64,12 @@ def upgrade() -> None:
         "tags",
         "(kind = 'nfc_sun') = (nfc_uid IS NOT NULL AND nfc_keys_encrypted IS NOT NULL)",
     )
+    op.create_check_constraint(op.f("ck_tags_nfc_uid_length"), "tags", "octet_length(nfc_uid) = 7")
+    op.create_check_constraint(
+        op.f("ck_tags_nfc_last_counter_range"),
+        "tags",
+        "nfc_last_counter BETWEEN 0 AND 16777215",
+    )
     op.create_index(
         "uq_tags_organization_id_nfc_uid",
         "tags",
@@ -95,6 +101,8 @@ def downgrade() -> None:
     op.drop_index(
         "uq_tags_organization_id_nfc_uid", table_name="tags", postgresql_where="kind = 'nfc_sun'"
     )
+    op.drop_constraint(op.f("ck_tags_nfc_last_counter_range"), "tags", type_="check")
+    op.drop_constraint(op.f("ck_tags_nfc_uid_length"), "tags", type_="check")
     op.drop_constraint(op.f("ck_tags_nfc_sun_fields"), "tags", type_="check")
     op.drop_column("tags", "nfc_last_counter")
     op.drop_column("tags", "nfc_key_derivation_version")

@@ -499,3 +499,26 @@ async def test_bad_nfc_invalid_tap_is_422_and_changes_nothing(
         )
         assert_problem(created, 422, code)
     assert await table_snapshot(engine, "campaigns") == before
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "kind = 'qr'",
+        "nfc_uid = NULL",
+        "nfc_keys_encrypted = NULL",
+        "nfc_uid = '\\x04a1b2'::bytea",
+        "nfc_last_counter = 16777216",
+        "nfc_last_counter = -1",
+    ],
+)
+async def test_the_database_refuses_inconsistent_nfc_columns(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine, assignment: str
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    campaign = await make_campaign(client, org)
+    tag = await create_sun_tag(client, org, campaign["id"])
+    with pytest.raises(IntegrityError, match="ck_tags_nfc"):
+        async with engine.begin() as conn:
+            await conn.execute(text(f"UPDATE tags SET {assignment} WHERE id = {tag['id']}"))  # noqa: S608
