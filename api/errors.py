@@ -62,6 +62,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "The path does not accept this method"),
     "conflict": (409, "The request clashes with stored state"),
     "slug_taken": (409, "Another live campaign of the organization uses this slug"),
+    "nfc_uid_taken": (409, "Another `nfc_sun` tag of the organization has this UID"),
     "conversion_conflict": (409, "`external_id` already stored with a different body"),
     "location_external_id_taken": (
         409,
@@ -80,6 +81,13 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "slug_required": (422, "`slug` cannot be removed"),
     "status_required": (422, "`status` cannot be removed"),
     "archived_required": (422, "`archived` must be true or false"),
+    "ndef_too_large": (
+        422,
+        "The NDEF TLV area exceeds the chip's capacity (`size_bytes`, `capacity_bytes`)",
+    ),
+    "not_sun_tag": (422, "SDM settings exist only for `nfc_sun` tags"),
+    "sun_tag_uses_sdm": (422, "An `nfc_sun` tag is personalised from `/sdm`, not `/ndef`"),
+    "nfc_invalid_tap_required": (422, "`nfc_invalid_tap` cannot be null"),
     "redirect_loop": (422, "A URL points at this service's own short-link origin"),
     "invalid_coordinates": (
         422,
@@ -201,8 +209,10 @@ def problem(
     detail: str = "",
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    members: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """A problem+json response."""
+    """A problem+json response; ``members`` are extension members (RFC 9457 §3.2) added
+    beside the standard ones, which they cannot replace."""
     default_code, default_title = _STATUS_CODES.get(status, ("error", "Error"))
     code = code or default_code
     body: dict[str, Any] = {
@@ -214,6 +224,8 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    for key, value in (members or {}).items():
+        body.setdefault(key, value)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -236,6 +248,7 @@ def install_error_handlers(app: FastAPI) -> None:
             detail=exc.detail,
             errors=exc.errors,
             headers=exc.headers or None,
+            members=exc.members,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from campaigns.models import Campaign, Conversion, Location, Tag
+from campaigns.payloads.keys import SunKeys
 from campaigns.scanning.links import qr_url, short_url
-from campaigns.schemas import CampaignRead, ConversionRead, LocationRead, Money, TagRead, Utm
+from campaigns.schemas import (
+    CampaignRead,
+    ConversionRead,
+    LocationRead,
+    Money,
+    NfcCreated,
+    NfcRead,
+    TagCreated,
+    TagRead,
+    Utm,
+)
 from campaigns.services.locations import location_geojson
 from geo.geojson import from_wkb_element, to_geojson
 
@@ -31,13 +42,22 @@ def campaign_read(campaign: Campaign) -> CampaignRead:
         utm=Utm(**campaign.utm),
         cost=cost,
         archived=campaign.archived,
+        nfc_invalid_tap=campaign.nfc_invalid_tap,
         created_at=campaign.created_at,
         updated_at=campaign.updated_at,
     )
 
 
 def tag_read(tag: Tag, origin: str) -> TagRead:
-    """The API view of a tag; ``origin`` is the public short-link origin (``BASE_URL``)."""
+    """The API view of a tag; ``origin`` is the public short-link origin (``BASE_URL``).
+    ``nfc`` shows an ``nfc_sun`` tag's UID and key derivation version, never its keys."""
+    nfc = (
+        NfcRead(
+            uid=tag.nfc_uid.hex().upper(), key_derivation_version=tag.nfc_key_derivation_version
+        )
+        if tag.nfc_uid is not None
+        else None
+    )
     return TagRead(
         id=tag.id,
         code=tag.code,
@@ -51,6 +71,7 @@ def tag_read(tag: Tag, origin: str) -> TagRead:
         location_id=tag.location_id,
         placement=to_geojson(from_wkb_element(tag.placement)) if tag.placement else None,
         created_at=tag.created_at,
+        nfc=nfc,
     )
 
 
@@ -69,6 +90,21 @@ def location_read(location: Location, distance_m: float | None = None) -> Locati
         distance_m=distance_m,
         **location_geojson(location),
     )
+
+
+def tag_created(tag: Tag, origin: str, keys: SunKeys | None) -> TagCreated:
+    """The creation answer: :func:`tag_read` plus, for an ``nfc_sun`` tag, its SDM
+    ``keys`` (upper-case hex), shown this once for the personalisation tool."""
+    read = tag_read(tag, origin)
+    nfc = None
+    if read.nfc is not None and keys is not None:
+        nfc = NfcCreated(
+            uid=read.nfc.uid,
+            key_derivation_version=read.nfc.key_derivation_version,
+            sdm_meta_read_key=keys.meta_read.hex().upper(),
+            sdm_file_read_key=keys.file_read.hex().upper(),
+        )
+    return TagCreated(**read.model_dump(exclude={"nfc"}), nfc=nfc)
 
 
 def conversion_read(conversion: Conversion) -> ConversionRead:

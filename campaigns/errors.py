@@ -14,7 +14,8 @@ class DomainError(Exception):
 
     ``status`` is the HTTP status the API answers with, ``code`` a stable
     snake_case identifier clients may switch on, ``errors`` optional field problems
-    (``[{"loc": [...], "msg": str, "type": str}]``).
+    (``[{"loc": [...], "msg": str, "type": str}]``), ``members`` optional extension
+    members of the problem document (RFC 9457 §3.2), e.g. ``{"size_bytes": 300}``.
     """
 
     status: int = 400
@@ -28,6 +29,7 @@ class DomainError(Exception):
         code: str | None = None,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        members: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -36,6 +38,7 @@ class DomainError(Exception):
         self.errors = errors
         #: Extra HTTP response headers (``Retry-After``, ``WWW-Authenticate``).
         self.headers = headers or {}
+        self.members = members or {}
 
 
 class NotFound(DomainError):

@@ -21,8 +21,10 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -65,13 +67,19 @@ def _created_at() -> Mapped[dt.datetime]:
 
 
 class Organization(Base):
-    """A tenant: a brand or agency with its API keys, campaigns and data."""
+    """A tenant: a brand or agency with its API keys, campaigns and data.
+
+    ``nfc_master_secret_encrypted`` is the organization's NFC master secret (32 random
+    bytes, sealed: :func:`campaigns.payloads.keys.seal_master_secret`), from which the
+    keys of its NTAG 424 DNA tags are derived; created on first need.
+    """
 
     __tablename__ = "organizations"
 
     id: Mapped[int] = _pk()
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = _created_at()
+    nfc_master_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class ApiKey(Base):
@@ -98,6 +106,9 @@ class Campaign(Base):
     ``utm`` holds default UTM parameters (``{"source": ..., "medium": ..., ...}``);
     ``cost_amount_minor`` is in minor units of ``cost_currency`` (ISO 4217).
     A deleted campaign keeps its rows (scans, conversions) but leaves the API.
+    ``nfc_invalid_tap`` says what a tap on an NTAG 424 DNA tag whose SUN message fails
+    verification (or replays an old counter) gets: ``flag`` (redirected, the scan marked)
+    or ``block`` (no redirect).
     """
 
     __tablename__ = "campaigns"
@@ -114,6 +125,7 @@ class Campaign(Base):
         CheckConstraint(
             "ends_at IS NULL OR starts_at IS NULL OR ends_at > starts_at", name="schedule"
         ),
+        CheckConstraint("nfc_invalid_tap IN ('flag', 'block')", name="nfc_invalid_tap"),
     )
 
     id: Mapped[int] = _pk()
@@ -130,6 +142,7 @@ class Campaign(Base):
     cost_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     cost_currency: Mapped[str | None] = mapped_column(String(3))
     archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    nfc_invalid_tap: Mapped[str] = mapped_column(String(8), default="flag", server_default="flag")
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = mapped_column(
         server_default=func.now(), default=utcnow, onupdate=utcnow
@@ -185,6 +198,13 @@ class Tag(Base):
     ``destination_url`` overrides the campaign's when set. ``location_id`` is the store it
     is placed in (kept NULL when the location is deleted) and ``placement`` where exactly
     (WGS 84; defaults to the location's point).
+
+    NTAG 424 DNA tags (kind ``nfc_sun``) also have ``nfc_uid`` (7 bytes, unique per
+    organization), ``nfc_keys_encrypted`` (the SDM meta-read and file-read keys, sealed:
+    :func:`campaigns.payloads.keys.seal_sun_keys`), ``nfc_key_derivation_version`` (the
+    derivation that made the keys, NULL when the client supplied them) and
+    ``nfc_last_counter`` (the highest SDMReadCtr accepted, NULL before the first tap;
+    :func:`campaigns.scanning.nfc.accept_counter`). Other kinds have none of them.
     """
 
     __tablename__ = "tags"
@@ -193,6 +213,20 @@ class Tag(Base):
         # The tag cache's periodic reconcile reads rows changed since its last sync.
         Index("ix_tags_updated_at", "updated_at"),
         CheckConstraint("status IN ('active', 'disabled')", name="status"),
+        CheckConstraint(
+            "(kind = 'nfc_sun') = (nfc_uid IS NOT NULL AND nfc_keys_encrypted IS NOT NULL)",
+            name="nfc_sun_fields",
+        ),
+        CheckConstraint("octet_length(nfc_uid) = 7", name="nfc_uid_length"),
+        # SDMReadCtr is a 24-bit counter.
+        CheckConstraint("nfc_last_counter BETWEEN 0 AND 16777215", name="nfc_last_counter_range"),
+        Index(
+            "uq_tags_organization_id_nfc_uid",
+            "organization_id",
+            "nfc_uid",
+            unique=True,
+            postgresql_where="kind = 'nfc_sun'",
+        ),
     )
 
     id: Mapped[int] = _pk()
@@ -217,6 +251,10 @@ class Tag(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         server_default=func.now(), default=utcnow, onupdate=utcnow
     )
+    nfc_uid: Mapped[bytes | None] = mapped_column(LargeBinary(7))
+    nfc_keys_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    nfc_key_derivation_version: Mapped[int | None] = mapped_column(SmallInteger)
+    nfc_last_counter: Mapped[int | None] = mapped_column(Integer)
 
 
 class Scan(Base):
@@ -227,6 +265,9 @@ class Scan(Base):
     ``ip_truncated`` is the client address cut to /24 (IPv4) or /48 (IPv6): the full
     address is never stored. ``visitor_id`` is a keyed hash of (IP, user agent,
     campaign) under a salt that rotates daily (16 bytes).
+    ``nfc_counter`` is the SDMReadCtr of a verified NTAG 424 DNA tap and
+    ``nfc_verification`` its verdict: ``valid``, ``replayed`` (right MAC, counter not above
+    the last accepted) or ``invalid``; both NULL for other scans.
     """
 
     __tablename__ = "scans"
@@ -267,6 +308,8 @@ class Scan(Base):
     bot_reason: Mapped[str | None] = mapped_column(Text)
     #: From an address past the per-address scan rate.
     burst: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    nfc_counter: Mapped[int | None] = mapped_column(Integer)
+    nfc_verification: Mapped[str | None] = mapped_column(Text)
 
 
 class Conversion(Base):

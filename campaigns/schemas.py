@@ -24,7 +24,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -110,6 +112,26 @@ def _check_time(value: dt.datetime) -> dt.datetime:
         raise ValueError("date must be between 1970 and 9998")
     return utc
 
+
+def _hex_digits(count: int, what: str) -> AfterValidator:
+    """A validator accepting exactly ``count`` hexadecimal digits (either case); its
+    message names ``what`` and never repeats the value (keys must not reach errors)."""
+
+    def check(value: str) -> str:
+        if len(value) != count or any(c not in "0123456789abcdefABCDEF" for c in value):
+            raise ValueError(f"{what} must be {count} hexadecimal digits")
+        return value.upper()
+
+    return AfterValidator(check)
+
+
+NfcUid = Annotated[str, _hex_digits(14, "uid (7 bytes)")]
+AesKeyHex = Annotated[str, _hex_digits(32, "an AES-128 key")]
+NfcInvalidTap = Literal["flag", "block"]
+_NFC_INVALID_TAP = (
+    "What a failed NTAG 424 DNA tap gets: `flag` (redirected, the scan counts in neither "
+    "stats nor attribution) or `block` (a 403 page asking to tap again)"
+)
 
 HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_url)]
 Currency = Annotated[str, StringConstraints(to_upper=True), AfterValidator(_check_currency)]
@@ -239,6 +261,7 @@ class CampaignCreate(_Schedule):
     ends_at: Timestamp | None = doc(_ENDS, "2026-09-01T00:00:00+02:00", default=None)
     utm: Utm = doc(_UTM, _UTM_EXAMPLE, default_factory=Utm)
     cost: Money | None = doc(_COST, _MONEY_EXAMPLE, default=None)
+    nfc_invalid_tap: NfcInvalidTap = doc(_NFC_INVALID_TAP, "flag", default="flag")
 
 
 class CampaignUpdate(_Schedule):
@@ -264,6 +287,9 @@ class CampaignUpdate(_Schedule):
     archived: bool | None = doc(
         "Hide from default listings; tags keep resolving", True, default=None, strict=True
     )
+    nfc_invalid_tap: NfcInvalidTap | None = doc(
+        _NFC_INVALID_TAP + "; cannot be null", "block", default=None
+    )
 
 
 class CampaignRead(Schema):
@@ -281,6 +307,7 @@ class CampaignRead(Schema):
     utm: Utm = doc(_UTM, _UTM_EXAMPLE)
     cost: Money | None = doc(_COST, _MONEY_EXAMPLE)
     archived: bool = doc("Archived campaigns are left out of listings with `archived=false`", False)
+    nfc_invalid_tap: NfcInvalidTap = doc(_NFC_INVALID_TAP, "flag")
     created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
     updated_at: dt.datetime = doc("Last change, UTC", _WHEN)
 
@@ -570,12 +597,40 @@ class LocationImportRead(Schema):
     updated: int = doc("Locations updated (matched on `external_id`)", 50)
 
 
+class NfcCreate(Schema):
+    """The ``nfc`` member of a tag of kind ``nfc_sun`` (NTAG 424 DNA): its ``uid`` (14 hex
+    digits) and optionally both SDM keys (32 hex digits each); without keys Passerelle
+    derives them (see :mod:`campaigns.payloads.keys`). Keys never show in ``repr``."""
+
+    uid: NfcUid = doc("The tag's 7-byte UID, 14 hex digits", "04DE5F1EACC040")
+    sdm_meta_read_key: AesKeyHex | None = doc(
+        "SDM meta-read key (AES-128, 32 hex digits); derived when absent",
+        "00000000000000000000000000000000",
+        default=None,
+        repr=False,
+    )
+    sdm_file_read_key: AesKeyHex | None = doc(
+        "SDM file-read key (AES-128, 32 hex digits); derived when absent",
+        "00000000000000000000000000000000",
+        default=None,
+        repr=False,
+    )
+
+    @model_validator(mode="after")
+    def _both_keys_or_none(self) -> NfcCreate:
+        if (self.sdm_meta_read_key is None) != (self.sdm_file_read_key is None):
+            raise ValueError("send both sdm_meta_read_key and sdm_file_read_key, or neither")
+        return self
+
+
 class TagCreate(Schema):
     """Body of ``POST /v1/campaigns/{id}/tags``. ``placement`` (GeoJSON Point) defaults to
     the point of ``location_id`` when a location is given."""
 
-    kind: Literal["qr", "nfc"] = doc(
-        "Printed QR code or NFC sticker (the `utm_medium`)", "qr", default="qr"
+    kind: Literal["qr", "nfc", "nfc_sun"] = doc(
+        "Printed QR code, NFC sticker (NTAG21x) or NTAG 424 DNA secure tag (`nfc_sun`)",
+        "qr",
+        default="qr",
     )
     label: Name | None = doc(_TAG_LABEL, "window-1", default=None)
     destination_url: HttpUrl | None = doc(
@@ -593,6 +648,22 @@ class TagCreate(Schema):
         "defaults to the location's point",
         examples=[{"type": "Point", "coordinates": [4.8567, 45.7607]}],
     )
+    nfc: NfcCreate | None = doc(
+        "Kind `nfc_sun` only (required there): the tag's UID and optionally its keys",
+        {"uid": "04DE5F1EACC040"},
+        default=None,
+        validate_default=True,
+    )
+
+    @field_validator("nfc")
+    @classmethod
+    def _nfc_matches_kind(cls, value: NfcCreate | None, info: ValidationInfo) -> NfcCreate | None:
+        kind = info.data.get("kind")
+        if kind == "nfc_sun" and value is None:
+            raise ValueError("a tag of kind nfc_sun needs nfc.uid")
+        if kind is not None and kind != "nfc_sun" and value is not None:
+            raise ValueError("nfc is only for tags of kind nfc_sun")
+        return value
 
 
 class TagUpdate(Schema):
@@ -621,6 +692,28 @@ class TagUpdate(Schema):
     )
 
 
+class NfcRead(Schema):
+    """The NTAG 424 DNA identity of an ``nfc_sun`` tag: ``uid`` (14 upper-case hex digits)
+    and ``key_derivation_version`` (null when the keys were supplied). Never the keys."""
+
+    uid: str = doc("The tag's 7-byte UID, 14 upper-case hex digits", "04DE5F1EACC040")
+    key_derivation_version: int | None = doc(
+        "Version of the key derivation that made its keys; null when they were supplied", 1
+    )
+
+
+class NfcCreated(NfcRead):
+    """``nfc`` of the creation response only: also the two SDM keys (32 upper-case hex
+    digits each), for the personalisation tool. They are never shown again."""
+
+    sdm_meta_read_key: str = doc(
+        "SDM meta-read key, shown this once", "6A2D9F0C1B3E4F5A6B7C8D9E0F1A2B3C"
+    )
+    sdm_file_read_key: str = doc(
+        "SDM file-read key, shown this once", "1F2E3D4C5B6A79880716253443526170"
+    )
+
+
 class TagRead(Schema):
     """A tag: ``short_url`` is ``{BASE_URL}/s/{code}``; ``qr_content`` is the form encoded
     in QR codes (host and path upper case, for the alphanumeric mode)."""
@@ -636,7 +729,7 @@ class TagRead(Schema):
         "What the QR code encodes: the short link upper-cased (alphanumeric mode)",
         "HTTPS://GO.EXAMPLE.COM/S/7KQ2M9XD",
     )
-    kind: str = doc("`qr` or `nfc`", "qr")
+    kind: str = doc("`qr`, `nfc` or `nfc_sun`", "qr")
     campaign_id: int = doc("The campaign the tag belongs to", 1)
     label: str | None = doc(_TAG_LABEL, "window-1")
     destination_url: str | None = doc(_TAG_DESTINATION, None)
@@ -648,6 +741,59 @@ class TagRead(Schema):
         examples=[{"type": "Point", "coordinates": [4.8567, 45.7607]}],
     )
     created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
+    nfc: NfcRead | None = doc("Kind `nfc_sun` only: UID and key derivation version", None)
+
+
+class TagCreated(TagRead):
+    """Answer of ``POST /v1/campaigns/{id}/tags``: a :class:`TagRead` whose ``nfc`` (kind
+    ``nfc_sun``) carries the keys, this once."""
+
+    nfc: NfcCreated | None = doc("Kind `nfc_sun` only: UID, derivation version and keys", None)
+
+
+class NdefRead(Schema):
+    """Answer of ``GET /v1/tags/{id}/ndef?format=json``: the NDEF message for ``url`` as
+    ``ndef_hex`` (``size_bytes`` long), the Type 2 TLV area written from page 4 as
+    ``tlv_hex``, and the ``chip`` with its ``capacity_bytes``. Hex is upper case."""
+
+    url: str = doc("The URL in the URI record", "https://go.example.com/s/7KQ2M9XD")
+    ndef_hex: str = doc(
+        "The NDEF message", "D1011D5504676F2E6578616D706C652E636F6D2F732F374B51324D395844"
+    )
+    tlv_hex: str = doc(
+        "What is written from page 4: NDEF Message TLV then Terminator TLV (FE)",
+        "0321D1011D5504676F2E6578616D706C652E636F6D2F732F374B51324D395844FE",
+    )
+    size_bytes: int = doc("Length of the NDEF message, bytes", 33)
+    capacity_bytes: int = doc("NDEF area declared by the chip's capability container", 144)
+    chip: str = doc("`ntag213`, `ntag215` or `ntag216`", "ntag213")
+
+
+class SdmKeyNumbers(Schema):
+    """Which key slot (0-4) of the NTAG 424 DNA holds which key (AN12196's example)."""
+
+    app_master: int = doc("Application master key slot", 0)
+    sdm_meta_read: int = doc("SDM meta-read key slot (PICCData encryption)", 2)
+    sdm_file_read: int = doc("SDM file-read key slot (SDMMAC)", 1)
+
+
+class SdmRead(Schema):
+    """Answer of ``GET /v1/tags/{id}/sdm``: what a personalisation tool writes on an
+    NTAG 424 DNA. ``ndef_file_hex`` is the NDEF file (``NLEN`` then the message); the
+    offsets are byte positions from its first byte."""
+
+    uid: str = doc("The tag's UID", "04DE5F1EACC040")
+    url_template: str = doc(
+        "The tap URL with zeroed mirrors",
+        "https://go.example.com/n/7KQ2M9XD?e=00000000000000000000000000000000&c=0000000000000000",
+    )
+    ndef_file_hex: str = doc("The NDEF file: 2-byte NLEN, then the message", "0053D1014F5504...")
+    picc_data_offset: int = doc("Byte offset of the encrypted PICCData mirror (`e=`)", 32)
+    sdm_mac_input_offset: int = doc("Byte offset where SDMMAC input starts (= MAC offset)", 67)
+    sdm_mac_offset: int = doc("Byte offset of the SDMMAC mirror (`c=`)", 67)
+    key_numbers: SdmKeyNumbers = doc(
+        "Key slots", {"app_master": 0, "sdm_meta_read": 2, "sdm_file_read": 1}
+    )
 
 
 class Page(Schema, Generic[T]):

@@ -10,8 +10,8 @@ from pydantic import Field
 from api.deps import OrganizationId, SessionDep, SettingsDep
 from api.errors import problem_responses
 from api.routing import JsonBodyRoute
-from api.views import tag_read
-from campaigns.schemas import Page, TagCreate, TagRead, TagUpdate
+from api.views import tag_created, tag_read
+from campaigns.schemas import Page, TagCreate, TagCreated, TagRead, TagUpdate
 from campaigns.services import tags as service
 from campaigns.services.campaigns import MAX_PAGE_SIZE
 
@@ -27,13 +27,14 @@ class TagPage(Page[TagRead]):
 @router.post(
     "/v1/campaigns/{campaign_id}/tags",
     status_code=201,
-    response_model=TagRead,
+    response_model=TagCreated,
     responses=problem_responses(
         "campaign_not_found",
         "location_not_found",
         "redirect_loop",
         "invalid_coordinates",
         "invalid_geojson",
+        "nfc_uid_taken",
     ),
 )
 async def create_tag(
@@ -42,17 +43,22 @@ async def create_tag(
     session: SessionDep,
     organization_id: OrganizationId,
     settings: SettingsDep,
-) -> TagRead:
+) -> TagCreated:
     """Create a tag with a fresh random code; scannable at once on this server and within
-    a second on every other."""
+    a second on every other. Kind ``nfc_sun`` (NTAG 424 DNA) needs ``nfc.uid``; its SDM
+    keys (supplied or derived) are in this answer only (409 ``nfc_uid_taken``)."""
     tag = await service.create_tag(
         session,
         organization_id=organization_id,
         campaign_id=campaign_id,
         data=data,
         short_link_origin=settings.short_link_origin,
+        secret_key=settings.secret_key,
     )
-    return tag_read(tag, settings.short_link_origin)
+    keys = (
+        service.tag_sun_keys(tag, secret_key=settings.secret_key) if tag.kind == "nfc_sun" else None
+    )
+    return tag_created(tag, settings.short_link_origin, keys)
 
 
 @router.get(

@@ -78,6 +78,10 @@ class ScanRecord:
     visitor_id: bytes | None = field(default=None, metadata=_pg("bytea"))
     bot_reason: str | None = field(default=None, metadata=_pg("text"))
     burst: bool = field(default=False, metadata=_pg("bool"))
+    #: NTAG 424 DNA taps: the SUN message's read counter and its verdict (``valid``,
+    #: ``replayed``, ``invalid``); null for other scans.
+    nfc_counter: int | None = field(default=None, metadata=_pg("integer"))
+    nfc_verification: str | None = field(default=None, metadata=_pg("text"))
 
     def to_json(self) -> str:
         """This record as one current-version spool line (no newline)."""

@@ -112,6 +112,7 @@ async def create_campaign(
             starts_at=_utc(data.starts_at),
             ends_at=_utc(data.ends_at),
             utm=data.utm.model_dump(exclude_none=True),
+            nfc_invalid_tap=data.nfc_invalid_tap,
             **_cost_columns(data.cost),
         )
         try:
@@ -224,7 +225,8 @@ async def update_campaign(
     """Apply the fields present in ``data``. Raises :class:`NotFound`, :class:`Conflict`
     (``slug_taken``) and :class:`InvalidInput` (``invalid_schedule``: ``ends_at`` not after
     ``starts_at`` once merged with stored values; ``destination_required``;
-    ``redirect_loop``: a URL on ``short_link_origin``, the service's own origin)."""
+    ``nfc_invalid_tap_required``; ``redirect_loop``: a URL on ``short_link_origin``, the
+    service's own origin)."""
     campaign = await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
     fields = data.model_dump(exclude_unset=True)
     check_not_own_origin(
@@ -248,6 +250,12 @@ async def update_campaign(
         if fields["archived"] is None:
             raise InvalidInput("archived must be true or false", code="archived_required")
         campaign.archived = fields["archived"]
+    if "nfc_invalid_tap" in fields:
+        if fields["nfc_invalid_tap"] is None:
+            raise InvalidInput(
+                "nfc_invalid_tap must be 'flag' or 'block'", code="nfc_invalid_tap_required"
+            )
+        campaign.nfc_invalid_tap = fields["nfc_invalid_tap"]
     if "utm" in fields:
         campaign.utm = data.utm.model_dump(exclude_none=True) if data.utm else {}
     if "cost" in fields:

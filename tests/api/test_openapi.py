@@ -84,6 +84,8 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
         ("get", "/v1/locations/{location_id}"): "locations_get",
         ("patch", "/v1/locations/{location_id}"): "locations_update",
         ("delete", "/v1/locations/{location_id}"): "locations_delete",
+        ("get", "/v1/tags/{tag_id}/ndef"): "tags_get_ndef",
+        ("get", "/v1/tags/{tag_id}/sdm"): "tags_get_sdm",
     }
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
+from api.middleware import HeaderSizeLimit
 from api.scan_endpoint import SHORT_LINKS, ShortLinkRoute, ShortLinks
 from campaigns.scanning.writer import WriterOverloaded
 from tests.conftest import Org, make_campaign, make_tag
@@ -25,8 +26,10 @@ async def test_scans_never_enter_the_fastapi_stack(
 ) -> None:
     campaign = await make_campaign(client, org)
     tag = await make_tag(client, org, campaign["id"])
-    stack = app.middleware_stack
-    assert isinstance(stack, ShortLinks)  # built by the first request, outermost
+    guard = app.middleware_stack  # built by the first request
+    assert isinstance(guard, HeaderSizeLimit)  # outermost: 431 on every path
+    stack = guard.app
+    assert isinstance(stack, ShortLinks)  # then the short links, before FastAPI's stack
     entered: list[str] = []
 
     async def inner(scope: Scope, receive: Receive, send: Send) -> None:

@@ -31,6 +31,7 @@ PG_SPELLINGS = {
     "timestamptz": {"TIMESTAMP WITH TIME ZONE"},
     "bool": {"BOOLEAN"},
     "inet": {"INET"},
+    "integer": {"INTEGER"},
     "bytea": {"BYTEA"},
 }
 
