@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import metrics
 from api.errors import PROBLEM_RESPONSES, install_error_handlers
 from api.middleware import BodySizeLimit
-from api.routers import campaigns, conversions, health, qr, stats, tags
+from api.routers import attribution, campaigns, conversions, health, organization, qr, stats, tags
 from api.scan_endpoint import ScanEndpoint
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.scanning.ratelimit import RateLimiter
@@ -65,6 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(metrics.router)
     app.include_router(health.router)
-    for module in (campaigns, tags, conversions, stats, qr):
+    for module in (campaigns, tags, conversions, stats, attribution, organization, qr):
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
     return app

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from campaigns.models import Campaign, Conversion, Tag
+from campaigns.models import Campaign, Conversion, Refund, Tag
 from campaigns.scanning.links import qr_url, short_url
-from campaigns.schemas import CampaignRead, ConversionRead, Money, TagRead, Utm
+from campaigns.schemas import CampaignRead, ConversionRead, Money, RefundRead, TagRead, Utm
 
 
 def _money(amount_minor: int | None, currency: str | None) -> Money | None:
@@ -29,6 +29,7 @@ def campaign_read(campaign: Campaign) -> CampaignRead:
         utm=Utm(**campaign.utm),
         cost=cost,
         archived=campaign.archived,
+        timezone=campaign.timezone,
         created_at=campaign.created_at,
         updated_at=campaign.updated_at,
     )
@@ -64,4 +65,18 @@ def conversion_read(conversion: Conversion) -> ConversionRead:
         scan_id=conversion.scan_id,
         campaign_id=conversion.campaign_id,
         tag_id=conversion.tag_id,
+    )
+
+
+def refund_read(refund: Refund, conversion: Conversion) -> RefundRead:
+    """The API view of a refund (``currency`` is its conversion's)."""
+    assert conversion.value_currency is not None  # only conversions with a value refund
+    return RefundRead(
+        id=refund.id,
+        conversion_id=refund.conversion_id,
+        external_id=refund.external_id,
+        amount_minor=refund.amount_minor,
+        currency=conversion.value_currency,
+        refunded_at=refund.refunded_at,
+        created_at=refund.created_at,
     )

@@ -7,6 +7,7 @@ Relationships are ``lazy="raise"``: eager loads are written out where needed.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -23,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
@@ -65,9 +67,23 @@ class Organization(Base):
 
     __tablename__ = "organizations"
 
+    __table_args__ = (
+        CheckConstraint(
+            "visitor_cookie_consent IN ('organization', 'ask')", name="visitor_cookie_consent"
+        ),
+    )
+
     id: Mapped[int] = _pk()
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = _created_at()
+    #: Whether scans set a first-party visitor cookie (journeys across days). Off by
+    #: default: in the EU such a cookie needs the visitor's consent (ePrivacy art. 5(3)).
+    visitor_cookie: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    #: Who obtains that consent: ``organization`` (the organization's own consent
+    #: management covers it) or ``ask`` (the scan path asks the visitor).
+    visitor_cookie_consent: Mapped[str] = mapped_column(
+        String(16), default="organization", server_default="organization"
+    )
 
 
 class ApiKey(Base):
@@ -126,6 +142,8 @@ class Campaign(Base):
     cost_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     cost_currency: Mapped[str | None] = mapped_column(String(3))
     archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    #: IANA time zone of the campaign's reports (days of the attribution report).
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = mapped_column(
         server_default=func.now(), default=utcnow, onupdate=utcnow
@@ -179,6 +197,20 @@ class Scan(Base):
         # The only secondary index besides click_id: every index slows the hot path's
         # inserts, and reports always filter by campaign (per-tag figures group within it).
         Index("ix_scans_campaign_id_scanned_at", "campaign_id", "scanned_at"),
+        # Journeys (attribution): a visitor's other scans. Partial, so scans without the
+        # key cost nothing; see docs/DECISIONS.md for the cost on the hot path.
+        Index(
+            "ix_scans_cookie_id_scanned_at",
+            "cookie_id",
+            "scanned_at",
+            postgresql_where="cookie_id IS NOT NULL",
+        ),
+        Index(
+            "ix_scans_visitor_id_scanned_at",
+            "visitor_id",
+            "scanned_at",
+            postgresql_where="visitor_id IS NOT NULL",
+        ),
     )
 
     id: Mapped[int] = _pk()
@@ -202,6 +234,9 @@ class Scan(Base):
     is_bot: Mapped[bool] = mapped_column(Boolean)
     ip_truncated: Mapped[str | None] = mapped_column(INET)
     visitor_id: Mapped[bytes | None] = mapped_column(LargeBinary(16))
+    #: First-party visitor cookie (a random UUID), when the organization enables it and
+    #: the visitor agreed: links a visitor's scans across days for attribution journeys.
+    cookie_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
 class Conversion(Base):
@@ -218,6 +253,8 @@ class Conversion(Base):
         UniqueConstraint("organization_id", "external_id"),
         CheckConstraint("value_amount_minor >= 0", name="value_non_negative"),
         Index("ix_conversions_campaign_id_occurred_at", "campaign_id", "occurred_at"),
+        # Attribution reports and the conversion list read an organization's window.
+        Index("ix_conversions_organization_id_occurred_at", "organization_id", "occurred_at"),
     )
 
     id: Mapped[int] = _pk()
@@ -233,6 +270,30 @@ class Conversion(Base):
     scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
     tag_id: Mapped[int | None] = mapped_column(ForeignKey("tags.id", ondelete="SET NULL"))
+
+
+class Refund(Base):
+    """Money given back on a conversion: ``amount_minor`` in the conversion's currency,
+    dated ``refunded_at``. Reports subtract it from revenue in the window holding
+    ``refunded_at``. ``external_id`` (the merchant's refund id) is unique per organization
+    (idempotency key); ``fingerprint`` tells a retry from a conflicting reuse."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "external_id"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+    )
+
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    conversion_id: Mapped[int] = mapped_column(
+        ForeignKey("conversions.id", ondelete="CASCADE"), index=True
+    )
+    external_id: Mapped[str] = mapped_column(String(200))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    refunded_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime] = _created_at()
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class VisitorSalt(Base):

@@ -7,7 +7,9 @@ with a timezone (naive times are rejected); URLs must be absolute http(s).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import unicodedata
+import zoneinfo
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -20,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -100,6 +103,20 @@ def _check_time(value: dt.datetime) -> dt.datetime:
     return utc
 
 
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _check_time_zone(value: str) -> str:
+    """Accept IANA time zone names known to ``zoneinfo`` (``Europe/Paris``, ``UTC``).
+    Checked against the list of zones rather than by loading the name, which would read a
+    file named by the client."""
+    if value not in _time_zones():
+        raise ValueError("timezone must be an IANA time zone name such as Europe/Paris")
+    return value
+
+
 HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_url)]
 Currency = Annotated[str, StringConstraints(to_upper=True), AfterValidator(_check_currency)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=100)]
@@ -110,6 +127,7 @@ Name = Annotated[
 ]
 UtmValue = Name
 Timestamp = Annotated[AwareDatetime, AfterValidator(_check_time)]
+TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_time_zone)]
 
 
 class Schema(BaseModel):
@@ -159,6 +177,7 @@ class CampaignCreate(_Schedule):
     ends_at: Timestamp | None = None
     utm: Utm = Field(default_factory=Utm)
     cost: Money | None = None
+    timezone: TimeZone = "UTC"
 
 
 class CampaignUpdate(_Schedule):
@@ -174,6 +193,7 @@ class CampaignUpdate(_Schedule):
     utm: Utm | None = None
     cost: Money | None = None
     archived: bool | None = Field(default=None, strict=True)
+    timezone: TimeZone | None = None
 
 
 class CampaignRead(Schema):
@@ -191,6 +211,7 @@ class CampaignRead(Schema):
     utm: Utm
     cost: Money | None
     archived: bool
+    timezone: str
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -316,3 +337,122 @@ class CampaignStats(Schema):
     revenue: list[RevenueRead]
     conversion_rate: float
     by_tag: list[TagStats]
+
+
+class OrganizationRead(Schema):
+    """The calling key's organization and its settings (``GET /v1/organization``).
+
+    ``visitor_cookie``: whether scans may set a first-party visitor cookie, which links a
+    visitor's scans across days for attribution (off by default: in the EU such a cookie
+    needs the visitor's consent). ``visitor_cookie_consent``: who obtains that consent,
+    ``organization`` (the organization's own consent management covers it) or ``ask``
+    (Passerelle asks the visitor before setting it).
+    """
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int
+    name: str
+    created_at: dt.datetime
+    visitor_cookie: bool
+    visitor_cookie_consent: Literal["organization", "ask"]
+
+
+class OrganizationUpdate(Schema):
+    """Body of ``PATCH /v1/organization``: only the fields sent change; none may be null."""
+
+    name: Name | None = None
+    visitor_cookie: bool | None = Field(default=None, strict=True)
+    visitor_cookie_consent: Literal["organization", "ask"] | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for fields that were sent: an explicit null is refused, an absent
+        # field stays unchanged.
+        if value is None:
+            raise ValueError("must not be null")
+        return value
+
+
+class RefundCreate(Schema):
+    """Body of ``POST /v1/conversions/{id}/refunds``: ``amount_minor`` in the conversion's
+    currency; ``external_id`` (the merchant's refund id) makes the call idempotent;
+    ``refunded_at`` defaults to the receive time."""
+
+    amount_minor: int = Field(gt=0, le=10**15, strict=True)
+    external_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_text)
+    ]
+    refunded_at: Timestamp | None = None
+
+
+class RefundRead(Schema):
+    """A stored refund (``amount_minor`` in ``currency``, the conversion's)."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int
+    conversion_id: int
+    external_id: str
+    amount_minor: int
+    currency: str
+    refunded_at: dt.datetime
+    created_at: dt.datetime
+
+
+class _AttributionFigures(Schema):
+    conversions: float
+    revenue: list[RevenueRead]
+
+
+class TagAttribution(_AttributionFigures):
+    """Credit earned by the scans of one tag."""
+
+    tag_id: int
+
+
+class LocationAttribution(_AttributionFigures):
+    """Credit earned by the scans of the tags of one location (``null``: no location)."""
+
+    location_id: int | None
+
+
+class DayAttribution(_AttributionFigures):
+    """Credit earned by the scans of one day (``YYYY-MM-DD`` in the campaign's time zone)."""
+
+    day: dt.date
+
+
+class AttributionTotals(_AttributionFigures):
+    """The sum of the rows: everything credited to this campaign's scans."""
+
+
+class Unattributed(Schema):
+    """The organization's conversions in the window without a journey (no scan of their
+    click id); ``revenue`` is their value less their refunds dated in the window."""
+
+    conversions: int
+    revenue: list[RevenueRead]
+
+
+class AttributionReport(Schema):
+    """Answer of ``GET /v1/campaigns/{id}/attribution`` (see the route's description).
+
+    ``conversions`` are fractional credits (a JSON number, e.g. ``0.4``); ``revenue`` is in
+    minor units per currency, after refunds dated in the window.
+    """
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True, populate_by_name=True)
+
+    campaign_id: int
+    model: str
+    group_by: Literal["tag", "location", "day"]
+    lookback_days: int
+    half_life_days: float
+    timezone: str
+    from_: dt.datetime | None = Field(default=None, alias="from")
+    to: dt.datetime | None = None
+    rows: list[TagAttribution] | list[LocationAttribution] | list[DayAttribution]
+    totals: AttributionTotals
+    unattributed: Unattributed
