@@ -194,7 +194,8 @@ class _Group:
 
 
 def _revenue(amounts: dict[str, int]) -> list[RevenueRead]:
-    return [RevenueRead(currency=c, amount_minor=amounts[c]) for c in sorted(amounts)]
+    """Non-zero amounts per currency, sorted by ISO 4217 code."""
+    return [RevenueRead(currency=c, amount_minor=amounts[c]) for c in sorted(amounts) if amounts[c]]
 
 
 def _check_parameters(model: str, group_by: str, lookback_days: int, half_life_days: float) -> None:
@@ -292,10 +293,18 @@ async def attribution_report(
         if row.value_currency is not None:
             lost_revenue[row.value_currency] = int(row.amount)
 
-    ordered = sorted(groups.items(), key=lambda item: (item[0] is None, item[0] or 0))
+    # A group whose touches earned nothing (a first touch's later scans) is no row.
+    ordered = sorted(
+        (
+            (key, group)
+            for key, group in groups.items()
+            if group.credit or any(group.revenue.values())
+        ),
+        key=lambda item: (item[0] is None, item[0] or 0),
+    )
     rows_out: Any = [_row(group_by, key, group) for key, group in ordered]
     total_revenue: dict[str, int] = defaultdict(int)
-    for group in groups.values():
+    for _, group in ordered:
         for currency, amount in group.revenue.items():
             total_revenue[currency] += amount
     return AttributionReport(
@@ -309,7 +318,7 @@ async def attribution_report(
         to=end,
         rows=rows_out,
         totals=AttributionTotals(
-            conversions=float(sum((g.credit for g in groups.values()), Fraction(0))),
+            conversions=float(sum((g.credit for _, g in ordered), Fraction(0))),
             revenue=_revenue(total_revenue),
         ),
         unattributed=Unattributed(conversions=lost_count, revenue=_revenue(lost_revenue)),

@@ -186,7 +186,7 @@ async def refunded_amounts(session: AsyncSession, *, conversion_ids: list[int]) 
         .where(Refund.conversion_id.in_(conversion_ids))
         .group_by(Refund.conversion_id)
     )
-    return {conversion_id: int(total) for conversion_id, total in rows.tuples()}
+    return {conversion_id: int(total) for conversion_id, total in rows}
 
 
 def refund_fingerprint(conversion_id: int, data: RefundCreate) -> bytes:
