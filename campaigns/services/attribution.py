@@ -271,16 +271,15 @@ async def attribution_report(
         credits = attribution.credits(
             model, [t.scanned_at for t in journey], first.occurred_at, half_life=half_life
         )
-        keys = [_key(group_by, t, zone) if t.campaign_id == campaign_id else None for t in journey]
         # Money events of this conversion in the window: its value (when counted), then
         # each refund dated in the window, negated. Each is split on its own.
         amounts = [first.value_amount_minor] if first.counted and first.value_amount_minor else []
         amounts += [-r for r in refunds.get(conversion_id, [])]
         splits = [_split(amount, credits) for amount in amounts]
-        for i, key in enumerate(keys):
-            if key is None:
-                continue
-            group = groups[key[0]]
+        for i, touch in enumerate(journey):
+            if touch.campaign_id != campaign_id:
+                continue  # credit earned by another campaign's scan: its own report
+            group = groups[_key(group_by, touch, zone)]
             if first.counted:
                 group.credit += credits[i]
             for split in splits:
@@ -332,13 +331,13 @@ def _split(amount: int, credits: list[Fraction]) -> list[int]:
     return parts if amount >= 0 else [-part for part in parts]
 
 
-def _key(group_by: GroupBy, touch: Any, zone: zoneinfo.ZoneInfo) -> tuple[Any]:
-    """The touch's group, as a 1-tuple so that a null location is a key, not 'no key'."""
+def _key(group_by: GroupBy, touch: Any, zone: zoneinfo.ZoneInfo) -> int | dt.date | None:
+    """The touch's group: its tag, its tag's location (None: none) or its local date."""
     if group_by == "tag":
-        return (touch.tag_id,)
+        return int(touch.tag_id)
     if group_by == "location":
-        return (touch.location_id,)
-    return (touch.scanned_at.astimezone(zone).date(),)
+        return None if touch.location_id is None else int(touch.location_id)
+    return touch.scanned_at.astimezone(zone).date()  # type: ignore[no-any-return]
 
 
 def _row(
