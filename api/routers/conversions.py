@@ -18,7 +18,7 @@ from campaigns.schemas import (
     Timestamp,
 )
 from campaigns.services import conversions as service
-from campaigns.services.campaigns import MAX_PAGE_SIZE
+from campaigns.services.campaigns import MAX_ID, MAX_PAGE_SIZE
 
 router = APIRouter(prefix="/v1/conversions", tags=["conversions"])
 
@@ -77,7 +77,8 @@ async def list_conversions(
     session: SessionDep,
     organization_id: OrganizationId,
     campaign_id: Annotated[
-        int | None, Query(ge=1, description="Only conversions credited (last touch) to it")
+        int | None,
+        Query(ge=1, le=MAX_ID, description="Only conversions credited (last touch) to it"),
     ] = None,
     start: Annotated[
         Timestamp | None,

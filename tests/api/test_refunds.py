@@ -257,6 +257,7 @@ async def test_list_conversions(
         ({"limit": 0}, "validation_error"),
         ({"limit": 201}, "validation_error"),
         ({"campaign_id": "x"}, "validation_error"),
+        ({"campaign_id": 2**63}, "validation_error"),
         ({"from": "2026-11-01T00:00:00"}, "validation_error"),
         ({"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}, "invalid_window"),
     ],
