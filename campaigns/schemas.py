@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from campaigns.attribution import Model
+
 T = TypeVar("T")
 
 
@@ -446,7 +448,7 @@ class AttributionReport(Schema):
     model_config = ConfigDict(extra="forbid", from_attributes=True, populate_by_name=True)
 
     campaign_id: int
-    model: str
+    model: Model
     group_by: Literal["tag", "location", "day"]
     lookback_days: int
     half_life_days: float
