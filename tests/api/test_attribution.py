@@ -512,3 +512,43 @@ async def test_campaign_time_zone_is_validated(
     assert paris["timezone"] == "Europe/Paris"
     read = await client.get(f"/v1/campaigns/{paris['id']}", headers=org.headers)
     assert read.json()["timezone"] == "Europe/Paris"
+
+
+@pytest.fixture
+async def tag_locations(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
+    """Tags with a ``location_id`` column, as the stores branch adds it."""
+    async with engine.begin() as conn:
+        exists = await conn.scalar(
+            text(
+                "SELECT count(*) FROM information_schema.columns"
+                " WHERE table_name = 'tags' AND column_name = 'location_id'"
+            )
+        )
+        if not exists:
+            await conn.execute(text("ALTER TABLE tags ADD COLUMN location_id bigint"))
+    monkeypatch.setattr(attribution_service, "_has_tag_locations", lambda: True)
+    yield
+    if not exists:
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE tags DROP COLUMN location_id"))
+
+
+async def test_group_by_location_once_tags_have_one(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine, world: World, tag_locations: None
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE tags SET location_id = 42 WHERE id = :id"), {"id": world.t1["id"]}
+        )
+    data = await report(client, org, world.summer["id"], model="linear", group_by="location")
+    # t1's credit (see test_linear_across_campaigns) under location 42, t2's under none.
+    assert data["rows"] == [
+        {"location_id": 42, "conversions": pytest.approx(1.0), "revenue": [eur(3334), usd(6667)]},
+        {
+            "location_id": None,
+            "conversions": pytest.approx(5 / 3),
+            "revenue": [eur(3833), usd(3333)],
+        },
+    ]
