@@ -17,11 +17,12 @@ definitions:
   (developers.google.com/google-ads/api/reference/rpc/latest/AttributionModelEnum.AttributionModel):
   "time decay ... half-life is 1 week", "position based: 40% of the credit ... to its first
   and last clicks. Remaining 20% is evenly distributed across all other clicks";
-- GA4 Help, "[GA4] Get started with attribution" and "[GA4] Select attribution settings"
-  (support.google.com/analytics/answer/10596866 and answer/10597962), where the same
-  first-click, linear, position-based and time-decay (7-day half-life) models were
-  offered until Google retired them in 2023 in favour of data-driven attribution. The
-  definitions stay the industry's reference ones (Matomo, Adobe use the same).
+- GA4 Help (support.google.com/analytics), "[GA4] Get started with attribution" and
+  "[GA4] Select attribution settings", which defined the same first-click, linear,
+  position-based and time-decay (7-day half-life) models until Google retired them from
+  GA4 and Google Ads in 2023 in favour of data-driven attribution. The definitions
+  remain the industry's reference ones (Matomo's multi-channel attribution uses the
+  same).
 
 ``last_touch`` is Google's "last click": in Passerelle a touch is a scan, not an ad click.
 """
