@@ -13,7 +13,19 @@ from api import metrics
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit, HeaderSizeLimit
 from api.openapi import install_openapi, operation_id
-from api.routers import campaigns, conversions, health, locations, nfc, qr, short_links, stats, tags
+from api.routers import (
+    attribution,
+    campaigns,
+    conversions,
+    health,
+    locations,
+    nfc,
+    organization,
+    qr,
+    short_links,
+    stats,
+    tags,
+)
 from api.scan_endpoint import ShortLinks
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.scanning.ratelimit import RateLimiter
@@ -108,6 +120,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(health.router)
     app.include_router(short_links.router)
-    for module in (campaigns, tags, locations, conversions, stats, qr, nfc):
+    for module in (
+        campaigns,
+        tags,
+        locations,
+        conversions,
+        stats,
+        attribution,
+        organization,
+        qr,
+        nfc,
+    ):
         app.include_router(module.router)
     return app

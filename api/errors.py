@@ -57,6 +57,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "No such resource or path"),
     "campaign_not_found": (404, "No such campaign, or another organization's"),
     "tag_not_found": (404, "No such tag, or another organization's"),
+    "conversion_not_found": (404, "No such conversion, or another organization's"),
     "location_not_found": (404, "No such location, or another organization's"),
     "organization_not_found": (404, "No such organization (command line)"),
     "method_not_allowed": (405, "The path does not accept this method"),
@@ -64,6 +65,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "slug_taken": (409, "Another live campaign of the organization uses this slug"),
     "nfc_uid_taken": (409, "Another `nfc_sun` tag of the organization has this UID"),
     "conversion_conflict": (409, "`external_id` already stored with a different body"),
+    "refund_conflict": (409, "Refund `external_id` already stored with a different body"),
     "location_external_id_taken": (
         409,
         "Another location of the organization has this `external_id`",
@@ -89,6 +91,10 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "sun_tag_uses_sdm": (422, "An `nfc_sun` tag is personalised from `/sdm`, not `/ndef`"),
     "nfc_invalid_tap_required": (422, "`nfc_invalid_tap` cannot be null"),
     "redirect_loop": (422, "A URL points at this service's own short-link origin"),
+    "timezone_required": (422, "`timezone` cannot be removed"),
+    "refund_exceeds_value": (422, "Refunds would exceed the conversion's value (or it has none)"),
+    "refunded_at_in_future": (422, "`refunded_at` is in the future"),
+    "refunded_before_conversion": (422, "`refunded_at` is before the conversion's `occurred_at`"),
     "invalid_coordinates": (
         422,
         "Latitude outside [-90, 90], longitude outside [-180, 180], or not finite",

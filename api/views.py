@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from campaigns.models import Campaign, Conversion, Location, Tag
+from campaigns.models import Campaign, Conversion, Location, Refund, Tag
 from campaigns.payloads.keys import SunKeys
 from campaigns.scanning.links import qr_url, short_url
 from campaigns.schemas import (
@@ -12,6 +12,7 @@ from campaigns.schemas import (
     Money,
     NfcCreated,
     NfcRead,
+    RefundRead,
     TagCreated,
     TagRead,
     Utm,
@@ -43,6 +44,7 @@ def campaign_read(campaign: Campaign) -> CampaignRead:
         cost=cost,
         archived=campaign.archived,
         nfc_invalid_tap=campaign.nfc_invalid_tap,
+        timezone=campaign.timezone,
         created_at=campaign.created_at,
         updated_at=campaign.updated_at,
     )
@@ -121,4 +123,18 @@ def conversion_read(conversion: Conversion) -> ConversionRead:
         scan_id=conversion.scan_id,
         campaign_id=conversion.campaign_id,
         tag_id=conversion.tag_id,
+    )
+
+
+def refund_read(refund: Refund, conversion: Conversion) -> RefundRead:
+    """The API view of a refund (``currency`` is its conversion's)."""
+    assert conversion.value_currency is not None  # only conversions with a value refund
+    return RefundRead(
+        id=refund.id,
+        conversion_id=refund.conversion_id,
+        external_id=refund.external_id,
+        amount_minor=refund.amount_minor,
+        currency=conversion.value_currency,
+        refunded_at=refund.refunded_at,
+        created_at=refund.created_at,
     )

@@ -7,6 +7,7 @@ There are no ORM relationships: services join explicitly, so no query loads rows
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any, ClassVar
 
 from geoalchemy2 import Geography, Geometry
@@ -28,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     false,
     func,
 )
@@ -76,10 +78,24 @@ class Organization(Base):
 
     __tablename__ = "organizations"
 
+    __table_args__ = (
+        CheckConstraint(
+            "visitor_cookie_consent IN ('organization', 'ask')", name="visitor_cookie_consent"
+        ),
+    )
+
     id: Mapped[int] = _pk()
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = _created_at()
     nfc_master_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: Whether scans set a first-party visitor cookie (journeys across days). Off by
+    #: default: in the EU such a cookie needs the visitor's consent (ePrivacy art. 5(3)).
+    visitor_cookie: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    #: Who obtains that consent: ``organization`` (the organization's own consent
+    #: management covers it) or ``ask`` (the scan path asks the visitor).
+    visitor_cookie_consent: Mapped[str] = mapped_column(
+        String(16), default="organization", server_default="organization"
+    )
 
 
 class ApiKey(Base):
@@ -143,6 +159,8 @@ class Campaign(Base):
     cost_currency: Mapped[str | None] = mapped_column(String(3))
     archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     nfc_invalid_tap: Mapped[str] = mapped_column(String(8), default="flag", server_default="flag")
+    #: IANA time zone of the campaign's reports (days of the attribution report).
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     created_at: Mapped[dt.datetime] = _created_at()
     updated_at: Mapped[dt.datetime] = mapped_column(
         server_default=func.now(), default=utcnow, onupdate=utcnow
@@ -272,13 +290,27 @@ class Scan(Base):
 
     __tablename__ = "scans"
     __table_args__ = (
-        # The only secondary index besides click_id: every index slows the hot path's
-        # inserts, and reports always filter by campaign (per-tag figures group within it).
+        # Every index slows the hot path's inserts: reports filter by campaign (per-tag
+        # figures group within it); journeys need the two partial indexes below.
         Index("ix_scans_campaign_id_scanned_at", "campaign_id", "scanned_at"),
         CheckConstraint(
             "bot_reason IN ('head', 'prefetch', 'previewer', 'scanner', 'crawler', "
             "'no_user_agent')",
             name="bot_reason",
+        ),
+        # Journeys (attribution): a visitor's other scans. Partial, so scans without the
+        # key cost nothing; see docs/DECISIONS.md for the cost on the hot path.
+        Index(
+            "ix_scans_cookie_id_scanned_at",
+            "cookie_id",
+            "scanned_at",
+            postgresql_where="cookie_id IS NOT NULL",
+        ),
+        Index(
+            "ix_scans_visitor_id_scanned_at",
+            "visitor_id",
+            "scanned_at",
+            postgresql_where="visitor_id IS NOT NULL",
         ),
     )
 
@@ -310,6 +342,9 @@ class Scan(Base):
     burst: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     nfc_counter: Mapped[int | None] = mapped_column(Integer)
     nfc_verification: Mapped[str | None] = mapped_column(Text)
+    #: First-party visitor cookie (a random UUID), when the organization enables it and
+    #: the visitor agreed: links a visitor's scans across days for attribution journeys.
+    cookie_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
 class Conversion(Base):
@@ -326,6 +361,8 @@ class Conversion(Base):
         UniqueConstraint("organization_id", "external_id"),
         CheckConstraint("value_amount_minor >= 0", name="value_non_negative"),
         Index("ix_conversions_campaign_id_occurred_at", "campaign_id", "occurred_at"),
+        # Attribution reports and the conversion list read an organization's window.
+        Index("ix_conversions_organization_id_occurred_at", "organization_id", "occurred_at"),
     )
 
     id: Mapped[int] = _pk()
@@ -341,6 +378,30 @@ class Conversion(Base):
     scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
     tag_id: Mapped[int | None] = mapped_column(ForeignKey("tags.id", ondelete="SET NULL"))
+
+
+class Refund(Base):
+    """Money given back on a conversion: ``amount_minor`` in the conversion's currency,
+    dated ``refunded_at``. Reports subtract it from revenue in the window holding
+    ``refunded_at``. ``external_id`` (the merchant's refund id) is unique per organization
+    (idempotency key); ``fingerprint`` tells a retry from a conflicting reuse."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "external_id"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+    )
+
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    conversion_id: Mapped[int] = mapped_column(
+        ForeignKey("conversions.id", ondelete="CASCADE"), index=True
+    )
+    external_id: Mapped[str] = mapped_column(String(200))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    refunded_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime] = _created_at()
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class VisitorSalt(Base):

@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
+from campaigns.attribution import Model
 from campaigns.models import MAX_RADIUS_M
 from geo.geojson import Area, GeoError, area_from_geojson, point_from_geojson, to_geojson
 
@@ -128,11 +129,39 @@ def _hex_digits(count: int, what: str) -> AfterValidator:
 NfcUid = Annotated[str, _hex_digits(14, "uid (7 bytes)")]
 AesKeyHex = Annotated[str, _hex_digits(32, "an AES-128 key")]
 NfcInvalidTap = Literal["flag", "block"]
+_VISITOR_COOKIE = (
+    "Scans set a first-party visitor cookie linking a visitor's scans across days (EU: needs "
+    "consent; default false)"
+)
+_COOKIE_CONSENT = (
+    "Who obtains the cookie consent: `organization` (its own consent management) or `ask` "
+    "(Passerelle asks the visitor first)"
+)
+_CAMPAIGN_TZ = "IANA time zone of the campaign's reports (days, series), default UTC"
 _NFC_INVALID_TAP = (
     "What a failed NTAG 424 DNA tap gets: `flag` (redirected, the scan counts in neither "
     "stats nor attribution) or `block` (a 403 page asking to tap again)"
 )
 
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _check_timezone(value: str) -> str:
+    # Membership in the tz database's list, not ZoneInfo(value): that one also reads
+    # paths and would accept "posixrules" or files under a custom TZPATH.
+    if value not in _timezones():
+        raise PydanticCustomError(
+            "invalid_timezone",
+            "{value} is not an IANA time zone such as Europe/Paris",
+            {"value": value[:64]},
+        )
+    return value
+
+
+Timezone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_timezone)]
 HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_url)]
 Currency = Annotated[str, StringConstraints(to_upper=True), AfterValidator(_check_currency)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=100)]
@@ -262,6 +291,7 @@ class CampaignCreate(_Schedule):
     utm: Utm = doc(_UTM, _UTM_EXAMPLE, default_factory=Utm)
     cost: Money | None = doc(_COST, _MONEY_EXAMPLE, default=None)
     nfc_invalid_tap: NfcInvalidTap = doc(_NFC_INVALID_TAP, "flag", default="flag")
+    timezone: Timezone = doc(_CAMPAIGN_TZ, "Europe/Paris", default="UTC")
 
 
 class CampaignUpdate(_Schedule):
@@ -290,6 +320,7 @@ class CampaignUpdate(_Schedule):
     nfc_invalid_tap: NfcInvalidTap | None = doc(
         _NFC_INVALID_TAP + "; cannot be null", "block", default=None
     )
+    timezone: Timezone | None = doc(_CAMPAIGN_TZ + "; cannot be null", "Europe/Paris", default=None)
 
 
 class CampaignRead(Schema):
@@ -308,6 +339,7 @@ class CampaignRead(Schema):
     cost: Money | None = doc(_COST, _MONEY_EXAMPLE)
     archived: bool = doc("Archived campaigns are left out of listings with `archived=false`", False)
     nfc_invalid_tap: NfcInvalidTap = doc(_NFC_INVALID_TAP, "flag")
+    timezone: str = doc(_CAMPAIGN_TZ, "Europe/Paris")
     created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
     updated_at: dt.datetime = doc("Last change, UTC", _WHEN)
 
@@ -384,23 +416,6 @@ GeoJSONArea = Annotated[
 ]
 
 
-@cache
-def _timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
-def _check_timezone(value: str) -> str:
-    # Membership in the tz database's list, not ZoneInfo(value): that one also reads
-    # paths and would accept "posixrules" or files under a custom TZPATH.
-    if value not in _timezones():
-        raise PydanticCustomError(
-            "invalid_timezone",
-            "{value} is not an IANA time zone such as Europe/Paris",
-            {"value": value[:64]},
-        )
-    return value
-
-
 def _check_radius(value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and 0 < value <= MAX_RADIUS_M):
         raise PydanticCustomError(
@@ -446,7 +461,6 @@ Address = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
     AfterValidator(_check_text),
 ]
-Timezone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_timezone)]
 RadiusM = Annotated[float | None, Field(strict=True), AfterValidator(_check_radius)]
 
 
@@ -912,4 +926,150 @@ class CampaignStats(Schema):
     conversion_rate: float = doc(_RATE, 0.0375)
     by_tag: list[TagStats] = doc(
         "The same figures per tag of the campaign (tags without scans included)", []
+    )
+
+
+class OrganizationRead(Schema):
+    """The calling key's organization and its settings (``GET /v1/organization``).
+
+    ``visitor_cookie``: whether scans may set a first-party visitor cookie, which links a
+    visitor's scans across days for attribution (off by default: in the EU such a cookie
+    needs the visitor's consent). ``visitor_cookie_consent``: who obtains that consent,
+    ``organization`` (the organization's own consent management covers it) or ``ask``
+    (Passerelle asks the visitor before setting it).
+    """
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int = doc(_ID, 1)
+    name: str = doc(_NAME, "Acme")
+    created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
+    visitor_cookie: bool = doc(_VISITOR_COOKIE, False)
+    visitor_cookie_consent: Literal["organization", "ask"] = doc(_COOKIE_CONSENT, "organization")
+
+
+class OrganizationUpdate(Schema):
+    """Body of ``PATCH /v1/organization``: only the fields sent change; none may be null."""
+
+    name: Name | None = doc(_NAME, "Acme France", default=None)
+    visitor_cookie: bool | None = doc(_VISITOR_COOKIE, True, default=None, strict=True)
+    visitor_cookie_consent: Literal["organization", "ask"] | None = doc(
+        _COOKIE_CONSENT, "ask", default=None
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for fields that were sent: an explicit null is refused, an absent
+        # field stays unchanged.
+        if value is None:
+            raise ValueError("must not be null")
+        return value
+
+
+class RefundCreate(Schema):
+    """Body of ``POST /v1/conversions/{id}/refunds``: ``amount_minor`` in the conversion's
+    currency; ``external_id`` (the merchant's refund id) makes the call idempotent;
+    ``refunded_at`` defaults to the receive time."""
+
+    amount_minor: int = doc(
+        "Amount refunded, minor units of the conversion's currency",
+        1999,
+        gt=0,
+        le=10**15,
+        strict=True,
+    )
+    external_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_text)
+    ] = doc("The merchant's refund id (idempotency key, unique per conversion)", "refund-4411")
+    refunded_at: Timestamp | None = doc(
+        "When the refund happened; default: when received", "2026-11-30T10:00:00Z", default=None
+    )
+
+
+class RefundRead(Schema):
+    """A stored refund (``amount_minor`` in ``currency``, the conversion's)."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int = doc(_ID, 1)
+    conversion_id: int = doc("The refunded conversion", 1)
+    external_id: str = doc("The merchant's refund id", "refund-4411")
+    amount_minor: int = doc("Amount refunded, minor units", 1999)
+    currency: str = doc("ISO 4217 code, the conversion's", "EUR")
+    refunded_at: dt.datetime = doc("When the refund happened, UTC", _WHEN)
+    created_at: dt.datetime = doc("When it was received, UTC", _WHEN)
+
+
+class _AttributionFigures(Schema):
+    conversions: float = doc(
+        "Fractional conversions credited (credits sum to 1 per conversion)", 0.4
+    )
+    revenue: list[RevenueRead] = doc(
+        "Credited value less credited refunds, minor units per currency",
+        [{"currency": "EUR", "amount_minor": 4000}],
+    )
+
+
+class TagAttribution(_AttributionFigures):
+    """Credit earned by the scans of one tag."""
+
+    tag_id: int = doc("The tag", 1)
+
+
+class LocationAttribution(_AttributionFigures):
+    """Credit earned by the scans of the tags of one location (``null``: no location)."""
+
+    location_id: int | None = doc("The tag's location; null for tags without one", 12)
+
+
+class DayAttribution(_AttributionFigures):
+    """Credit earned by the scans of one day (``YYYY-MM-DD`` in the campaign's time zone)."""
+
+    day: dt.date = doc("The touch's day in the campaign's time zone", "2026-11-28")
+
+
+class AttributionTotals(_AttributionFigures):
+    """The sum of the rows: everything credited to this campaign's scans."""
+
+
+class Unattributed(Schema):
+    """The organization's conversions in the window without a journey (no scan of their
+    click id); ``revenue`` is their value less their refunds dated in the window."""
+
+    conversions: int = doc("Conversions without a journey", 3)
+    revenue: list[RevenueRead] = doc(
+        "Their value less refunds, per currency", [{"currency": "EUR", "amount_minor": 8990}]
+    )
+
+
+class AttributionReport(Schema):
+    """Answer of ``GET /v1/campaigns/{id}/attribution`` (see the route's description).
+
+    ``conversions`` are fractional credits (a JSON number, e.g. ``0.4``); ``revenue`` is in
+    minor units per currency, after refunds dated in the window.
+    """
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True, populate_by_name=True)
+
+    campaign_id: int = doc("The campaign", 1)
+    model: Model = doc("The attribution model", "linear")
+    group_by: Literal["tag", "location", "day"] = doc("How rows are grouped", "tag")
+    lookback_days: int = doc("Lookback window before each conversion, days (1 to 90)", 30)
+    half_life_days: float = doc("Half-life of `time_decay`, days", 7.0)
+    timezone: str = doc("Time zone of `day` rows (the campaign's)", "Europe/Paris")
+    from_: dt.datetime | None = doc(
+        "Conversions from (inclusive), by `occurred_at`",
+        "2026-11-01T00:00:00Z",
+        default=None,
+        alias="from",
+    )
+    to: dt.datetime | None = doc("Conversions until (exclusive)", None, default=None)
+    rows: list[TagAttribution] | list[LocationAttribution] | list[DayAttribution] = doc(
+        "Credit per group key", [{"tag_id": 1, "conversions": 0.4, "revenue": []}]
+    )
+    totals: AttributionTotals = doc("Sum of the rows", {"conversions": 0.4, "revenue": []})
+    unattributed: Unattributed = doc(
+        "The organization's conversions in the window with no journey",
+        {"conversions": 0, "revenue": []},
     )

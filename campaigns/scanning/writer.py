@@ -14,7 +14,7 @@ table's insert lock (``lock_timeout``) and replayed the closed spool files with
 ``statement_timeout`` and ``lock_timeout`` set; live scans keep going to the spool
 meanwhile. Replay is ``INSERT ... ON CONFLICT (click_id) DO NOTHING``, so a batch that
 committed although its commit reported an error is not stored twice, and credits the
-conversions that arrived before their scan (``campaigns.attribution``). Spool files left
+conversions that arrived before their scan (``campaigns.crediting``). Spool files left
 by a killed process are replayed by the next process that starts; ``flock`` keeps two
 live processes from replaying the same file, and a file replayed and removed by another
 process meanwhile is skipped. Lines the database refuses, or written by a newer version,
@@ -41,7 +41,7 @@ from typing import IO, Any, TypedDict
 import psycopg
 import psycopg.errors
 
-from campaigns.attribution import credit_conversions
+from campaigns.crediting import credit_conversions
 from campaigns.scanning.record import (
     COPY_SQL,
     INSERT_SQL,

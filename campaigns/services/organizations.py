@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.errors import InvalidInput, NotFound, Unauthorized
 from campaigns.models import ApiKey, Organization, utcnow
+from campaigns.schemas import OrganizationUpdate
 
 #: Visible part of every key; lets secret scanners (and people) recognise a Passerelle key.
 KEY_PREFIX = "psk_"
@@ -101,3 +102,24 @@ async def authenticate(session: AsyncSession, *, secret: str) -> ApiKey:
             update(ApiKey).where(ApiKey.id.in_(locked.scalar_subquery())).values(last_used_at=now)
         )
     return api_key
+
+
+async def get_organization(session: AsyncSession, *, organization_id: int) -> Organization:
+    """The organization and its settings. Raises :class:`NotFound`
+    (``organization_not_found``)."""
+    organization = await session.get(Organization, organization_id)
+    if organization is None:
+        raise NotFound(f"Organization {organization_id} not found", code="organization_not_found")
+    return organization
+
+
+async def update_organization(
+    session: AsyncSession, *, organization_id: int, data: OrganizationUpdate
+) -> Organization:
+    """Apply the settings present in ``data`` (``name``, ``visitor_cookie``,
+    ``visitor_cookie_consent``; the schema refuses nulls). Raises :class:`NotFound`."""
+    organization = await get_organization(session, organization_id=organization_id)
+    for key, value in data.model_dump(exclude_unset=True).items():
+        setattr(organization, key, value)
+    await session.flush()
+    return organization

@@ -86,6 +86,11 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
         ("delete", "/v1/locations/{location_id}"): "locations_delete",
         ("get", "/v1/tags/{tag_id}/ndef"): "tags_get_ndef",
         ("get", "/v1/tags/{tag_id}/sdm"): "tags_get_sdm",
+        ("get", "/v1/conversions"): "conversions_list",
+        ("post", "/v1/conversions/{conversion_id}/refunds"): "conversions_create_refund",
+        ("get", "/v1/campaigns/{campaign_id}/attribution"): "attribution_get",
+        ("get", "/v1/organization"): "organization_get",
+        ("patch", "/v1/organization"): "organization_update",
     }
 
 

@@ -1,0 +1,40 @@
+"""``/v1/organization``: the calling key's organization and its settings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import OrganizationId, SessionDep
+from api.errors import problem_responses
+from api.routing import JsonBodyRoute
+from campaigns.schemas import OrganizationRead, OrganizationUpdate
+from campaigns.services import organizations as service
+
+router = APIRouter(prefix="/v1/organization", tags=["organization"], route_class=JsonBodyRoute)
+
+
+@router.get("", response_model=OrganizationRead)
+async def get_organization(
+    session: SessionDep, organization_id: OrganizationId
+) -> OrganizationRead:
+    """The organization of the API key, with its settings as flat fields."""
+    organization = await service.get_organization(session, organization_id=organization_id)
+    return OrganizationRead.model_validate(organization)
+
+
+@router.patch("", response_model=OrganizationRead, responses=problem_responses("validation_error"))
+async def update_organization(
+    data: OrganizationUpdate, session: SessionDep, organization_id: OrganizationId
+) -> OrganizationRead:
+    """Change the settings sent (unknown fields and nulls are 422 ``validation_error``).
+
+    - ``visitor_cookie`` (boolean, default false): let scans set a first-party visitor
+      cookie that links a visitor's scans across days in attribution journeys. In the EU
+      this cookie needs the visitor's consent.
+    - ``visitor_cookie_consent``: ``organization`` (default; your consent management
+      covers the cookie) or ``ask`` (the visitor is asked before it is set).
+    """
+    organization = await service.update_organization(
+        session, organization_id=organization_id, data=data
+    )
+    return OrganizationRead.model_validate(organization)

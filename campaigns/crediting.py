@@ -1,0 +1,36 @@
+"""Linking conversions to their click's scan: the one place it is done.
+
+A conversion carries the click id (``pcid``) of the scan that led to it; that scan, its
+tag and its campaign get the credit. Two moments can link them, and both call
+:func:`credit_conversions`: when the conversion is stored
+(``campaigns.services.conversions.record_conversion``), and when a scan that waited in
+the spool during an outage is replayed (``campaigns.scanning.writer``), since the
+merchant may report the order before the scan reaches the database.
+
+Only a scan of the conversion's own organization is credited: another tenant's click id
+is treated as unknown, so no tenant can learn or credit another's click ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+_CREDIT_SQL = (
+    "UPDATE conversions AS c SET scan_id = s.id, campaign_id = s.campaign_id, tag_id = s.tag_id "
+    "FROM scans AS s WHERE s.click_id = ANY(%s) AND c.click_id = s.click_id "
+    "AND c.organization_id = s.organization_id AND c.scan_id IS NULL"
+)
+
+
+async def credit_conversions(conn: psycopg.AsyncConnection[Any], click_ids: Sequence[str]) -> int:
+    """Credit every not yet attributed conversion carrying one of ``click_ids`` to the
+    scan of that click id in the same organization (setting its ``scan_id``,
+    ``campaign_id`` and ``tag_id``). Runs in ``conn``'s current transaction, if any.
+
+    Returns the number of conversions credited. Raises ``psycopg.Error``.
+    """
+    cur = await conn.execute(_CREDIT_SQL, (list(click_ids),))
+    return max(cur.rowcount, 0)

@@ -1,0 +1,77 @@
+"""``GET/PATCH /v1/organization``: the calling key's organization and its settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import Org, table_snapshot
+
+
+async def test_read_defaults(client: httpx.AsyncClient, org: Org) -> None:
+    response = await client.get("/v1/organization", headers=org.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"id", "name", "created_at", "visitor_cookie", "visitor_cookie_consent"}
+    assert body["id"] == org.id
+    assert body["name"] == "Acme"
+    assert body["visitor_cookie"] is False
+    assert body["visitor_cookie_consent"] == "organization"
+
+
+async def test_update_and_read_back(client: httpx.AsyncClient, org: Org, other_org: Org) -> None:
+    response = await client.patch(
+        "/v1/organization",
+        json={"visitor_cookie": True, "visitor_cookie_consent": "ask"},
+        headers=org.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["visitor_cookie"] is True
+    assert response.json()["visitor_cookie_consent"] == "ask"
+    assert response.json()["name"] == "Acme"
+    read = (await client.get("/v1/organization", headers=org.headers)).json()
+    assert (read["visitor_cookie"], read["visitor_cookie_consent"]) == (True, "ask")
+    renamed = await client.patch(
+        "/v1/organization", json={"name": " Acme SAS "}, headers=org.headers
+    )
+    assert renamed.json()["name"] == "Acme SAS"
+    assert renamed.json()["visitor_cookie"] is True  # fields not sent are unchanged
+    # Each key sees and changes its own organization only.
+    theirs = (await client.get("/v1/organization", headers=other_org.headers)).json()
+    assert theirs["id"] == other_org.id
+    assert (theirs["name"], theirs["visitor_cookie"]) == ("Globex", False)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"visitor_cookie": "yes"},
+        {"visitor_cookie": 1},
+        {"visitor_cookie": None},
+        {"visitor_cookie_consent": "visitor"},
+        {"visitor_cookie_consent": None},
+        {"name": ""},
+        {"name": None},
+        {"name": "a\u202eb"},
+        {"id": 5},
+        {"retention_days": 30},
+    ],
+)
+async def test_bad_updates(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine, body: dict[str, Any]
+) -> None:
+    before = await table_snapshot(engine, "organizations")
+    response = await client.patch("/v1/organization", json=body, headers=org.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["errors"][0]["loc"][0] == "body"
+    assert await table_snapshot(engine, "organizations") == before
+
+
+async def test_needs_a_key(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/v1/organization")).status_code == 401
+    response = await client.patch("/v1/organization", json={"visitor_cookie": True})
+    assert response.status_code == 401
