@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,9 +11,10 @@ from fastapi import FastAPI
 from api import metrics
 from api.errors import PROBLEM_RESPONSES, install_error_handlers
 from api.middleware import BodySizeLimit
-from api.routers import campaigns, conversions, health, qr, stats, tags
+from api.routers import artwork, campaigns, conversions, health, qr, stats, tags
 from api.scan_endpoint import ScanEndpoint
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
+from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.settings import Settings, get_settings
@@ -42,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await scans.stop()
+            # Worker processes start with the first render; stop them with the app.
+            await asyncio.to_thread(app.state.render_pool.shutdown)
             await engine.dispose()
 
     app = FastAPI(
@@ -59,12 +63,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.rate_limit_enabled
         else None
     )
+    app.state.render_pool = RenderPool(
+        workers=settings.render_workers or None,
+        queue_per_owner=settings.render_queue_per_organization,
+        queue_total=settings.render_queue_total,
+        cache_bytes=settings.render_cache_bytes,
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost: scans skip the router and its dependency machinery (see scan_endpoint).
     app.add_middleware(ScanEndpoint)
     install_error_handlers(app)
     app.include_router(metrics.router)
     app.include_router(health.router)
-    for module in (campaigns, tags, conversions, stats, qr):
+    for module in (campaigns, tags, conversions, stats, qr, artwork):
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
     return app

@@ -79,8 +79,9 @@ def problem(
     detail: str = "",
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """A problem+json response."""
+    """A problem+json response; ``extensions`` adds members (RFC 9457 §3.2)."""
     default_code, default_title = _STATUS_CODES.get(status, ("error", "Error"))
     code = code or default_code
     body: dict[str, Any] = {
@@ -92,6 +93,8 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    for name, value in (extensions or {}).items():
+        body.setdefault(name, value)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -114,6 +117,7 @@ def install_error_handlers(app: FastAPI) -> None:
             detail=exc.detail,
             errors=exc.errors,
             headers=exc.headers or None,
+            extensions=exc.extensions,
         )
 
     @app.exception_handler(RequestValidationError)

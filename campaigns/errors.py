@@ -28,6 +28,7 @@ class DomainError(Exception):
         code: str | None = None,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -36,6 +37,8 @@ class DomainError(Exception):
         self.errors = errors
         #: Extra HTTP response headers (``Retry-After``, ``WWW-Authenticate``).
         self.headers = headers or {}
+        #: Extra members of the problem document (RFC 9457 §3.2), e.g. ``min_size_mm``.
+        self.extensions = extensions or {}
 
 
 class NotFound(DomainError):
