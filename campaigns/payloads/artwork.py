@@ -225,8 +225,8 @@ def check_style(content: str, style: Style) -> Style:
     )
     if normal.size_mm is not None:
         across = modules_across(content, normal)
-        if normal.size_mm / across < MIN_MODULE_MM:
-            minimum = math.ceil(across * MIN_MODULE_MM * 10) / 10
+        if normal.size_mm < across * MIN_MODULE_MM - 1e-9:
+            minimum = math.ceil(across * MIN_MODULE_MM * 10 - 1e-9) / 10
             raise InvalidInput(
                 f"At {normal.size_mm:g} mm a module would be "
                 f"{normal.size_mm / across:.2f} mm wide; at least {MIN_MODULE_MM} mm is "

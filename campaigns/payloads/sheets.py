@@ -107,8 +107,8 @@ def check_layout(
     result = SheetLayout(paper=paper, columns=columns, rows=rows, ecc=ecc, border=border)  # type: ignore[arg-type]
     across = 17 + 4 * qr.qr_version(sample_content, ecc=result.ecc) + 2 * border
     code_mm, _ = _code_mm(*_cell_mm(paper, columns, rows))
-    if code_mm / across < artwork.MIN_MODULE_MM:
-        minimum = math.ceil(across * artwork.MIN_MODULE_MM * 10) / 10
+    if code_mm < across * artwork.MIN_MODULE_MM - 1e-9:
+        minimum = math.ceil(across * artwork.MIN_MODULE_MM * 10 - 1e-9) / 10
         raise InvalidInput(
             f"A {layout} layout on {paper} leaves {code_mm:.1f} mm per code; at least "
             f"{minimum:g} mm is needed (0.4 mm per module): use fewer labels per page",
