@@ -140,7 +140,7 @@ class RenderPool:
                 self._ring.append(owner)
             queue.append(job)
             self._waiting += 1
-            self._dispatch_locked()
+        self._dispatch()
         try:
             return await job.future
         except asyncio.CancelledError:
@@ -210,7 +210,17 @@ class RenderPool:
                 del self._queues[job.owner]
                 self._ring.remove(job.owner)
 
-    def _dispatch_locked(self) -> None:
+    def _dispatch(self) -> None:
+        """Hand waiting jobs to free workers. Done-callbacks are attached after the lock
+        is released: a future that is already done runs its callback inline, and the
+        callback takes the lock."""
+        with self._lock:
+            started = self._dispatch_locked()
+        for job, submitted in started:
+            submitted.add_done_callback(partial(self._done, job))
+
+    def _dispatch_locked(self) -> list[tuple[_Job, Future[Any]]]:
+        started: list[tuple[_Job, Future[Any]]] = []
         while self._running < self.workers and self._ring:
             owner = self._ring.popleft()
             queue = self._queues[owner]
@@ -237,7 +247,8 @@ class RenderPool:
                 self._executor = None
                 self._resolve(job, error=exc)
                 continue
-            submitted.add_done_callback(partial(self._done, job))
+            started.append((job, submitted))
+        return started
 
     def _done(self, job: _Job, done: Future[Any]) -> None:
         # Runs in the executor's management thread (or inline when already done).
@@ -248,7 +259,7 @@ class RenderPool:
             if isinstance(error, BrokenProcessPool):
                 # A worker died (e.g. killed for memory): start afresh on the next job.
                 self._executor = None
-            self._dispatch_locked()
+        self._dispatch()
         if error is not None:
             self._resolve(job, error=error)
         else:
