@@ -8,7 +8,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, literal, null, select
+from sqlalchemy import ColumnElement, Select, String, cast, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.models import Base, Tag
@@ -56,7 +56,7 @@ def _items_query(
     needs no change when the locations model lands."""
     tags = Tag.__table__
     locations = Base.metadata.tables.get("locations")
-    store: ColumnElement[Any] = literal(null()).label("store")
+    store: ColumnElement[Any] = cast(null(), String).label("store")
     source: Any = tags
     if locations is not None and "location_id" in tags.c and "external_id" in locations.c:
         store = locations.c.external_id

@@ -11,14 +11,13 @@ import httpx
 import PIL.Image
 import pytest
 import zxingcpp
-
 from fastapi import FastAPI
 
 from campaigns.payloads import artwork
 from campaigns.payloads import qr as payload
 from tests.conftest import Org, make_campaign, make_tag
-from tests.payloads.test_qr import decode_png as decode
 from tests.payloads.test_qr import decode_artwork, decode_svg, symbol_version
+from tests.payloads.test_qr import decode_png as decode
 
 DESTINATION = "https://shop.example.com/summer"
 

@@ -57,7 +57,9 @@ def test_variants_decode(fmt: str, style: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("logo", [png_logo(), png_logo(600, 200), SVG_LOGO], ids=["png", "wide", "svg"])
+@pytest.mark.parametrize(
+    "logo", [png_logo(), png_logo(600, 200), SVG_LOGO], ids=["png", "wide", "svg"]
+)
 def test_logo_at_maximum_size_decodes(fmt: str, logo: Logo) -> None:
     data = render(UPPER, logo, fmt=fmt, logo=True, size_mm=40, caption="Scan me")
     barcode = decode_artwork(fmt, data)
@@ -123,7 +125,7 @@ def test_svg_physical_size_and_escaped_caption() -> None:
     assert 'width="40mm"' in text
     assert re.search(r'height="4\d\.\d+mm"', text)  # the caption band adds height
     assert 'viewBox="0 0 33 ' in text
-    assert "Café &lt;b&gt;\"&amp;\"&lt;/b&gt;" in text
+    assert 'Café &lt;b&gt;"&amp;"&lt;/b&gt;' in text
     assert "<b>" not in text and "<script" not in text
     # Without size_mm: one module per millimetre, as before.
     assert 'width="33mm" height="33mm"' in render(UPPER, fmt="svg").decode()
@@ -226,8 +228,15 @@ def test_etag_follows_the_output() -> None:
         artwork.artwork_etag(UPPER, base, "ab" * 32),
         *(
             artwork.artwork_etag(UPPER, artwork.check_style(UPPER, artwork.Style(**kw)), None)
-            for kw in ({"fmt": "svg"}, {"fmt": "pdf"}, {"size": 600}, {"fg": "111111"},
-                       {"caption": "x"}, {"ecc": "H"}, {"size_mm": 40})
+            for kw in (
+                {"fmt": "svg"},
+                {"fmt": "pdf"},
+                {"size": 600},
+                {"fg": "111111"},
+                {"caption": "x"},
+                {"ecc": "H"},
+                {"size_mm": 40},
+            )
         ),
     ]
     assert len({etag, *others}) == 1 + len(others)
@@ -246,8 +255,11 @@ def test_etag_follows_the_output() -> None:
 def _png_bomb(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares ``width`` x ``height`` 1-bit pixels (zeros
     compress to almost nothing): a decompression bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     row = b"\x00" + b"\x00" * ((width + 7) // 8)
     raw = zlib.compress(row * min(height, 64), 9)
@@ -271,9 +283,14 @@ def test_valid_logos_give_their_aspect() -> None:
         Logo("image/png", b""),
         Logo("image/svg+xml", b"not xml at all"),
         Logo("image/svg+xml", b"<html><body>hi</body></html>"),
-        Logo("image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'),
+        Logo(
+            "image/svg+xml",
+            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+        ),
         Logo("image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'),
-        Logo("image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg"><rect onclick="x()"/></svg>'),
+        Logo(
+            "image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg"><rect onclick="x()"/></svg>'
+        ),
         Logo(
             "image/svg+xml",
             b'<svg xmlns="http://www.w3.org/2000/svg"><foreignObject><p>x</p></foreignObject></svg>',
