@@ -43,13 +43,11 @@ async def load_print_items(
     rows = await session.execute(_items_query(organization_id, campaign_id))
     return [
         PrintItem(tag_id=tag_id, code=code, kind=kind, label=label, store=store)
-        for tag_id, code, kind, label, store in rows.tuples()
+        for tag_id, code, kind, label, store in rows
     ]
 
 
-def _items_query(
-    organization_id: int, campaign_id: int
-) -> Select[int, str, str, str | None, Any]:
+def _items_query(organization_id: int, campaign_id: int) -> Select[int, str, str, str | None, Any]:
     """Tags joined to their location's ``external_id`` when the schema has locations
     (``tags.location_id`` -> ``locations.external_id``, added by the locations work);
     before that every store is None. Written against the table metadata so this module
