@@ -20,9 +20,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from campaigns.payloads import artwork, qr  # noqa: E402
-from campaigns.payloads.rendering import RenderPool  # noqa: E402
-from campaigns.scanning.links import new_code, qr_url  # noqa: E402
+from campaigns.payloads import artwork, qr
+from campaigns.payloads.rendering import RenderPool
+from campaigns.scanning.links import new_code, qr_url
 
 ORIGIN = "https://go.example.com"
 STYLES: dict[str, dict[str, Any]] = {
