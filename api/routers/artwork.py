@@ -178,6 +178,7 @@ async def get_sheets(
         ecc=ecc,
         border=border,
         labels=len(qr_items),
+        caption=caption,
     )
     labels = [
         sheets.SheetLabel(

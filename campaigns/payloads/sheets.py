@@ -74,11 +74,18 @@ def _code_mm(cell_w: float, cell_h: float) -> tuple[float, bool]:
 
 
 def check_layout(
-    sample_content: str, *, paper: str, layout: str, ecc: str, border: int, labels: int
+    sample_content: str,
+    *,
+    paper: str,
+    layout: str,
+    ecc: str,
+    border: int,
+    labels: int,
+    caption: str | None = None,
 ) -> SheetLayout:
     """Validate sheet parameters for codes like ``sample_content``. Raises
     :class:`InvalidInput`: ``validation_error`` (paper, layout ``CxR`` with 1..10
-    columns and 1..20 rows, ecc, border), ``too_many_labels`` past
+    columns and 1..20 rows, ecc, border, caption), ``too_many_labels`` past
     :data:`MAX_LABELS`, ``too_small_to_scan`` (with ``min_size_mm``, the smallest code
     width) when a label leaves less than 0.4 mm per module."""
     problems: list[tuple[str, str]] = []
@@ -93,6 +100,8 @@ def check_layout(
         problems.append(("ecc", f"must be one of {', '.join(qr.ECC_LEVELS)}"))
     if not qr.MIN_BORDER <= border <= qr.MAX_BORDER:
         problems.append(("border", f"must be {qr.MIN_BORDER} to {qr.MAX_BORDER} modules"))
+    if caption is not None and (len(caption) > artwork.MAX_CAPTION or not caption.isprintable()):
+        problems.append(("caption", f"must be at most {artwork.MAX_CAPTION} printable characters"))
     if problems or match is None:
         raise InvalidInput(
             "; ".join(f"{field}: {msg}" for field, msg in problems),

@@ -313,6 +313,7 @@ async def test_label_sheets(client: httpx.AsyncClient, org: Org) -> None:
         ({"layout": "3by8"}, "validation_error"),
         ({"layout": "11x2"}, "validation_error"),
         ({"paper": "A3"}, "validation_error"),
+        ({"caption": "tab\there"}, "validation_error"),
     ],
 )
 async def test_bad_sheet_parameters(
