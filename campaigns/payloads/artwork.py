@@ -57,7 +57,7 @@ from reportlab.pdfgen.canvas import Canvas
 
 from campaigns.errors import InvalidInput
 from campaigns.payloads import qr
-from campaigns.payloads.logo import Logo, logo_image
+from campaigns.payloads.logo import Logo, logo_aspect, logo_image
 
 Format = Literal["png", "svg", "pdf"]
 FORMATS: Final[tuple[str, ...]] = get_args(Format)
@@ -324,9 +324,7 @@ def _layout(content: str, style: Style, logo: Logo | None) -> _Layout:
     n = len(matrix)
     area: Rect | None = None
     if style.logo and logo is not None:
-        from campaigns.payloads.logo import validate_logo
-
-        x, y, w, h = logo_area(n, validate_logo(logo))
+        x, y, w, h = logo_area(n, logo_aspect(logo))
         for row in matrix[y : y + h]:
             row[x : x + w] = [False] * w
         area = (x + style.border, y + style.border, w, h)

@@ -204,6 +204,15 @@ def _number(text: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def logo_aspect(logo: Logo) -> float:
+    """width / height of a logo that passed :func:`validate_logo` (from the PNG header
+    or the SVG ``viewBox``/size), without decoding pixels."""
+    if logo.media_type == PNG:
+        with PIL.Image.open(io.BytesIO(logo.content), formats=["PNG"]) as image:
+            return image.width / image.height
+    return _check_svg(logo.content)
+
+
 def logo_image(logo: Logo, width: int, height: int) -> PIL.Image.Image:
     """The logo as an RGBA image fitted inside ``width`` x ``height`` pixels (aspect
     kept, so one side may be shorter). For logos that passed :func:`validate_logo`."""
