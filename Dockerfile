@@ -14,8 +14,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies in their own layer, rebuilt only when pyproject.toml changes. Every
-# dependency ships manylinux wheels (psycopg[binary] bundles libpq), so no compiler.
+# dependency ships manylinux wheels (psycopg[binary] bundles libpq), so no compiler;
+# cairosvg (SVG logos in QR artwork) loads the system's libcairo.
 COPY pyproject.toml ./
+RUN apt-get update && apt-get install -y --no-install-recommends libcairo2 \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

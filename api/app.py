@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit, HeaderSizeLimit
 from api.openapi import install_openapi, operation_id
 from api.routers import (
+    artwork,
     attribution,
     campaigns,
     conversions,
@@ -28,6 +30,7 @@ from api.routers import (
 )
 from api.scan_endpoint import ShortLinks
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
+from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.settings import Settings, get_settings
@@ -83,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await scans.stop()
+            # Worker processes start with the first render; stop them with the app.
+            await asyncio.to_thread(app.state.render_pool.shutdown)
             await engine.dispose()
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files shipped in the
@@ -103,6 +108,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         if settings.rate_limit_enabled
         else None
+    )
+    app.state.render_pool = RenderPool(
+        workers=settings.render_workers or None,
+        queue_per_owner=settings.render_queue_per_organization,
+        queue_total=settings.render_queue_total,
+        cache_bytes=settings.render_cache_bytes,
     )
     app.state.api_rate_limiter = (
         RateLimiter(settings.api_rate_limit_per_s, settings.api_rate_limit_burst)
@@ -130,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         organization,
         qr,
         nfc,
+        artwork,
     ):
         app.include_router(module.router)
     return app

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from campaigns.db import unit_of_work
@@ -75,6 +75,31 @@ async def get_organization_id(
 
 
 OrganizationId = Annotated[int, Depends(get_organization_id)]
+
+
+async def get_organization_id_released(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> int:
+    """The organization of the bearer API key, authenticated in a unit of work of its
+    own that is committed before the route runs. For routes that wait on CPU work
+    (rendering): they open short units of work themselves (:data:`SessionFactory`) and
+    hold no connection, let alone an open transaction, while they wait. Raises
+    :class:`Unauthorized` (401)."""
+    async with unit_of_work(request.app.state.sessionmaker) as session:
+        return await get_organization_id(request, session, credentials)
+
+
+ReleasedOrganizationId = Annotated[int, Depends(get_organization_id_released)]
+
+
+def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
+    """The app's session factory, for routes that open their own short units of work."""
+    factory: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    return factory
+
+
+SessionFactory = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
 
 
 def get_settings_dep(request: Request) -> Settings:

@@ -59,6 +59,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "tag_not_found": (404, "No such tag, or another organization's"),
     "conversion_not_found": (404, "No such conversion, or another organization's"),
     "location_not_found": (404, "No such location, or another organization's"),
+    "logo_not_found": (404, "`logo=true` but the organization has uploaded no logo"),
     "organization_not_found": (404, "No such organization (command line)"),
     "method_not_allowed": (405, "The path does not accept this method"),
     "conflict": (409, "The request clashes with stored state"),
@@ -91,6 +92,14 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "sun_tag_uses_sdm": (422, "An `nfc_sun` tag is personalised from `/sdm`, not `/ndef`"),
     "nfc_invalid_tap_required": (422, "`nfc_invalid_tap` cannot be null"),
     "redirect_loop": (422, "A URL points at this service's own short-link origin"),
+    "too_small_to_scan": (422, "A module would be under 0.4 mm at this size (`min_size_mm`)"),
+    "low_contrast": (422, "`fg` and `bg` contrast below 4:1"),
+    "inverted_colours": (422, "Light modules on a dark background without `allow_inverted=true`"),
+    "invalid_logo": (
+        422,
+        "Not a PNG or SVG image, too large, or SVG with scripts or external links",
+    ),
+    "too_many_labels": (422, "More than 1000 labels in one sheet request"),
     "timezone_required": (422, "`timezone` cannot be removed"),
     "refund_exceeds_value": (422, "Refunds would exceed the conversion's value (or it has none)"),
     "refunded_at_in_future": (422, "`refunded_at` is in the future"),
@@ -117,6 +126,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "internal_error": (500, "Unexpected failure; rolled back and logged"),
     "unavailable": (503, "The scan could not be recorded; retry"),
     "database_unavailable": (503, "The database cannot be reached; retry after `Retry-After`"),
+    "render_busy": (503, "Too many renders waiting; retry after `Retry-After`"),
 }
 
 

@@ -98,6 +98,24 @@ class Organization(Base):
     )
 
 
+class OrganizationLogo(Base):
+    """The organization's logo for QR artwork (one per organization): ``media_type``
+    ``image/png`` or ``image/svg+xml``, validated on upload
+    (:func:`campaigns.payloads.logo.validate_logo`); ``sha256`` (hex) keys render caches."""
+
+    __tablename__ = "organization_logos"
+
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    media_type: Mapped[str] = mapped_column(String(32))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        server_default=func.now(), default=utcnow, onupdate=utcnow
+    )
+
+
 class ApiKey(Base):
     """A management API key. Only the SHA-256 of the secret is stored; ``prefix`` is shown."""
 

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     #: Seconds a client has to send a whole request once it started (slow-client guard).
     request_read_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
+    # QR artwork render pool (campaigns/payloads/rendering.py): worker processes (0: one
+    # per CPU), renders waiting per organization and in all, result cache in bytes.
+    render_workers: int = Field(default=0, ge=0, le=64)
+    render_queue_per_organization: int = Field(default=16, ge=1)
+    render_queue_total: int = Field(default=128, ge=1)
+    render_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+
     #: Largest request body accepted anywhere, in bytes.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     #: Largest bulk import body (``POST /v1/locations/import``), in bytes.

@@ -1,4 +1,8 @@
-"""QR code rendering of a tag's ``qr_content`` (PNG or SVG).
+"""QR code encoding of a tag's ``qr_content``: segments, version, module matrix.
+
+Drawing the matrix (PNG, SVG, PDF, colours, logo, caption) is
+:mod:`campaigns.payloads.artwork`; running it off the event loop is
+:mod:`campaigns.payloads.rendering`.
 
 Symbols follow ISO/IEC 18004:2015 (QR Code bar code symbology specification):
 
@@ -15,49 +19,31 @@ Symbols follow ISO/IEC 18004:2015 (QR Code bar code symbology specification):
 
 ``qrcode`` 8.2 is not thread-safe (python-qrcode issue #421: ``bisect`` on the shared
 ``BIT_LIMIT_TABLE``, and the module-level ``precomputed_qr_blanks`` cache is written
-while encoding): every use of it here is serialised, see :func:`render_qr`.
+while encoding): every use of it here holds :data:`_QRCODE_LOCK`, and the API renders in
+worker processes (one render at a time in each).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import io
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import partial
-from importlib.metadata import version as _package_version
 from typing import Final, Literal, get_args
 
-import PIL
 import qrcode
 import qrcode.constants
 import qrcode.util
-from qrcode.image.pil import PilImage
-from qrcode.image.svg import SvgPathFillImage
 
 from campaigns.errors import InvalidInput
 
-QrFormat = Literal["png", "svg"]
 EccLevel = Literal["L", "M", "Q", "H"]
 
-FORMATS: Final[tuple[str, ...]] = get_args(QrFormat)
 ECC_LEVELS: Final[tuple[str, ...]] = get_args(EccLevel)
-MEDIA_TYPES: Final[dict[str, str]] = {"png": "image/png", "svg": "image/svg+xml"}
+DEFAULT_ECC: Final[EccLevel] = "M"
 
 #: Quiet zone in modules: the minimum of ISO/IEC 18004 §6.3.8 and a generous cap.
 MIN_BORDER: Final = 4
 MAX_BORDER: Final = 20
 DEFAULT_BORDER: Final = 4
-#: Target PNG width in pixels.
-MIN_SIZE: Final = 64
-MAX_SIZE: Final = 4096
-DEFAULT_SIZE: Final = 512
-DEFAULT_ECC: Final[EccLevel] = "M"
-#: SVG scale: ``qrcode`` writes box_size 10 as 1 mm, so one module is 1 mm wide.
-_SVG_BOX_SIZE: Final = 10
 
 _ECC_CONSTANTS: Final[dict[str, int]] = {
     "L": qrcode.constants.ERROR_CORRECT_L,
@@ -66,23 +52,7 @@ _ECC_CONSTANTS: Final[dict[str, int]] = {
     "H": qrcode.constants.ERROR_CORRECT_H,
 }
 
-#: Bumped when the output of this module changes for the same parameters, so that
-#: strong ETags (byte-identical promise, RFC 9110 §8.8.3) change with it; the
-#: ``qrcode`` and Pillow versions are part of the key for the same reason.
-RENDERER_REVISION: Final = "1"
-_LIBRARY_VERSIONS: Final = f"qrcode={_package_version('qrcode')};pillow={PIL.__version__}"
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedQr:
-    """A rendered symbol: ``content`` bytes of ``media_type``; ``version`` is the QR
-    version (1..40, ``17 + 4 * version`` modules a side) and ``width`` the image width
-    in pixels (PNG) or millimetres (SVG, one module per millimetre)."""
-
-    content: bytes
-    media_type: str
-    version: int
-    width: int
+_QRCODE_LOCK: Final = threading.Lock()
 
 
 # --- segmentation ------------------------------------------------------------------
@@ -188,26 +158,19 @@ def _data_bits(segments: list[qrcode.util.QRData], version: int) -> int:
     return total
 
 
-def _encode(content: str, ecc: str, border: int) -> qrcode.QRCode[PilImage]:
-    """A ``QRCode`` holding the optimal segments of ``content`` at the smallest version
-    that fits. Caller holds :data:`_QRCODE_LOCK`.
+def _version_and_segments(content: str, ecc: str) -> tuple[int, list[qrcode.util.QRData]]:
+    """The smallest version (1..40) holding the optimal segments of ``content`` at ``ecc``.
 
-    The version is chosen here rather than by ``QRCode.best_fit``, which in 8.2 raises
-    a bare ``ValueError`` ("Invalid version (was 41 ...)") instead of
-    ``DataOverflowError`` when nothing fits."""
+    Chosen here rather than by ``QRCode.best_fit``, which in 8.2 raises a bare
+    ``ValueError`` ("Invalid version (was 41 ...)") instead of ``DataOverflowError`` when
+    nothing fits. Pure arithmetic (no ``qrcode`` state is written), so no lock."""
     level = _ECC_CONSTANTS[ecc]
     for low, high in _VERSION_RANGES:
         segments = optimal_segments(content, low)
         bits = _data_bits(segments, low)
         for version in range(low, high + 1):
             if bits <= qrcode.util.BIT_LIMIT_TABLE[level][version]:
-                qr: qrcode.QRCode[PilImage] = qrcode.QRCode(
-                    version=version, error_correction=level, border=border
-                )
-                for segment in segments:
-                    qr.add_data(segment)
-                qr.make(fit=False)
-                return qr
+                return version, segments
     raise InvalidInput(
         f"{len(content.encode('utf-8'))} bytes of QR content do not fit a version 40 "
         f"symbol at error correction {ecc}",
@@ -216,119 +179,23 @@ def _encode(content: str, ecc: str, border: int) -> qrcode.QRCode[PilImage]:
 
 
 def qr_version(content: str, *, ecc: EccLevel = DEFAULT_ECC) -> int:
-    """The QR version (1..40) ``content`` is encoded at with error correction ``ecc``.
-    Raises :class:`InvalidInput` (``qr_content_too_long``) past version 40."""
+    """The QR version (1..40) ``content`` is encoded at with error correction ``ecc``
+    (``17 + 4 * version`` modules a side). Raises :class:`InvalidInput`
+    (``qr_content_too_long``) past version 40. Cheap: no masking."""
+    return _version_and_segments(content, ecc)[0]
+
+
+def qr_matrix(content: str, *, ecc: EccLevel = DEFAULT_ECC) -> list[list[bool]]:
+    """The symbol's modules without quiet zone: ``n`` rows of ``n`` booleans (True is
+    dark), ``n = 17 + 4 * version``, row 0 at the top. Data mask chosen by ``qrcode``'s
+    penalty rules (ISO/IEC 18004 §7.8.3). Raises :class:`InvalidInput`
+    (``qr_content_too_long``). Serialised by :data:`_QRCODE_LOCK` (python-qrcode #421)."""
+    version, segments = _version_and_segments(content, ecc)
     with _QRCODE_LOCK:
-        return int(_encode(content, ecc, MIN_BORDER).version)
-
-
-def validate_parameters(*, fmt: str, size: int, ecc: str, border: int) -> None:
-    """Check rendering parameters. Raises :class:`InvalidInput` (422
-    ``validation_error``) with one ``errors`` entry per bad parameter."""
-    problems: list[tuple[str, str]] = []
-    if fmt not in FORMATS:
-        problems.append(("format", f"must be one of {', '.join(FORMATS)}"))
-    if not MIN_SIZE <= size <= MAX_SIZE:
-        problems.append(("size", f"must be {MIN_SIZE} to {MAX_SIZE} pixels"))
-    if ecc not in ECC_LEVELS:
-        problems.append(("ecc", f"must be one of {', '.join(ECC_LEVELS)}"))
-    if not MIN_BORDER <= border <= MAX_BORDER:
-        problems.append(
-            ("border", f"must be {MIN_BORDER} to {MAX_BORDER} modules (quiet zone, §6.3.8)")
+        qr: qrcode.QRCode[qrcode.image.base.BaseImage] = qrcode.QRCode(
+            version=version, error_correction=_ECC_CONSTANTS[ecc], border=0
         )
-    if problems:
-        raise InvalidInput(
-            "; ".join(f"{field}: {msg}" for field, msg in problems),
-            errors=[{"loc": [field], "msg": msg, "type": "value_error"} for field, msg in problems],
-        )
-
-
-def render_qr_sync(
-    content: str,
-    *,
-    fmt: QrFormat = "png",
-    size: int = DEFAULT_SIZE,
-    ecc: EccLevel = DEFAULT_ECC,
-    border: int = DEFAULT_BORDER,
-) -> RenderedQr:
-    """Render ``content`` as a QR symbol, blocking (CPU-bound, milliseconds to tens of
-    milliseconds at 4096 px). Prefer :func:`render_qr` in async code.
-
-    - ``fmt="png"``: a 1-bit greyscale PNG, black modules on white, square. Each module
-      is a whole number of pixels (crisp edges for print), so the width is the
-      smallest multiple of the module count (``17 + 4 * version + 2 * border``) that
-      is at least ``size`` pixels: between ``size`` and ``size + modules - 1``.
-    - ``fmt="svg"``: a standalone SVG with a white background and one ``<path>``;
-      ``width``/``height`` in millimetres, one module per millimetre; ``size`` is
-      ignored (vector output).
-
-    ``ecc`` is the error correction level (ISO/IEC 18004 §7.5.1), ``border`` the
-    quiet zone in modules (>= 4, §6.3.8). Raises :class:`InvalidInput` for parameters
-    out of range (``validation_error``) or content too long for version 40
-    (``qr_content_too_long``). Thread-safe (serialised by a lock).
-    """
-    validate_parameters(fmt=fmt, size=size, ecc=ecc, border=border)
-    with _QRCODE_LOCK:
-        qr = _encode(content, ecc, border)
-        version = int(qr.version)
-        modules = qr.modules_count + 2 * border
-        buffer = io.BytesIO()
-        if fmt == "png":
-            box_size = -(-size // modules)  # ceil
-            qr.box_size = box_size
-            image = qr.make_image(image_factory=PilImage)
-            image.save(buffer, format="PNG", optimize=True)
-            width = modules * box_size
-        else:
-            qr.box_size = _SVG_BOX_SIZE
-            image = qr.make_image(image_factory=SvgPathFillImage)
-            image.save(buffer)
-            width = modules
-    return RenderedQr(
-        content=buffer.getvalue(), media_type=MEDIA_TYPES[fmt], version=version, width=width
-    )
-
-
-# Why a dedicated single-thread executor rather than asyncio.Lock + to_thread: renders
-# queue in this executor's in-memory work queue instead of each parking a worker of the
-# loop's shared default pool on a lock while it waits its turn; and nothing is bound to
-# one event loop (an asyncio.Lock created at import is tied to the first loop that
-# contends for it, which breaks apps or tests that run several loops). The lock inside
-# render_qr_sync is uncontended on this path; it protects direct synchronous callers
-# (CLI, other threads) from racing this thread inside qrcode.
-_QRCODE_LOCK: Final = threading.Lock()
-_EXECUTOR: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qr-render")
-
-
-async def render_qr(
-    content: str,
-    *,
-    fmt: QrFormat = "png",
-    size: int = DEFAULT_SIZE,
-    ecc: EccLevel = DEFAULT_ECC,
-    border: int = DEFAULT_BORDER,
-) -> RenderedQr:
-    """:func:`render_qr_sync` off the event loop, one render at a time (``qrcode`` 8.2
-    is not thread-safe, python-qrcode issue #421). Same shapes and errors."""
-    loop = asyncio.get_running_loop()
-    job = partial(render_qr_sync, content, fmt=fmt, size=size, ecc=ecc, border=border)
-    return await loop.run_in_executor(_EXECUTOR, job)
-
-
-def qr_etag(
-    content: str,
-    *,
-    fmt: QrFormat,
-    size: int,
-    ecc: EccLevel,
-    border: int,
-) -> str:
-    """A strong entity tag (RFC 9110 §8.8.3, quoted) for the bytes :func:`render_qr`
-    returns for these arguments, computed without rendering: a SHA-256 of the
-    content, the parameters that shape the output (``size`` only for PNG), the
-    renderer revision and the ``qrcode``/Pillow versions; 32 hex digits."""
-    shaped_size = size if fmt == "png" else 0
-    key = "\x1f".join(
-        (RENDERER_REVISION, _LIBRARY_VERSIONS, fmt, str(shaped_size), ecc, str(border), content)
-    )
-    return '"' + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + '"'
+        for segment in segments:
+            qr.add_data(segment)
+        qr.make(fit=False)
+        return [[bool(cell) for cell in row] for row in qr.modules]

@@ -11,11 +11,13 @@ import httpx
 import PIL.Image
 import pytest
 import zxingcpp
+from fastapi import FastAPI
 
+from campaigns.payloads import artwork
 from campaigns.payloads import qr as payload
 from tests.conftest import Org, make_campaign, make_tag
+from tests.payloads.test_qr import decode_artwork, decode_svg, symbol_version
 from tests.payloads.test_qr import decode_png as decode
-from tests.payloads.test_qr import decode_svg, symbol_version
 
 DESTINATION = "https://shop.example.com/summer"
 
@@ -51,7 +53,7 @@ async def test_png_decodes_to_qr_content_and_scans(client: httpx.AsyncClient, or
     assert etag.startswith('"') and not etag.startswith("W/")
     image = PIL.Image.open(io.BytesIO(response.content))
     assert image.format == "PNG"
-    assert image.size[0] >= payload.DEFAULT_SIZE
+    assert image.size[0] >= artwork.DEFAULT_SIZE
     barcode = decode(response.content)
     assert barcode.text == tag["qr_content"]
     assert barcode.text == f"https://GO.EXAMPLE.COM/S/{tag['code']}"
@@ -73,7 +75,7 @@ async def test_svg_decodes_to_qr_content_and_scans(client: httpx.AsyncClient, or
     assert barcode.text == tag["qr_content"]
 
 
-@pytest.mark.parametrize("fmt", ["png", "svg"])
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
 async def test_decoded_url_scans_to_the_campaign(
     client: httpx.AsyncClient, org: Org, fmt: str
 ) -> None:
@@ -134,7 +136,13 @@ async def test_size_and_border(client: httpx.AsyncClient, org: Org) -> None:
         ({"ecc": "X"}, "ecc"),
         ({"ecc": ""}, "ecc"),
         ({"format": "gif"}, "format"),
-        ({"format": "pdf"}, "format"),
+        ({"size_mm": 0}, "size_mm"),
+        ({"size_mm": 2001}, "size_mm"),
+        ({"dpi": 71}, "dpi"),
+        ({"dpi": 2401}, "dpi"),
+        ({"fg": "12345"}, "fg"),
+        ({"bg": "#12345G"}, "bg"),
+        ({"caption": "x" * 61}, "caption"),
         ({"size": 63}, "size"),
         ({"size": 4097}, "size"),
         ({"size": "big"}, "size"),
@@ -188,7 +196,7 @@ async def test_no_auth_is_401(client: httpx.AsyncClient, org: Org) -> None:
 
 
 async def test_etag_and_304(
-    client: httpx.AsyncClient, org: Org, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, org: Org, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tag = await new_tag(client, org)
     url = f"/v1/tags/{tag['id']}/qr"
@@ -198,10 +206,10 @@ async def test_etag_and_304(
     assert again.headers["etag"] == etag
     assert again.content == first.content  # strong: byte-identical
 
-    async def no_render(*args: object, **kwargs: object) -> payload.RenderedQr:
+    async def no_render(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("rendered despite a matching If-None-Match")
 
-    monkeypatch.setattr(payload, "render_qr", no_render)
+    monkeypatch.setattr(app.state.render_pool, "run_cached", no_render)
     for if_none_match in (etag, f"W/{etag}", f'"other", {etag}', "*"):
         response = await client.get(url, headers={**org.headers, "If-None-Match": if_none_match})
         assert response.status_code == 304, if_none_match
@@ -211,7 +219,16 @@ async def test_etag_and_304(
     monkeypatch.undo()
 
     # Other parameters are another representation: another ETag, full answer.
-    for params in ({"format": "svg"}, {"size": 600}, {"ecc": "H"}, {"border": 6}):
+    for params in (
+        {"format": "svg"},
+        {"format": "pdf"},
+        {"size": 600},
+        {"ecc": "H"},
+        {"border": 6},
+        {"size_mm": 40},
+        {"fg": "1A237E"},
+        {"caption": "Scan me"},
+    ):
         response = await client.get(
             url, params=params, headers={**org.headers, "If-None-Match": etag}
         )
@@ -225,6 +242,7 @@ async def test_etag_and_304(
 
 
 def decode_any(response: httpx.Response) -> zxingcpp.Barcode:
-    if response.headers["content-type"] == "image/svg+xml":
-        return decode_svg(response.content)
-    return decode(response.content)
+    fmt = {"image/svg+xml": "svg", "application/pdf": "pdf"}.get(
+        response.headers["content-type"], "png"
+    )
+    return decode_artwork(fmt, response.content)

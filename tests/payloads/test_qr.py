@@ -1,24 +1,23 @@
-"""QR rendering: segmentation, versions, decodability (zxing-cpp), parameters, ETags."""
+"""QR encoding: segmentation, versions, decodability (zxing-cpp); the decoding helpers
+the other artwork tests share."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import itertools
 import math
-import threading
-import time
 from typing import Any
 
 import cairosvg
 import PIL.Image
+import pypdfium2
 import pytest
 import qrcode.constants
 import qrcode.util
 import zxingcpp
 
 from campaigns.errors import InvalidInput
-from campaigns.payloads import qr
+from campaigns.payloads import artwork, qr
 from campaigns.scanning.links import qr_url
 
 UPPER = "https://GO.EXAMPLE.COM/S/7K3QX9TB"
@@ -35,6 +34,31 @@ def decode_png(data: bytes) -> zxingcpp.Barcode:
 
 def decode_svg(data: bytes) -> zxingcpp.Barcode:
     return decode_png(cairosvg.svg2png(bytestring=data, output_width=600))
+
+
+def pdf_page_png(data: bytes, *, scale: float = 4.0, page: int = 0) -> bytes:
+    """A page of a PDF rasterised (pypdfium2, no system package), as PNG bytes."""
+    document = pypdfium2.PdfDocument(data)
+    image = document[page].render(scale=scale).to_pil()
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_pdf(data: bytes) -> zxingcpp.Barcode:
+    return decode_png(pdf_page_png(data))
+
+
+def decode_artwork(fmt: str, data: bytes) -> zxingcpp.Barcode:
+    """Decode PNG, SVG (cairosvg) or PDF (pypdfium2) artwork with zxing-cpp."""
+    return {"png": decode_png, "svg": decode_svg, "pdf": decode_pdf}[fmt](data)
+
+
+def render(content: str, image: Any = None, **style: Any) -> bytes:
+    """Check and render ``content`` in the given style (keyword arguments of Style),
+    with ``image`` as the logo."""
+    checked = artwork.check_style(content, artwork.Style(**style))
+    return artwork.render_artwork(content, checked, image)
 
 
 def symbol_version(barcode: zxingcpp.Barcode) -> str:
@@ -62,12 +86,11 @@ def test_upper_case_url_is_mostly_alphanumeric() -> None:
 @pytest.mark.parametrize(("content", "version"), [(UPPER, 2), (LOWER, 3)])
 def test_versions_at_ecc_m(content: str, version: int) -> None:
     assert qr.qr_version(content, ecc="M") == version
-    rendered = qr.render_qr_sync(content, fmt="png", size=64, ecc="M", border=4)
-    assert rendered.version == version
-    # Independent check on the symbol itself: modules a side, and the decoder's view.
-    modules = 17 + 4 * version + 2 * 4
-    assert rendered.width % modules == 0
-    barcode = decode_png(rendered.content)
+    matrix = qr.qr_matrix(content, ecc="M")
+    assert len(matrix) == 17 + 4 * version
+    assert all(len(row) == len(matrix) for row in matrix)
+    # Independent check: the decoder's view of the rendered symbol.
+    barcode = decode_png(render(content, size=64))
     assert barcode.text == content
     assert symbol_version(barcode) == str(version)
     assert barcode.ec_level == "M"
@@ -128,10 +151,9 @@ def test_segmentation_is_optimal(data: str, version: int) -> None:
 
 
 @pytest.mark.parametrize("ecc", ["L", "M", "Q", "H"])
-@pytest.mark.parametrize("fmt", ["png", "svg"])
-def test_every_ecc_level_decodes(ecc: qr.EccLevel, fmt: qr.QrFormat) -> None:
-    rendered = qr.render_qr_sync(UPPER, fmt=fmt, ecc=ecc)
-    barcode = decode_png(rendered.content) if fmt == "png" else decode_svg(rendered.content)
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_every_ecc_level_decodes(ecc: qr.EccLevel, fmt: artwork.Format) -> None:
+    barcode = decode_artwork(fmt, render(UPPER, fmt=fmt, ecc=ecc))
     assert barcode.text == UPPER
     assert barcode.ec_level == ecc
 
@@ -142,133 +164,13 @@ def test_versions_grow_with_ecc() -> None:
     assert versions[1] == 2
 
 
-@pytest.mark.parametrize(("size", "border"), [(64, 4), (512, 4), (1000, 20), (4096, 7)])
-def test_png_size_and_quiet_zone(size: int, border: int) -> None:
-    rendered = qr.render_qr_sync(UPPER, fmt="png", size=size, border=border)
-    assert rendered.media_type == "image/png"
-    assert rendered.content.startswith(b"\x89PNG\r\n\x1a\n")
-    image = PIL.Image.open(io.BytesIO(rendered.content))
-    modules = 17 + 4 * rendered.version + 2 * border
-    assert image.size == (rendered.width, rendered.width)
-    assert size <= rendered.width < size + modules
-    assert rendered.width % modules == 0
-    box = rendered.width // modules
-    grey = image.convert("L")
-    quiet = border * box
-    # The quiet zone is all light on every side (ISO/IEC 18004 §6.3.8) ...
-    for x0, y0, x1, y1 in (
-        (0, 0, rendered.width, quiet),
-        (0, rendered.width - quiet, rendered.width, rendered.width),
-        (0, 0, quiet, rendered.width),
-        (rendered.width - quiet, 0, rendered.width, rendered.width),
-    ):
-        assert grey.crop((x0, y0, x1, y1)).getextrema() == (255, 255)
-    # ... and the finder pattern starts right after it.
-    assert grey.getpixel((quiet, quiet)) == 0
-    assert decode_png(rendered.content).text == UPPER
-
-
-def test_svg_shape() -> None:
-    rendered = qr.render_qr_sync(UPPER, fmt="svg", border=4)
-    assert rendered.media_type == "image/svg+xml"
-    text = rendered.content.decode()
-    modules = 17 + 4 * rendered.version + 2 * 4
-    assert rendered.width == modules
-    assert f'width="{modules}mm"' in text
-    assert f'viewBox="0 0 {modules} {modules}"' in text
-    assert '<rect fill="white"' in text
-    assert "<script" not in text
-    assert decode_svg(rendered.content).text == UPPER
-    # size does not change a vector image
-    assert qr.render_qr_sync(UPPER, fmt="svg", size=4000).content == rendered.content
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [
-        ({"border": 3}, "border"),
-        ({"border": 21}, "border"),
-        ({"size": 63}, "size"),
-        ({"size": 4097}, "size"),
-        ({"ecc": "X"}, "ecc"),
-        ({"fmt": "gif"}, "format"),
-    ],
-)
-def test_bad_parameters(kwargs: dict[str, object], field: str) -> None:
-    with pytest.raises(InvalidInput) as info:
-        qr.render_qr_sync(UPPER, **kwargs)  # type: ignore[arg-type]
-    assert info.value.status == 422
-    assert info.value.code == "validation_error"
-    assert info.value.errors is not None
-    assert [e["loc"] for e in info.value.errors] == [[field]]
-
-
 def test_content_too_long() -> None:
     with pytest.raises(InvalidInput) as info:
-        qr.render_qr_sync("é" * 3000, fmt="svg", ecc="H")
+        qr.qr_matrix("é" * 3000, ecc="H")
     assert info.value.code == "qr_content_too_long"
-
-
-async def test_concurrent_renders_are_correct() -> None:
-    """Renders run off the loop and one at a time: concurrent requests of different
-    contents and levels all give the bytes a lone render gives."""
-    jobs = [
-        (content, ecc)
-        for content in (UPPER, LOWER, "https://X.CO/S/0123ABCD")
-        for ecc in ("L", "M", "Q", "H")
-    ]
-    results = await asyncio.gather(
-        *(qr.render_qr(content, fmt="png", size=300, ecc=ecc) for content, ecc in jobs)  # type: ignore[arg-type]
-    )
-    for (content, ecc), rendered in zip(jobs, results, strict=True):
-        expected = qr.render_qr_sync(content, fmt="png", size=300, ecc=ecc)  # type: ignore[arg-type]
-        assert rendered == expected
-        assert decode_png(rendered.content).text == content
-
-
-async def test_renders_run_off_the_loop_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = qr.render_qr_sync
-    threads: set[str] = set()
-    active = 0
-    most_active = 0
-    guard = threading.Lock()
-
-    def recording(*args: Any, **kwargs: Any) -> qr.RenderedQr:
-        nonlocal active, most_active
-        with guard:
-            active += 1
-            most_active = max(most_active, active)
-        threads.add(threading.current_thread().name)
-        try:
-            time.sleep(0.01)  # widen the window an overlap would need
-            return original(*args, **kwargs)
-        finally:
-            with guard:
-                active -= 1
-
-    monkeypatch.setattr(qr, "render_qr_sync", recording)
-    await asyncio.gather(*(qr.render_qr(UPPER, size=64 + i) for i in range(8)))
-    assert most_active == 1
-    assert threading.current_thread().name not in threads
-    assert all(name.startswith("qr-render") for name in threads)
-
-
-def test_etag() -> None:
-    base = {"fmt": "png", "size": 512, "ecc": "M", "border": 4}
-    etag = qr.qr_etag(UPPER, **base)  # type: ignore[arg-type]
-    assert etag.startswith('"') and etag.endswith('"') and not etag.startswith("W/")
-    assert qr.qr_etag(UPPER, **base) == etag  # type: ignore[arg-type]
-    variants = [
-        qr.qr_etag(LOWER, **base),  # type: ignore[arg-type]
-        qr.qr_etag(UPPER, **{**base, "fmt": "svg"}),  # type: ignore[arg-type]
-        qr.qr_etag(UPPER, **{**base, "size": 513}),  # type: ignore[arg-type]
-        qr.qr_etag(UPPER, **{**base, "ecc": "Q"}),  # type: ignore[arg-type]
-        qr.qr_etag(UPPER, **{**base, "border": 5}),  # type: ignore[arg-type]
-    ]
-    assert len({etag, *variants}) == 6
-    # A vector image does not depend on size, and neither does its tag.
-    svg = {**base, "fmt": "svg"}
-    assert qr.qr_etag(UPPER, **svg) == qr.qr_etag(UPPER, **{**svg, "size": 64})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput) as info:
+        artwork.check_style("é" * 3000, artwork.Style(fmt="svg", size_mm=100, ecc="H"))
+    assert info.value.code == "qr_content_too_long"
 
 
 @pytest.mark.parametrize(
@@ -285,8 +187,8 @@ def test_never_larger_than_qrcode_default_and_decodes(content: str) -> None:
     reference = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M)
     reference.add_data(content)
     reference.make()
-    rendered = qr.render_qr_sync(content, fmt="png", size=1200, ecc="M")
-    assert rendered.version <= reference.version
-    barcode = decode_png(rendered.content)
+    version = qr.qr_version(content, ecc="M")
+    assert version <= reference.version
+    barcode = decode_png(render(content, size=1200, ecc="M"))
     assert barcode.text == content
-    assert symbol_version(barcode) == str(rendered.version)
+    assert symbol_version(barcode) == str(version)

@@ -1,0 +1,82 @@
+"""What a campaign's print exports contain: its tags with their store, file names, and
+the manifest (``print.zip``, ``sheets.pdf``)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, Select, String, cast, null, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from campaigns.models import Base, Tag
+from campaigns.services.campaigns import get_campaign
+
+#: Every column of ``manifest.csv``, in order.
+MANIFEST_COLUMNS: Final = ("code", "short_url", "store", "label", "kind", "file", "ndef_hex")
+#: Stands for the store in file names of tags without a location.
+NO_STORE: Final = "nostore"
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9.-]+")
+_SEGMENT_MAX: Final = 60
+
+
+@dataclass(frozen=True, slots=True)
+class PrintItem:
+    """One tag of an export: ``store`` is its location's external id (store number),
+    None without a location."""
+
+    tag_id: int
+    code: str
+    kind: str
+    label: str | None
+    store: str | None
+
+
+async def load_print_items(
+    session: AsyncSession, *, organization_id: int, campaign_id: int
+) -> list[PrintItem]:
+    """The campaign's tags (oldest first) with their store. Raises :class:`NotFound`
+    (``campaign_not_found``) for another organization's or a deleted campaign."""
+    await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
+    rows = await session.execute(_items_query(organization_id, campaign_id))
+    return [
+        PrintItem(tag_id=tag_id, code=code, kind=kind, label=label, store=store)
+        for tag_id, code, kind, label, store in rows
+    ]
+
+
+def _items_query(organization_id: int, campaign_id: int) -> Select[int, str, str, str | None, Any]:
+    """Tags joined to their location's ``external_id`` when the schema has locations
+    (``tags.location_id`` -> ``locations.external_id``, added by the locations work);
+    before that every store is None. Written against the table metadata so this module
+    needs no change when the locations model lands."""
+    tags = Tag.__table__
+    locations = Base.metadata.tables.get("locations")
+    store: ColumnElement[Any] = cast(null(), String).label("store")
+    source: Any = tags
+    if locations is not None and "location_id" in tags.c and "external_id" in locations.c:
+        store = locations.c.external_id
+        source = tags.outerjoin(locations, locations.c.id == tags.c.location_id)
+    return (
+        select(tags.c.id, tags.c.code, tags.c.kind, tags.c.label, store)
+        .select_from(source)
+        .where(tags.c.campaign_id == campaign_id, tags.c.organization_id == organization_id)
+        .order_by(tags.c.id)
+    )
+
+
+def _segment(text: str) -> str:
+    """``text`` as a safe file-name segment: accents stripped, anything but ASCII
+    letters, digits, ``.`` and ``-`` replaced by ``-``, no leading dots, at most 60."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _UNSAFE.sub("-", ascii_text).strip("-.")[:_SEGMENT_MAX].strip("-.")
+
+
+def print_file_stem(item: PrintItem) -> str:
+    """``{store}_{label}_{code}`` for an export entry: the store's external id (or
+    ``nostore``), the label (empty when none) and the code, each made safe for a zip
+    path (no ``/``, ``\\``, ``..``, control or non-ASCII characters). Unique within a
+    campaign because codes are."""
+    return "_".join((_segment(item.store or "") or NO_STORE, _segment(item.label or ""), item.code))
