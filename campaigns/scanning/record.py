@@ -13,7 +13,7 @@ Spool format (one JSON document per line, UTF-8, ``\\n``-terminated):
 
 - **version 1** (written now): an object ``{"v": 1, "<column>": value, ...}`` with every
   column by name; ``timestamptz`` as ISO 8601 text with its offset, ``bytea`` as lower-case
-  hex, ``inet`` as text, other values as JSON scalars.
+  hex, ``inet`` and ``uuid`` as text, other values as JSON scalars.
 - **version 0** (written until 2026-11-29): a positional array of the 16 columns of
   :data:`V0_COLUMNS`, same value encodings. Still read: a spool left by an older process.
 
@@ -34,6 +34,7 @@ import datetime as dt
 import json
 import operator
 import typing
+import uuid
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Final
@@ -82,6 +83,8 @@ class ScanRecord:
     #: ``replayed``, ``invalid``); null for other scans.
     nfc_counter: int | None = field(default=None, metadata=_pg("integer"))
     nfc_verification: str | None = field(default=None, metadata=_pg("text"))
+    #: The first-party visitor cookie's id, when the organization sets one (journeys).
+    cookie_id: uuid.UUID | None = field(default=None, metadata=_pg("uuid"))
 
     def to_json(self) -> str:
         """This record as one current-version spool line (no newline)."""
@@ -147,6 +150,7 @@ def _same(value: Any) -> Any:
 _CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "timestamptz": (dt.datetime.isoformat, dt.datetime.fromisoformat),
     "bytea": (bytes.hex, bytes.fromhex),
+    "uuid": (str, uuid.UUID),
 }
 
 

@@ -32,6 +32,7 @@ PG_SPELLINGS = {
     "bool": {"BOOLEAN"},
     "inet": {"INET"},
     "integer": {"INTEGER"},
+    "uuid": {"UUID"},
     "bytea": {"BYTEA"},
 }
 

@@ -194,8 +194,8 @@ async def test_a_version_0_spool_from_older_code_replays_with_the_right_values(
         values = json.loads(line)
         values[4] = dt.datetime.fromisoformat(values[4])
         values[15] = bytes.fromhex(values[15]) if values[15] is not None else None
-        # bot_reason, burst, nfc_counter, nfc_verification: their defaults
-        expected[values[0]] = (*values, None, False, None, None)
+        # bot_reason, burst, nfc_counter, nfc_verification, cookie_id: their defaults
+        expected[values[0]] = (*values, None, False, None, None, None)
     assert await rows_by_click_id(conninfo) == expected
     assert not list(tmp_path.iterdir())
 
@@ -214,8 +214,8 @@ async def test_a_version_1_spool_fixture_replays_with_the_right_values(
         doc["scanned_at"] = dt.datetime.fromisoformat(doc["scanned_at"])
         if doc["visitor_id"] is not None:
             doc["visitor_id"] = bytes.fromhex(doc["visitor_id"])
-        # Columns added after version 1 was written (NFC) take their default, null.
-        newer = {"nfc_counter", "nfc_verification"}
+        # Columns added after version 1 was written (NFC, cookie) take their default, null.
+        newer = {"nfc_counter", "nfc_verification", "cookie_id"}
         assert newer.isdisjoint(doc)
         expected[doc["click_id"]] = tuple(None if c.name in newer else doc[c.name] for c in COLUMNS)
     rows = await rows_by_click_id(conninfo)
