@@ -36,23 +36,20 @@ from campaigns.scanning.service import ScanService
 from campaigns.settings import Settings, get_settings
 
 
-def serve_short_links_first(app: FastAPI) -> None:
-    """Put the short links (:class:`api.scan_endpoint.ShortLinks`) in front of ``app``'s
-    whole middleware stack, behind only the header-size guard (431 ``headers_too_large``
-    on every path): a scan reaches its handler before Starlette's error and body-limit
-    middleware and the router. ``app`` stays the object tests and servers use (``state``,
-    ``router.lifespan_context``, OpenAPI unchanged); Starlette builds the stack lazily on
-    the first call through ``build_middleware_stack``, which this wraps.
+def served_app(app: FastAPI) -> ASGIApp:
+    """The ASGI application a server runs for ``app`` (made by :func:`create_app`): the
+    header-size guard (431 ``headers_too_large`` on every path), then the short links
+    (:class:`api.scan_endpoint.ShortLinks`), then FastAPI. A scan is answered before any
+    of FastAPI's own layers (its OpenTelemetry hook, Starlette's error and body-limit
+    middleware, the router); every other request and the lifespan go on to ``app``."""
+    short_links = ShortLinks(app, state=app.state)
+    return HeaderSizeLimit(short_links, max_bytes=app.state.settings.max_header_bytes)
 
-    (``FastAPIOffline`` is a factory returning a plain ``FastAPI``, so this wraps the
-    instance's method rather than subclassing.)"""
-    build_stack = app.build_middleware_stack
 
-    def build_middleware_stack() -> ASGIApp:
-        short_links = ShortLinks(build_stack(), state=app.state)
-        return HeaderSizeLimit(short_links, max_bytes=app.state.settings.max_header_bytes)
-
-    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+def create_served_app() -> ASGIApp:
+    """uvicorn's application factory (``passerelle serve``): :func:`served_app` of
+    :func:`create_app` with the process's settings."""
+    return served_app(create_app())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -102,7 +99,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
-    serve_short_links_first(app)
     app.state.metrics = metrics.Metrics()
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)

@@ -138,7 +138,7 @@ def serve(
         typer.echo(f"error: cannot listen on {host}:{port}: {reason}{hint}", err=True)
         raise typer.Exit(EXIT_CANNOT_LISTEN) from None
     config = uvicorn.Config(
-        "api.app:create_app",
+        "api.app:create_served_app",
         factory=True,
         host=host,
         port=port,

@@ -1,6 +1,6 @@
 """The public hot path, ``GET|HEAD /s/{code}`` and every other short-link prefix.
 
-:class:`ShortLinks` is the OUTERMOST ASGI application (see :func:`api.app.serve_short_links_first`):
+:class:`ShortLinks` runs in front of FastAPI (see :func:`api.app.served_app`):
 a scan needs no routing, body parsing, dependency injection nor error middleware, and
 skipping that machinery leaves the CPU for the work that matters (resolving from memory
 and the durable group commit). Every other request goes on to FastAPI's full stack.

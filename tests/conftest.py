@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.app import create_app
+from api.app import create_app, served_app
 from campaigns import migrate
 from campaigns.db import make_engine, make_sessionmaker, unit_of_work
 from campaigns.services.organizations import create_organization
@@ -88,7 +88,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 async def client(app: FastAPI, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client over ASGI; the database is emptied after the test."""
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 50123))
+    transport = httpx.ASGITransport(app=served_app(app), client=("203.0.113.77", 50123))
     async with httpx.AsyncClient(transport=transport, base_url="https://go.example.com") as c:
         yield c
     async with engine.begin() as conn:

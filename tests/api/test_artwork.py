@@ -21,10 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from campaigns.payloads.rendering import RenderPool
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
-from tests.payloads.test_artwork import SVG_LOGO, png_logo
-from tests.payloads.test_artwork import _png_bomb as png_bomb
-from tests.payloads.test_qr import decode_artwork, pdf_page_png
-from tests.payloads.test_rendering import wait_for_file
+from tests.fixtures.artwork import SVG_LOGO, decode_artwork, pdf_page_png, png_bomb, png_logo
+from tests.fixtures.render_jobs import wait_for_file
 
 DESTINATION = "https://shop.example.com/summer"
 PNG_LOGO = png_logo()

@@ -6,7 +6,6 @@ zone, bad parameters and tenant isolation."""
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,73 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
+from tests.fixtures.journeys import convert, eur, insert_scan, usd
 
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
-
-
-async def insert_scan(
-    engine: AsyncEngine,
-    org: Org,
-    tag: dict[str, Any],
-    at: dt.datetime,
-    *,
-    visitor: bytes | None = None,
-    cookie: uuid.UUID | None = None,
-    is_bot: bool = False,
-) -> str:
-    """Store a scan the way the scan writer does (scans have no foreign keys) and return
-    its click id."""
-    click_id = secrets.token_urlsafe(12)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO scans (click_id, organization_id, campaign_id, tag_id, scanned_at,"
-                " channel, outcome, destination, is_bot, visitor_id, cookie_id) VALUES"
-                " (:click_id, :org, :campaign, :tag, :at, 'qr', 'redirect',"
-                " 'https://shop.example.com/', :is_bot, :visitor, :cookie)"
-            ),
-            {
-                "click_id": click_id,
-                "org": org.id,
-                "campaign": tag["campaign_id"],
-                "tag": tag["id"],
-                "at": at,
-                "is_bot": is_bot,
-                "visitor": visitor,
-                "cookie": cookie,
-            },
-        )
-    return click_id
-
-
-async def convert(
-    client: httpx.AsyncClient,
-    org: Org,
-    click_id: str,
-    external_id: str,
-    at: dt.datetime,
-    value: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "click_id": click_id,
-        "event": "purchase",
-        "external_id": external_id,
-        "occurred_at": at.isoformat(),
-    }
-    if value is not None:
-        body["value"] = value
-    response = await client.post("/v1/conversions", json=body, headers=org.headers)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def eur(amount: int) -> dict[str, Any]:
-    return {"amount_minor": amount, "currency": "EUR"}
-
-
-def usd(amount: int) -> dict[str, Any]:
-    return {"amount_minor": amount, "currency": "USD"}
 
 
 @dataclass

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from api.app import served_app
 from campaigns.services import campaigns as campaign_service
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
 
@@ -813,7 +814,7 @@ async def test_unexpected_error_is_a_problem_500_and_rolls_back(
 
     monkeypatch.setattr(campaign_service, "create_campaign", create_then_fail)
     before = await table_snapshot(engine, *TABLES)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=served_app(app), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="https://go.example.com") as c:
         response = await c.post(
             "/v1/campaigns",

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from api.app import create_app
+from api.app import create_app, served_app
 from campaigns.settings import Settings
 
 CLOSED_PORT = "postgresql+psycopg://postgres@127.0.0.1:1/passerelle"
@@ -46,7 +46,7 @@ async def test_v1_answers_503_and_logs_each_kind_once(
     caplog.set_level(logging.WARNING, logger="api.errors")
     responses = []
     for app in app_without_database:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=served_app(app))
         async with httpx.AsyncClient(transport=transport, base_url="https://go.example.com") as c:
             for _ in range(3):
                 responses.append(await c.get("/v1/campaigns", headers=headers))

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import api.routers
-from api.app import create_app
+from api.app import create_app, served_app
 from api.middleware import header_bytes
 from api.routing import JsonBodyRoute, is_json_media_type
 from campaigns.db import unit_of_work
@@ -47,7 +47,7 @@ async def test_each_api_key_has_its_own_bucket(
     limited_app: FastAPI,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    transport = httpx.ASGITransport(app=limited_app)
+    transport = httpx.ASGITransport(app=served_app(limited_app))
     async with httpx.AsyncClient(transport=transport, base_url="https://go.example.com") as c:
         statuses = [
             (await c.get("/v1/campaigns", headers=org.headers)).status_code for _ in range(3)

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from campaigns.services.locations import location_areas
 from geo.geofence import Geofences
-from tests.api.test_tags import assert_problem
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
+from tests.fixtures.http import assert_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("locations", "tags")

@@ -19,8 +19,8 @@ from campaigns.payloads.keys import SunKeys
 from campaigns.payloads.sun import verify_sun
 from campaigns.services import tags as tag_service
 from campaigns.settings import Settings
-from tests.api.test_tags import assert_problem
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
+from tests.fixtures.http import assert_problem
 from tests.fixtures.ntag424 import Ntag424
 
 BASE_URL = "https://go.example.com"

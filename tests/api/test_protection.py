@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
+from api.app import create_app, served_app
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.settings import Settings
 from tests.conftest import Org, make_campaign, make_tag
-from tests.scanning.test_device import IPHONE_SAFARI
+from tests.fixtures.user_agents import IPHONE_SAFARI
 
 PHONE = {"User-Agent": IPHONE_SAFARI}
 
@@ -33,7 +33,7 @@ async def limited_app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 def client_for(app: FastAPI, ip: str) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+    transport = httpx.ASGITransport(app=served_app(app), client=(ip, 40000))
     return httpx.AsyncClient(transport=transport, base_url="https://go.example.com")
 
 

@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from campaigns.payloads import artwork
 from campaigns.payloads import qr as payload
 from tests.conftest import Org, make_campaign, make_tag
-from tests.payloads.test_qr import decode_artwork, decode_svg, symbol_version
-from tests.payloads.test_qr import decode_png as decode
+from tests.fixtures.artwork import decode_artwork, decode_svg, symbol_version
+from tests.fixtures.artwork import decode_png as decode
 
 DESTINATION = "https://shop.example.com/summer"
 

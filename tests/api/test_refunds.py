@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.test_attribution import convert, eur, insert_scan
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
+from tests.fixtures.journeys import convert, eur, insert_scan
 
 HOUR = dt.timedelta(hours=1)
 

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.app import served_app
 from campaigns.scanning import links
 from campaigns.scanning.service import ScanService
 from campaigns.services import tags as tag_service
@@ -73,7 +74,7 @@ async def client_from() -> AsyncIterator[Any]:
     opened: list[httpx.AsyncClient] = []
 
     def make(app: FastAPI, ip: str) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+        transport = httpx.ASGITransport(app=served_app(app), client=(ip, 40000))
         c = httpx.AsyncClient(transport=transport, base_url="https://go.example.com")
         opened.append(c)
         return c

@@ -12,39 +12,43 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
+from api.app import served_app
 from api.middleware import HeaderSizeLimit
 from api.scan_endpoint import SHORT_LINKS, ShortLinkRoute, ShortLinks
 from campaigns.scanning.writer import WriterOverloaded
 from tests.conftest import Org, make_campaign, make_tag
-from tests.scanning.test_device import IPHONE_SAFARI
+from tests.fixtures.user_agents import IPHONE_SAFARI
 
 PHONE = {"User-Agent": IPHONE_SAFARI}
 
 
 async def test_scans_never_enter_the_fastapi_stack(
-    app: FastAPI, client: httpx.AsyncClient, org: Org, monkeypatch: pytest.MonkeyPatch
+    app: FastAPI, client: httpx.AsyncClient, org: Org
 ) -> None:
     campaign = await make_campaign(client, org)
     tag = await make_tag(client, org, campaign["id"])
-    guard = app.middleware_stack  # built by the first request
-    assert isinstance(guard, HeaderSizeLimit)  # outermost: 431 on every path
-    stack = guard.app
-    assert isinstance(stack, ShortLinks)  # then the short links, before FastAPI's stack
+    served = served_app(app)  # what `passerelle serve` runs
+    assert isinstance(served, HeaderSizeLimit)  # outermost: 431 on every path
+    short_links = served.app
+    assert isinstance(short_links, ShortLinks)  # then the short links
+    assert short_links.app is app  # then FastAPI: its telemetry, middleware, router
     entered: list[str] = []
 
-    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+    async def fastapi_stand_in(scope: Scope, receive: Receive, send: Send) -> None:
         entered.append(scope["path"])
-        raise AssertionError("error middleware, body limit and router are not for scans")
+        raise AssertionError("FastAPI, its middleware and router are not for scans")
 
-    monkeypatch.setattr(stack, "app", inner)
-    for method in ("GET", "HEAD"):
-        response = await client.request(method, f"/s/{tag['code']}", headers=PHONE)
-        assert response.status_code == 302
-    assert (await client.get("/S/ZZZZZZZZ")).status_code == 404
-    assert entered == []
-    # Other methods under a prefix go on (e.g. POST /s/{click_id}/location later).
-    with pytest.raises(AssertionError):
-        await client.post(f"/s/{tag['code']}/location")
+    short_links.app = fastapi_stand_in
+    transport = httpx.ASGITransport(app=served, client=("198.51.100.9", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="https://go.example.com") as c:
+        for method in ("GET", "HEAD"):
+            response = await c.request(method, f"/s/{tag['code']}", headers=PHONE)
+            assert response.status_code == 302
+        assert (await c.get("/S/ZZZZZZZZ")).status_code == 404
+        assert entered == []
+        # Other methods under a prefix go on (e.g. POST /s/{click_id}/location later).
+        with pytest.raises(AssertionError):
+            await c.post(f"/s/{tag['code']}/location")
     assert entered == [f"/s/{tag['code']}/location"]
 
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.app import served_app
 from campaigns.db import unit_of_work
 from tests.conftest import Org, make_campaign, make_tag
 from tests.fixtures import factories
@@ -25,7 +26,7 @@ from tests.fixtures.user_agents import FACEBOOK_PREVIEW, IPHONE_SAFARI
 @asynccontextmanager
 async def phone(app: FastAPI, ip: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client from another address: visitor ids are keyed on (IP, user agent, campaign)."""
-    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+    transport = httpx.ASGITransport(app=served_app(app), client=(ip, 40000))
     async with httpx.AsyncClient(transport=transport, base_url="https://go.example.com") as c:
         yield c
 

@@ -16,22 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from campaigns.scanning import links
 from campaigns.services import tags as tag_service
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
+from tests.fixtures.http import assert_problem
 
 TABLES = ("organizations", "api_keys", "campaigns", "tags", "scans")
 CODE_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{8}$")  # Crockford base32: no I, L, O, U
 BASE_URL = "https://go.example.com"
 BIGINT_MAX = 2**63 - 1
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert {"type", "title", "status", "detail", "code"} <= set(body)
-    assert (body["status"], body["code"]) == (status, code)
-    if code == "validation_error":
-        assert body["errors"]
-    return body
 
 
 async def _tag_row(engine: AsyncEngine, tag_id: int) -> dict[str, Any]:

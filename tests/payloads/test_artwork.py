@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-import struct
-import zlib
 from typing import Any
 
 import PIL.Image
@@ -18,25 +16,18 @@ import pytest
 from campaigns.errors import InvalidInput
 from campaigns.payloads import artwork, qr
 from campaigns.payloads.logo import MAX_LOGO_BYTES, Logo, validate_logo
-from tests.payloads.test_qr import UPPER, decode_artwork, decode_png, pdf_page_png, render
+from tests.fixtures.artwork import (
+    SVG_LOGO,
+    UPPER,
+    decode_artwork,
+    decode_png,
+    pdf_page_png,
+    png_bomb,
+    png_logo,
+    render,
+)
 
 FORMATS = ("png", "svg", "pdf")
-
-
-def png_logo(width: int = 300, height: int = 300) -> Logo:
-    image = PIL.Image.new("RGBA", (width, height), (0, 0, 0, 0))
-    PIL.ImageDraw.Draw(image).ellipse((0, 0, width - 1, height - 1), fill=(200, 20, 20, 255))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return Logo("image/png", buffer.getvalue())
-
-
-SVG_LOGO = Logo(
-    "image/svg+xml",
-    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 300 100">'
-    b'<rect width="300" height="100" rx="20" fill="#0a7"/>'
-    b'<text x="150" y="65" font-size="50" text-anchor="middle" fill="white">ACME</text></svg>',
-)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -248,23 +239,7 @@ def test_etag_follows_the_output() -> None:
     upper = artwork.check_style(UPPER, artwork.Style(fg="1A237E"))
     assert lower == upper
 
-
-# --- logo validation ------------------------------------------------------------------
-
-
-def _png_bomb(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares ``width`` x ``height`` 1-bit pixels (zeros
-    compress to almost nothing): a decompression bomb."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)
-    raw = zlib.compress(row * min(height, 64), 9)
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    # --- logo validation ------------------------------------------------------------------
 
 
 def test_valid_logos_give_their_aspect() -> None:
@@ -277,8 +252,8 @@ def test_valid_logos_give_their_aspect() -> None:
     [
         Logo("image/png", b"GIF89a not a png"),
         Logo("image/png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50),
-        Logo("image/png", _png_bomb(60_000, 60_000)),
-        Logo("image/png", _png_bomb(2049, 2049)),
+        Logo("image/png", png_bomb(60_000, 60_000)),
+        Logo("image/png", png_bomb(2049, 2049)),
         Logo("image/png", b"\x89PNG\r\n\x1a\n" + b"\x00" * (MAX_LOGO_BYTES + 1)),
         Logo("image/png", b""),
         Logo("image/svg+xml", b"not xml at all"),

@@ -3,69 +3,24 @@ the other artwork tests share."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
-from typing import Any
 
-import cairosvg
-import PIL.Image
-import pypdfium2
 import pytest
 import qrcode.constants
 import qrcode.util
-import zxingcpp
 
 from campaigns.errors import InvalidInput
 from campaigns.payloads import artwork, qr
 from campaigns.scanning.links import qr_url
-
-UPPER = "https://GO.EXAMPLE.COM/S/7K3QX9TB"
-LOWER = "https://go.example.com/s/7k3qx9tb"
-
-
-def decode_png(data: bytes) -> zxingcpp.Barcode:
-    image = PIL.Image.open(io.BytesIO(data))
-    barcodes = zxingcpp.read_barcodes(image)
-    assert len(barcodes) == 1, barcodes
-    assert barcodes[0].format == zxingcpp.BarcodeFormat.QRCode
-    return barcodes[0]
-
-
-def decode_svg(data: bytes) -> zxingcpp.Barcode:
-    return decode_png(cairosvg.svg2png(bytestring=data, output_width=600))
-
-
-def pdf_page_png(data: bytes, *, scale: float = 4.0, page: int = 0) -> bytes:
-    """A page of a PDF rasterised (pypdfium2, no system package), as PNG bytes."""
-    document = pypdfium2.PdfDocument(data)
-    image = document[page].render(scale=scale).to_pil()
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_pdf(data: bytes) -> zxingcpp.Barcode:
-    return decode_png(pdf_page_png(data))
-
-
-def decode_artwork(fmt: str, data: bytes) -> zxingcpp.Barcode:
-    """Decode PNG, SVG (cairosvg) or PDF (pypdfium2) artwork with zxing-cpp."""
-    return {"png": decode_png, "svg": decode_svg, "pdf": decode_pdf}[fmt](data)
-
-
-def render(content: str, image: Any = None, **style: Any) -> bytes:
-    """Check and render ``content`` in the given style (keyword arguments of Style),
-    with ``image`` as the logo."""
-    checked = artwork.check_style(content, artwork.Style(**style))
-    return artwork.render_artwork(content, checked, image)
-
-
-def symbol_version(barcode: zxingcpp.Barcode) -> str:
-    """The QR version the decoder read from the symbol (zxing-cpp ``extra``)."""
-    extra = barcode.extra
-    assert isinstance(extra, dict)
-    return str(extra["Version"])
+from tests.fixtures.artwork import (
+    LOWER,
+    UPPER,
+    decode_artwork,
+    decode_png,
+    render,
+    symbol_version,
+)
 
 
 def test_qr_url_is_the_tested_content() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,14 +14,7 @@ import pytest
 
 from campaigns.errors import InvalidInput
 from campaigns.payloads.rendering import RenderBusy, RenderPool
-
-
-def wait_for_file(path: str) -> int:
-    """Block a worker until ``path`` exists (bounded: 60 s); returns its pid."""
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return os.getpid()
+from tests.fixtures.render_jobs import wait_for_file
 
 
 def echo(value: str) -> str:

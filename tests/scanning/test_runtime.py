@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
+from api.app import create_app, served_app
 from campaigns.db import libpq_url
 from campaigns.models import utcnow
 from campaigns.scanning.request import ScanRequest
@@ -31,7 +31,7 @@ from campaigns.scanning.service import ScanService
 from campaigns.scanning.visitors import SALT_FILE, VisitorIds
 from campaigns.settings import Settings
 from tests.conftest import Org, make_campaign, make_tag
-from tests.scanning.test_device import IPHONE_SAFARI
+from tests.fixtures.user_agents import IPHONE_SAFARI
 
 #: Nothing listens there: connections are refused at once.
 DOWN = "postgresql://postgres@127.0.0.1:1/postgres"
@@ -184,7 +184,7 @@ async def test_a_snapshot_failure_keeps_the_database_copy_and_is_reported(
     (data_dir / SNAPSHOT_FILE).mkdir(parents=True)
     app: FastAPI = create_app(settings.model_copy(update={"data_dir": data_dir}))
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 40000))
+        transport = httpx.ASGITransport(app=served_app(app), client=("198.51.100.7", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="https://go.example.com") as c:
             ready = await c.get("/health/ready")
             scan = await c.get(f"/s/{tag['code']}")

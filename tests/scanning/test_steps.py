@@ -23,7 +23,7 @@ from campaigns.scanning.steps.burst import Burst
 from campaigns.scanning.steps.device import DeviceAndBot
 from campaigns.scanning.steps.visitor import Visitor
 from campaigns.scanning.visitors import VisitorIds
-from tests.scanning.test_device import IPHONE_SAFARI
+from tests.fixtures.user_agents import IPHONE_SAFARI
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 
