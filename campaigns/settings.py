@@ -110,7 +110,25 @@ class Settings(BaseSettings):
                 "PASSERELLE_BASE_URL must be an origin such as https://go.example.com: "
                 + "; ".join(problems)
             )
-        return value.strip().rstrip("/")
+        # Scheme and host are case-insensitive (RFC 3986 §3.1, §3.2.2): store them lower
+        # case, so short links, NDEF records and redirect-loop checks agree.
+        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        return origin
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_only(cls, value: str) -> str:
+        """PostgreSQL through psycopg 3 only: ``postgresql+psycopg://...``; a plain
+        ``postgresql://`` or ``postgres://`` URL gets the driver added."""
+        scheme, sep, rest = value.strip().partition("://")
+        if not sep:
+            raise ValueError("PASSERELLE_DATABASE_URL must be a URL such as postgresql://HOST/DB")
+        if scheme.lower() in ("postgresql", "postgres", "postgresql+psycopg"):
+            return f"postgresql+psycopg://{rest}"
+        raise ValueError(
+            "PASSERELLE_DATABASE_URL must be a PostgreSQL URL (postgresql://... or "
+            f"postgresql+psycopg://...), not {scheme!r}"
+        )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

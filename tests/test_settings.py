@@ -15,7 +15,7 @@ from campaigns.settings import Settings
         ("https://go.example.com", "https://go.example.com"),
         ("https://go.example.com/", "https://go.example.com"),
         ("http://127.0.0.1:8765", "http://127.0.0.1:8765"),
-        ("HTTPS://Go.Example.com:8443", "HTTPS://Go.Example.com:8443"),
+        ("HTTPS://Go.Example.com:8443", "https://go.example.com:8443"),
     ],
 )
 def test_origins_are_accepted(base_url: str, expected: str) -> None:
@@ -57,3 +57,21 @@ def test_rate_limit_and_header_settings_have_bounds() -> None:
     for bad in ({"api_rate_limit_per_s": 0}, {"api_rate_limit_burst": 0}, {"max_header_bytes": 10}):
         with pytest.raises(ValidationError):
             Settings(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u@db:5432/p", "postgresql+psycopg://u@db:5432/p"),
+        ("postgres://u@db/p", "postgresql+psycopg://u@db/p"),
+        ("postgresql+psycopg://u@db/p", "postgresql+psycopg://u@db/p"),
+    ],
+)
+def test_database_urls_are_postgresql_through_psycopg(url: str, expected: str) -> None:
+    assert Settings(database_url=url).database_url == expected
+
+
+@pytest.mark.parametrize("url", ["mysql://u@db/p", "sqlite:///tmp/x.db", "db.example.com/p"])
+def test_other_databases_are_refused_at_start(url: str) -> None:
+    with pytest.raises(ValidationError, match="PASSERELLE_DATABASE_URL"):
+        Settings(database_url=url)

@@ -39,7 +39,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "HTML page: the campaign is outside its schedule and has no fallback URL",
         "content": _HTML,
     },
-    **problem_responses("rate_limited", "unavailable"),
+    **problem_responses("unavailable"),
 }
 
 

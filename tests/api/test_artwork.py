@@ -365,7 +365,9 @@ async def test_renders_are_bounded_fair_and_hold_no_transaction(
     Retry-After. One worker, held by a gate job until everything is queued: the order
     is decided by the scheduler, not by timings."""
     pool = RenderPool(workers=1, queue_per_owner=4, queue_total=16)
-    monkeypatch.setattr(app.state, "render_pool", pool)
+    # State keeps attributes in its _state dict; setitem restores it exactly (setattr on
+    # State is undone by a delete with pytest >= 9.2).
+    monkeypatch.setitem(app.state._state, "render_pool", pool)
     tag_a = await new_tag(client, org)
     tag_b = await new_tag(client, other_org)
     gate = str(tmp_path / "open")
