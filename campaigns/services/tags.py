@@ -332,8 +332,9 @@ _BULK_INSERT = text(
     SELECT :organization_id, :campaign_id, item.code, :kind, item.label, item.location_id,
            locations.point
     FROM unnest(CAST(:codes AS text[]), CAST(:labels AS text[]), CAST(:location_ids AS bigint[]))
-         AS item (code, label, location_id)
+         WITH ORDINALITY AS item (code, label, location_id, n)
     JOIN locations ON locations.id = item.location_id
+    ORDER BY item.n
     ON CONFLICT DO NOTHING
     RETURNING id, location_id, label
     """
