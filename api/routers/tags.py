@@ -163,6 +163,7 @@ async def get_tag(
         "redirect_loop",
         "invalid_coordinates",
         "invalid_geojson",
+        "tag_label_taken",
     ),
 )
 async def update_tag(
