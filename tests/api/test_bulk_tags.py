@@ -284,3 +284,38 @@ async def test_bulk_created_tags_scan_at_once(client: httpx.AsyncClient, org: Or
         scan = await client.get(f"/s/{tag['code']}")
         assert scan.status_code == 302, scan.text
         assert scan.headers["location"].startswith("https://shop.example.com/summer?")
+
+
+async def test_codes_already_taken_are_drawn_again(
+    client: httpx.AsyncClient,
+    org: Org,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    campaign = await make_campaign(client, org)
+    await make_stores(client, org, 2)
+    taken = await make_tag(client, org, campaign["id"], label="poster")
+    real_new_code = tag_service.new_code
+    draws: list[str] = []
+
+    def new_code() -> str:
+        # The first two rows of the first chunk get the code of an existing tag.
+        code = taken["code"] if len(draws) < 2 else real_new_code()
+        draws.append(code)
+        return code
+
+    monkeypatch.setattr(tag_service, "new_code", new_code)
+    async with sessionmaker() as session:
+        result = await tag_service.create_tags_bulk(
+            session,
+            organization_id=org.id,
+            campaign_id=campaign["id"],
+            kind="qr",
+            location_ids="all",
+            per_location=3,
+        )
+        await session.commit()
+    assert result.created == 6
+    assert len(draws) == 8  # 6 rows, then the 2 that hit the taken code
+    codes = [tag.code for tag in result.tags]
+    assert len(set(codes)) == 6 and taken["code"] not in codes
