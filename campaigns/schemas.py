@@ -801,7 +801,8 @@ class TagBulkCreate(Schema):
         ]
         | Literal["all"]
     ) = doc(
-        'The locations (`GET /v1/locations`) to place tags at, or `"all"` of the organization\'s',
+        "The locations (`GET /v1/locations`) to place tags at (a repeated id counts once), "
+        'or `"all"` of the organization\'s',
         [12, 13],
         "all",
     )
