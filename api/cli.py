@@ -23,6 +23,8 @@ from api.server import GuardedHttpToolsProtocol
 from campaigns import migrate
 from campaigns.db import make_engine, make_sessionmaker, unit_of_work
 from campaigns.errors import DomainError
+from campaigns.scanning.links import qr_url
+from campaigns.schemas import TagBulkCreate
 from campaigns.services.locations import ImportFormat, ImportSummary, import_locations
 from campaigns.services.organizations import (
     create_organization,
@@ -30,6 +32,7 @@ from campaigns.services.organizations import (
     list_api_keys,
     revoke_api_key,
 )
+from campaigns.services.tags import BulkTags, create_tags_bulk
 from campaigns.settings import Settings, get_settings
 
 app = typer.Typer(help="Passerelle: QR/NFC campaigns, scans and attribution.", no_args_is_help=True)
@@ -37,8 +40,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 org_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of an organization.", no_args_is_help=True)
 locations_app = typer.Typer(help="Locations (stores, venues).", no_args_is_help=True)
+tags_app = typer.Typer(help="Tags (QR codes, NFC stickers).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(locations_app, name="locations")
+app.add_typer(tags_app, name="tags")
 app.add_typer(org_app, name="organizations")
 app.add_typer(keys_app, name="keys")
 
@@ -303,6 +308,111 @@ def locations_import(
 
     summary = _in_session(work)
     typer.echo(f"{summary.created} location(s) created, {summary.updated} updated")
+
+
+@tags_app.command("generate")
+def tags_generate(
+    campaign: Annotated[int, typer.Option(help="The campaign's id.")],
+    per_location: Annotated[int, typer.Option(help="Tags per location (1 to 100).")],
+    organization: Annotated[int, typer.Option(help="The organization's id.")],
+    out: Annotated[
+        Path, typer.Option(file_okay=False, help="Directory for the artwork and manifest.csv.")
+    ],
+    labels: Annotated[
+        str | None, typer.Option(help="Comma-separated labels (as many as --per-location).")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="qr or nfc.")] = "qr",
+    locations: Annotated[str, typer.Option(help="all, or comma-separated location ids.")] = "all",
+    fmt: Annotated[str, typer.Option("--format", help="Artwork format: svg, png or pdf.")] = "png",
+) -> None:
+    """Create tags for many locations at once, as ``POST /v1/campaigns/{id}/tags/bulk``
+    does (idempotent on campaign, location and label), then write each QR tag's artwork
+    (``{store}_{label}_{code}.{ext}``, as in ``print.zip``) and ``manifest.csv`` to
+    ``--out``."""
+    from rich.progress import Progress
+
+    # Rendering libraries load only for this command.
+    from campaigns.payloads import artwork
+    from campaigns.payloads.exports import MANIFEST_NAME, write_print_files
+    from campaigns.payloads.rendering import RenderPool
+    from campaigns.services.printing import PrintItem, load_print_items
+
+    if fmt not in ("svg", "png", "pdf"):
+        raise typer.BadParameter("svg, png or pdf", param_hint="--format")
+    try:
+        request = TagBulkCreate.model_validate(
+            {
+                "kind": kind,
+                "per_location": per_location,
+                "labels": None if labels is None else labels.split(","),
+                "location_ids": "all"
+                if locations.strip() == "all"
+                else [int(i) for i in locations.split(",")],
+            }
+        )
+    except (ValidationError, ValueError) as exc:
+        problems = (
+            [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            if isinstance(exc, ValidationError)
+            else ["--locations: all, or comma-separated location ids"]
+        )
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1) from None
+    origin = _settings().short_link_origin
+    try:
+        style = artwork.check_style(qr_url(origin, "0" * 8), artwork.Style(fmt=fmt))  # type: ignore[arg-type]
+    except DomainError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+
+    async def work(session: AsyncSession) -> tuple[BulkTags, list[PrintItem]]:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("creating tags", total=None)
+            result = await create_tags_bulk(
+                session,
+                organization_id=organization,
+                campaign_id=campaign,
+                kind=request.kind,
+                location_ids=request.location_ids,
+                per_location=request.per_location,
+                labels=request.labels,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        items = await load_print_items(
+            session,
+            organization_id=organization,
+            campaign_id=campaign,
+            tag_ids=[tag.id for tag in result.tags],
+        )
+        return result, items
+
+    result, items = _in_session(work)
+
+    async def render() -> int:
+        pool = RenderPool(cache_bytes=0)
+        try:
+            with Progress() as bar:
+                task = bar.add_task(f"writing {out}", total=len(items))
+                return await write_print_files(
+                    pool,
+                    owner=organization,
+                    items=items,
+                    origin=origin,
+                    style=style,
+                    logo=None,
+                    directory=out,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        finally:
+            pool.shutdown()
+
+    written = asyncio.run(render())
+    existing = len(result.tags) - result.created
+    typer.echo(
+        f"{result.created} tag(s) created, {existing} already existed; "
+        f"{written} artwork file(s) and {MANIFEST_NAME} in {out}"
+    )
 
 
 if __name__ == "__main__":

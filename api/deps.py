@@ -12,7 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from campaigns.db import unit_of_work
+from campaigns.db import CACHE_CHANGES, note_cache_changes, unit_of_work
 from campaigns.errors import RateLimited, Unauthorized
 from campaigns.models import Campaign, Tag
 from campaigns.scanning.ratelimit import RateLimiter
@@ -27,19 +27,19 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 def _remember_cache_changes(session: Session, _flush_context: object) -> None:
     """Note the tags and campaigns a request changed, so this process's tag cache is
     refreshed right after commit (other processes learn it through NOTIFY)."""
-    changed = session.info.setdefault("cache_changes", {"tags": set(), "campaigns": set()})
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, Tag):
-            changed["tags"].add(obj.id)
-        elif isinstance(obj, Campaign):
-            changed["campaigns"].add(obj.id)
+    objects = (*session.new, *session.dirty, *session.deleted)
+    note_cache_changes(
+        session,
+        tag_ids=[obj.id for obj in objects if isinstance(obj, Tag)],
+        campaign_ids=[obj.id for obj in objects if isinstance(obj, Campaign)],
+    )
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session per request: commit on success, roll back on error (unit of work)."""
     async with unit_of_work(request.app.state.sessionmaker) as session:
         yield session
-    changes = session.info.pop("cache_changes", None)
+    changes = session.info.pop(CACHE_CHANGES, None)
     if changes:
         scans: ScanService = request.app.state.scans
         await scans.reload(tag_ids=changes["tags"], campaign_ids=changes["campaigns"])

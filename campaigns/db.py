@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from sqlalchemy.engine import make_url
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -50,3 +51,23 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
         except BaseException:
             await session.rollback()
             raise
+
+
+#: ``session.info`` key of the tag and campaign ids a unit of work changed (``{"tags":
+#: set[int], "campaigns": set[int]}``); the API re-reads them into its tag cache after
+#: commit (``api/deps.py``).
+CACHE_CHANGES = "cache_changes"
+
+
+def note_cache_changes(
+    session: AsyncSession | Session,
+    *,
+    tag_ids: Iterable[int] = (),
+    campaign_ids: Iterable[int] = (),
+) -> None:
+    """Remember rows the unit of work changed that decide redirects. ORM changes are
+    noted by a flush hook; services that write with Core statements (bulk inserts)
+    call this so the process's own tag cache sees their rows right after commit."""
+    changed = session.info.setdefault(CACHE_CHANGES, {"tags": set(), "campaigns": set()})
+    changed["tags"].update(tag_ids)
+    changed["campaigns"].update(campaign_ids)

@@ -263,6 +263,16 @@ class Tag(Base):
             unique=True,
             postgresql_where="kind = 'nfc_sun'",
         ),
+        # One tag per (campaign, location, label): what makes bulk creation idempotent
+        # (campaigns.services.bulk_tags inserts with ON CONFLICT DO NOTHING).
+        Index(
+            "uq_tags_campaign_id_location_id_label",
+            "campaign_id",
+            "location_id",
+            "label",
+            unique=True,
+            postgresql_where="location_id IS NOT NULL AND label IS NOT NULL",
+        ),
     )
 
     id: Mapped[int] = _pk()

@@ -765,6 +765,97 @@ class TagCreated(TagRead):
     nfc: NfcCreated | None = doc("Kind `nfc_sun` only: UID, derivation version and keys", None)
 
 
+#: Most tags one bulk call may create or return (locations x labels).
+MAX_BULK_TAGS = 100_000
+#: Most tags per location in one bulk call (``per_location``, or labels).
+MAX_TAGS_PER_LOCATION = 100
+
+
+def _unique_labels(labels: list[str] | None) -> list[str] | None:
+    if labels is not None and len(set(labels)) != len(labels):
+        raise ValueError("labels must be distinct")
+    return labels
+
+
+class TagBulkCreate(Schema):
+    """Body of ``POST /v1/campaigns/{id}/tags/bulk``: tags for every location of
+    ``location_ids`` (or ``"all"`` the organization's), one per label. Labels are
+    ``labels``, else ``"1"`` ... ``"{per_location}"``; with both, ``per_location`` must
+    equal the number of labels (422 ``labels_mismatch``)."""
+
+    kind: Literal["qr", "nfc"] = doc(
+        "Printed QR codes or NFC stickers (NTAG21x)", "qr", default="qr"
+    )
+    per_location: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        le=MAX_TAGS_PER_LOCATION,
+        description="Tags per location, 1 to 100; labelled `1` ... `N` when `labels` is "
+        "absent, else equal to the number of labels",
+        examples=[3],
+    )
+    location_ids: (
+        Annotated[
+            list[Annotated[int, Field(strict=True)]], Field(min_length=1, max_length=MAX_BULK_TAGS)
+        ]
+        | Literal["all"]
+    ) = doc(
+        "The locations (`GET /v1/locations`) to place tags at (a repeated id counts once), "
+        'or `"all"` of the organization\'s',
+        [12, 13],
+        "all",
+    )
+    labels: (
+        Annotated[
+            list[Name],
+            Field(min_length=1, max_length=MAX_TAGS_PER_LOCATION),
+            AfterValidator(_unique_labels),
+        ]
+        | None
+    ) = doc(
+        "Distinct labels of the tags at each location (1 to 100); default `1` ... `per_location`",
+        ["window", "counter", "receipt"],
+        default=None,
+    )
+
+    @model_validator(mode="after")
+    def _count_given(self) -> TagBulkCreate:
+        if self.per_location is None and self.labels is None:
+            raise ValueError("send per_location, labels, or both")
+        return self
+
+
+class TagBulkRead(Schema):
+    """Answer of ``POST /v1/campaigns/{id}/tags/bulk`` (201 when it created tags, 200
+    when they all existed): every tag the request names, created or already there,
+    ordered by location (as requested; by id for ``"all"``) then label (as requested),
+    and how many of them this call ``created``."""
+
+    created: int = doc("Tags this call created; the others already existed", 6)
+    existing: int = doc("Tags that already existed (same campaign, location and label)", 0)
+    tags: list[TagRead] = doc(
+        "Every tag of the request, created or existing",
+        [
+            {
+                "id": 1,
+                "code": "7KQ2M9XD",
+                "short_url": "https://go.example.com/s/7KQ2M9XD",
+                "qr_content": "HTTPS://GO.EXAMPLE.COM/S/7KQ2M9XD",
+                "kind": "qr",
+                "campaign_id": 1,
+                "label": "window",
+                "destination_url": None,
+                "status": "active",
+                "location_id": 12,
+                "placement": {"type": "Point", "coordinates": [4.8567, 45.7607]},
+                "created_at": _WHEN,
+                "nfc": None,
+            }
+        ],
+    )
+
+
 class NdefRead(Schema):
     """Answer of ``GET /v1/tags/{id}/ndef?format=json``: the NDEF message for ``url`` as
     ``ndef_hex`` (``size_bytes`` long), the Type 2 TLV area written from page 4 as

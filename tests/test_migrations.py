@@ -61,3 +61,45 @@ def test_models_match_the_migrations(fresh_url: str) -> None:
 
     migrate.upgrade(fresh_url)
     command.check(migrate.alembic_config(fresh_url))
+
+
+def test_duplicate_labels_at_a_location_are_renamed_before_the_unique_index(
+    fresh_url: str,
+) -> None:
+    """Tags made one by one before bulk tags may share (campaign, location, label): all
+    are kept (their codes are printed), every one but the oldest relabelled ``#id``."""
+    migrate.upgrade(fresh_url, "3f1c9a7e5b21")
+    with psycopg.connect(libpq_url(fresh_url), autocommit=True) as conn:
+        conn.execute("INSERT INTO organizations (id, name) VALUES (1, 'Acme')")
+        conn.execute(
+            "INSERT INTO campaigns (id, organization_id, name, slug, destination_url) "
+            "VALUES (1, 1, 'C', 'c', 'https://shop.example.com/')"
+        )
+        conn.execute(
+            "INSERT INTO locations (id, organization_id, name, point) "
+            "VALUES (1, 1, 'Store', 'SRID=4326;POINT(2.35 48.85)')"
+        )
+        for tag_id, label, location in [
+            (1, "window", 1),
+            (2, "window", 1),
+            (3, "door", 1),
+            (4, "window", 1),
+            (5, "window", None),
+            (6, "window", None),
+        ]:
+            conn.execute(
+                "INSERT INTO tags (id, organization_id, campaign_id, code, kind, label, "
+                "location_id) VALUES (%s, 1, 1, %s, 'qr', %s, %s)",
+                (tag_id, f"CODE000{tag_id}", label, location),
+            )
+    migrate.upgrade(fresh_url)
+    with psycopg.connect(libpq_url(fresh_url)) as conn:
+        labels = conn.execute("SELECT id, label FROM tags ORDER BY id").fetchall()
+    assert labels == [
+        (1, "window"),
+        (2, "window #2"),
+        (3, "door"),
+        (4, "window #4"),
+        (5, "window"),
+        (6, "window"),
+    ]

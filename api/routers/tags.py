@@ -1,17 +1,26 @@
-"""Tags: ``POST/GET /v1/campaigns/{id}/tags``, ``GET/PATCH /v1/tags/{id}``."""
+"""Tags: ``POST/GET /v1/campaigns/{id}/tags``, ``POST /v1/campaigns/{id}/tags/bulk``,
+``GET/PATCH /v1/tags/{id}``."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from api.deps import OrganizationId, SessionDep, SettingsDep
 from api.errors import problem_responses
 from api.routing import JsonBodyRoute
 from api.views import tag_created, tag_read
-from campaigns.schemas import Page, TagCreate, TagCreated, TagRead, TagUpdate
+from campaigns.schemas import (
+    Page,
+    TagBulkCreate,
+    TagBulkRead,
+    TagCreate,
+    TagCreated,
+    TagRead,
+    TagUpdate,
+)
 from campaigns.services import tags as service
 from campaigns.services.campaigns import MAX_PAGE_SIZE
 
@@ -35,6 +44,7 @@ class TagPage(Page[TagRead]):
         "invalid_coordinates",
         "invalid_geojson",
         "nfc_uid_taken",
+        "tag_label_taken",
     ),
 )
 async def create_tag(
@@ -59,6 +69,52 @@ async def create_tag(
         service.tag_sun_keys(tag, secret_key=settings.secret_key) if tag.kind == "nfc_sun" else None
     )
     return tag_created(tag, settings.short_link_origin, keys)
+
+
+@router.post(
+    "/v1/campaigns/{campaign_id}/tags/bulk",
+    status_code=201,
+    response_model=TagBulkRead,
+    responses={
+        200: {"description": "Every tag already existed: nothing created", "model": TagBulkRead},
+        **problem_responses(
+            "campaign_not_found",
+            "location_not_found",
+            "labels_mismatch",
+            "no_locations",
+            "too_many_tags",
+        ),
+    },
+)
+async def create_tags_bulk(
+    campaign_id: int,
+    data: TagBulkCreate,
+    response: Response,
+    session: SessionDep,
+    organization_id: OrganizationId,
+    settings: SettingsDep,
+) -> TagBulkRead:
+    """One tag per location and label, placed at the location's point, all in one
+    transaction (all or nothing). Idempotent on (campaign, location, label): a repeated
+    call creates nothing and answers 200 with the same tags; 201 when it created some.
+    The tags scan at once on this server and within a second on every other."""
+    result = await service.create_tags_bulk(
+        session,
+        organization_id=organization_id,
+        campaign_id=campaign_id,
+        kind=data.kind,
+        location_ids=data.location_ids,
+        per_location=data.per_location,
+        labels=data.labels,
+    )
+    if not result.created:
+        response.status_code = 200
+    origin = settings.short_link_origin
+    return TagBulkRead(
+        created=result.created,
+        existing=len(result.tags) - result.created,
+        tags=[tag_read(tag, origin) for tag in result.tags],
+    )
 
 
 @router.get(
@@ -107,6 +163,7 @@ async def get_tag(
         "redirect_loop",
         "invalid_coordinates",
         "invalid_geojson",
+        "tag_label_taken",
     ),
 )
 async def update_tag(

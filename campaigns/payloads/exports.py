@@ -1,5 +1,6 @@
 """``print.zip``: one artwork file per QR tag of a campaign plus ``manifest.csv``,
-streamed (never the whole archive in memory).
+streamed (never the whole archive in memory); the same files written to a directory by
+``passerelle tags generate`` (:func:`write_print_files`).
 
 The archive is written by :mod:`zipfile` into a sink that is emptied after every entry
 (entries carry data descriptors, as on any non-seekable stream; every unzip tool reads
@@ -16,7 +17,8 @@ import datetime as dt
 import io
 import zipfile
 from collections import deque
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
+from pathlib import Path
 from typing import Final
 
 from campaigns.payloads import artwork
@@ -72,6 +74,60 @@ async def _render_when_free(
             await asyncio.sleep(float(busy.headers.get("Retry-After", "1")))
 
 
+async def render_print_files(
+    pool: RenderPool,
+    *,
+    owner: Hashable,
+    items: list[PrintItem],
+    origin: str,
+    style: artwork.Style,
+    logo: Logo | None,
+    window: int = WINDOW,
+) -> AsyncIterator[tuple[PrintItem, str, bytes | None]]:
+    """Each item in order with its artwork file name ``{store}_{label}_{code}.{ext}``
+    (:func:`print_file_stem`) and bytes, rendered through ``pool`` in ``style``
+    (normalised by :func:`artwork.check_style`) with at most ``window`` renders in
+    flight; NFC tags come with ``("", None)`` (no artwork)."""
+    pending: deque[tuple[PrintItem, str, asyncio.Task[bytes] | None]] = deque()
+    try:
+        for item in items:
+            if item.kind == "qr":
+                content = qr_url(origin, item.code)
+                render = asyncio.create_task(_render_when_free(pool, owner, content, style, logo))
+                pending.append((item, f"{print_file_stem(item)}.{style.fmt}", render))
+            else:
+                pending.append((item, "", None))
+            while pending and (
+                sum(1 for *_, t in pending if t is not None) >= window
+                or pending[0][2] is None
+                or pending[0][2].done()
+            ):
+                done_item, name, done_task = pending.popleft()
+                yield done_item, name, (await done_task if done_task is not None else None)
+        while pending:
+            done_item, name, done_task = pending.popleft()
+            yield done_item, name, (await done_task if done_task is not None else None)
+    finally:
+        for *_, task in pending:
+            if task is not None:
+                task.cancel()
+
+
+def manifest_row(item: PrintItem, *, origin: str, file: str) -> list[str]:
+    """The ``manifest.csv`` row of ``item`` (:data:`MANIFEST_COLUMNS`); ``file`` is its
+    artwork file name, empty for NFC tags. Text cells that a spreadsheet would read as
+    a formula are prefixed with an apostrophe."""
+    return [
+        item.code,
+        short_url(origin, item.code),
+        _cell(item.store or ""),
+        _cell(item.label or ""),
+        item.kind,
+        file,
+        "",
+    ]
+
+
 async def stream_print_zip(
     pool: RenderPool,
     *,
@@ -82,11 +138,10 @@ async def stream_print_zip(
     logo: Logo | None,
 ) -> AsyncIterator[bytes]:
     """The zip archive, in chunks: ``{store}_{label}_{code}.{ext}`` for each QR tag
-    (:func:`print_file_stem`), in ``style`` (normalised by
-    :func:`artwork.check_style`), then ``manifest.csv`` with one row per tag
-    (:data:`MANIFEST_COLUMNS`: NFC tags get no artwork; their ``ndef_hex`` column is
-    left empty until NDEF payloads exist). PNG and PDF entries are stored (already
-    compressed), SVG and the manifest deflated."""
+    (:func:`render_print_files`), then ``manifest.csv`` with one row per tag
+    (:func:`manifest_row`: NFC tags get no artwork; their ``ndef_hex`` column is
+    left empty). PNG and PDF entries are stored (already compressed), SVG and the
+    manifest deflated."""
     sink = _Chunks()
     archive = zipfile.ZipFile(sink, "w", allowZip64=True)
     compress = zipfile.ZIP_DEFLATED if style.fmt == "svg" else zipfile.ZIP_STORED
@@ -94,43 +149,59 @@ async def stream_print_zip(
     manifest = io.StringIO()
     writer = csv.writer(manifest, lineterminator="\r\n")
     writer.writerow(MANIFEST_COLUMNS)
-    pending: deque[tuple[str, asyncio.Task[bytes]]] = deque()
 
     def write(name: str, data: bytes, method: int) -> None:
         entry = zipfile.ZipInfo(name, date_time=stamp)
         entry.compress_type = method
         archive.writestr(entry, data)
 
-    try:
-        for item in items:
-            name = ""
-            if item.kind == "qr":
-                name = f"{print_file_stem(item)}.{style.fmt}"
-                content = qr_url(origin, item.code)
-                task = asyncio.create_task(_render_when_free(pool, owner, content, style, logo))
-                pending.append((name, task))
-            writer.writerow(
-                [
-                    item.code,
-                    short_url(origin, item.code),
-                    _cell(item.store or ""),
-                    _cell(item.label or ""),
-                    item.kind,
-                    name,
-                    "",
-                ]
-            )
-            while len(pending) >= WINDOW or (pending and pending[0][1].done()):
-                done_name, done_task = pending.popleft()
-                write(done_name, await done_task, compress)
-                yield sink.take()
-        while pending:
-            done_name, done_task = pending.popleft()
-            write(done_name, await done_task, compress)
+    files = render_print_files(
+        pool, owner=owner, items=items, origin=origin, style=style, logo=logo
+    )
+    async for item, name, data in files:
+        writer.writerow(manifest_row(item, origin=origin, file=name))
+        if data is not None:
+            write(name, data, compress)
             yield sink.take()
-        write(MANIFEST_NAME, manifest.getvalue().encode("utf-8"), zipfile.ZIP_DEFLATED)
-        archive.close()
-        yield sink.take()
-    finally:
-        for _, task in pending:
-            task.cancel()
+    write(MANIFEST_NAME, manifest.getvalue().encode("utf-8"), zipfile.ZIP_DEFLATED)
+    archive.close()
+    yield sink.take()
+
+
+async def write_print_files(
+    pool: RenderPool,
+    *,
+    owner: Hashable,
+    items: list[PrintItem],
+    origin: str,
+    style: artwork.Style,
+    logo: Logo | None,
+    directory: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """What ``print.zip`` holds, as files in ``directory`` (created if missing): the
+    artwork of each QR tag and ``manifest.csv``. Existing files of the same names are
+    replaced. ``progress(done, total)`` after each tag; returns the artwork files
+    written. Raises ``OSError`` when the directory cannot be written."""
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    manifest = io.StringIO()
+    writer = csv.writer(manifest, lineterminator="\r\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    window = max(WINDOW, 2 * pool.workers)
+    written = 0
+    files = render_print_files(
+        pool, owner=owner, items=items, origin=origin, style=style, logo=logo, window=window
+    )
+    done = 0
+    async for item, name, data in files:
+        done += 1
+        writer.writerow(manifest_row(item, origin=origin, file=name))
+        if data is not None:
+            await asyncio.to_thread((directory / name).write_bytes, data)
+            written += 1
+        if progress is not None:
+            progress(done, len(items))
+    await asyncio.to_thread(
+        (directory / MANIFEST_NAME).write_bytes, manifest.getvalue().encode("utf-8")
+    )
+    return written

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, String, cast, null, select
+from sqlalchemy import BigInteger, ColumnElement, Select, String, any_, cast, literal, null, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.models import Base, Tag
@@ -35,16 +37,26 @@ class PrintItem:
 
 
 async def load_print_items(
-    session: AsyncSession, *, organization_id: int, campaign_id: int
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    campaign_id: int,
+    tag_ids: Sequence[int] | None = None,
 ) -> list[PrintItem]:
-    """The campaign's tags (oldest first) with their store. Raises :class:`NotFound`
-    (``campaign_not_found``) for another organization's or a deleted campaign."""
+    """The campaign's tags (oldest first; only ``tag_ids`` when given, in that order)
+    with their store. Raises :class:`NotFound` (``campaign_not_found``) for another
+    organization's or a deleted campaign."""
     await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
-    rows = await session.execute(_items_query(organization_id, campaign_id))
-    return [
-        PrintItem(tag_id=tag_id, code=code, kind=kind, label=label, store=store)
-        for tag_id, code, kind, label, store in rows
-    ]
+    query = _items_query(organization_id, campaign_id)
+    if tag_ids is not None:
+        query = query.where(Tag.__table__.c.id == any_(literal(list(tag_ids), ARRAY(BigInteger))))
+    items = {
+        tag_id: PrintItem(tag_id=tag_id, code=code, kind=kind, label=label, store=store)
+        for tag_id, code, kind, label, store in await session.execute(query)
+    }
+    if tag_ids is None:
+        return list(items.values())
+    return [items[tag_id] for tag_id in tag_ids if tag_id in items]
 
 
 def _items_query(organization_id: int, campaign_id: int) -> Select[int, str, str, str | None, Any]:

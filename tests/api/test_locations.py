@@ -444,8 +444,14 @@ async def test_tag_placement_defaults_to_the_location_point(
     campaign = await make_campaign(client, org)
     tag = await make_tag(client, org, campaign["id"], location_id=location["id"])
     assert (tag["location_id"], tag["placement"]) == (location["id"], point(PARIS))
+    # Another label: one tag per (campaign, location, label).
     placed = await make_tag(
-        client, org, campaign["id"], location_id=location["id"], placement=point([2.3525, 48.8567])
+        client,
+        org,
+        campaign["id"],
+        label="window-2",
+        location_id=location["id"],
+        placement=point([2.3525, 48.8567]),
     )
     assert placed["placement"] == point([2.3525, 48.8567])
     loose = await make_tag(client, org, campaign["id"])

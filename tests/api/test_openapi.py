@@ -72,6 +72,7 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
         ("patch", "/v1/campaigns/{campaign_id}"): "campaigns_update",
         ("delete", "/v1/campaigns/{campaign_id}"): "campaigns_delete",
         ("post", "/v1/campaigns/{campaign_id}/tags"): "tags_create",
+        ("post", "/v1/campaigns/{campaign_id}/tags/bulk"): "tags_create_bulk",
         ("get", "/v1/campaigns/{campaign_id}/tags"): "tags_list",
         ("get", "/v1/tags/{tag_id}"): "tags_get",
         ("patch", "/v1/tags/{tag_id}"): "tags_update",
@@ -143,6 +144,14 @@ def test_each_operation_lists_the_codes_it_can_answer(document: dict[str, Any]) 
     assert "415" not in ops["campaigns_get"]
     assert ops["tags_update"]["404"] == ["tag_not_found", "location_not_found"]
     assert "redirect_loop" in ops["tags_create"]["422"]
+    assert ops["tags_create"]["409"] == ["nfc_uid_taken", "tag_label_taken"]
+    assert ops["tags_create_bulk"]["404"] == ["campaign_not_found", "location_not_found"]
+    assert ops["tags_create_bulk"]["422"] == [
+        "labels_mismatch",
+        "no_locations",
+        "too_many_tags",
+        "validation_error",
+    ]
     assert ops["conversions_create"]["409"] == ["conversion_conflict"]
     assert "occurred_at_in_future" in ops["conversions_create"]["422"]
     assert "invalid_window" in ops["stats_get"]["422"]
