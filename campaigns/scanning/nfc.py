@@ -6,17 +6,21 @@ process: a counter is accepted only if it is strictly greater than the last acce
 one for that tag, decided atomically by one conditional ``UPDATE`` (row lock: of two
 concurrent taps offering the same counter, exactly one is accepted, whichever
 connection or process they came through). The statement can ride in the scan writer's
-group-commit transaction; it does not notify the tag caches (the migration
+group-commit transaction (:func:`judge_taps`, called by the writer before its
+``COPY``); it does not notify the tag caches (the migration
 ``nfc_tags`` makes the tags UPDATE trigger ignore ``nfc_last_counter``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 import psycopg
 
 from campaigns.payloads.sun import SunResult
+from campaigns.scanning.record import ScanRecord
 
 #: Values of ``scans.nfc_verification``.
 NfcVerification = Literal["valid", "replayed", "invalid"]
@@ -44,3 +48,40 @@ def nfc_verification(result: SunResult, *, accepted: bool | None) -> NfcVerifica
     if result.verdict != "valid_mac":
         return "invalid"
     return "valid" if accepted else "replayed"
+
+
+async def judge_taps(
+    conn: psycopg.AsyncConnection[Any], records: Sequence[ScanRecord]
+) -> list[ScanRecord]:
+    """``records`` (same order) with the replay verdict of every one that has a
+    :attr:`~ScanRecord.counter_to_accept`: ``valid`` when :func:`accept_counter` accepts
+    it, else ``replayed``; other records are returned as they are (the same objects).
+
+    Counters are offered in ``(tag, counter)`` order: the taps of one tag in one batch are
+    judged oldest first (a tag's counter only grows), and every transaction locks ``tags``
+    rows in the same order, so two processes' group commits cannot deadlock. Runs in
+    ``conn``'s current transaction, which must also store the scans: the acceptances and
+    the verdicts are durable together, or not at all (then the originals are spooled or
+    retried, their verdict still undecided)."""
+    taps = [record for record in records if record.counter_to_accept is not None]
+    if not taps:
+        return list(records)
+    verdicts: dict[int, NfcVerification] = {}
+    for record in sorted(taps, key=lambda r: (r.tag_id, r.nfc_counter, r.scanned_at)):
+        assert record.nfc_counter is not None
+        accepted = await accept_counter(conn, tag_id=record.tag_id, counter=record.nfc_counter)
+        verdicts[id(record)] = "valid" if accepted else "replayed"
+    return [
+        dataclasses.replace(record, nfc_verification=verdicts[id(record)])
+        if id(record) in verdicts
+        else record
+        for record in records
+    ]
+
+
+def is_blocked(record: ScanRecord, *, policy: str) -> bool:
+    """True when the tap stored as ``record`` must get the 403 "tap again" page instead of
+    its redirect: the campaign's ``nfc_invalid_tap`` ``policy`` is ``block`` and the tap
+    is ``replayed`` or ``invalid``. A tap whose verdict is still undecided (authentic
+    message, spooled while the database is away) is redirected whatever the policy."""
+    return policy == "block" and record.nfc_verification in ("replayed", "invalid")
