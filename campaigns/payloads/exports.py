@@ -21,6 +21,7 @@ from typing import Final
 
 from campaigns.payloads import artwork
 from campaigns.payloads.logo import Logo
+from campaigns.payloads.ndef import uri_message
 from campaigns.payloads.rendering import RenderBusy, RenderPool
 from campaigns.scanning.links import qr_url, short_url
 from campaigns.services.printing import MANIFEST_COLUMNS, PrintItem, print_file_stem
@@ -58,6 +59,13 @@ def _cell(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
+def _ndef_hex(origin: str, item: PrintItem) -> str:
+    """The manifest's ``ndef_hex`` of ``item`` (see :func:`stream_print_zip`)."""
+    if item.kind != "nfc":
+        return ""
+    return uri_message(short_url(origin, item.code)).hex().upper()
+
+
 async def _render_when_free(
     pool: RenderPool, owner: Hashable, content: str, style: artwork.Style, logo: Logo | None
 ) -> bytes:
@@ -84,8 +92,13 @@ async def stream_print_zip(
     """The zip archive, in chunks: ``{store}_{label}_{code}.{ext}`` for each QR tag
     (:func:`print_file_stem`), in ``style`` (normalised by
     :func:`artwork.check_style`), then ``manifest.csv`` with one row per tag
-    (:data:`MANIFEST_COLUMNS`: NFC tags get no artwork; their ``ndef_hex`` column is
-    left empty until NDEF payloads exist). PNG and PDF entries are stored (already
+    (:data:`MANIFEST_COLUMNS`). NFC tags get no artwork; ``ndef_hex`` is, for plain
+    ``nfc`` tags, the NDEF message to write (one URI record of the tag's ``short_url``,
+    upper-case hex, as ``GET /v1/tags/{id}/ndef?format=hex`` gives:
+    :func:`campaigns.payloads.ndef.uri_message`), and empty for QR tags and for
+    ``nfc_sun`` tags: an NTAG 424 DNA is not written with a plain message but
+    personalised with its SDM layout (file settings, mirror offsets) and keys, which
+    ``GET /v1/tags/{id}/sdm`` gives per tag. PNG and PDF entries are stored (already
     compressed), SVG and the manifest deflated."""
     sink = _Chunks()
     archive = zipfile.ZipFile(sink, "w", allowZip64=True)
@@ -117,7 +130,7 @@ async def stream_print_zip(
                     _cell(item.label or ""),
                     item.kind,
                     name,
-                    "",
+                    _ndef_hex(origin, item),
                 ]
             )
             while len(pending) >= WINDOW or (pending and pending[0][1].done()):
