@@ -37,8 +37,23 @@ async def accept_counter(conn: psycopg.AsyncConnection[Any], *, tag_id: int, cou
     is strictly greater than the stored one (or none is stored); True when accepted,
     False for a replay (or an unknown tag). Runs in ``conn``'s current transaction: the
     caller commits (the acceptance is durable only then)."""
-    cursor = await conn.execute(ACCEPT_COUNTER_SQL, {"tag_id": tag_id, "counter": counter})
-    return await cursor.fetchone() is not None
+    return (await accept_counters(conn, [(tag_id, counter)]))[0]
+
+
+async def accept_counters(
+    conn: psycopg.AsyncConnection[Any], offers: Sequence[tuple[int, int]]
+) -> list[bool]:
+    """:func:`accept_counter` for each ``(tag_id, counter)`` of ``offers``, in that order,
+    sent in one pipeline (one round trip, not one per tap); the answers in the same
+    order."""
+    params = [{"tag_id": tag_id, "counter": counter} for tag_id, counter in offers]
+    async with conn.cursor() as cur:
+        await cur.executemany(ACCEPT_COUNTER_SQL, params, returning=True)
+        accepted = []
+        for _ in params:
+            accepted.append(await cur.fetchone() is not None)
+            cur.nextset()
+    return accepted
 
 
 def nfc_verification(result: SunResult, *, accepted: bool | None) -> NfcVerification:
@@ -66,11 +81,12 @@ async def judge_taps(
     taps = [record for record in records if record.counter_to_accept is not None]
     if not taps:
         return list(records)
-    verdicts: dict[int, NfcVerification] = {}
-    for record in sorted(taps, key=lambda r: (r.tag_id, r.nfc_counter, r.scanned_at)):
-        assert record.nfc_counter is not None
-        accepted = await accept_counter(conn, tag_id=record.tag_id, counter=record.nfc_counter)
-        verdicts[id(record)] = "valid" if accepted else "replayed"
+    taps.sort(key=lambda r: (r.tag_id, r.nfc_counter, r.scanned_at))
+    answers = await accept_counters(conn, [(r.tag_id, r.counter_to_accept or 0) for r in taps])
+    verdicts: dict[int, NfcVerification] = {
+        id(record): "valid" if accepted else "replayed"
+        for record, accepted in zip(taps, answers, strict=True)
+    }
     return [
         dataclasses.replace(record, nfc_verification=verdicts[id(record)])
         if id(record) in verdicts
