@@ -33,3 +33,14 @@ def not_found_page() -> HTMLResponse:
 def gone_page() -> HTMLResponse:
     """410 for a code whose campaign has not started, has ended or is archived."""
     return page(410, "This offer is not available", "The campaign behind this code is not running.")
+
+
+def tap_again_page() -> HTMLResponse:
+    """403 for an NFC tap whose SUN message failed or was already used, under the
+    campaign's ``nfc_invalid_tap: block`` (reloading the page replays the message)."""
+    return page(
+        403,
+        "Please tap the tag again",
+        "This link has already been used or could not be verified. Hold your phone to the "
+        "tag again to open it.",
+    )

@@ -5,14 +5,17 @@ a scan needs no routing, body parsing, dependency injection nor error middleware
 skipping that machinery leaves the CPU for the work that matters (resolving from memory
 and the durable group commit). Every other request goes on to FastAPI's full stack.
 
-Prefixes are served from one table, :data:`SHORT_LINKS` (prefix -> route); adding one
-(the NFC issue adds ``/n/``) is one entry. The request becomes one
+Prefixes are served from one table, :data:`SHORT_LINKS` (prefix -> route): ``/s/`` (and
+``/S/`` of QR codes) and ``/n/``, the tap URL of NTAG 424 DNA tags (``?e=&c=``, the SUN
+message, verified by the NFC verification step; channel ``nfc``). The request becomes one
 :class:`~campaigns.scanning.request.ScanRequest`; the scan steps do the rest.
 
 Answers: ``302 Found`` (never 301: printed codes must stay re-pointable and every scan
 countable) with ``Cache-Control: no-store``; an HTML 404 page for unknown, malformed or
 disabled codes; an HTML 410 page for a campaign outside its schedule without a fallback
-URL; 503 problem+json with ``Retry-After`` when the scan cannot be stored (the writer's
+URL; an HTML 403 page (no ``Location``) for an NFC tap whose SUN message failed or was
+replayed when its campaign's ``nfc_invalid_tap`` is ``block`` (the tap is stored all the
+same); 503 problem+json with ``Retry-After`` when the scan cannot be stored (the writer's
 queue and spool past their bounds, or neither the database nor the disk took it). Never
 429: a person is never refused a redirect; a scan past the per-client rate is stored
 with ``burst = true`` (floods are stopped at the edge: docs/SCALING.md).
@@ -28,8 +31,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
 from api.metrics import Metrics
-from api.pages import gone_page, not_found_page
+from api.pages import gone_page, not_found_page, tap_again_page
 from campaigns.models import utcnow
+from campaigns.scanning.nfc import is_blocked
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.service import ScanService
 from campaigns.scanning.writer import WriterOverloaded
@@ -50,7 +54,11 @@ class ShortLinkRoute:
 _SCAN = ShortLinkRoute()
 #: Every public short-link prefix. QR codes carry ``/S/`` (upper case, for the QR
 #: alphanumeric mode; see links.qr_url).
-SHORT_LINKS: dict[str, ShortLinkRoute] = {"/s/": _SCAN, "/S/": _SCAN}
+SHORT_LINKS: dict[str, ShortLinkRoute] = {
+    "/s/": _SCAN,
+    "/S/": _SCAN,
+    "/n/": ShortLinkRoute(channel="nfc"),
+}
 
 _REDIRECT_HEADERS = [
     (b"cache-control", b"no-store"),
@@ -59,6 +67,7 @@ _REDIRECT_HEADERS = [
 ]
 _NOT_FOUND = not_found_page()
 _GONE = gone_page()
+_TAP_AGAIN = tap_again_page()
 
 
 class ShortLinks:
@@ -140,6 +149,10 @@ class ShortLinks:
         metrics.scans.labels(
             record.channel, resolution.outcome, "true" if record.is_bot else "false"
         ).inc()
+        if is_blocked(record, policy=resolution.campaign.nfc_invalid_tap):
+            metrics.responses.labels("403").inc()
+            await _TAP_AGAIN(scope, _no_receive, send)
+            return
         metrics.responses.labels("302").inc()
         await send(
             {

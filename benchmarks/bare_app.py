@@ -18,6 +18,7 @@ _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
 @app.get("/s/{code}")
+@app.get("/n/{code}")  # NFC taps (benchmarks/scan_redirect.py --nfc); the query is ignored
 async def scan(code: str) -> RedirectResponse:
     return RedirectResponse(_LOCATION, 302, headers=_HEADERS)
 

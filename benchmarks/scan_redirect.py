@@ -18,8 +18,19 @@ against Passerelle, a bare FastAPI 302 and a raw ASGI 302 (same uvicorn, same wo
 
 After each round it checks that the scans stored equal the 302s answered.
 
+With ``--nfc`` (needs ``wrk``) the load is one NTAG 424 DNA tag (``nfc_sun``, known keys)
+being tapped: ``GET /n/{code}?e=&c=`` with a fresh SUN message per request (counters
+1, 2, 3... precomputed with :mod:`campaigns.payloads.sun`'s MAC, written to a path list
+that wrk's threads read in turn), so every request runs the SUN verification in memory
+and the replay check in the group commit. Measured against the FastAPI and raw ASGI 302
+ceilings of the same run; then it counts the verdicts stored. Concurrent connections
+deliver counters slightly out of order, so a counter below one already accepted by an
+earlier group commit is stored ``replayed`` (a real tag is never tapped concurrently);
+both verdicts cost the same. Past the end of the list wrk starts over (all replays).
+
     python benchmarks/scan_redirect.py [--workers 1] [--connections 64] [--duration 15]
         [--tags 1000] [--memory-tags 1000000] [--realistic [--agents 2000]]
+        [--nfc [--nfc-taps 300000]]
 
 Needs a PostgreSQL with PostGIS (``PASSERELLE_TEST_DATABASE_URL`` or the local one); it
 creates a throwaway database and drops it at the end.
@@ -54,6 +65,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.user_agents import in_app_templates, realistic_agents  # noqa: E402
 from campaigns import migrate  # noqa: E402
 from campaigns.db import libpq_url  # noqa: E402
+from campaigns.payloads.keys import SunKeys, seal_sun_keys  # noqa: E402
+from campaigns.payloads.sun import PICC_DATA_TAG, sdm_mac  # noqa: E402
 from campaigns.scanning.links import new_code  # noqa: E402
 
 ANDROID_UA = (
@@ -400,9 +413,15 @@ def main() -> None:
     parser.add_argument(
         "--memory-tags", type=int, default=0, help="also measure RSS with this many tags"
     )
+    parser.add_argument(
+        "--nfc", action="store_true", help="taps of one nfc_sun tag, a fresh SUN message each"
+    )
+    parser.add_argument(
+        "--nfc-taps", type=int, default=300_000, help="SUN messages precomputed for --nfc"
+    )
     args = parser.parse_args()
-    if args.realistic and not shutil.which("wrk"):
-        parser.error("--realistic needs wrk (apt-get install wrk)")
+    if (args.realistic or args.nfc) and not shutil.which("wrk"):
+        parser.error("--realistic and --nfc need wrk (apt-get install wrk)")
 
     name = f"passerelle_bench_{secrets.token_hex(4)}"
     database_url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
@@ -418,6 +437,7 @@ def main() -> None:
             "PASSERELLE_DATA_DIR": str(data_dir),
             "PASSERELLE_BASE_URL": "https://go.example.com",
             "PASSERELLE_RATE_LIMIT_ENABLED": "false",  # one client IP sends everything here
+            "PASSERELLE_SECRET_KEY": BENCH_SECRET_KEY,
         }
         use_wrk = shutil.which("wrk") is not None
         print(
@@ -426,7 +446,9 @@ def main() -> None:
             f"{os.cpu_count()} CPUs"
         )
 
-        if args.realistic:
+        if args.nfc:
+            nfc_phase(args, env, conninfo)
+        elif args.realistic:
             realistic_phases(args, codes, env, conninfo)
         elif not args.only_memory:
             throughput_phases(args, codes, env, conninfo, use_wrk)
@@ -569,6 +591,136 @@ def realistic_phases(
             for label, _, _ in _TARGETS[:2]
         )
         print(f"{round_}: {ratios}")
+
+
+BENCH_SECRET_KEY = "bench-secret-key-not-for-production-0123456789"  # noqa: S105 - throwaway
+#: An NTAG 424 DNA with known keys (the benchmark plays the tag).
+NFC_UID = bytes.fromhex("04B3E5C1A27F80")
+NFC_KEYS = SunKeys(meta_read=bytes(range(16)), file_read=bytes(range(16, 32)))
+
+#: Each wrk thread reads the path list and sends every ``nthreads``-th path from its own
+#: offset, so no two requests carry the same SUN message while the list lasts.
+_NFC_LUA = """
+local threads, next_tid = {}, 0
+function setup(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  nthreads = tonumber(args[2])
+  paths = {}
+  for line in io.lines(args[1]) do table.insert(paths, line) end
+  counter, redirects, others = tid, 0, 0
+end
+function request()
+  local path = paths[(counter % #paths) + 1]
+  counter = counter + nthreads
+  return wrk.format("GET", path, {["User-Agent"] = agent})
+end
+function response(status, headers, body)
+  if status == 302 then redirects = redirects + 1 else others = others + 1 end
+end
+function done(summary, latency, requests)
+  local r, o = 0, 0
+  for _, t in ipairs(threads) do r = r + t:get("redirects"); o = o + t:get("others") end
+  io.write(string.format("REDIRECTS %d OTHERS %d\\n", r, o))
+end
+"""
+
+
+def seed_nfc_tag(conninfo: str) -> str:
+    """One organization, campaign and ``nfc_sun`` tag personalised with :data:`NFC_UID`
+    and :data:`NFC_KEYS` (sealed under the servers' secret key). Returns its code."""
+    code = new_code()
+    with psycopg.connect(conninfo) as conn:
+        org = conn.execute(
+            "INSERT INTO organizations (name) VALUES ('bench-nfc') RETURNING id"
+        ).fetchone()
+        assert org is not None
+        campaign = conn.execute(
+            "INSERT INTO campaigns (organization_id, name, slug, destination_url) "
+            "VALUES (%s, 'bench-nfc', 'bench-nfc', 'https://shop.example.com/landing') "
+            "RETURNING id",
+            (org[0],),
+        ).fetchone()
+        assert campaign is not None
+        sealed = seal_sun_keys(BENCH_SECRET_KEY, organization_id=org[0], uid=NFC_UID, keys=NFC_KEYS)
+        conn.execute(
+            "INSERT INTO tags (organization_id, campaign_id, code, kind, label, nfc_uid, "
+            "nfc_keys_encrypted) VALUES (%s, %s, %s, 'nfc_sun', 'counter', %s, %s)",
+            (org[0], campaign[0], code, NFC_UID, sealed),
+        )
+    return code
+
+
+def sun_paths(code: str, count: int) -> list[str]:
+    """``/n/{code}?e=..&c=..`` for counters 1..count, as the tag would send them (NXP
+    AN12196: PICCData ``C7 ‖ UID ‖ counter LE ‖ padding`` encrypted under the meta-read
+    key, one AES block; SDMMAC from :func:`campaigns.payloads.sun.sdm_mac`)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    encryptor = Cipher(algorithms.AES(NFC_KEYS.meta_read), modes.ECB()).encryptor()  # noqa: S305
+    paths = []
+    for counter in range(1, count + 1):
+        plain = bytes([PICC_DATA_TAG]) + NFC_UID + counter.to_bytes(3, "little") + os.urandom(5)
+        e = encryptor.update(plain).hex().upper()
+        c = sdm_mac(NFC_KEYS.file_read, NFC_UID, counter).hex().upper()
+        paths.append(f"/n/{code}?e={e}&c={c}")
+    return paths
+
+
+def nfc_phase(args: argparse.Namespace, env: dict[str, str], conninfo: str) -> None:
+    """Taps of one ``nfc_sun`` tag with fresh counters, on the raw ASGI and FastAPI 302
+    ceilings and on Passerelle (each started afresh), then the verdicts stored."""
+    code = seed_nfc_tag(conninfo)
+    t0 = time.perf_counter()
+    paths = sun_paths(code, args.nfc_taps)
+    print(f"# nfc: {len(paths)} SUN messages precomputed in {time.perf_counter() - t0:.1f} s")
+    with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as fh:
+        fh.write("\n".join(paths) + "\n")
+    script = f"agent = [==[{ANDROID_UA}]==]\n{_NFC_LUA}"
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for label, target, factory in _TARGETS:
+            port = free_port()
+            name = "GET /n/{code}" if target == "passerelle" else label
+            with server(target, port, args.workers, env, factory):
+                # No warm-up on Passerelle: it would use up counters of the list.
+                r = _wrk(
+                    port,
+                    script,
+                    [fh.name, str(args.threads)],
+                    args.connections,
+                    args.duration,
+                    args.threads,
+                )
+            results[name] = r
+            print(
+                f"{name:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   "
+                f"p99 {r['p99']:6.2f} ms   302 {int(r['redirects'])}   non-302 {int(r['others'])}"
+                f"   socket errors: {r['socket_errors']}"
+            )
+    finally:
+        os.unlink(fh.name)
+    settled_scans(conninfo)
+    with psycopg.connect(conninfo) as conn:
+        verdicts = dict(
+            conn.execute(
+                "SELECT coalesce(nfc_verification, 'none'), count(*) FROM scans "
+                "GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
+        last = conn.execute("SELECT nfc_last_counter FROM tags WHERE code = %s", (code,))
+        row = last.fetchone()
+    print(f"verdicts stored: {verdicts}; last accepted counter {row[0] if row else None}")
+    scan = results["GET /n/{code}"]
+    ratios = ", ".join(
+        f"tap/{label} {scan['rps'] / results[label]['rps']:.2f} "
+        f"(p99 {scan['p99'] / results[label]['p99']:.1f}x)"
+        for label, _, _ in _TARGETS[:2]
+    )
+    print(f"nfc: {ratios}")
 
 
 def memory_phase(

@@ -203,7 +203,18 @@ _STARTS = "Start of the schedule, ISO 8601 with a timezone (stored in UTC); none
 _ENDS = "End of the schedule (exclusive), after `starts_at`; none: no end"
 _UTM = "Default UTM parameters of the campaign's scans"
 _COST = "What the campaign cost, for return on spend"
-_SCANS = "Human scans (bots, link previewers and HEAD requests excluded)"
+_SCANS = (
+    "Human scans (bots, link previewers and HEAD requests excluded; NFC taps only when "
+    "their SUN message is `valid`)"
+)
+_REPLAYED_TAPS = (
+    "NFC taps of NTAG 424 DNA tags whose SUN message was authentic but already used "
+    "(counter not above the last accepted one): counted in neither `scans` nor `bot_scans`"
+)
+_INVALID_TAPS = (
+    "NFC taps of NTAG 424 DNA tags whose SUN message failed (bad MAC, another tag's "
+    "message, missing or malformed parameters): counted in neither `scans` nor `bot_scans`"
+)
 _BOT_REASONS = (
     "Non-human scans by why: `head`, `prefetch`, `previewer`, `scanner`, `crawler`, "
     "`no_user_agent` (every reason present, zeros included)"
@@ -973,6 +984,8 @@ class TagStats(Schema):
         {"head": 0, "prefetch": 2, "previewer": 3, "scanner": 1, "crawler": 1, "no_user_agent": 0},
     )
     burst_scans: int = doc(_BURST, 0)
+    replayed_taps: int = doc(_REPLAYED_TAPS, 1)
+    invalid_taps: int = doc(_INVALID_TAPS, 0)
     unique_visitors: int = doc(_UNIQUES, 96)
     conversions: int = doc(_CONVERSIONS, 6)
     revenue: list[RevenueRead] = doc(_REVENUE, [{"currency": "EUR", "amount_minor": 29940}])
@@ -985,7 +998,9 @@ class CampaignStats(Schema):
     ``scans`` excludes bots (``bot_scans``, split in ``bot_scans_by_reason``: every
     reason of ``head, prefetch, previewer, scanner, crawler, no_user_agent``, zeros
     included); ``burst_scans`` counts the human scans from an address past the per-address
-    rate (included in ``scans``); ``unique_visitors`` is the number of distinct
+    rate (included in ``scans``); NFC taps of NTAG 424 DNA tags count in ``scans`` (or
+    ``bot_scans``) only when ``valid``, the others in ``replayed_taps`` or
+    ``invalid_taps``; ``unique_visitors`` is the number of distinct
     daily visitor ids among human scans, so over several days it is the sum of daily
     uniques; ``conversions`` and ``revenue`` are conversions attributed to the campaign
     with ``occurred_at`` in the window; ``conversion_rate`` is ``conversions / scans``
@@ -1011,6 +1026,8 @@ class CampaignStats(Schema):
         {"head": 0, "prefetch": 2, "previewer": 3, "scanner": 1, "crawler": 1, "no_user_agent": 0},
     )
     burst_scans: int = doc(_BURST, 0)
+    replayed_taps: int = doc(_REPLAYED_TAPS, 2)
+    invalid_taps: int = doc(_INVALID_TAPS, 1)
     unique_visitors: int = doc(_UNIQUES, 190)
     conversions: int = doc(_CONVERSIONS, 9)
     revenue: list[RevenueRead] = doc(_REVENUE, [{"currency": "EUR", "amount_minor": 44910}])

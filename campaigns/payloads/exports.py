@@ -23,6 +23,7 @@ from typing import Final
 
 from campaigns.payloads import artwork
 from campaigns.payloads.logo import Logo
+from campaigns.payloads.ndef import uri_message
 from campaigns.payloads.rendering import RenderBusy, RenderPool
 from campaigns.scanning.links import qr_url, short_url
 from campaigns.services.printing import MANIFEST_COLUMNS, PrintItem, print_file_stem
@@ -58,6 +59,13 @@ class _Chunks:
 
 def _cell(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _ndef_hex(origin: str, item: PrintItem) -> str:
+    """The manifest's ``ndef_hex`` of ``item`` (see :func:`stream_print_zip`)."""
+    if item.kind != "nfc":
+        return ""
+    return uri_message(short_url(origin, item.code)).hex().upper()
 
 
 async def _render_when_free(
@@ -115,8 +123,13 @@ async def render_print_files(
 
 def manifest_row(item: PrintItem, *, origin: str, file: str) -> list[str]:
     """The ``manifest.csv`` row of ``item`` (:data:`MANIFEST_COLUMNS`); ``file`` is its
-    artwork file name, empty for NFC tags. Text cells that a spreadsheet would read as
-    a formula are prefixed with an apostrophe."""
+    artwork file name, empty for NFC tags. ``ndef_hex`` is, for plain ``nfc`` tags, the
+    NDEF message to write (one URI record of the tag's ``short_url``, upper-case hex, as
+    ``GET /v1/tags/{id}/ndef?format=hex`` gives: :func:`campaigns.payloads.ndef.uri_message`),
+    and empty for QR tags and for ``nfc_sun`` tags: an NTAG 424 DNA is not written with a
+    plain message but personalised with its SDM layout and keys (``GET
+    /v1/tags/{id}/sdm``). Text cells that a spreadsheet would read as a formula are
+    prefixed with an apostrophe."""
     return [
         item.code,
         short_url(origin, item.code),
@@ -124,7 +137,7 @@ def manifest_row(item: PrintItem, *, origin: str, file: str) -> list[str]:
         _cell(item.label or ""),
         item.kind,
         file,
-        "",
+        _ndef_hex(origin, item),
     ]
 
 
@@ -139,9 +152,8 @@ async def stream_print_zip(
 ) -> AsyncIterator[bytes]:
     """The zip archive, in chunks: ``{store}_{label}_{code}.{ext}`` for each QR tag
     (:func:`render_print_files`), then ``manifest.csv`` with one row per tag
-    (:func:`manifest_row`: NFC tags get no artwork; their ``ndef_hex`` column is
-    left empty). PNG and PDF entries are stored (already compressed), SVG and the
-    manifest deflated."""
+    (:func:`manifest_row`). PNG and PDF entries are stored (already compressed), SVG and
+    the manifest deflated."""
     sink = _Chunks()
     archive = zipfile.ZipFile(sink, "w", allowZip64=True)
     compress = zipfile.ZIP_DEFLATED if style.fmt == "svg" else zipfile.ZIP_STORED

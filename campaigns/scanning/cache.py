@@ -7,6 +7,13 @@ milliseconds through PostgreSQL ``LISTEN passerelle_cache`` (statement triggers 
 change), reconciled periodically from ``updated_at`` as a safety net, and saved to a
 snapshot file so a process can serve while the database is down at start-up.
 
+NTAG 424 DNA (``nfc_sun``) tags carry their UID and SDM keys (:class:`SunTag`), so the
+NFC verification step checks a tap's SUN message in memory. The keys are unsealed once,
+when the row is loaded (from the database, the snapshot or the journal), with the
+settings' secret key; the snapshot and the journal hold them sealed, exactly as the
+``tags`` row does (AES-GCM, :mod:`campaigns.crypto`), never in clear. A process started
+while the database is down can therefore still verify taps.
+
 Memory: one :class:`TagEntry` (a tuple) per tag, about 290 bytes with its key and label;
 a server process holding a million tags measured 471 MiB resident (benchmarks/scan_redirect.py).
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -25,14 +33,24 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import TupleRow
 
+from campaigns.crypto import SealedValueError
+from campaigns.payloads.keys import SunKeys, unseal_sun_keys
+
+log = logging.getLogger(__name__)
+
 NOTIFY_CHANNEL = "passerelle_cache"
 SNAPSHOT_FORMAT = "passerelle-tags/1"
 
 _CAMPAIGN_COLUMNS = (
     "id, organization_id, slug, destination_url, fallback_url, starts_at, ends_at, utm, "
-    "archived, deleted_at IS NOT NULL"
+    "archived, deleted_at IS NOT NULL, nfc_invalid_tap"
 )
-_TAG_COLUMNS = "id, code, campaign_id, kind, label, destination_url, status"
+# nfc_sun tags: the UID and the keys as stored (sealed), hex so that journal lines stay
+# JSON; organization_id binds the sealed keys to their row (campaigns.crypto ``aad``).
+_TAG_COLUMNS = (
+    "id, code, campaign_id, kind, label, destination_url, status, organization_id, "
+    "encode(nfc_uid, 'hex'), encode(nfc_keys_encrypted, 'hex')"
+)
 
 
 class Changes(NamedTuple):
@@ -64,6 +82,9 @@ class CampaignEntry:
     ends_at: dt.datetime | None
     utm: dict[str, str]
     archived: bool
+    #: What an NFC tap whose SUN message failed or was replayed gets: ``flag`` (redirect,
+    #: stored with its verdict) or ``block`` (403 page).
+    nfc_invalid_tap: str = "flag"
 
     def is_live(self, now: dt.datetime) -> bool:
         """True when the campaign is not archived and ``now`` is inside its schedule."""
@@ -74,8 +95,27 @@ class CampaignEntry:
         return self.ends_at is None or now < self.ends_at
 
 
+@dataclass(frozen=True, slots=True)
+class SunTag:
+    """What verifying a tap of an ``nfc_sun`` tag needs: its ``uid`` (7 bytes) and its SDM
+    ``keys``, unsealed once when the row is loaded (None when they do not open with this
+    process's secret key: every tap is then ``invalid``, and the load logged it). On disk
+    (snapshot, journal) only ``sealed`` is written, with ``organization_id`` that binds it
+    to its row: keys are never written in clear."""
+
+    organization_id: int
+    uid: bytes
+    sealed: bytes
+    keys: SunKeys | None
+
+    def to_disk(self) -> list[Any]:
+        """``[organization_id, uid hex, sealed hex]``, the snapshot's form."""
+        return [self.organization_id, self.uid.hex(), self.sealed.hex()]
+
+
 class TagEntry(NamedTuple):
-    """An active tag. ``code`` is upper case; ``destination_url`` overrides the campaign's."""
+    """An active tag. ``code`` is upper case; ``destination_url`` overrides the campaign's;
+    ``sun`` is set for ``nfc_sun`` tags only."""
 
     id: int
     code: str
@@ -83,16 +123,20 @@ class TagEntry(NamedTuple):
     kind: str
     label: str | None
     destination_url: str | None
+    sun: SunTag | None = None
 
 
 class TagCache:
     """Code -> (tag, campaign) lookups, with loaders that read PostgreSQL.
 
     Loader methods take an open ``psycopg.AsyncConnection`` and raise ``psycopg.Error``
-    when the database fails; lookups never raise and never block.
+    when the database fails; lookups never raise and never block. ``secret_key``
+    (``PASSERELLE_SECRET_KEY``) unseals the SDM keys of ``nfc_sun`` tags as their rows are
+    loaded (without it, such tags are cached without keys and their taps are ``invalid``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, secret_key: str | None = None) -> None:
+        self._secret_key = secret_key
         self._tags: dict[str, TagEntry] = {}
         self._campaigns: dict[int, CampaignEntry] = {}
         # One shared object per campaign id and tag kind, instead of one per tag: a
@@ -127,22 +171,38 @@ class TagCache:
     # -- applying rows -------------------------------------------------------------------
 
     def _apply_campaign(self, row: tuple[Any, ...]) -> None:
-        (cid, org, slug, dest, fallback, starts, ends, utm, archived, deleted) = row
+        (cid, org, slug, dest, fallback, starts, ends, utm, archived, deleted, *rest) = row
         if deleted:
             self._campaigns.pop(cid, None)
             return
+        invalid_tap = str(rest[0]) if rest else "flag"
         self._campaigns[cid] = CampaignEntry(
-            cid, org, slug, dest, fallback, starts, ends, dict(utm or {}), archived
+            cid, org, slug, dest, fallback, starts, ends, dict(utm or {}), archived, invalid_tap
         )
 
     def _apply_tag(self, row: tuple[Any, ...]) -> None:
-        tid, code, campaign_id, kind, label, dest, status = row
+        # Rows journaled before NFC verification have 7 columns (no organization, UID, keys).
+        tid, code, campaign_id, kind, label, dest, status, *nfc = row
         if status != "active":
             self._tags.pop(code, None)  # codes never change, so the row names its key
             return
         campaign_id = self._shared.setdefault(campaign_id, campaign_id)
         kind = self._shared.setdefault(kind, kind)
-        self._tags[code] = TagEntry(tid, code, campaign_id, kind, label, dest)  # type: ignore[arg-type]
+        sun = self._sun_tag(*nfc) if len(nfc) == 3 and nfc[1] and nfc[2] else None
+        self._tags[code] = TagEntry(tid, code, campaign_id, kind, label, dest, sun)  # type: ignore[arg-type]
+
+    def _sun_tag(self, organization_id: int, uid_hex: str, sealed_hex: str) -> SunTag:
+        """Unseal an ``nfc_sun`` row's keys: once per load of the row, never per tap."""
+        uid, sealed = bytes.fromhex(uid_hex), bytes.fromhex(sealed_hex)
+        keys = None
+        if self._secret_key is not None:
+            try:
+                keys = unseal_sun_keys(
+                    self._secret_key, organization_id=organization_id, uid=uid, sealed=sealed
+                )
+            except SealedValueError:
+                log.error("SUN keys of tag uid %s do not open: its taps are invalid", uid_hex)
+        return SunTag(organization_id, uid, sealed, keys)
 
     def _forget_tag_ids(self, ids: set[int]) -> None:
         """Drop tags by id: a scan of the whole cache, only for rows hard-deleted."""
@@ -165,7 +225,7 @@ class TagCache:
                     f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE deleted_at IS NULL"  # noqa: S608
                 )
             ).fetchall()
-            fresh = TagCache()
+            fresh = TagCache(secret_key=self._secret_key)
             for row in campaigns:
                 fresh._apply_campaign(row)
             async with conn.cursor(name="passerelle_tag_cache") as cur:
@@ -332,10 +392,12 @@ class TagCache:
                     _iso(c.ends_at),
                     c.utm,
                     c.archived,
+                    c.nfc_invalid_tap,
                 ]
                 fh.write(dumps(row) + "\n")
             for tag in tags:
-                fh.write(dumps(tag) + "\n")
+                # Keys stay sealed on disk: the snapshot holds what the row holds.
+                fh.write(dumps([*tag[:6], *(tag.sun.to_disk() if tag.sun else ())]) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)
@@ -343,7 +405,7 @@ class TagCache:
     def load_snapshot(self, path: Path) -> bool:
         """Fill the cache from a snapshot; False (cache unchanged) when there is none or
         it is unreadable or truncated."""
-        fresh = TagCache()
+        fresh = TagCache(secret_key=self._secret_key)
         try:
             with path.open(encoding="utf-8") as fh:
                 header = json.loads(fh.readline())
@@ -353,11 +415,20 @@ class TagCache:
                 for _ in range(header["campaigns"]):
                     c = json.loads(fh.readline())
                     fresh._campaigns[c[0]] = CampaignEntry(
-                        c[0], c[1], c[2], c[3], c[4], _parse(c[5]), _parse(c[6]), c[7], c[8]
+                        c[0],
+                        c[1],
+                        c[2],
+                        c[3],
+                        c[4],
+                        _parse(c[5]),
+                        _parse(c[6]),
+                        c[7],
+                        c[8],
+                        *c[9:10],
                     )
                 for line in fh:
-                    tid, code, campaign_id, kind, label, dest = json.loads(line)
-                    fresh._apply_tag((tid, code, campaign_id, kind, label, dest, "active"))
+                    tid, code, campaign_id, kind, label, dest, *sun = json.loads(line)
+                    fresh._apply_tag((tid, code, campaign_id, kind, label, dest, "active", *sun))
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
             return False
         self._tags, self._campaigns, self._shared = fresh._tags, fresh._campaigns, fresh._shared

@@ -86,6 +86,14 @@ class ScanRecord:
     #: The first-party visitor cookie's id, when the organization sets one (journeys).
     cookie_id: uuid.UUID | None = field(default=None, metadata=_pg("uuid"))
 
+    @property
+    def counter_to_accept(self) -> int | None:
+        """The read counter of an authentic NTAG 424 DNA tap whose replay verdict is not
+        decided yet (``nfc_counter`` set, ``nfc_verification`` None): the writer offers
+        it to :func:`campaigns.scanning.nfc.accept_counter` in the transaction that stores
+        the scan. None for every other scan."""
+        return self.nfc_counter if self.nfc_verification is None else None
+
     def to_json(self) -> str:
         """This record as one current-version spool line (no newline)."""
         doc: dict[str, Any] = {"v": SPOOL_VERSION}

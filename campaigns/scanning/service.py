@@ -48,7 +48,7 @@ class ScanService:
         reconcile_interval_s: float = 30.0,
         writer_options: WriterOptions | None = None,
     ) -> None:
-        self.cache = TagCache()
+        self.cache = TagCache(secret_key=secret_key)
         self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=secret_key)
         self.runtime = CacheRuntime(
             conninfo=conninfo,
@@ -116,7 +116,9 @@ class ScanService:
 
     async def record(self, request: ScanRequest, resolution: Resolution) -> tuple[str, ScanRecord]:
         """Build the scan, record it durably; return the URL to redirect to (with UTM
-        parameters and the click id) and the stored record. Raises what
+        parameters and the click id) and the record as stored (an NFC tap's
+        ``nfc_verification`` decided by the writer's commit, or None when it was
+        spooled: see :func:`~campaigns.scanning.nfc.is_blocked`). Raises what
         :meth:`ScanWriter.submit` raises when neither the database nor the spool took
         it (:class:`~campaigns.scanning.writer.WriterOverloaded` past the writer's
         bounds)."""
@@ -151,6 +153,7 @@ class ScanService:
             visitor_id=draft.visitor_id,
             bot_reason=draft.bot_reason,
             burst=draft.burst,
+            nfc_counter=draft.nfc_counter,
+            nfc_verification=draft.nfc_verification,
         )
-        await self.writer.submit(record)
-        return url, record
+        return url, await self.writer.submit(record)

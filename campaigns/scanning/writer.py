@@ -20,6 +20,16 @@ live processes from replaying the same file, and a file replayed and removed by 
 process meanwhile is skipped. Lines the database refuses, or written by a newer version,
 go to the dead-letter file ``rejected-<pid>.jsonl`` for an operator, never dropped.
 
+NTAG 424 DNA taps: a record with a :attr:`~ScanRecord.counter_to_accept` (an authentic
+SUN message whose replay verdict is not decided) gets its verdict in the transaction that
+stores it: :func:`campaigns.scanning.nfc.judge_taps` runs the conditional ``UPDATE`` of
+each such tag before the batch's ``COPY`` (the same for replay and row-by-row inserts,
+before their ``INSERT``), so the counter is accepted if and only if the scan is stored,
+and of two processes offering one counter at the same moment exactly one gets ``valid``.
+:meth:`ScanWriter.submit` returns the record as stored, with that verdict; a spooled tap
+keeps none until replay, which judges the spooled taps of a file in (tag, counter)
+order.
+
 Load shedding: past ``queue_max`` waiting scans, or with the database away and
 ``spool_max_bytes`` on disk, :meth:`ScanWriter.submit` raises :class:`WriterOverloaded`
 (answer 503 with ``Retry-After``).
@@ -42,6 +52,7 @@ import psycopg
 import psycopg.errors
 
 from campaigns.crediting import credit_conversions
+from campaigns.scanning.nfc import judge_taps
 from campaigns.scanning.record import (
     COPY_SQL,
     INSERT_SQL,
@@ -59,7 +70,7 @@ _ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 #: Scans per replay statement.
 _REPLAY_CHUNK = 1000
 
-_Pending = tuple[ScanRecord, "asyncio.Future[None]"]
+_Pending = tuple[ScanRecord, "asyncio.Future[ScanRecord]"]
 
 
 class WriterOverloaded(RuntimeError):
@@ -243,8 +254,11 @@ class ScanWriter:
         self._replayer = asyncio.create_task(self._replay_loop(), name="scan-writer-replay")
         self._replay_wanted.set()
 
-    async def submit(self, record: ScanRecord) -> None:
-        """Return once ``record`` is committed or spooled. Raises
+    async def submit(self, record: ScanRecord) -> ScanRecord:
+        """Return once ``record`` is committed or spooled: the record as stored. A record
+        with a :attr:`~ScanRecord.counter_to_accept` comes back committed with its
+        ``nfc_verification`` decided (``valid`` or ``replayed``), or spooled with it
+        still None (decided at replay). Raises
         :class:`WriterOverloaded` to shed load (at once, or when the spool filled up
         meanwhile), ``RuntimeError`` when the writer is stopped, ``OSError`` when neither
         the database nor the disk took it."""
@@ -254,9 +268,9 @@ class ScanWriter:
         if refusal is not None:
             self.stats.shed += 1
             raise refusal
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ScanRecord] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((record, future))
-        await future
+        return await future
 
     async def stop(self) -> None:
         """Write everything queued, within ``stop_timeout_s``; what is not committed by
@@ -362,7 +376,7 @@ class ScanWriter:
             records = [record for record, _ in batch]
             started = time.perf_counter()
             try:
-                await self._commit(records)
+                stored = await self._commit(records)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 self._failures.failed(
                     "database", "scan commit failed, spooling until the database is back: %r", exc
@@ -371,7 +385,7 @@ class ScanWriter:
             else:
                 self.stats.observe(len(records), time.perf_counter() - started)
                 self.stats.committed += len(records)
-                self._resolve(batch, None)
+                self._resolve(batch, None, stored)
                 return
         await self._spool_batch(batch)
 
@@ -413,20 +427,25 @@ class ScanWriter:
             await self._spool_batch(leftovers)
 
     @staticmethod
-    def _resolve(batch: list[_Pending], exc: BaseException | None) -> None:
-        for _, future in batch:
+    def _resolve(
+        batch: list[_Pending], exc: BaseException | None, stored: list[ScanRecord] | None = None
+    ) -> None:
+        """Settle the futures: with the records as stored (``stored``, in batch order; the
+        submitted ones when None), or with ``exc``."""
+        for index, (record, future) in enumerate(batch):
             if not future.done():
                 if exc is None:
-                    future.set_result(None)
+                    future.set_result(record if stored is None else stored[index])
                 else:
                     future.set_exception(exc)
 
-    async def _commit(self, records: list[ScanRecord]) -> None:
+    async def _commit(self, records: list[ScanRecord]) -> list[ScanRecord]:
         """``COPY`` the batch in one transaction; row by row (refused rows dead-lettered)
-        when the database refuses the batch for its data."""
+        when the database refuses the batch for its data. Returns the records as stored
+        (taps judged, :func:`~campaigns.scanning.nfc.judge_taps`), in batch order."""
         try:
             try:
-                await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+                stored = await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
             except psycopg.OperationalError as exc:
                 if not self._died_while_idle(exc):
                     raise
@@ -434,18 +453,21 @@ class ScanWriter:
                 # use tells. One retry on a new connection, not an outage.
                 log.info("scan writer connection was dead (%r); reconnecting", exc)
                 await self._close_conn()
-                await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+                stored = await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
         except _ROW_ERRORS as exc:
             # One bad row must not fail the others nor stop the writer.
             log.error("group commit refused (%s); inserting row by row", exc)
             conn = await self._connection()
             refused: list[ScanRecord] = []
+            judged: dict[str, ScanRecord] = {}
             await asyncio.wait_for(
-                self._insert_rows(conn, records, self._commit_timeout_s, refused),
+                self._insert_rows(conn, records, self._commit_timeout_s, refused, judged),
                 self._commit_timeout_s * 4,
             )
             await self._dead_letter([record.to_json().encode() for record in refused])
+            stored = [judged.get(record.click_id, record) for record in records]
         self._conn_proven = True
+        return stored
 
     def _died_while_idle(self, exc: psycopg.OperationalError) -> bool:
         conn = self._conn
@@ -456,11 +478,15 @@ class ScanWriter:
             and not isinstance(exc, psycopg.errors.QueryCanceled)
         )
 
-    async def _copy(self, records: list[ScanRecord]) -> None:
+    async def _copy(self, records: list[ScanRecord]) -> list[ScanRecord]:
         conn = await self._connection()
-        async with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-            for record in records:
-                await copy.write_row(row(record))
+        async with conn.transaction():
+            # Before the COPY, in its transaction: verdicts and rows commit together.
+            stored = await judge_taps(conn, records)
+            async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
+                for record in stored:
+                    await copy.write_row(row(record))
+        return stored
 
     async def _mark_down(self) -> None:
         """Switch to spooling; the replayer looks for the database in the background, so
@@ -601,11 +627,15 @@ class ScanWriter:
         inserted = 0
         rejected: list[bytes] = []  # kept as they are, whatever their bytes
         chunk: list[ScanRecord] = []
+        # Taps whose replay verdict is undecided are replayed last, in (tag, counter)
+        # order: a tag's counter only grows, so the oldest tap is judged first.
+        taps: list[ScanRecord] = []
         for line in fh:
             if not line.endswith(b"\n"):
                 break  # torn last line: its scan never got a redirect
             try:
-                chunk.append(ScanRecord.from_json(line.decode("utf-8")))
+                record = ScanRecord.from_json(line.decode("utf-8"))
+                (chunk if record.counter_to_accept is None else taps).append(record)
             except NewerSpoolFormat as exc:
                 self._failures.failed(
                     "newer_spool", "spool line of a newer version (%s) dead-lettered", exc
@@ -619,6 +649,10 @@ class ScanWriter:
                 chunk = []
         if chunk:
             inserted += await self._replay_chunk(conn, chunk, rejected)
+        taps.sort(key=lambda r: (r.tag_id, r.nfc_counter, r.scanned_at))
+        for start in range(0, len(taps), _REPLAY_CHUNK):
+            tap_chunk = taps[start : start + _REPLAY_CHUNK]
+            inserted += await self._replay_chunk(conn, tap_chunk, rejected)
         # Dead letters last, so a replay that fails midway and runs again adds none twice.
         await self._dead_letter(rejected)
         await asyncio.to_thread(path.unlink, missing_ok=True)
@@ -651,17 +685,23 @@ class ScanWriter:
         records: list[ScanRecord],
         timeout_s: float,
         refused: list[ScanRecord],
+        judged: dict[str, ScanRecord] | None = None,
     ) -> int:
         """Insert idempotently (``ON CONFLICT (click_id) DO NOTHING``) with
-        ``statement_timeout``/``lock_timeout`` of ``timeout_s``; when the database refuses
-        the chunk for its data, retry row by row and add refused rows to ``refused``.
-        Returns the rows inserted. Raises ``psycopg.Error`` for connection problems and
-        timeouts."""
+        ``statement_timeout``/``lock_timeout`` of ``timeout_s``, taps judged first in the
+        same transaction (:func:`~campaigns.scanning.nfc.judge_taps`; the records as
+        stored go in ``judged`` by click id); when the database refuses the chunk for its
+        data, retry row by row and add refused rows to ``refused``. Returns the rows
+        inserted. Raises ``psycopg.Error`` for connection problems and timeouts."""
         try:
             async with conn.transaction():
                 await self._set_timeouts(conn, timeout_s)
-                cur = await conn.execute(INSERT_SQL, column_lists(records))
-                return max(cur.rowcount, 0)
+                stored = await judge_taps(conn, records)
+                cur = await conn.execute(INSERT_SQL, column_lists(stored))
+                inserted = max(cur.rowcount, 0)
+            if judged is not None:
+                judged.update((record.click_id, record) for record in stored)
+            return inserted
         except _ROW_ERRORS:
             if len(records) == 1:
                 log.error("scan %s refused by the database; dead-lettered", records[0].click_id)
@@ -669,7 +709,7 @@ class ScanWriter:
                 return 0
         inserted = 0
         for record in records:
-            inserted += await self._insert_rows(conn, [record], timeout_s, refused)
+            inserted += await self._insert_rows(conn, [record], timeout_s, refused, judged)
         return inserted
 
     # -- spool ----------------------------------------------------------------------------

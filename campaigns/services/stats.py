@@ -12,6 +12,12 @@ Definitions (the public contract of ``GET /v1/campaigns/{id}/stats``):
   flagged ``burst`` (from an address past the per-address rate: carrier NAT, venue
   Wi-Fi, or a flood): they are part of ``scans``. Every outcome counts (redirect and
   fallback).
+- NFC taps of NTAG 424 DNA tags (``nfc_sun``) carry the verdict of their SUN message
+  (``scans.nfc_verification``): only ``valid`` taps count in ``scans``, ``bot_scans``,
+  ``burst_scans`` and ``unique_visitors``; ``replayed_taps`` counts the authentic
+  messages already used (a reload, a copied URL), ``invalid_taps`` the ones that failed
+  verification (forged, another tag's, missing or malformed parameters), bots or not,
+  and neither counts anywhere else. Other scans have no verdict and count as before.
 - ``unique_visitors`` counts distinct ``visitor_id`` among human scans. A visitor id is
   a MAC of (organization, IPv4 address or IPv6 /64, user agent) under a salt that
   changes every UTC day and is then forgotten (campaigns.scanning.visitors), so the same
@@ -38,7 +44,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, distinct, func, select, tuple_
+from sqlalchemy import ColumnElement, and_, distinct, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.errors import InvalidInput
@@ -116,17 +122,21 @@ async def campaign_stats(
 
     # One row per tag plus the campaign total (grouping(tag_id) = 1). The total is computed
     # by SQL, not summed: unique visitors do not add up across tags.
-    human = Scan.is_bot.is_(False)
+    # A scan counts unless it is an NFC tap that failed or was replayed.
+    counted = func.coalesce(Scan.nfc_verification, "valid") == "valid"
+    human = and_(Scan.is_bot.is_(False), counted)
     scan_rows = (
         await session.execute(
             select(
                 func.grouping(Scan.tag_id).label("is_total"),
                 Scan.tag_id,
                 func.count().filter(human).label("scans"),
-                func.count().filter(Scan.is_bot.is_(True)).label("bot_scans"),
+                func.count().filter(Scan.is_bot.is_(True), counted).label("bot_scans"),
                 func.count().filter(human, Scan.burst.is_(True)).label("burst_scans"),
+                func.count().filter(Scan.nfc_verification == "replayed").label("replayed"),
+                func.count().filter(Scan.nfc_verification == "invalid").label("invalid"),
                 *(
-                    func.count().filter(Scan.bot_reason == reason).label(f"bot_{reason}")
+                    func.count().filter(Scan.bot_reason == reason, counted).label(f"bot_{reason}")
                     for reason in BOT_REASONS
                 ),
                 func.count(distinct(Scan.visitor_id)).filter(human).label("visitors"),
@@ -161,6 +171,8 @@ async def campaign_stats(
         "scans": 0,
         "bot_scans": 0,
         "burst_scans": 0,
+        "replayed": 0,
+        "invalid": 0,
         "by_reason": dict.fromkeys(BOT_REASONS, 0),
         "visitors": 0,
     }
@@ -171,6 +183,8 @@ async def campaign_stats(
             "scans": row.scans,
             "bot_scans": row.bot_scans,
             "burst_scans": row.burst_scans,
+            "replayed": row.replayed,
+            "invalid": row.invalid,
             "by_reason": {reason: row._mapping[f"bot_{reason}"] for reason in BOT_REASONS},
             "visitors": row.visitors,
         }
@@ -206,6 +220,8 @@ async def campaign_stats(
                 bot_scans=figures["bot_scans"],
                 bot_scans_by_reason=figures["by_reason"],
                 burst_scans=figures["burst_scans"],
+                replayed_taps=figures["replayed"],
+                invalid_taps=figures["invalid"],
                 unique_visitors=figures["visitors"],
                 conversions=tag_conversions[tag.id],
                 revenue=_revenue(tag_revenue[tag.id]),
@@ -221,6 +237,8 @@ async def campaign_stats(
         bot_scans=total_scans["bot_scans"],
         bot_scans_by_reason=total_scans["by_reason"],
         burst_scans=total_scans["burst_scans"],
+        replayed_taps=total_scans["replayed"],
+        invalid_taps=total_scans["invalid"],
         unique_visitors=total_scans["visitors"],
         conversions=total_conversions,
         revenue=_revenue(total_revenue),

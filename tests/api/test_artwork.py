@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import ndef
 import PIL.Image
 import pypdfium2
 import pytest
@@ -202,6 +203,9 @@ async def test_print_zip_matches_the_database(
     for label in labels:
         await make_tag(client, org, campaign["id"], label=label)
     await make_tag(client, org, campaign["id"], kind="nfc", label="sticker")
+    await make_tag(
+        client, org, campaign["id"], kind="nfc_sun", label="424", nfc={"uid": "04A1B2C3D4E5F6"}
+    )
     other = await make_campaign(client, org, name="Other", destination_url=DESTINATION)
     await make_tag(client, org, other["id"], label="not in this export")
 
@@ -222,7 +226,7 @@ async def test_print_zip_matches_the_database(
                 {"c": campaign["id"]},
             )
         ).all()
-    assert len(rows) == 6
+    assert len(rows) == 7
     manifest = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
     assert [r["code"] for r in manifest] == [row.code for row in rows]
     expected_names = []
@@ -230,10 +234,18 @@ async def test_print_zip_matches_the_database(
         assert entry["short_url"] == f"https://go.example.com/s/{row.code}"
         assert entry["kind"] == row.kind
         assert entry["store"] == ""
-        assert entry["ndef_hex"] == ""
         label = row.label or ""
         assert entry["label"] == ("'" + label if label.startswith("=") else label)
         if row.kind == "nfc":
+            # The message to write: one URI record of the short URL (decoded by ndeflib).
+            assert entry["file"] == ""
+            records = list(ndef.message_decoder(bytes.fromhex(entry["ndef_hex"])))
+            assert [(r.type, r.iri) for r in records] == [("urn:nfc:wkt:U", entry["short_url"])]
+            assert entry["ndef_hex"] == entry["ndef_hex"].upper()
+            continue
+        # QR tags have no NDEF message; an NTAG 424 DNA is personalised from /sdm instead.
+        assert entry["ndef_hex"] == ""
+        if row.kind == "nfc_sun":
             assert entry["file"] == ""
             continue
         expected_names.append(entry["file"])

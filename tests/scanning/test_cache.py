@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ import pytest
 from fastapi import FastAPI
 
 from campaigns.db import libpq_url
+from campaigns.payloads.keys import SunKeys
 from campaigns.scanning.cache import CampaignEntry, TagCache
+from campaigns.scanning.journal import CacheJournal, replay
 from campaigns.scanning.service import ScanService
+from campaigns.settings import Settings
 from tests.conftest import Org, make_campaign, make_tag
 
 UTC = dt.UTC
@@ -334,3 +338,66 @@ async def test_a_sync_in_flight_cannot_resurrect_an_older_row(
         cache._apply_tag(stale)  # the reconcile applies what it fetched earlier
         assert cache.lookup(tag["code"]) is not None
     assert cache.lookup(tag["code"]) is None
+
+
+async def test_sun_tags_hold_keys_unsealed_in_memory_and_sealed_on_disk(
+    client: httpx.AsyncClient,
+    org: Org,
+    conn: psycopg.AsyncConnection[Any],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    keys = SunKeys(meta_read=os.urandom(16), file_read=os.urandom(16))
+    campaign = await make_campaign(client, org, nfc_invalid_tap="block")
+    tag = await make_tag(
+        client,
+        org,
+        campaign["id"],
+        kind="nfc_sun",
+        nfc={
+            "uid": "04A1B2C3D4E5F6",
+            "sdm_meta_read_key": keys.meta_read.hex(),
+            "sdm_file_read_key": keys.file_read.hex(),
+        },
+    )
+    qr = await make_tag(client, org, campaign["id"])
+    cache = TagCache(secret_key=settings.secret_key)
+    await cache.load_all(conn)
+    hit = cache.lookup(tag["code"])
+    assert hit is not None
+    entry, campaign_entry = hit
+    assert campaign_entry.nfc_invalid_tap == "block"
+    assert entry.sun is not None
+    assert (entry.sun.uid, entry.sun.keys) == (bytes.fromhex("04A1B2C3D4E5F6"), keys)
+    assert cache.lookup(qr["code"]) is not None
+    assert cache.lookup(qr["code"])[0].sun is None  # type: ignore[index]
+
+    def assert_no_clear_keys(data: bytes) -> None:
+        for key in (keys.meta_read, keys.file_read):
+            assert key not in data
+            assert key.hex().encode() not in data.lower()
+
+    # Snapshot: the sealed keys, opened again on load.
+    path = tmp_path / "tags.snapshot.json"
+    cache.save_snapshot(path)
+    assert_no_clear_keys(path.read_bytes())
+    restored = TagCache(secret_key=settings.secret_key)
+    assert restored.load_snapshot(path) is True
+    assert restored.lookup(tag["code"]) == hit
+
+    # Journal: the rows re-read after a change, replayed into a cold cache.
+    journal = CacheJournal(tmp_path / "journal")
+    journal.append(await cache.reload(conn, tag_ids=[tag["id"]], campaign_ids=[campaign["id"]]))
+    assert journal.flush() == 2
+    assert_no_clear_keys(b"".join(p.read_bytes() for p in journal.directory.glob("*.jsonl")))
+    cold = TagCache(secret_key=settings.secret_key)
+    assert replay(journal.directory, cold, since=None) == 2
+    assert cold.lookup(tag["code"]) == hit
+    journal.close()
+
+    # Keys that do not open (another secret key): cached without keys, taps invalid.
+    wrong = TagCache(secret_key="another-secret-key-of-32-characters-or-more")
+    await wrong.load_all(conn)
+    other = wrong.lookup(tag["code"])
+    assert other is not None and other[0].sun is not None
+    assert (other[0].sun.uid, other[0].sun.keys) == (entry.sun.uid, None)

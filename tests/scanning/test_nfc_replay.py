@@ -10,8 +10,7 @@ import psycopg
 import pytest
 
 from campaigns.db import libpq_url
-from campaigns.payloads.sun import SunResult
-from campaigns.scanning.nfc import accept_counter, nfc_verification
+from campaigns.scanning.nfc import accept_counter
 from tests.conftest import Org, make_campaign, make_tag
 
 
@@ -116,10 +115,3 @@ async def test_accepting_a_counter_does_not_notify_the_tag_caches(
     finally:
         await listener.close()
         await writer.close()
-
-
-def test_scan_verdict_from_the_mac_and_the_replay_check() -> None:
-    valid = SunResult("valid_mac", uid=bytes(7), counter=3)
-    assert nfc_verification(valid, accepted=True) == "valid"
-    assert nfc_verification(valid, accepted=False) == "replayed"
-    assert nfc_verification(SunResult("invalid"), accepted=None) == "invalid"

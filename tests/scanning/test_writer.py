@@ -351,7 +351,7 @@ async def test_stop_during_a_long_lock_is_bounded_and_spools_every_waiting_scan(
         await asyncio.sleep(0.2)  # the first batch is now in its COPY, behind the lock
         await asyncio.wait_for(writer.stop(), 30)
         assert all(task.done() for task in waiting)
-        assert [task.result() for task in waiting] == [None] * 10
+        assert [task.result() for task in waiting] == scans  # spooled as submitted
         await locker.commit()
     assert writer.stats.spooled == 10
     lines = "".join(p.read_text() for p in tmp_path.glob("scans-*.jsonl")).splitlines()
@@ -440,11 +440,10 @@ async def test_a_full_queue_sheds_load(conninfo: str, tmp_path: Path) -> None:
     writer = ScanWriter(conninfo, tmp_path, queue_max=5)
     await writer.start()
     # The submits all run before the writer's loop takes the first one from the queue.
-    results = await asyncio.gather(
-        *(writer.submit(record()) for _ in range(8)), return_exceptions=True
-    )
+    records = [record() for _ in range(8)]
+    results = await asyncio.gather(*(writer.submit(r) for r in records), return_exceptions=True)
     await writer.stop()
-    assert results[:5] == [None] * 5
+    assert results[:5] == records[:5]  # committed as submitted
     assert all(isinstance(r, WriterOverloaded) and r.retry_after_s == 1 for r in results[5:])
     assert (writer.stats.committed, writer.stats.shed) == (5, 3)
 

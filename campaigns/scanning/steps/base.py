@@ -21,7 +21,10 @@ class ScanDraft:
     - ``bot_reason`` [device and bot]: ``head``, ``prefetch``, ``previewer``, ``scanner``,
       ``crawler`` or ``no_user_agent``, the first that applies; None for a person;
     - ``visitor_id`` [visitor]: 16 bytes;
-    - ``burst`` [burst]: True past the per-client rate (still a person's scan).
+    - ``burst`` [burst]: True past the per-client rate (still a person's scan);
+    - ``nfc_counter``, ``nfc_verification`` [NFC verification]: for ``nfc_sun`` tags, the
+      SUN message's read counter (0..16 777 215) when it is authentic, and the verdict:
+      ``invalid``, or None with a counter (its replay verdict is decided at commit).
     """
 
     request: ScanRequest
@@ -33,6 +36,8 @@ class ScanDraft:
     bot_reason: str | None = None
     visitor_id: bytes | None = None
     burst: bool = False
+    nfc_counter: int | None = None
+    nfc_verification: str | None = None
 
     @property
     def is_bot(self) -> bool:
