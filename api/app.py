@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 
 from api import metrics
 from api.errors import install_error_handlers
-from api.middleware import BodySizeLimit, HeaderSizeLimit
+from api.middleware import BodySizeLimit, ForwardedFor, HeaderSizeLimit
 from api.openapi import install_openapi, operation_id
 from api.routers import (
     artwork,
@@ -34,12 +34,15 @@ from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.settings import Settings, get_settings
+from geo.geoip import GeoIPReader
 
 
 def serve_short_links_first(app: FastAPI) -> None:
     """Put the short links (:class:`api.scan_endpoint.ShortLinks`) in front of ``app``'s
     whole middleware stack, behind only the header-size guard (431 ``headers_too_large``
-    on every path): a scan reaches its handler before Starlette's error and body-limit
+    on every path) and the client address behind proxies
+    (:class:`api.middleware.ForwardedFor`): a scan reaches its handler before Starlette's
+    error and body-limit
     middleware and the router. ``app`` stays the object tests and servers use (``state``,
     ``router.lifespan_context``, OpenAPI unchanged); Starlette builds the stack lazily on
     the first call through ``build_middleware_stack``, which this wraps.
@@ -50,7 +53,9 @@ def serve_short_links_first(app: FastAPI) -> None:
 
     def build_middleware_stack() -> ASGIApp:
         short_links = ShortLinks(build_stack(), state=app.state)
-        return HeaderSizeLimit(short_links, max_bytes=app.state.settings.max_header_bytes)
+        settings = app.state.settings
+        guarded = HeaderSizeLimit(short_links, max_bytes=settings.max_header_bytes)
+        return ForwardedFor(guarded, trusted=settings.trusted_proxies)
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
@@ -70,6 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data_dir=settings.data_dir,
             secret_key=settings.secret_key,
             limiter=app.state.rate_limiter,
+            geoip=(
+                GeoIPReader(settings.geoip_db, check_interval_s=settings.geoip_check_interval_s)
+                if settings.geoip_db is not None
+                else None
+            ),
             batch_size=settings.writer_batch_size,
             max_delay_s=settings.writer_max_delay_s,
             reconcile_interval_s=settings.cache_reconcile_interval_s,

@@ -91,6 +91,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "not_sun_tag": (422, "SDM settings exist only for `nfc_sun` tags"),
     "sun_tag_uses_sdm": (422, "An `nfc_sun` tag is personalised from `/sdm`, not `/ndef`"),
     "nfc_invalid_tap_required": (422, "`nfc_invalid_tap` cannot be null"),
+    "precise_location_required": (422, "`precise_location` cannot be null"),
     "redirect_loop": (422, "A URL points at this service's own short-link origin"),
     "too_small_to_scan": (422, "A module would be under 0.4 mm at this size (`min_size_mm`)"),
     "low_contrast": (422, "`fg` and `bg` contrast below 4:1"),

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     Double,
@@ -160,6 +161,7 @@ class Campaign(Base):
             "ends_at IS NULL OR starts_at IS NULL OR ends_at > starts_at", name="schedule"
         ),
         CheckConstraint("nfc_invalid_tap IN ('flag', 'block')", name="nfc_invalid_tap"),
+        CheckConstraint("precise_location IN ('off', 'ask')", name="precise_location"),
     )
 
     id: Mapped[int] = _pk()
@@ -177,6 +179,9 @@ class Campaign(Base):
     cost_currency: Mapped[str | None] = mapped_column(String(3))
     archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     nfc_invalid_tap: Mapped[str] = mapped_column(String(8), default="flag", server_default="flag")
+    #: ``ask``: ``GET /s/{code}`` answers a page asking the browser's position (with
+    #: consent) before going on; ``off``: a plain redirect.
+    precise_location: Mapped[str] = mapped_column(String(8), default="off", server_default="off")
     #: IANA time zone of the campaign's reports (days of the attribution report).
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     created_at: Mapped[dt.datetime] = _created_at()
@@ -316,6 +321,7 @@ class Scan(Base):
             "'no_user_agent')",
             name="bot_reason",
         ),
+        CheckConstraint("geo_source IN ('gps', 'placement', 'ip')", name="geo_source"),
         # Journeys (attribution): a visitor's other scans. Partial, so scans without the
         # key cost nothing; see docs/DECISIONS.md for the cost on the hot path.
         Index(
@@ -363,6 +369,58 @@ class Scan(Base):
     #: First-party visitor cookie (a random UUID), when the organization enables it and
     #: the visitor agreed: links a visitor's scans across days for attribution journeys.
     cookie_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Geolocation (campaigns/scanning/steps/geolocation.py). From the GeoIP database, the
+    # full address used in memory only: ISO 3166-1 alpha-2 ``country``, ISO 3166-2
+    # ``region`` (without the country prefix), ``city``, and the IP position (WGS 84)
+    # with its accuracy radius in metres.
+    country: Mapped[str | None] = mapped_column(Text)
+    region: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    ip_lat: Mapped[float | None] = mapped_column(Double)
+    ip_lon: Mapped[float | None] = mapped_column(Double)
+    ip_accuracy_m: Mapped[int | None] = mapped_column(Integer)
+    #: The position of record (WGS 84) from ``geo_source`` (``placement`` or ``ip``; a
+    #: consented fix is read as ``gps`` through the ``scan_positions`` view) and its
+    #: accuracy in metres (null for a placement). ``position`` is computed from the two
+    #: doubles, so the group commit's COPY writes plain numbers.
+    position_lat: Mapped[float | None] = mapped_column(Double)
+    position_lon: Mapped[float | None] = mapped_column(Double)
+    geo_source: Mapped[str | None] = mapped_column(Text)
+    accuracy_m: Mapped[float | None] = mapped_column(Double)
+    #: The store matched: the organization's location whose area covers the position,
+    #: else the tag's location.
+    location_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: The IP position is farther from the tag's placement than its accuracy plus 50 km;
+    #: null when either is unknown.
+    far_from_placement: Mapped[bool | None] = mapped_column(Boolean)
+    position: Mapped[WKBElement | None] = mapped_column(
+        Geography(geometry_type="POINT", srid=4326, spatial_index=False),
+        Computed(
+            "CASE WHEN position_lon IS NOT NULL AND position_lat IS NOT NULL "
+            "THEN (ST_SetSRID(ST_MakePoint(position_lon, position_lat), 4326))::geography END",
+            persisted=True,
+        ),
+    )
+
+
+class ScanLocation(Base):
+    """A consented precise position (the browser's Geolocation API) for one scan, keyed by
+    its click id: at most one per scan, within ten minutes of it
+    (:mod:`campaigns.services.scan_locations`). ``position`` WGS 84, ``accuracy_m``
+    metres. Read as the scan's position with ``geo_source = 'gps'`` through the
+    ``scan_positions`` view. Scans stay append-only."""
+
+    __tablename__ = "scan_locations"
+
+    click_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[WKBElement] = mapped_column(
+        Geography(geometry_type="POINT", srid=4326, spatial_index=False)
+    )
+    accuracy_m: Mapped[float] = mapped_column(Double)
+    recorded_at: Mapped[dt.datetime] = _created_at()
 
 
 class Conversion(Base):

@@ -129,6 +129,11 @@ def _hex_digits(count: int, what: str) -> AfterValidator:
 NfcUid = Annotated[str, _hex_digits(14, "uid (7 bytes)")]
 AesKeyHex = Annotated[str, _hex_digits(32, "an AES-128 key")]
 NfcInvalidTap = Literal["flag", "block"]
+PreciseLocation = Literal["off", "ask"]
+_PRECISE_LOCATION = (
+    "`ask`: a scan by a person gets a short page (French or English) asking the browser's "
+    "position, with consent, before going on to the destination; `off`: a plain redirect"
+)
 _VISITOR_COOKIE = (
     "Scans set a first-party visitor cookie linking a visitor's scans across days (EU: needs "
     "consent; default false)"
@@ -292,6 +297,7 @@ class CampaignCreate(_Schedule):
     cost: Money | None = doc(_COST, _MONEY_EXAMPLE, default=None)
     nfc_invalid_tap: NfcInvalidTap = doc(_NFC_INVALID_TAP, "flag", default="flag")
     timezone: Timezone = doc(_CAMPAIGN_TZ, "Europe/Paris", default="UTC")
+    precise_location: PreciseLocation = doc(_PRECISE_LOCATION, "ask", default="off")
 
 
 class CampaignUpdate(_Schedule):
@@ -321,6 +327,9 @@ class CampaignUpdate(_Schedule):
         _NFC_INVALID_TAP + "; cannot be null", "block", default=None
     )
     timezone: Timezone | None = doc(_CAMPAIGN_TZ + "; cannot be null", "Europe/Paris", default=None)
+    precise_location: PreciseLocation | None = doc(
+        _PRECISE_LOCATION + "; cannot be null", "ask", default=None
+    )
 
 
 class CampaignRead(Schema):
@@ -340,6 +349,7 @@ class CampaignRead(Schema):
     archived: bool = doc("Archived campaigns are left out of listings with `archived=false`", False)
     nfc_invalid_tap: NfcInvalidTap = doc(_NFC_INVALID_TAP, "flag")
     timezone: str = doc(_CAMPAIGN_TZ, "Europe/Paris")
+    precise_location: PreciseLocation = doc(_PRECISE_LOCATION, "off")
     created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
     updated_at: dt.datetime = doc("Last change, UTC", _WHEN)
 

@@ -30,9 +30,13 @@ SNAPSHOT_FORMAT = "passerelle-tags/1"
 
 _CAMPAIGN_COLUMNS = (
     "id, organization_id, slug, destination_url, fallback_url, starts_at, ends_at, utm, "
-    "archived, deleted_at IS NOT NULL"
+    "archived, deleted_at IS NOT NULL, precise_location"
 )
-_TAG_COLUMNS = "id, code, campaign_id, kind, label, destination_url, status"
+# Placement as lon/lat doubles (WGS 84 degrees): what the geolocation step reads.
+_TAG_COLUMNS = (
+    "id, code, campaign_id, kind, label, destination_url, status, location_id, "
+    "ST_X(placement::geometry), ST_Y(placement::geometry)"
+)
 
 
 class Changes(NamedTuple):
@@ -53,7 +57,8 @@ class Changes(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class CampaignEntry:
     """What the hot path needs of a campaign. Times are aware UTC; ``utm`` maps
-    ``source|medium|campaign|term|content`` to default values."""
+    ``source|medium|campaign|term|content`` to default values; ``precise_location``
+    ``off`` or ``ask`` (the consent page asking the browser's position)."""
 
     id: int
     organization_id: int
@@ -64,6 +69,7 @@ class CampaignEntry:
     ends_at: dt.datetime | None
     utm: dict[str, str]
     archived: bool
+    precise_location: str = "off"
 
     def is_live(self, now: dt.datetime) -> bool:
         """True when the campaign is not archived and ``now`` is inside its schedule."""
@@ -75,7 +81,9 @@ class CampaignEntry:
 
 
 class TagEntry(NamedTuple):
-    """An active tag. ``code`` is upper case; ``destination_url`` overrides the campaign's."""
+    """An active tag. ``code`` is upper case; ``destination_url`` overrides the campaign's;
+    ``location_id`` the store it is placed in and ``placement_lon``/``placement_lat``
+    where (WGS 84 degrees), None when unplaced."""
 
     id: int
     code: str
@@ -83,6 +91,9 @@ class TagEntry(NamedTuple):
     kind: str
     label: str | None
     destination_url: str | None
+    location_id: int | None = None
+    placement_lon: float | None = None
+    placement_lat: float | None = None
 
 
 class TagCache:
@@ -127,22 +138,24 @@ class TagCache:
     # -- applying rows -------------------------------------------------------------------
 
     def _apply_campaign(self, row: tuple[Any, ...]) -> None:
-        (cid, org, slug, dest, fallback, starts, ends, utm, archived, deleted) = row
+        # Rows journaled before precise_location existed end at ``deleted``.
+        (cid, org, slug, dest, fallback, starts, ends, utm, archived, deleted, *extra) = row
         if deleted:
             self._campaigns.pop(cid, None)
             return
         self._campaigns[cid] = CampaignEntry(
-            cid, org, slug, dest, fallback, starts, ends, dict(utm or {}), archived
+            cid, org, slug, dest, fallback, starts, ends, dict(utm or {}), archived, *extra
         )
 
     def _apply_tag(self, row: tuple[Any, ...]) -> None:
-        tid, code, campaign_id, kind, label, dest, status = row
+        # Rows journaled before placements were cached end at ``status``.
+        tid, code, campaign_id, kind, label, dest, status, *placed = row
         if status != "active":
             self._tags.pop(code, None)  # codes never change, so the row names its key
             return
         campaign_id = self._shared.setdefault(campaign_id, campaign_id)
         kind = self._shared.setdefault(kind, kind)
-        self._tags[code] = TagEntry(tid, code, campaign_id, kind, label, dest)  # type: ignore[arg-type]
+        self._tags[code] = TagEntry(tid, code, campaign_id, kind, label, dest, *placed)  # type: ignore[arg-type]
 
     def _forget_tag_ids(self, ids: set[int]) -> None:
         """Drop tags by id: a scan of the whole cache, only for rows hard-deleted."""
@@ -332,6 +345,7 @@ class TagCache:
                     _iso(c.ends_at),
                     c.utm,
                     c.archived,
+                    c.precise_location,
                 ]
                 fh.write(dumps(row) + "\n")
             for tag in tags:
@@ -353,11 +367,12 @@ class TagCache:
                 for _ in range(header["campaigns"]):
                     c = json.loads(fh.readline())
                     fresh._campaigns[c[0]] = CampaignEntry(
-                        c[0], c[1], c[2], c[3], c[4], _parse(c[5]), _parse(c[6]), c[7], c[8]
+                        c[0], c[1], c[2], c[3], c[4], _parse(c[5]), _parse(c[6]), *c[7:]
                     )
                 for line in fh:
-                    tid, code, campaign_id, kind, label, dest = json.loads(line)
-                    fresh._apply_tag((tid, code, campaign_id, kind, label, dest, "active"))
+                    # Older snapshots stop after destination_url (no placement).
+                    tid, code, campaign_id, kind, label, dest, *placed = json.loads(line)
+                    fresh._apply_tag((tid, code, campaign_id, kind, label, dest, "active", *placed))
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
             return False
         self._tags, self._campaigns, self._shared = fresh._tags, fresh._campaigns, fresh._shared

@@ -212,10 +212,11 @@ def replay(directory: Path, cache: TagCache, *, since: dt.datetime | None) -> in
     gone_tags: list[int] = []
     for at, entry in newest.values():
         kind, row = entry[0], entry[2:]
-        if kind == "c" and len(row) == 10:
+        # Longer rows: columns the cache gained since (older lines lack them).
+        if kind == "c" and len(row) >= 10:
             row[5], row[6] = _parse(row[5]), _parse(row[6])
             campaigns.append((*row, at))
-        elif kind == "t" and len(row) == 7:
+        elif kind == "t" and len(row) >= 7:
             tags.append((*row, at))
         elif kind == "c-":
             gone_campaigns.append(int(row[0]))

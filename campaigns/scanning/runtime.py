@@ -3,7 +3,9 @@
 :class:`CacheRuntime` loads the tag cache (from the database, else from the snapshot
 and the cache journal), keeps it fresh (LISTEN/NOTIFY re-reads, periodic reconcile and
 prune), writes the snapshot and the journal, and keeps the visitor salts created ahead
-and cached. All of it runs in background tasks; nothing here is on a request's path.
+and cached, and keeps the stores' geofences (:mod:`~campaigns.scanning.locations`)
+fresh on the same notifications. All of it runs in background tasks; nothing here is
+on a request's path.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import psycopg
 
 from campaigns.scanning.cache import NOTIFY_CHANNEL, TagCache
 from campaigns.scanning.journal import FLUSH_INTERVAL_S, CacheJournal, replay
+from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.visitors import VisitorIds
 
 log = logging.getLogger(__name__)
@@ -44,11 +47,13 @@ class CacheRuntime:
         data_dir: Path,
         cache: TagCache,
         visitors: VisitorIds,
+        locations: LocationCache | None = None,
         reconcile_interval_s: float = 30.0,
     ) -> None:
         self._conninfo = conninfo
         self.cache = cache
         self.visitors = visitors
+        self.locations = locations or LocationCache()
         self.snapshot_path = data_dir / SNAPSHOT_FILE
         self.journal = CacheJournal(data_dir / JOURNAL_DIR)
         self._reconcile_interval_s = reconcile_interval_s
@@ -75,6 +80,7 @@ class CacheRuntime:
             async with await self._connect() as conn:
                 await self.cache.load_all(conn)
                 await self.visitors.refresh(conn)
+                await self.locations.load_all(conn)
         except (psycopg.Error, OSError) as exc:
             await asyncio.to_thread(self._load_local)
             log.warning(
@@ -173,6 +179,21 @@ class CacheRuntime:
                     if attempt == 2:
                         raise
 
+    async def _reread_locations(self, location_ids: set[int] | None) -> None:
+        """Re-read the organizations owning ``location_ids`` (None: every location) on
+        the reader connection. Raises ``psycopg.Error``."""
+        async with self._reader_lock:
+            if self._reader is None or self._reader.closed:
+                self._reader = await self._connect()
+            try:
+                if location_ids is None:
+                    await self.locations.load_all(self._reader)
+                else:
+                    await self.locations.reload(self._reader, location_ids=location_ids)
+            except (psycopg.Error, OSError):
+                await self._close_reader()
+                raise
+
     async def _close_reader(self) -> None:
         if self._reader is not None:
             with contextlib.suppress(Exception):
@@ -216,10 +237,18 @@ class CacheRuntime:
         connection: a query on the listening one could interleave with notifications)."""
         while True:
             pending: dict[str, set[int]] = defaultdict(set)
-            bulk = False
+            bulk = all_locations = False
             async for notify in conn.notifies(timeout=0.05):
-                bulk |= parse_notify(notify.payload, pending)
-            if not pending and not bulk:
+                if notify.payload.startswith("locations:"):
+                    all_locations |= parse_notify(notify.payload, pending)
+                else:
+                    bulk |= parse_notify(notify.payload, pending)
+            if all_locations or pending.get("locations"):
+                try:
+                    await self._reread_locations(None if all_locations else pending["locations"])
+                except (psycopg.Error, OSError) as exc:
+                    log.warning("locations re-read failed: %s", exc)
+            if not pending.get("tags") and not pending.get("campaigns") and not bulk:
                 continue
             try:
                 await self._reread(
@@ -243,6 +272,7 @@ class CacheRuntime:
                         await self.cache.prune(conn)
                         pruned_at = time.monotonic()
                     await self.visitors.refresh(conn)
+                    await self.locations.load_all(conn)
             except (psycopg.Error, OSError) as exc:
                 log.info("reconcile skipped: %s", exc)
                 continue

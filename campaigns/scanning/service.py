@@ -17,6 +17,7 @@ from pathlib import Path
 from campaigns.scanning.cache import TagCache
 from campaigns.scanning.device import parse_device
 from campaigns.scanning.links import build_destination, new_click_id, scan_utm
+from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.record import ScanRecord
 from campaigns.scanning.request import ScanRequest
@@ -25,6 +26,7 @@ from campaigns.scanning.runtime import CacheRuntime
 from campaigns.scanning.steps import ScanDraft, StepContext, build_steps, run_steps
 from campaigns.scanning.visitors import SALT_FILE, VisitorIds
 from campaigns.scanning.writer import ScanWriter, WriterOptions
+from geo.geoip import GeoIPReader
 
 __all__ = ["Resolution", "ScanService"]
 
@@ -34,7 +36,8 @@ _WARM_UP_AGENT = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/131.
 class ScanService:
     """Per-process scan runtime. ``conninfo`` is a libpq URL; ``data_dir`` holds the spool
     (``spool/``), the tag snapshot and journal, and the cached visitor salts;
-    ``limiter`` flags scans past the per-client rate as ``burst`` (None: never)."""
+    ``limiter`` flags scans past the per-client rate as ``burst`` (None: never);
+    ``geoip`` geolocates client addresses (None: no IP geolocation)."""
 
     def __init__(
         self,
@@ -43,18 +46,21 @@ class ScanService:
         data_dir: Path,
         secret_key: str,
         limiter: RateLimiter | None = None,
+        geoip: GeoIPReader | None = None,
         batch_size: int = 500,
         max_delay_s: float = 0.002,
         reconcile_interval_s: float = 30.0,
         writer_options: WriterOptions | None = None,
     ) -> None:
         self.cache = TagCache()
+        self.locations = LocationCache()
         self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=secret_key)
         self.runtime = CacheRuntime(
             conninfo=conninfo,
             data_dir=data_dir,
             cache=self.cache,
             visitors=self.visitors,
+            locations=self.locations,
             reconcile_interval_s=reconcile_interval_s,
         )
         self.writer = ScanWriter(
@@ -65,7 +71,12 @@ class ScanService:
             **(writer_options or {}),
         )
         self.limiter = limiter
-        self.steps = build_steps(StepContext(visitors=self.visitors, limiter=limiter))
+        self.geoip = geoip
+        self.steps = build_steps(
+            StepContext(
+                visitors=self.visitors, limiter=limiter, geoip=geoip, locations=self.locations
+            )
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -151,6 +162,18 @@ class ScanService:
             visitor_id=draft.visitor_id,
             bot_reason=draft.bot_reason,
             burst=draft.burst,
+            country=draft.country,
+            region=draft.region,
+            city=draft.city,
+            ip_lat=draft.ip_lat,
+            ip_lon=draft.ip_lon,
+            ip_accuracy_m=draft.ip_accuracy_m,
+            position_lat=draft.position_lat,
+            position_lon=draft.position_lon,
+            geo_source=draft.geo_source,
+            accuracy_m=draft.accuracy_m,
+            location_id=draft.location_id,
+            far_from_placement=draft.far_from_placement,
         )
         await self.writer.submit(record)
         return url, record

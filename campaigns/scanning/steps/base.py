@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.resolution import Resolution
 from campaigns.scanning.visitors import VisitorIds
+from geo.geoip import GeoIPReader
 
 
 @dataclass(slots=True)
@@ -21,7 +23,10 @@ class ScanDraft:
     - ``bot_reason`` [device and bot]: ``head``, ``prefetch``, ``previewer``, ``scanner``,
       ``crawler`` or ``no_user_agent``, the first that applies; None for a person;
     - ``visitor_id`` [visitor]: 16 bytes;
-    - ``burst`` [burst]: True past the per-client rate (still a person's scan).
+    - ``burst`` [burst]: True past the per-client rate (still a person's scan);
+    - ``country``, ``region``, ``city``, ``ip_lat``, ``ip_lon``, ``ip_accuracy_m``,
+      ``position_lat``, ``position_lon``, ``geo_source``, ``accuracy_m``,
+      ``location_id``, ``far_from_placement`` [geolocation]: as the ``Scan`` model.
     """
 
     request: ScanRequest
@@ -33,6 +38,18 @@ class ScanDraft:
     bot_reason: str | None = None
     visitor_id: bytes | None = None
     burst: bool = False
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    ip_lat: float | None = None
+    ip_lon: float | None = None
+    ip_accuracy_m: int | None = None
+    position_lat: float | None = None
+    position_lon: float | None = None
+    geo_source: str | None = None
+    accuracy_m: float | None = None
+    location_id: int | None = None
+    far_from_placement: bool | None = None
 
     @property
     def is_bot(self) -> bool:
@@ -42,11 +59,14 @@ class ScanDraft:
 
 @dataclass(frozen=True, slots=True)
 class StepContext:
-    """The per-process, in-memory state steps may read: visitor salts and the
-    per-client rate limiter (None: no burst flagging)."""
+    """The per-process, in-memory state steps may read: visitor salts, the per-client
+    rate limiter (None: no burst flagging), the GeoIP database (None: no IP
+    geolocation) and the stores' geofences (None: scans keep their tag's location)."""
 
     visitors: VisitorIds
     limiter: RateLimiter | None
+    geoip: GeoIPReader | None = None
+    locations: LocationCache | None = None
 
 
 class ScanStep(Protocol):
