@@ -53,7 +53,7 @@ class CacheRuntime:
         self._conninfo = conninfo
         self.cache = cache
         self.visitors = visitors
-        self.locations = locations or LocationCache()
+        self.locations = LocationCache() if locations is None else locations
         self.snapshot_path = data_dir / SNAPSHOT_FILE
         self.journal = CacheJournal(data_dir / JOURNAL_DIR)
         self._reconcile_interval_s = reconcile_interval_s

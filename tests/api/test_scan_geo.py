@@ -1,0 +1,371 @@
+"""Scan geography: the client address behind proxies, IP geolocation, the position of
+record, the matched store and ``far_from_placement``, against real PostGIS.
+
+The app here has a GeoIP database built by ``tests/fixtures/mmdb.py``: 81.2.69.0/24 is
+London (accuracy 10 km), 2.125.160.0/20 Paris (20 km), 89.160.20.0/24 Sweden without a
+position. It trusts the default proxies (loopback only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api.app import create_app
+from campaigns.settings import Settings
+from geo.distance import distance_m
+from tests.conftest import Org, make_org
+from tests.fixtures.mmdb import write_mmdb
+
+LONDON_IP = "81.2.69.142"
+PARIS_IP = "2.125.160.216"
+SWEDEN_IP = "89.160.20.112"  # in the database, without a position
+UNKNOWN_IP = "8.8.8.8"  # global, not in the database
+PRIVATE_IP = "10.1.2.3"
+PARIS = (2.3522, 48.8566)  # the database's Paris position (lon, lat)
+LONDON = (-0.0931, 51.5142)
+# A spot in central Paris away from the database's Paris position.
+LOUVRE = (2.3376, 48.8606)
+
+
+@pytest.fixture(scope="module")
+async def geo_app(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[FastAPI]:
+    """The app with a GeoIP database and default proxy settings."""
+    directory = tmp_path_factory.mktemp("geo")
+    mmdb = write_mmdb(directory / "city.mmdb")
+    app = create_app(
+        settings.model_copy(
+            update={
+                "geoip_db": mmdb,
+                "data_dir": directory / "data",
+                "forwarded_allow_ips": Settings.model_fields["forwarded_allow_ips"].default,
+            }
+        )
+    )
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def scan_from(
+    geo_app: FastAPI, client: httpx.AsyncClient
+) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
+    """Clients of the geo app connecting from a given peer address (``client`` is here for
+    its clean-up: the database is emptied after each test)."""
+    opened: list[httpx.AsyncClient] = []
+
+    def make(peer: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=geo_app, client=(peer, 40000))
+        c = httpx.AsyncClient(transport=transport, base_url="https://go.example.com")
+        opened.append(c)
+        return c
+
+    yield make
+    for c in opened:
+        await c.aclose()
+
+
+@pytest.fixture
+async def acme(sessionmaker: async_sessionmaker[AsyncSession], client: httpx.AsyncClient) -> Org:
+    return await make_org(sessionmaker, "Acme")
+
+
+async def api(
+    c: httpx.AsyncClient, org: Org, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    response = await c.request(method, path, json=body, headers=org.headers)
+    assert response.status_code in (200, 201), response.text
+    return dict(response.json())
+
+
+def point(lon_lat: tuple[float, float]) -> dict[str, Any]:
+    return {"type": "Point", "coordinates": list(lon_lat)}
+
+
+async def campaign_and_tag(
+    c: httpx.AsyncClient, org: Org, **tag: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    campaign = await api(
+        c,
+        org,
+        "POST",
+        "/v1/campaigns",
+        {"name": "Windows", "destination_url": "https://shop.example.com/"},
+    )
+    made = await api(c, org, "POST", f"/v1/campaigns/{campaign['id']}/tags", {"kind": "qr", **tag})
+    return campaign, made
+
+
+GEO_COLUMNS = (
+    "host(ip_truncated) AS ip, country, region, city, ip_lat, ip_lon, ip_accuracy_m, "
+    "position_lat, position_lon, ST_X(position::geometry) AS x, ST_Y(position::geometry) AS y, "
+    "geo_source, accuracy_m, location_id, far_from_placement"
+)
+
+
+async def last_scan(engine: AsyncEngine) -> dict[str, Any]:
+    query = text(f"SELECT {GEO_COLUMNS} FROM scans ORDER BY id DESC LIMIT 1")  # noqa: S608
+    async with engine.connect() as conn:
+        return dict((await conn.execute(query)).mappings().one())
+
+
+async def scan(c: httpx.AsyncClient, code: str, **headers: str) -> None:
+    response = await c.get(f"/s/{code}", headers=headers)
+    assert response.status_code == 302, response.text
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    """Wait (at most 10 s) for background state, such as a NOTIFY re-read, to arrive."""
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("state never arrived")
+
+
+# -- 1. client address ------------------------------------------------------------------
+
+
+async def test_a_spoofed_left_most_forwarded_address_never_wins(
+    scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    proxy = scan_from("127.0.0.1")  # loopback: trusted by default
+    _, tag = await campaign_and_tag(proxy, acme)
+    # The phone wrote "X-Forwarded-For: <Paris>"; our proxy appended the real peer.
+    await scan(proxy, tag["code"], **{"X-Forwarded-For": f"{PARIS_IP}, {LONDON_IP}"})
+    stored = await last_scan(engine)
+    assert (stored["ip"], stored["country"], stored["city"]) == ("81.2.69.0", "GB", "London")
+
+    # Proxies in a row: trusted hops are skipped from the right.
+    await scan(proxy, tag["code"], **{"X-Forwarded-For": f"{PARIS_IP}, {LONDON_IP}, ::1"})
+    assert (await last_scan(engine))["ip"] == "81.2.69.0"
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
+    scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    phone = scan_from(PARIS_IP)
+    _, tag = await campaign_and_tag(phone, acme)
+    await scan(phone, tag["code"], **{"X-Forwarded-For": LONDON_IP})
+    stored = await last_scan(engine)
+    assert (stored["ip"], stored["country"], stored["region"], stored["city"]) == (
+        "2.125.160.0",
+        "FR",
+        "IDF",
+        "Paris",
+    )
+
+
+def test_forwarded_allow_ips_are_cidr_ranges() -> None:
+    settings = Settings(forwarded_allow_ips=" 10.0.0.0/8 , 2001:db8::/32 ")
+    assert settings.forwarded_allow_ips == "10.0.0.0/8,2001:db8::/32"
+    assert settings.trusted_proxies.networks[0].num_addresses == 1 << 24
+    assert Settings().forwarded_allow_ips == "127.0.0.1/32,::1/128"
+    with pytest.raises(ValueError, match="PASSERELLE_FORWARDED_ALLOW_IPS"):
+        Settings(forwarded_allow_ips="10.0.0.0/8,proxy.example.com")
+
+
+# -- 2. IP geolocation ------------------------------------------------------------------
+
+
+async def test_ip_geolocation_stores_country_region_city_and_ip_position(
+    scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    phone = scan_from(PARIS_IP)
+    _, tag = await campaign_and_tag(phone, acme)
+    await scan(phone, tag["code"])
+    stored = await last_scan(engine)
+    assert stored == {
+        "ip": "2.125.160.0",  # the full address was used in memory only
+        "country": "FR",
+        "region": "IDF",
+        "city": "Paris",
+        "ip_lat": PARIS[1],
+        "ip_lon": PARIS[0],
+        "ip_accuracy_m": 20_000,
+        "position_lat": PARIS[1],
+        "position_lon": PARIS[0],
+        "x": PARIS[0],
+        "y": PARIS[1],
+        "geo_source": "ip",
+        "accuracy_m": 20_000.0,
+        "location_id": None,
+        "far_from_placement": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("peer", "country"),
+    [(PRIVATE_IP, None), (UNKNOWN_IP, None), (SWEDEN_IP, "SE")],
+    ids=["private", "unknown", "country-only"],
+)
+async def test_private_and_unknown_addresses_get_nothing_and_no_error(
+    scan_from: Callable[[str], httpx.AsyncClient],
+    acme: Org,
+    engine: AsyncEngine,
+    peer: str,
+    country: str | None,
+) -> None:
+    phone = scan_from(peer)
+    _, tag = await campaign_and_tag(phone, acme)
+    await scan(phone, tag["code"])
+    stored = await last_scan(engine)
+    assert stored["country"] == country
+    assert [stored[k] for k in ("region", "city", "ip_lat", "ip_lon", "ip_accuracy_m")] == [
+        None
+    ] * 5
+    assert [stored[k] for k in ("x", "geo_source", "accuracy_m", "far_from_placement")] == [
+        None
+    ] * 4
+
+
+async def test_scans_work_without_a_geoip_database(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    # The session app has no PASSERELLE_GEOIP_DB; a placement still gives a position.
+    _, tag = await campaign_and_tag(client, org, placement=point(LOUVRE))
+    await scan(client, tag["code"])
+    stored = await last_scan(engine)
+    assert (stored["country"], stored["ip_lat"], stored["geo_source"]) == (None, None, "placement")
+    assert (stored["x"], stored["y"]) == LOUVRE
+    assert stored["far_from_placement"] is None
+
+
+# -- 3. position of record, matched store, far from placement ---------------------------
+
+
+async def test_placement_wins_over_the_ip_position(
+    scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    phone = scan_from(PARIS_IP)
+    _, tag = await campaign_and_tag(phone, acme, placement=point(LOUVRE))
+    await scan(phone, tag["code"])
+    stored = await last_scan(engine)
+    assert (stored["x"], stored["y"], stored["geo_source"]) == (*LOUVRE, "placement")
+    assert stored["accuracy_m"] is None  # where the marketer put it: no radius
+    assert (stored["ip_lon"], stored["ip_lat"]) == PARIS  # the IP position is kept too
+    # 1.1 km from the IP position: within its 20 km accuracy.
+    assert stored["far_from_placement"] is False
+
+
+async def test_far_from_placement_past_the_ip_accuracy_plus_50_km(
+    scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    phone = scan_from(LONDON_IP)
+    _, tag = await campaign_and_tag(phone, acme, placement=point(LOUVRE))
+    await scan(phone, tag["code"])
+    stored = await last_scan(engine)
+    assert distance_m(LONDON, LOUVRE) > 10_000 + 50_000
+    assert (stored["geo_source"], stored["far_from_placement"]) == ("placement", True)
+
+    # 55 km from the IP position: under 20 km + 50 km, so not far.
+    near_paris = (PARIS[0], PARIS[1] + 0.4946)
+    assert 54_000 < distance_m(PARIS, near_paris) < 56_000
+    _, tag = await campaign_and_tag(phone, acme, placement=point(near_paris))
+    await scan(scan_from(PARIS_IP), tag["code"])
+    assert (await last_scan(engine))["far_from_placement"] is False
+    # 75 km: past it.
+    farther = (PARIS[0], PARIS[1] + 0.6745)
+    assert 74_000 < distance_m(PARIS, farther) < 76_000
+    _, tag = await campaign_and_tag(phone, acme, placement=point(farther))
+    await scan(scan_from(PARIS_IP), tag["code"])
+    assert (await last_scan(engine))["far_from_placement"] is True
+
+
+def square(centre: tuple[float, float], half_deg: float) -> dict[str, Any]:
+    lon, lat = centre
+    ring = [
+        [lon - half_deg, lat - half_deg],
+        [lon + half_deg, lat - half_deg],
+        [lon + half_deg, lat + half_deg],
+        [lon - half_deg, lat + half_deg],
+        [lon - half_deg, lat - half_deg],
+    ]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+async def test_the_smallest_covering_area_is_the_matched_store(
+    geo_app: FastAPI,
+    scan_from: Callable[[str], httpx.AsyncClient],
+    acme: Org,
+    other_org: Org,
+    engine: AsyncEngine,
+) -> None:
+    phone = scan_from(PARIS_IP)
+    # A mall's large circle and, inside it, a shop's small polygon: both cover the Louvre.
+    mall = await api(
+        phone,
+        acme,
+        "POST",
+        "/v1/locations",
+        {"name": "Mall", "point": point(LOUVRE), "radius_m": 5000},
+    )
+    shop = await api(
+        phone,
+        acme,
+        "POST",
+        "/v1/locations",
+        {"name": "Shop", "point": point(LOUVRE), "geofence": square(LOUVRE, 0.001)},
+    )
+    # Another organization's tiny area there never matches Acme's scans.
+    await api(
+        phone,
+        other_org,
+        "POST",
+        "/v1/locations",
+        {"name": "Rival", "point": point(LOUVRE), "radius_m": 10},
+    )
+    # A store elsewhere, where the tag is said to be.
+    lyon = await api(
+        phone, acme, "POST", "/v1/locations", {"name": "Lyon", "point": point((4.85, 45.76))}
+    )
+    locations = geo_app.state.scans.locations
+    await eventually(lambda: locations.match(acme.id, *LOUVRE) == shop["id"])
+
+    # Placed at the Louvre but attached to the Lyon store: the covering area decides.
+    _, tag = await campaign_and_tag(phone, acme, location_id=lyon["id"], placement=point(LOUVRE))
+    await scan(phone, tag["code"])
+    assert (await last_scan(engine))["location_id"] == shop["id"]
+
+    # Outside the shop, inside the mall's circle: the mall.
+    in_mall = (LOUVRE[0] + 0.01, LOUVRE[1])
+    _, tag = await campaign_and_tag(phone, acme, location_id=lyon["id"], placement=point(in_mall))
+    await scan(phone, tag["code"])
+    assert (await last_scan(engine))["location_id"] == mall["id"]
+
+    # Covered by nothing: the tag's own location.
+    _, tag = await campaign_and_tag(phone, acme, location_id=lyon["id"])
+    await scan(phone, tag["code"])
+    assert (await last_scan(engine))["location_id"] == lyon["id"]
+
+    # Deleting the shop reaches the cache through NOTIFY: the mall covers the Louvre then.
+    response = await phone.delete(f"/v1/locations/{shop['id']}", headers=acme.headers)
+    assert response.status_code == 204, response.text
+    await eventually(lambda: locations.match(acme.id, *LOUVRE) == mall["id"])
+
+
+async def test_an_ip_position_is_matched_to_a_store_area(
+    geo_app: FastAPI, scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    phone = scan_from(PARIS_IP)
+    paris = await api(
+        phone,
+        acme,
+        "POST",
+        "/v1/locations",
+        {"name": "Paris", "point": point(PARIS), "radius_m": 1000},
+    )
+    await eventually(lambda: geo_app.state.scans.locations.match(acme.id, *PARIS) == paris["id"])
+    _, tag = await campaign_and_tag(phone, acme)
+    await scan(phone, tag["code"])
+    stored = await last_scan(engine)
+    assert (stored["geo_source"], stored["location_id"]) == ("ip", paris["id"])
