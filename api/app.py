@@ -24,6 +24,7 @@ from api.routers import (
     nfc,
     organization,
     qr,
+    scan_locations,
     short_links,
     stats,
     tags,
@@ -125,6 +126,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue_total=settings.render_queue_total,
         cache_bytes=settings.render_cache_bytes,
     )
+    app.state.location_rate_limiter = (
+        RateLimiter(settings.location_rate_limit_per_s, settings.location_rate_limit_burst)
+        if settings.rate_limit_enabled
+        else None
+    )
     app.state.api_rate_limiter = (
         RateLimiter(settings.api_rate_limit_per_s, settings.api_rate_limit_burst)
         if settings.rate_limit_enabled
@@ -141,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(health.router)
     app.include_router(short_links.router)
+    app.include_router(scan_locations.router)
     for module in (
         campaigns,
         tags,

@@ -10,7 +10,9 @@ Prefixes are served from one table, :data:`SHORT_LINKS` (prefix -> route); addin
 :class:`~campaigns.scanning.request.ScanRequest`; the scan steps do the rest.
 
 Answers: ``302 Found`` (never 301: printed codes must stay re-pointable and every scan
-countable) with ``Cache-Control: no-store``; an HTML 404 page for unknown, malformed or
+countable) with ``Cache-Control: no-store``, or, for a person's scan of a campaign with
+``precise_location = ask``, a 200 consent page that goes on to the same URL
+(:func:`api.pages.location_page`); an HTML 404 page for unknown, malformed or
 disabled codes; an HTML 410 page for a campaign outside its schedule without a fallback
 URL; 503 problem+json with ``Retry-After`` when the scan cannot be stored (the writer's
 queue and spool past their bounds, or neither the database nor the disk took it). Never
@@ -28,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
 from api.metrics import Metrics
-from api.pages import gone_page, not_found_page
+from api.pages import gone_page, location_page, not_found_page
 from campaigns.models import utcnow
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.service import ScanService
@@ -140,6 +142,16 @@ class ShortLinks:
         metrics.scans.labels(
             record.channel, resolution.outcome, "true" if record.is_bot else "false"
         ).inc()
+        if scans.asks_location(record, resolution):
+            # precise_location = ask: the consent page, which goes on to the destination.
+            metrics.responses.labels("200").inc()
+            page = location_page(
+                destination=url,
+                click_id=record.click_id,
+                accept_language=request.accept_language,
+            )
+            await page(scope, _no_receive, send)
+            return
         metrics.responses.labels("302").inc()
         await send(
             {

@@ -1083,3 +1083,49 @@ class AttributionReport(Schema):
         "The organization's conversions in the window with no journey",
         {"conversions": 0, "revenue": []},
     )
+
+
+#: Largest accuracy radius a browser fix may claim, in metres: past it the fix says less
+#: than the IP position already does.
+MAX_FIX_ACCURACY_M = 100_000.0
+
+
+def _fix_number(low: float, high: float, what: str) -> Callable[[Any], float]:
+    """A validator: a JSON number, finite, within ``[low, high]``; anything else is an
+    ``invalid_coordinates`` problem (the beacon's one 422 code)."""
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PydanticCustomError(
+                "invalid_coordinates", "{what} must be a number", {"what": what}
+            )
+        number = float(value)
+        if not (math.isfinite(number) and low <= number <= high):
+            raise PydanticCustomError(
+                "invalid_coordinates",
+                "{what} must be a finite number in [{low}, {high}]",
+                {"what": what, "low": low, "high": high},
+            )
+        return number
+
+    return check
+
+
+def _fix_field(low: float, high: float, what: str) -> Any:
+    return Annotated[
+        Any,
+        AfterValidator(_fix_number(low, high, what)),
+        WithJsonSchema({"type": "number", "minimum": low, "maximum": high}),
+    ]
+
+
+class ScanLocationCreate(Schema):
+    """Body of ``POST /s/{click_id}/location``: the browser's Geolocation API answer
+    (``GeolocationCoordinates``: ``latitude``, ``longitude``, ``accuracy``; W3C
+    Geolocation API §9)."""
+
+    lat: _fix_field(-90.0, 90.0, "lat") = doc("Latitude, WGS 84 degrees", 48.8606)  # type: ignore[valid-type]
+    lon: _fix_field(-180.0, 180.0, "lon") = doc("Longitude, WGS 84 degrees", 2.3376)  # type: ignore[valid-type]
+    accuracy_m: _fix_field(0.0, MAX_FIX_ACCURACY_M, "accuracy_m") = doc(  # type: ignore[valid-type]
+        "Radius of 95% confidence around the position, metres (0 to 100 km)", 12.5
+    )

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     # second and burst. Off with ``rate_limit_enabled`` like the public one.
     api_rate_limit_per_s: float = Field(default=20.0, gt=0)
     api_rate_limit_burst: int = Field(default=200, ge=1)
+    # Per-address token bucket on the precise-location beacon (``POST
+    # /s/{click_id}/location``, one post per scan): requests per second and burst; 429
+    # past it. Off with ``rate_limit_enabled``.
+    location_rate_limit_per_s: float = Field(default=1.0, gt=0)
+    location_rate_limit_burst: int = Field(default=20, ge=1)
 
     @field_validator("base_url")
     @classmethod

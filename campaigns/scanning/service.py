@@ -19,6 +19,7 @@ from campaigns.scanning.device import parse_device
 from campaigns.scanning.links import build_destination, new_click_id, scan_utm
 from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.ratelimit import RateLimiter
+from campaigns.scanning.recent import RecentClick, RecentClicks
 from campaigns.scanning.record import ScanRecord
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.resolution import Resolution, resolve
@@ -72,6 +73,8 @@ class ScanService:
         )
         self.limiter = limiter
         self.geoip = geoip
+        #: Click ids shown the consent page, for the location beacon.
+        self.recent_clicks = RecentClicks()
         self.steps = build_steps(
             StepContext(
                 visitors=self.visitors, limiter=limiter, geoip=geoip, locations=self.locations
@@ -176,4 +179,20 @@ class ScanService:
             far_from_placement=draft.far_from_placement,
         )
         await self.writer.submit(record)
+        if self.asks_location(record, resolution):
+            self.recent_clicks.add(
+                click_id, RecentClick(campaign.organization_id, request.received_at)
+            )
         return url, record
+
+    @staticmethod
+    def asks_location(record: ScanRecord, resolution: Resolution) -> bool:
+        """True when the scan gets the consent page asking the browser's position instead
+        of a redirect: its campaign says ``precise_location = ask`` and it is a person's
+        ``GET`` (bots, previewers and ``HEAD`` go straight to the destination)."""
+        return (
+            resolution.campaign.precise_location == "ask"
+            and resolution.outcome == "redirect"
+            and record.method == "GET"
+            and not record.is_bot
+        )
