@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     Computed,
     Date,
     DateTime,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -487,3 +489,36 @@ class VisitorSalt(Base):
 
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     salt: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+#: Views, apart from ``Base.metadata`` (Alembic compares tables only; the migration that
+#: creates a view owns its definition).
+VIEWS = MetaData()
+
+#: ``scan_positions``: every scan with its position of record, where a consented GPS fix
+#: (``scan_locations``) replaces the scan's own (``geo_source = 'gps'``). The one place
+#: reports read scans' positions from; it carries no address and no visitor id.
+scan_positions = Table(
+    "scan_positions",
+    VIEWS,
+    Column("scan_id", BigInteger, primary_key=True),
+    Column("click_id", String(32)),
+    Column("organization_id", BigInteger),
+    Column("campaign_id", BigInteger),
+    Column("tag_id", BigInteger),
+    Column("scanned_at", DateTime(timezone=True)),
+    Column("channel", Text),
+    Column("is_bot", Boolean),
+    Column("bot_reason", Text),
+    Column("device_type", Text),
+    Column("os", Text),
+    Column("browser", Text),
+    Column("position", Geography(geometry_type="POINT", srid=4326, spatial_index=False)),
+    Column("geo_source", Text),
+    Column("accuracy_m", Double),
+    Column("location_id", BigInteger),
+    Column("far_from_placement", Boolean),
+    Column("country", Text),
+    Column("region", Text),
+    Column("city", Text),
+)

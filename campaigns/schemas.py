@@ -1129,3 +1129,50 @@ class ScanLocationCreate(Schema):
     accuracy_m: _fix_field(0.0, MAX_FIX_ACCURACY_M, "accuracy_m") = doc(  # type: ignore[valid-type]
         "Radius of 95% confidence around the position, metres (0 to 100 km)", 12.5
     )
+
+
+class ScanRead(Schema):
+    """One scan as reports show it: never an address (not even truncated) nor a visitor
+    id. ``position`` is the position of record, a consented browser fix when there is one
+    (``geo_source: gps``), else the tag's placement (``placement``) or the IP position
+    (``ip``)."""
+
+    id: int = doc(_ID, 1042)
+    click_id: str = doc("The click id (`pcid`) the redirect carried", "aTvF6AbnfnAUZXmG")
+    tag_id: int = doc("The tag scanned", 7)
+    scanned_at: dt.datetime = doc("When, UTC", _WHEN)
+    channel: str = doc("`qr` or `nfc`", "qr")
+    is_bot: bool = doc("Not a person's scan (see `bot_reason`)", False)
+    bot_reason: str | None = doc(
+        "`head`, `prefetch`, `previewer`, `scanner`, `crawler` or `no_user_agent`", None
+    )
+    device_type: str | None = doc("`mobile`, `tablet`, `desktop` or null", "mobile")
+    os: str | None = doc("Operating system family", "iOS")
+    browser: str | None = doc("Browser family", "Mobile Safari")
+    country: str | None = doc("ISO 3166-1 alpha-2, from the address (GeoIP)", "FR")
+    region: str | None = doc("ISO 3166-2 subdivision without the country prefix", "IDF")
+    city: str | None = doc("City name (English), from the address", "Paris")
+    position: dict[str, Any] | None = doc(
+        "Position of record: GeoJSON Point `[lon, lat]`, WGS 84",
+        {"type": "Point", "coordinates": [2.3376, 48.8606]},
+    )
+    geo_source: Literal["gps", "placement", "ip"] | None = doc(
+        "Where `position` comes from: `gps` (consented browser fix), `placement` (the "
+        "tag's), `ip` (the address's)",
+        "placement",
+    )
+    accuracy_m: float | None = doc(
+        "Radius around `position` in metres (null for a placement)", None
+    )
+    location_id: int | None = doc(
+        "The store matched: the location whose area covers the position, else the tag's",
+        3,
+    )
+    far_from_placement: bool | None = doc(
+        "The IP position is farther from the tag's placement than its accuracy plus 50 km",
+        False,
+    )
+
+
+class ScanPage(Page[ScanRead]):
+    """A page of a campaign's scans, newest first."""

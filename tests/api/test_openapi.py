@@ -66,6 +66,7 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
         ("get", "/health/scans"): "health_scans_ready",
         ("get", "/health/ready"): "health_ready",
         ("get", "/s/{code}"): "short_links_scan",
+        ("get", "/v1/campaigns/{campaign_id}/scans"): "scans_list_scans",
         ("post", "/s/{click_id}/location"): "short_links_record_location",
         ("post", "/v1/campaigns"): "campaigns_create",
         ("get", "/v1/campaigns"): "campaigns_list",

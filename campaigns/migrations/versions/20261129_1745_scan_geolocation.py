@@ -24,15 +24,16 @@ POSITION_EXPRESSION = (
     "THEN (ST_SetSRID(ST_MakePoint(position_lon, position_lat), 4326))::geography END"
 )
 
-#: The one place a consented GPS fix replaces the scan's own position (docs/DECISIONS.md).
+#: The one place a consented GPS fix replaces the scan's own position (docs/DECISIONS.md):
+#: what reports read (``campaigns.models.scan_positions``). No address, no visitor id.
 SCAN_POSITIONS_VIEW = """
 CREATE VIEW scan_positions AS
 SELECT s.id AS scan_id, s.click_id, s.organization_id, s.campaign_id, s.tag_id,
-       s.scanned_at, s.is_bot,
+       s.scanned_at, s.channel, s.is_bot, s.bot_reason, s.device_type, s.os, s.browser,
        COALESCE(g.position, s.position) AS position,
        CASE WHEN g.click_id IS NOT NULL THEN 'gps' ELSE s.geo_source END AS geo_source,
        CASE WHEN g.click_id IS NOT NULL THEN g.accuracy_m ELSE s.accuracy_m END AS accuracy_m,
-       s.location_id, s.country, s.region, s.city
+       s.location_id, s.far_from_placement, s.country, s.region, s.city
 FROM scans AS s LEFT JOIN scan_locations AS g ON g.click_id = s.click_id
 """
 
