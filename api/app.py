@@ -44,10 +44,10 @@ def serve_short_links_first(app: FastAPI) -> None:
     whole middleware stack, behind only the header-size guard (431 ``headers_too_large``
     on every path) and the client address behind proxies
     (:class:`api.middleware.ForwardedFor`): a scan reaches its handler before Starlette's
-    error and body-limit
-    middleware and the router. ``app`` stays the object tests and servers use (``state``,
-    ``router.lifespan_context``, OpenAPI unchanged); Starlette builds the stack lazily on
-    the first call through ``build_middleware_stack``, which this wraps.
+    error and body-limit middleware and the router. ``app`` stays the object tests and
+    servers use (``state``, ``router.lifespan_context``, OpenAPI unchanged); Starlette
+    builds the stack lazily on the first call through ``build_middleware_stack``, which
+    this wraps.
 
     (``FastAPIOffline`` is a factory returning a plain ``FastAPI``, so this wraps the
     instance's method rather than subclassing.)"""
@@ -56,8 +56,8 @@ def serve_short_links_first(app: FastAPI) -> None:
     def build_middleware_stack() -> ASGIApp:
         short_links = ShortLinks(build_stack(), state=app.state)
         settings = app.state.settings
-        guarded = HeaderSizeLimit(short_links, max_bytes=settings.max_header_bytes)
-        return ForwardedFor(guarded, trusted=settings.trusted_proxies)
+        forwarded = ForwardedFor(short_links, trusted=settings.trusted_proxies)
+        return HeaderSizeLimit(forwarded, max_bytes=settings.max_header_bytes)
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 

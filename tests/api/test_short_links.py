@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
-from api.middleware import HeaderSizeLimit
+from api.middleware import ForwardedFor, HeaderSizeLimit
 from api.scan_endpoint import SHORT_LINKS, ShortLinkRoute, ShortLinks
 from campaigns.scanning.writer import WriterOverloaded
 from tests.conftest import Org, make_campaign, make_tag
@@ -28,7 +28,9 @@ async def test_scans_never_enter_the_fastapi_stack(
     tag = await make_tag(client, org, campaign["id"])
     guard = app.middleware_stack  # built by the first request
     assert isinstance(guard, HeaderSizeLimit)  # outermost: 431 on every path
-    stack = guard.app
+    forwarded = guard.app
+    assert isinstance(forwarded, ForwardedFor)  # then the client address behind proxies
+    stack = forwarded.app
     assert isinstance(stack, ShortLinks)  # then the short links, before FastAPI's stack
     entered: list[str] = []
 
