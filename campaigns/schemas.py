@@ -1176,3 +1176,28 @@ class ScanRead(Schema):
 
 class ScanPage(Page[ScanRead]):
     """A page of a campaign's scans, newest first."""
+
+
+class LocationStatsRow(Schema):
+    """One store's share of a campaign's scans (:class:`LocationStats`); ``location_id``
+    null for the scans matched to no store."""
+
+    location_id: int | None = doc("The matched store (null: none)", 3)
+    name: str | None = doc("Its name", "Paris Rivoli")
+    external_id: str | None = doc("Its store number", "PAR-01")
+    scans: int = doc("Human scans matched to it", 120)
+    bot_scans: int = doc("Scans by bots, previewers and HEAD requests", 4)
+    unique_visitors: int = doc("Distinct daily visitor ids among the human scans", 96)
+    gps_scans: int = doc("Human scans with a consented browser position", 12)
+    far_from_placement: int = doc(
+        "Human scans whose IP position is far from the tag's placement", 3
+    )
+
+
+class LocationStats(Schema):
+    """Answer of ``GET /v1/campaigns/{id}/stats/locations`` over ``[from, to)``: one row
+    per store matched by at least one scan (most human scans first, then by id), and the
+    unmatched scans last (``location_id: null``) when there are any."""
+
+    campaign_id: int = doc(_ID, 1)
+    rows: list[LocationStatsRow] = doc("One row per matched store", [])

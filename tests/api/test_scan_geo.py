@@ -23,6 +23,7 @@ from campaigns.settings import Settings
 from geo.distance import distance_m
 from tests.conftest import Org, make_org
 from tests.fixtures.mmdb import write_mmdb
+from tests.fixtures.user_agents import IPHONE_SAFARI
 
 LONDON_IP = "81.2.69.142"
 PARIS_IP = "2.125.160.216"
@@ -369,3 +370,114 @@ async def test_an_ip_position_is_matched_to_a_store_area(
     await scan(phone, tag["code"])
     stored = await last_scan(engine)
     assert (stored["geo_source"], stored["location_id"]) == ("ip", paris["id"])
+
+
+# -- 5. geographic reports ---------------------------------------------------------------
+
+
+async def test_scans_per_store(
+    geo_app: FastAPI, scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    paris, london, private = scan_from(PARIS_IP), scan_from(LONDON_IP), scan_from(PRIVATE_IP)
+    shop = await api(
+        paris,
+        acme,
+        "POST",
+        "/v1/locations",
+        {"name": "Shop", "external_id": "PAR-01", "point": point(LOUVRE), "radius_m": 200},
+    )
+    await eventually(lambda: geo_app.state.scans.locations.match(acme.id, *LOUVRE) == shop["id"])
+    campaign, placed = await campaign_and_tag(paris, acme, placement=point(LOUVRE))
+    bare = await api(paris, acme, "POST", f"/v1/campaigns/{campaign['id']}/tags", {"kind": "qr"})
+    phone = {"User-Agent": IPHONE_SAFARI}
+    for c in (paris, paris, london):  # London: far from the placement
+        assert (await c.get(f"/s/{placed['code']}", headers=phone)).status_code == 302
+    assert (await paris.head(f"/s/{placed['code']}", headers=phone)).status_code == 302
+    assert (await private.get(f"/s/{bare['code']}", headers=phone)).status_code == 302
+    async with engine.connect() as conn:
+        first = (await conn.execute(text("SELECT click_id FROM scans ORDER BY id"))).scalar()
+    assert (
+        await paris.post(
+            f"/s/{first}/location", json={"lat": LOUVRE[1], "lon": LOUVRE[0], "accuracy_m": 5}
+        )
+    ).status_code == 204
+
+    response = await paris.get(
+        f"/v1/campaigns/{campaign['id']}/stats/locations", headers=acme.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "campaign_id": campaign["id"],
+        "rows": [
+            {
+                "location_id": shop["id"],
+                "name": "Shop",
+                "external_id": "PAR-01",
+                "scans": 3,
+                "bot_scans": 1,
+                # Visitor ids: Paris and London addresses, one agent: two daily visitors.
+                "unique_visitors": 2,
+                "gps_scans": 1,
+                "far_from_placement": 1,
+            },
+            {
+                "location_id": None,
+                "name": None,
+                "external_id": None,
+                "scans": 1,
+                "bot_scans": 0,
+                "unique_visitors": 1,
+                "gps_scans": 0,
+                "far_from_placement": 0,
+            },
+        ],
+    }
+
+
+async def test_heatmap_hexagons_leave_out_coarse_ip_positions(
+    scan_from: Callable[[str], httpx.AsyncClient], acme: Org
+) -> None:
+    from shapely.geometry import Point as ShapelyPoint
+    from shapely.geometry import shape
+
+    phone = {"User-Agent": IPHONE_SAFARI}
+    paris = scan_from(PARIS_IP)
+    campaign, louvre = await campaign_and_tag(paris, acme, placement=point(LOUVRE))
+    east = (LOUVRE[0] + 0.04, LOUVRE[1])  # about 2.9 km east
+    away = await api(
+        paris,
+        acme,
+        "POST",
+        f"/v1/campaigns/{campaign['id']}/tags",
+        {"kind": "qr", "placement": point(east)},
+    )
+    unplaced = await api(
+        paris, acme, "POST", f"/v1/campaigns/{campaign['id']}/tags", {"kind": "qr"}
+    )
+    for code in (louvre["code"], louvre["code"], away["code"], unplaced["code"]):
+        assert (await paris.get(f"/s/{code}", headers=phone)).status_code == 302
+    assert (await paris.head(f"/s/{louvre['code']}", headers=phone)).status_code == 302  # a bot
+
+    url = f"/v1/campaigns/{campaign['id']}/heatmap"
+    response = await paris.get(url, params={"cell_m": 500}, headers=acme.headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/geo+json"
+    collection = response.json()
+    assert (collection["type"], collection["cell_m"]) == ("FeatureCollection", 500)
+    # The IP position (20 km accuracy) cannot say which 500 m cell it is in; the bot
+    # does not count.
+    counts = [f["properties"]["scans"] for f in collection["features"]]
+    assert counts == [2, 1]
+    hexagons = [shape(f["geometry"]) for f in collection["features"]]
+    assert hexagons[0].covers(ShapelyPoint(LOUVRE)) and hexagons[1].covers(ShapelyPoint(east))
+    assert len(hexagons[0].exterior.coords) == 7  # six vertices, closed
+    centre = hexagons[0].centroid
+    radius = distance_m((centre.x, centre.y), hexagons[0].exterior.coords[0])
+    assert 495 < radius < 505  # metres on the ground, centre to vertex
+
+    coarse = await paris.get(url, params={"cell_m": 25_000}, headers=acme.headers)
+    assert sum(f["properties"]["scans"] for f in coarse.json()["features"]) == 4
+
+    refused = await paris.get(url, params={"cell_m": 10}, headers=acme.headers)
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "validation_error"
