@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.db import unit_of_work
 from campaigns.errors import RateLimited, Unauthorized
-from campaigns.models import Campaign, Tag
+from campaigns.models import Campaign, RedirectRule, Tag
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.services.organizations import authenticate
@@ -27,12 +27,16 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 def _remember_cache_changes(session: Session, _flush_context: object) -> None:
     """Note the tags and campaigns a request changed, so this process's tag cache is
     refreshed right after commit (other processes learn it through NOTIFY)."""
-    changed = session.info.setdefault("cache_changes", {"tags": set(), "campaigns": set()})
+    changed = session.info.setdefault(
+        "cache_changes", {"tags": set(), "campaigns": set(), "rules": set()}
+    )
     for obj in (*session.new, *session.dirty, *session.deleted):
         if isinstance(obj, Tag):
             changed["tags"].add(obj.id)
         elif isinstance(obj, Campaign):
             changed["campaigns"].add(obj.id)
+        elif isinstance(obj, RedirectRule):
+            changed["rules"].add(obj.id)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -42,7 +46,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     changes = session.info.pop("cache_changes", None)
     if changes:
         scans: ScanService = request.app.state.scans
-        await scans.reload(tag_ids=changes["tags"], campaign_ids=changes["campaigns"])
+        await scans.reload(
+            tag_ids=changes["tags"], campaign_ids=changes["campaigns"], rule_ids=changes["rules"]
+        )
 
 
 # scope="function": commit before the response is sent, so a 2xx means stored.

@@ -60,6 +60,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "conversion_not_found": (404, "No such conversion, or another organization's"),
     "location_not_found": (404, "No such location, or another organization's"),
     "click_not_found": (404, "No scan has this click id (or its scan is not stored yet)"),
+    "rule_not_found": (404, "No such redirect rule, or another organization's"),
     "logo_not_found": (404, "`logo=true` but the organization has uploaded no logo"),
     "organization_not_found": (404, "No such organization (command line)"),
     "method_not_allowed": (405, "The path does not accept this method"),

@@ -395,6 +395,10 @@ class Scan(Base):
     #: The IP position is farther from the tag's placement than its accuracy plus 50 km;
     #: null when either is unknown.
     far_from_placement: Mapped[bool | None] = mapped_column(Boolean)
+    #: The redirect rule that chose the destination (null: the campaign's or tag's) and,
+    #: for a weighted split, the variant served.
+    rule_id: Mapped[int | None] = mapped_column(BigInteger)
+    variant: Mapped[str | None] = mapped_column(Text)
     position: Mapped[WKBElement | None] = mapped_column(
         Geography(geometry_type="POINT", srid=4326, spatial_index=False),
         Computed(
@@ -402,6 +406,37 @@ class Scan(Base):
             "THEN (ST_SetSRID(ST_MakePoint(position_lon, position_lat), 4326))::geography END",
             persisted=True,
         ),
+    )
+
+
+class RedirectRule(Base):
+    """A campaign's conditional destination (:mod:`campaigns.scanning.rules`). Scans
+    whose geography, device and language meet every condition of ``conditions``
+    (``{"countries": [...], "location_ids": [...], "os": [...], "device_types": [...],
+    "languages": [...]}``, each optional) go to ``destination_url``, or to one variant of
+    ``split`` (``[{"variant", "destination_url", "weight"}]``); the lowest ``priority``
+    matching wins (then the lowest id)."""
+
+    __tablename__ = "redirect_rules"
+    __table_args__ = (
+        CheckConstraint("(destination_url IS NULL) <> (split IS NULL)", name="one_target"),
+    )
+
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    priority: Mapped[int] = mapped_column(Integer)
+    conditions: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    destination_url: Mapped[str | None] = mapped_column(Text)
+    # none_as_null: None is SQL NULL (the CHECK tells targets apart), not JSON null.
+    split: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        server_default=func.now(), default=utcnow, onupdate=utcnow
     )
 
 
@@ -521,4 +556,6 @@ scan_positions = Table(
     Column("country", Text),
     Column("region", Text),
     Column("city", Text),
+    Column("rule_id", BigInteger),
+    Column("variant", Text),
 )

@@ -1172,6 +1172,8 @@ class ScanRead(Schema):
         "The IP position is farther from the tag's placement than its accuracy plus 50 km",
         False,
     )
+    rule_id: int | None = doc("The redirect rule that chose the destination", None)
+    variant: str | None = doc("The split variant served", None)
 
 
 class ScanPage(Page[ScanRead]):
@@ -1201,3 +1203,133 @@ class LocationStats(Schema):
 
     campaign_id: int = doc(_ID, 1)
     rows: list[LocationStatsRow] = doc("One row per matched store", [])
+
+
+def _check_country(value: str) -> str:
+    if pycountry.countries.get(alpha_2=value) is None:
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+    return value
+
+
+CountryCode = Annotated[
+    str,
+    StringConstraints(to_upper=True, pattern=r"^[A-Za-z]{2}$"),
+    AfterValidator(_check_country),
+]
+LanguageCode = Annotated[str, StringConstraints(to_lower=True, pattern=r"^[A-Za-z]{2,3}$")]
+DeviceType = Literal["mobile", "tablet", "desktop", "bot"]
+OsName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+VariantName = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+]
+
+
+class RuleConditions(Schema):
+    """What a scan must have for the rule to apply: every condition given must hold (a
+    scan whose value is unknown never matches it); none given: every scan."""
+
+    countries: Annotated[list[CountryCode], Field(min_length=1, max_length=250)] | None = doc(
+        "ISO 3166-1 alpha-2 countries of the scan's address (GeoIP)", ["FR", "BE"], default=None
+    )
+    location_ids: (
+        Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=1000)] | None
+    ) = doc(
+        "Matched stores (the location whose area covers the scan, else the tag's)",
+        [3, 4],
+        default=None,
+    )
+    os: Annotated[list[OsName], Field(min_length=1, max_length=20)] | None = doc(
+        "Operating system families (`iOS`, `Android`...), without case", ["iOS"], default=None
+    )
+    device_types: Annotated[list[DeviceType], Field(min_length=1, max_length=4)] | None = doc(
+        "`mobile`, `tablet`, `desktop` or `bot`", ["mobile"], default=None
+    )
+    languages: Annotated[list[LanguageCode], Field(min_length=1, max_length=50)] | None = doc(
+        "Primary language subtags; the visitor's most preferred `Accept-Language`",
+        ["fr"],
+        default=None,
+    )
+
+
+class SplitVariant(Schema):
+    """One arm of a weighted split."""
+
+    variant: VariantName = doc("Its name, stored on the scan as `variant`", "a")
+    destination_url: HttpUrl = doc(_DESTINATION, "https://shop.example.com/a")
+    weight: int = doc("Relative weight, 1 to 10,000", 50, ge=1, le=10_000)
+
+
+Split = Annotated[list[SplitVariant], Field(min_length=2, max_length=10)]
+_RULE_PRIORITY = "Evaluation order: the lowest matching number wins (ties: the oldest rule)"
+_RULE_TARGET = "Give `destination_url` or `split`, not both"
+
+
+def _unique_variants(split: list[SplitVariant] | None) -> None:
+    if split is not None and len({v.variant for v in split}) != len(split):
+        raise ValueError("variant names must be unique within a split")
+
+
+class RuleCreate(Schema):
+    """Body of ``POST /v1/campaigns/{id}/rules``: conditions and one target."""
+
+    priority: int = doc(_RULE_PRIORITY, 10, default=100, ge=0, le=1_000_000)
+    conditions: RuleConditions = doc(
+        "What a scan must have", {"countries": ["BE"]}, default_factory=RuleConditions
+    )
+    destination_url: HttpUrl | None = doc(
+        "Where matching scans go; " + _RULE_TARGET, "https://shop.example.com/be", default=None
+    )
+    split: Split | None = doc(
+        "Weighted variants (2 to 10); " + _RULE_TARGET,
+        None,
+        default=None,
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Any:
+        if (self.destination_url is None) == (self.split is None):
+            raise ValueError("give exactly one of destination_url or split")
+        _unique_variants(self.split)
+        return self
+
+
+class RuleUpdate(Schema):
+    """Body of ``PATCH /v1/rules/{id}``: only the fields sent change; sending
+    `destination_url` replaces a split and sending `split` replaces a destination."""
+
+    priority: int | None = doc(_RULE_PRIORITY, 5, default=None, ge=0, le=1_000_000)
+    conditions: RuleConditions | None = doc(
+        "Replaces all the conditions", {"os": ["Android"]}, default=None
+    )
+    destination_url: HttpUrl | None = doc(
+        "New single target", "https://shop.example.com/android", default=None
+    )
+    split: Split | None = doc("New weighted target", None, default=None)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Any:
+        if self.destination_url is not None and self.split is not None:
+            raise ValueError("give destination_url or split, not both")
+        _unique_variants(self.split)
+        return self
+
+
+class RuleRead(Schema):
+    """A redirect rule."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int = doc(_ID, 1)
+    campaign_id: int = doc("Its campaign", 1)
+    priority: int = doc(_RULE_PRIORITY, 10)
+    conditions: RuleConditions = doc("What a scan must have", {"countries": ["BE"]})
+    destination_url: str | None = doc("Single target", "https://shop.example.com/be")
+    split: list[SplitVariant] | None = doc("Weighted target", None)
+    created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
+    updated_at: dt.datetime = doc("Last change, UTC", _WHEN)
+
+
+class RuleList(Schema):
+    """A campaign's rules in evaluation order."""
+
+    items: list[RuleRead] = doc("The rules, lowest priority number first", [])

@@ -28,7 +28,7 @@ def fresh_url() -> Iterator[str]:
 
 NOTIFY_TRIGGERS = {
     f"{table}_notify_cache_{event}"
-    for table in ("tags", "campaigns", "locations")
+    for table in ("tags", "campaigns", "locations", "redirect_rules")
     for event in ("ins", "upd", "del")
 }
 

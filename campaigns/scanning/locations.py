@@ -72,12 +72,10 @@ class LocationCache:
         self._owner = {row[0]: row[1] for row in rows}
         self.loaded = True
 
-    async def reload(
-        self, conn: psycopg.AsyncConnection[TupleRow], *, location_ids: Iterable[int]
-    ) -> None:
-        """Re-read the organizations owning ``location_ids`` (now or before: a deleted or
-        moved row's former owner is rebuilt too)."""
-        ids = list(set(location_ids))
+    async def reload(self, conn: psycopg.AsyncConnection[TupleRow], ids: Iterable[int]) -> None:
+        """Re-read the organizations owning the locations ``ids`` (now or before: a
+        deleted or moved row's former owner is rebuilt too)."""
+        ids = list(set(ids))
         if not ids:
             return
         rows = await (

@@ -102,6 +102,9 @@ class ScanRecord:
     accuracy_m: float | None = field(default=None, metadata=_pg("float8"))
     location_id: int | None = field(default=None, metadata=_pg("bigint"))
     far_from_placement: bool | None = field(default=None, metadata=_pg("bool"))
+    #: The redirect rule that chose the destination, and the split variant served.
+    rule_id: int | None = field(default=None, metadata=_pg("bigint"))
+    variant: str | None = field(default=None, metadata=_pg("text"))
 
     def to_json(self) -> str:
         """This record as one current-version spool line (no newline)."""

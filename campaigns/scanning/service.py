@@ -23,6 +23,7 @@ from campaigns.scanning.recent import RecentClick, RecentClicks
 from campaigns.scanning.record import ScanRecord
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.resolution import Resolution, resolve
+from campaigns.scanning.rules import RuleCache
 from campaigns.scanning.runtime import CacheRuntime
 from campaigns.scanning.steps import ScanDraft, StepContext, build_steps, run_steps
 from campaigns.scanning.visitors import SALT_FILE, VisitorIds
@@ -55,6 +56,7 @@ class ScanService:
     ) -> None:
         self.cache = TagCache()
         self.locations = LocationCache()
+        self.rules = RuleCache()
         self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=secret_key)
         self.runtime = CacheRuntime(
             conninfo=conninfo,
@@ -62,6 +64,7 @@ class ScanService:
             cache=self.cache,
             visitors=self.visitors,
             locations=self.locations,
+            rules=self.rules,
             reconcile_interval_s=reconcile_interval_s,
         )
         self.writer = ScanWriter(
@@ -77,7 +80,11 @@ class ScanService:
         self.recent_clicks = RecentClicks()
         self.steps = build_steps(
             StepContext(
-                visitors=self.visitors, limiter=limiter, geoip=geoip, locations=self.locations
+                visitors=self.visitors,
+                limiter=limiter,
+                geoip=geoip,
+                locations=self.locations,
+                rules=self.rules,
             )
         )
 
@@ -110,10 +117,14 @@ class ScanService:
         await self.writer.stop()
 
     async def reload(
-        self, *, tag_ids: Iterable[int] = (), campaign_ids: Iterable[int] = ()
+        self,
+        *,
+        tag_ids: Iterable[int] = (),
+        campaign_ids: Iterable[int] = (),
+        rule_ids: Iterable[int] = (),
     ) -> None:
         """Re-read rows this process just changed (read-your-writes before the NOTIFY)."""
-        await self.runtime.reload(tag_ids=tag_ids, campaign_ids=campaign_ids)
+        await self.runtime.reload(tag_ids=tag_ids, campaign_ids=campaign_ids, rule_ids=rule_ids)
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -145,7 +156,8 @@ class ScanService:
             tag_code=tag.code,
             tag_label=tag.label,
         )
-        url = build_destination(resolution.destination, utm=utm, click_id=click_id)
+        destination = draft.destination or resolution.destination
+        url = build_destination(destination, utm=utm, click_id=click_id)
         record = ScanRecord(
             click_id=click_id,
             organization_id=campaign.organization_id,
@@ -177,6 +189,8 @@ class ScanService:
             accuracy_m=draft.accuracy_m,
             location_id=draft.location_id,
             far_from_placement=draft.far_from_placement,
+            rule_id=draft.rule_id,
+            variant=draft.variant,
         )
         await self.writer.submit(record)
         if self.asks_location(record, resolution):

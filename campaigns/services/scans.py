@@ -44,6 +44,8 @@ CSV_COLUMNS = (
     "accuracy_m",
     "location_id",
     "far_from_placement",
+    "rule_id",
+    "variant",
 )
 
 _V = scan_positions.c
@@ -67,6 +69,8 @@ _COLUMNS = (
     _V.accuracy_m,
     _V.location_id,
     _V.far_from_placement,
+    _V.rule_id,
+    _V.variant,
 )
 
 

@@ -481,3 +481,132 @@ async def test_heatmap_hexagons_leave_out_coarse_ip_positions(
     refused = await paris.get(url, params={"cell_m": 10}, headers=acme.headers)
     assert refused.status_code == 422
     assert refused.json()["code"] == "validation_error"
+
+
+# -- 5. redirect rules --------------------------------------------------------------------
+
+ANDROID = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Mobile Safari/537.36"
+)
+
+
+async def redirect(c: httpx.AsyncClient, code: str, **headers: str) -> str:
+    response = await c.get(f"/s/{code}", headers=headers)
+    assert response.status_code == 302, response.text
+    return response.headers["location"].split("?", 1)[0]
+
+
+async def stored_rule(engine: AsyncEngine) -> tuple[Any, Any]:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(text("SELECT rule_id, variant FROM scans ORDER BY id DESC LIMIT 1"))
+        ).one()
+    return row[0], row[1]
+
+
+async def test_rules_pick_the_destination_by_priority(
+    geo_app: FastAPI,
+    client: httpx.AsyncClient,
+    scan_from: Callable[[str], httpx.AsyncClient],
+    acme: Org,
+    engine: AsyncEngine,
+) -> None:
+    london, paris = scan_from(LONDON_IP), scan_from(PARIS_IP)
+    lyon = await api(
+        paris, acme, "POST", "/v1/locations", {"name": "Lyon", "point": point((4.85, 45.76))}
+    )
+    campaign, tag = await campaign_and_tag(paris, acme)
+    _, lyon_tag = await campaign_and_tag(paris, acme, location_id=lyon["id"])
+    lyon_campaign = (await api(paris, acme, "GET", f"/v1/tags/{lyon_tag['id']}"))["campaign_id"]
+    rules = f"/v1/campaigns/{campaign['id']}/rules"
+
+    def rule(priority: int, conditions: dict[str, Any], path: str) -> dict[str, Any]:
+        return {
+            "priority": priority,
+            "conditions": conditions,
+            "destination_url": f"https://shop.example.com/{path}",
+        }
+
+    # Created through the other app (another process): NOTIFY brings them here.
+    uk = (
+        await client.post(rules, json=rule(20, {"countries": ["GB"]}, "uk"), headers=acme.headers)
+    ).json()
+    uk_android = (
+        await client.post(
+            rules,
+            json=rule(
+                10,
+                {"countries": ["GB"], "os": ["android"], "device_types": ["mobile"]},
+                "uk-android",
+            ),
+            headers=acme.headers,
+        )
+    ).json()
+    french = (
+        await client.post(rules, json=rule(30, {"languages": ["fr"]}, "fr"), headers=acme.headers)
+    ).json()
+    await eventually(lambda: len(geo_app.state.scans.rules.rules_for(campaign["id"])) == 3)
+
+    assert (
+        await redirect(london, tag["code"], **{"User-Agent": IPHONE_SAFARI})
+        == "https://shop.example.com/uk"
+    )
+    assert await stored_rule(engine) == (uk["id"], None)
+    assert (
+        await redirect(london, tag["code"], **{"User-Agent": ANDROID})
+        == "https://shop.example.com/uk-android"
+    )
+    assert await stored_rule(engine) == (uk_android["id"], None)
+    fr = {"User-Agent": IPHONE_SAFARI, "Accept-Language": "fr-FR,fr;q=0.9,en;q=0.5"}
+    assert await redirect(paris, tag["code"], **fr) == "https://shop.example.com/fr"
+    assert await stored_rule(engine) == (french["id"], None)
+    en = {"User-Agent": IPHONE_SAFARI, "Accept-Language": "en-GB, fr;q=0.8"}
+    assert await redirect(paris, tag["code"], **en) == "https://shop.example.com/"  # the campaign's
+    assert await stored_rule(engine) == (None, None)
+
+    # A store condition: the scan's matched store (here the tag's own).
+    await client.post(
+        f"/v1/campaigns/{lyon_campaign}/rules",
+        json=rule(1, {"location_ids": [lyon["id"]]}, "lyon"),
+        headers=acme.headers,
+    )
+    await eventually(lambda: len(geo_app.state.scans.rules.rules_for(lyon_campaign)) == 1)
+    assert (
+        await redirect(paris, lyon_tag["code"], **{"User-Agent": IPHONE_SAFARI})
+        == "https://shop.example.com/lyon"
+    )
+
+    # Deleting a rule reaches the other process too.
+    assert (
+        await client.delete(f"/v1/rules/{uk_android['id']}", headers=acme.headers)
+    ).status_code == 204
+    await eventually(lambda: len(geo_app.state.scans.rules.rules_for(campaign["id"])) == 2)
+    assert (
+        await redirect(london, tag["code"], **{"User-Agent": ANDROID})
+        == "https://shop.example.com/uk"
+    )
+
+
+async def test_a_split_stores_its_variant_and_sticks_to_the_visitor(
+    scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    paris = scan_from(PARIS_IP)
+    campaign, tag = await campaign_and_tag(paris, acme)
+    split = {
+        "split": [
+            {"variant": "a", "destination_url": "https://shop.example.com/a", "weight": 1},
+            {"variant": "b", "destination_url": "https://shop.example.com/b", "weight": 1},
+        ]
+    }
+    rule = await api(paris, acme, "POST", f"/v1/campaigns/{campaign['id']}/rules", split)
+    served = set()
+    for peer in (PARIS_IP, LONDON_IP, SWEDEN_IP, UNKNOWN_IP, "81.2.69.1", "2.125.160.1"):
+        phone = scan_from(peer)
+        first = await redirect(phone, tag["code"], **{"User-Agent": IPHONE_SAFARI})
+        rule_id, variant = await stored_rule(engine)
+        assert (rule_id, first) == (rule["id"], f"https://shop.example.com/{variant}")
+        # The same visitor (address, agent, day) gets the same variant again.
+        assert await redirect(phone, tag["code"], **{"User-Agent": IPHONE_SAFARI}) == first
+        served.add(variant)
+    assert served <= {"a", "b"}

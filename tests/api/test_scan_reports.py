@@ -46,6 +46,8 @@ def expected(made: dict[str, Any]) -> list[dict[str, Any]]:
         "region": None,
         "city": None,
         "far_from_placement": None,
+        "rule_id": None,
+        "variant": None,
     }
     ids = made["click_ids"]
     return [

@@ -209,7 +209,13 @@ def test_burst_needs_a_limiter_and_an_address() -> None:
 
 def test_steps_run_in_registry_order(visitors: VisitorIds) -> None:
     steps = build_steps(StepContext(visitors=visitors, limiter=RateLimiter(1.0, 1)))
-    assert [step.name for step in steps] == ["device and bot", "visitor", "burst", "geolocation"]
+    assert [step.name for step in steps] == [
+        "device and bot",
+        "visitor",
+        "burst",
+        "geolocation",
+        "rules",
+    ]
     scan = run_steps(steps, draft(request(method="HEAD")))
     assert (scan.bot_reason, scan.device_type, scan.burst) == ("head", "mobile", False)
     assert scan.visitor_id == visitor_of(visitors, request(), resolution())

@@ -171,7 +171,7 @@ async def test_replayed_scans_credit_conversions_that_arrived_first(
 # -- the spool format across versions ---------------------------------------------------
 
 FIXTURE_V0 = Path(__file__).parent.parent / "fixtures" / "spool" / "scans-v0.jsonl"
-#: Geolocation columns, newer than both spool fixtures: null when those replay.
+#: Geolocation and rule columns, newer than both spool fixtures: null when those replay.
 GEO_COLUMNS = (
     "country",
     "region",
@@ -185,6 +185,8 @@ GEO_COLUMNS = (
     "accuracy_m",
     "location_id",
     "far_from_placement",
+    "rule_id",
+    "variant",
 )
 ALL_COLUMNS = ", ".join(
     "host(ip_truncated)" if c.name == "ip_truncated" else c.name for c in COLUMNS

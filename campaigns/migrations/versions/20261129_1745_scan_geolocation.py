@@ -1,5 +1,6 @@
 """scan geolocation: country/region/city, IP position, position of record, matched store,
-consented GPS fixes (scan_locations), campaigns.precise_location, locations NOTIFY
+consented GPS fixes (scan_locations), campaigns.precise_location, locations NOTIFY;
+redirect rules (redirect_rules, scans.rule_id and variant)
 
 Revision ID: 6d2e8b4f1a93
 Revises: 3f1c9a7e5b21
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from geoalchemy2 import Geography
+from sqlalchemy.dialects import postgresql
 
 revision: str = "6d2e8b4f1a93"
 down_revision: str | None = "3f1c9a7e5b21"
@@ -33,10 +35,14 @@ SELECT s.id AS scan_id, s.click_id, s.organization_id, s.campaign_id, s.tag_id,
        COALESCE(g.position, s.position) AS position,
        CASE WHEN g.click_id IS NOT NULL THEN 'gps' ELSE s.geo_source END AS geo_source,
        CASE WHEN g.click_id IS NOT NULL THEN g.accuracy_m ELSE s.accuracy_m END AS accuracy_m,
-       s.location_id, s.far_from_placement, s.country, s.region, s.city
+       s.location_id, s.far_from_placement, s.country, s.region, s.city,
+       s.rule_id, s.variant
 FROM scans AS s LEFT JOIN scan_locations AS g ON g.click_id = s.click_id
 """
 
+#: Tables whose changes this revision broadcasts on ``passerelle_cache`` (the stores'
+#: geofences and the redirect rules are held in memory by every server process).
+CACHED_TABLES = ("locations", "redirect_rules")
 NOTIFY_TRIGGERS = (
     ("ins", "INSERT", "NEW TABLE"),
     ("upd", "UPDATE", "NEW TABLE"),
@@ -65,6 +71,8 @@ def upgrade() -> None:
         ("accuracy_m", sa.Double()),
         ("location_id", sa.BigInteger()),
         ("far_from_placement", sa.Boolean()),
+        ("rule_id", sa.BigInteger()),
+        ("variant", sa.Text()),
     ):
         op.add_column("scans", sa.Column(name, type_, nullable=True))
     op.add_column(
@@ -122,22 +130,82 @@ def upgrade() -> None:
         op.f("ix_scan_locations_organization_id"), "scan_locations", ["organization_id"]
     )
     op.execute(SCAN_POSITIONS_VIEW)
-    for suffix, event, transition in NOTIFY_TRIGGERS:
-        op.execute(
-            f"CREATE TRIGGER locations_notify_cache_{suffix} AFTER {event} ON locations "
-            f"REFERENCING {transition} AS changed "
-            "FOR EACH STATEMENT EXECUTE FUNCTION passerelle_notify_cache()"
-        )
+    op.create_table(
+        "redirect_rules",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("organization_id", sa.BigInteger(), nullable=False),
+        sa.Column("campaign_id", sa.BigInteger(), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column(
+            "conditions",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="{}",
+            nullable=False,
+        ),
+        sa.Column("destination_url", sa.Text(), nullable=True),
+        sa.Column("split", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "(destination_url IS NULL) <> (split IS NULL)",
+            name=op.f("ck_redirect_rules_one_target"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"],
+            ["campaigns.id"],
+            name=op.f("fk_redirect_rules_campaign_id_campaigns"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_redirect_rules_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_redirect_rules")),
+    )
+    op.create_index(
+        op.f("ix_redirect_rules_campaign_id"), "redirect_rules", ["campaign_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_redirect_rules_organization_id"),
+        "redirect_rules",
+        ["organization_id"],
+        unique=False,
+    )
+    for table in CACHED_TABLES:
+        for suffix, event, transition in NOTIFY_TRIGGERS:
+            op.execute(
+                f"CREATE TRIGGER {table}_notify_cache_{suffix} AFTER {event} ON {table} "
+                f"REFERENCING {transition} AS changed "
+                "FOR EACH STATEMENT EXECUTE FUNCTION passerelle_notify_cache()"
+            )
 
 
 def downgrade() -> None:
-    for suffix, _, _ in NOTIFY_TRIGGERS:
-        op.execute(f"DROP TRIGGER IF EXISTS locations_notify_cache_{suffix} ON locations")
+    for table in CACHED_TABLES:
+        for suffix, _, _ in NOTIFY_TRIGGERS:
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_notify_cache_{suffix} ON {table}")
+    op.drop_index(op.f("ix_redirect_rules_organization_id"), table_name="redirect_rules")
+    op.drop_index(op.f("ix_redirect_rules_campaign_id"), table_name="redirect_rules")
+    op.drop_table("redirect_rules")
     op.execute("DROP VIEW IF EXISTS scan_positions")
     op.drop_index(op.f("ix_scan_locations_organization_id"), table_name="scan_locations")
     op.drop_table("scan_locations")
     op.drop_constraint(op.f("ck_scans_geo_source"), "scans", type_="check")
     for name in (
+        "variant",
+        "rule_id",
         "position",
         "far_from_placement",
         "location_id",

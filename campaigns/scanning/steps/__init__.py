@@ -15,8 +15,8 @@ Contract of a step:
 - Steps run in :func:`build_steps` order for every scan that gets a redirect; adding a
   step is one line there, and touches neither the endpoint nor the writer.
 
-Order today: device and bot -> visitor -> burst -> geolocation. Planned: NFC
-verification, redirect rules.
+Order today: device and bot -> visitor -> burst -> geolocation -> rules. Planned: NFC
+verification.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from campaigns.scanning.steps.base import ScanDraft, ScanStep, StepContext
 from campaigns.scanning.steps.burst import Burst
 from campaigns.scanning.steps.device import BOT_REASONS, DeviceAndBot
 from campaigns.scanning.steps.geolocation import Geolocation
+from campaigns.scanning.steps.rules import Rules
 from campaigns.scanning.steps.visitor import Visitor
 
 __all__ = ["BOT_REASONS", "ScanDraft", "ScanStep", "StepContext", "build_steps", "run_steps"]
@@ -37,6 +38,7 @@ def build_steps(context: StepContext) -> list[ScanStep]:
         Visitor(context.visitors),
         Burst(context.limiter),
         Geolocation(context.geoip, context.locations),
+        Rules(context.rules),
     ]
 
 

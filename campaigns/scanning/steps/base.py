@@ -9,6 +9,7 @@ from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.resolution import Resolution
+from campaigns.scanning.rules import RuleCache
 from campaigns.scanning.visitors import VisitorIds
 from geo.geoip import GeoIPReader
 
@@ -26,7 +27,9 @@ class ScanDraft:
     - ``burst`` [burst]: True past the per-client rate (still a person's scan);
     - ``country``, ``region``, ``city``, ``ip_lat``, ``ip_lon``, ``ip_accuracy_m``,
       ``position_lat``, ``position_lon``, ``geo_source``, ``accuracy_m``,
-      ``location_id``, ``far_from_placement`` [geolocation]: as the ``Scan`` model.
+      ``location_id``, ``far_from_placement`` [geolocation]: as the ``Scan`` model;
+    - ``destination``, ``rule_id``, ``variant`` [rules]: the destination a redirect rule
+      chose (None: the resolution's), the rule and the split variant.
     """
 
     request: ScanRequest
@@ -50,6 +53,9 @@ class ScanDraft:
     accuracy_m: float | None = None
     location_id: int | None = None
     far_from_placement: bool | None = None
+    destination: str | None = None
+    rule_id: int | None = None
+    variant: str | None = None
 
     @property
     def is_bot(self) -> bool:
@@ -61,12 +67,14 @@ class ScanDraft:
 class StepContext:
     """The per-process, in-memory state steps may read: visitor salts, the per-client
     rate limiter (None: no burst flagging), the GeoIP database (None: no IP
-    geolocation) and the stores' geofences (None: scans keep their tag's location)."""
+    geolocation), the stores' geofences (None: scans keep their tag's location) and the
+    redirect rules (None: no rules)."""
 
     visitors: VisitorIds
     limiter: RateLimiter | None
     geoip: GeoIPReader | None = None
     locations: LocationCache | None = None
+    rules: RuleCache | None = None
 
 
 class ScanStep(Protocol):
