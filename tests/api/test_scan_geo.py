@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.app import create_app
 from campaigns.settings import Settings
 from geo.distance import distance_m
-from tests.conftest import Org, make_org
+from tests.conftest import TABLES, Org, forget_side_caches, make_org
 from tests.fixtures.mmdb import write_mmdb
 from tests.fixtures.user_agents import IPHONE_SAFARI
 
@@ -58,7 +58,7 @@ async def geo_app(
 
 @pytest.fixture
 async def scan_from(
-    geo_app: FastAPI, client: httpx.AsyncClient
+    geo_app: FastAPI, client: httpx.AsyncClient, engine: AsyncEngine
 ) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
     """Clients of the geo app connecting from a given peer address (``client`` is here for
     its clean-up: the database is emptied after each test)."""
@@ -73,6 +73,10 @@ async def scan_from(
     yield make
     for c in opened:
         await c.aclose()
+    # Empty now (``client`` empties again after): this app's caches must see it.
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    await forget_side_caches(geo_app)
 
 
 @pytest.fixture

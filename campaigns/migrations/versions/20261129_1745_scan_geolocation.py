@@ -40,6 +40,16 @@ SELECT s.id AS scan_id, s.click_id, s.organization_id, s.campaign_id, s.tag_id,
 FROM scans AS s LEFT JOIN scan_locations AS g ON g.click_id = s.click_id
 """
 
+#: TRUNCATE (no transition table) asks for a full re-read: "<table>:*".
+NOTIFY_TRUNCATE_FUNCTION = """
+CREATE FUNCTION passerelle_notify_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('passerelle_cache', TG_TABLE_NAME || ':*');
+    RETURN NULL;
+END;
+$$
+"""
+
 #: Tables whose changes this revision broadcasts on ``passerelle_cache`` (the stores'
 #: geofences and the redirect rules are held in memory by every server process).
 CACHED_TABLES = ("locations", "redirect_rules")
@@ -190,9 +200,18 @@ def upgrade() -> None:
                 f"REFERENCING {transition} AS changed "
                 "FOR EACH STATEMENT EXECUTE FUNCTION passerelle_notify_cache()"
             )
+    op.execute(NOTIFY_TRUNCATE_FUNCTION)
+    for table in CACHED_TABLES:
+        op.execute(
+            f"CREATE TRIGGER {table}_notify_cache_truncate AFTER TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION passerelle_notify_truncate()"
+        )
 
 
 def downgrade() -> None:
+    for table in CACHED_TABLES:
+        op.execute(f"DROP TRIGGER IF EXISTS {table}_notify_cache_truncate ON {table}")
+    op.execute("DROP FUNCTION IF EXISTS passerelle_notify_truncate()")
     for table in CACHED_TABLES:
         for suffix, _, _ in NOTIFY_TRIGGERS:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_notify_cache_{suffix} ON {table}")
