@@ -614,3 +614,35 @@ async def test_a_split_stores_its_variant_and_sticks_to_the_visitor(
         assert await redirect(phone, tag["code"], **{"User-Agent": IPHONE_SAFARI}) == first
         served.add(variant)
     assert served <= {"a", "b"}
+
+
+async def test_a_truncate_makes_every_process_reread_stores_and_rules(
+    geo_app: FastAPI, scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    paris = scan_from(PARIS_IP)
+    shop = await api(
+        paris,
+        acme,
+        "POST",
+        "/v1/locations",
+        {"name": "Shop", "point": point(LOUVRE), "radius_m": 100},
+    )
+    campaign, _ = await campaign_and_tag(paris, acme)
+    await api(
+        paris,
+        acme,
+        "POST",
+        f"/v1/campaigns/{campaign['id']}/rules",
+        {"destination_url": "https://shop.example.com/all"},
+    )
+    scans = geo_app.state.scans
+    await eventually(lambda: scans.locations.match(acme.id, *LOUVRE) == shop["id"])
+    assert len(scans.rules.rules_for(campaign["id"])) == 1
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE locations, redirect_rules CASCADE"))
+    await eventually(
+        lambda: (
+            scans.locations.match(acme.id, *LOUVRE) is None
+            and not scans.rules.rules_for(campaign["id"])
+        )
+    )
