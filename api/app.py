@@ -12,18 +12,22 @@ from starlette.types import ASGIApp
 
 from api import metrics
 from api.errors import install_error_handlers
-from api.middleware import BodySizeLimit, HeaderSizeLimit
+from api.middleware import BodySizeLimit, ForwardedFor, HeaderSizeLimit
 from api.openapi import install_openapi, operation_id
 from api.routers import (
     artwork,
     attribution,
     campaigns,
     conversions,
+    geo_reports,
     health,
     locations,
     nfc,
     organization,
     qr,
+    rules,
+    scan_locations,
+    scans,
     short_links,
     stats,
     tags,
@@ -34,16 +38,20 @@ from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.settings import Settings, get_settings
+from geo.geoip import GeoIPReader
 
 
 def served_app(app: FastAPI) -> ASGIApp:
     """The ASGI application a server runs for ``app`` (made by :func:`create_app`): the
-    header-size guard (431 ``headers_too_large`` on every path), then the short links
+    header-size guard (431 ``headers_too_large`` on every path), the client address
+    behind trusted proxies (:class:`api.middleware.ForwardedFor`), then the short links
     (:class:`api.scan_endpoint.ShortLinks`), then FastAPI. A scan is answered before any
     of FastAPI's own layers (its OpenTelemetry hook, Starlette's error and body-limit
     middleware, the router); every other request and the lifespan go on to ``app``."""
+    settings = app.state.settings
     short_links = ShortLinks(app, state=app.state)
-    return HeaderSizeLimit(short_links, max_bytes=app.state.settings.max_header_bytes)
+    forwarded = ForwardedFor(short_links, trusted=settings.trusted_proxies)
+    return HeaderSizeLimit(forwarded, max_bytes=settings.max_header_bytes)
 
 
 def create_served_app() -> ASGIApp:
@@ -67,6 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data_dir=settings.data_dir,
             secret_key=settings.secret_key,
             limiter=app.state.rate_limiter,
+            geoip=(
+                GeoIPReader(settings.geoip_db, check_interval_s=settings.geoip_check_interval_s)
+                if settings.geoip_db is not None
+                else None
+            ),
             batch_size=settings.writer_batch_size,
             max_delay_s=settings.writer_max_delay_s,
             reconcile_interval_s=settings.cache_reconcile_interval_s,
@@ -111,6 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue_total=settings.render_queue_total,
         cache_bytes=settings.render_cache_bytes,
     )
+    app.state.location_rate_limiter = (
+        RateLimiter(settings.location_rate_limit_per_s, settings.location_rate_limit_burst)
+        if settings.rate_limit_enabled
+        else None
+    )
     app.state.api_rate_limiter = (
         RateLimiter(settings.api_rate_limit_per_s, settings.api_rate_limit_burst)
         if settings.rate_limit_enabled
@@ -127,12 +145,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(health.router)
     app.include_router(short_links.router)
+    app.include_router(scan_locations.router)
     for module in (
         campaigns,
         tags,
         locations,
         conversions,
         stats,
+        scans,
+        geo_reports,
+        rules,
         attribution,
         organization,
         qr,

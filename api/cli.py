@@ -116,14 +116,26 @@ def serve(
         bool, typer.Option("--migrate/--no-migrate", help="Create and migrate the database first.")
     ] = True,
     forwarded_allow_ips: Annotated[
-        str, typer.Option(help="Proxies trusted for X-Forwarded-For (comma-separated, or *).")
-    ] = "127.0.0.1",
+        str | None,
+        typer.Option(
+            help="Proxies trusted for X-Forwarded-For: CIDR ranges, comma-separated "
+            "(default: PASSERELLE_FORWARDED_ALLOW_IPS, loopback only)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the API and the short links with uvicorn.
 
     Binds the port first: the line saying where it listens is printed once connections
     are accepted (queued until the app has started); a port in use is one line on stderr
-    and exit status 1, invalid settings exit 2, an app that fails to start exits 3."""
+    and exit status 1, invalid settings exit 2, an app that fails to start exits 3.
+
+    ``--forwarded-allow-ips`` is written to ``PASSERELLE_FORWARDED_ALLOW_IPS`` for the
+    app (and its worker processes): the app reads proxy headers itself
+    (:class:`api.middleware.ForwardedFor`), so uvicorn's own ``proxy_headers`` is off
+    and one list of ranges decides everywhere."""
+    if forwarded_allow_ips is not None:
+        os.environ["PASSERELLE_FORWARDED_ALLOW_IPS"] = forwarded_allow_ips
+        get_settings.cache_clear()
     settings = _settings()
     if migrate_first:
         try:
@@ -148,8 +160,9 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        # X-Forwarded-For is read by the app (api.middleware.ForwardedFor), with
+        # PASSERELLE_FORWARDED_ALLOW_IPS: uvicorn must not rewrite the peer first.
+        proxy_headers=False,
         timeout_keep_alive=5,
         http=GuardedHttpToolsProtocol,
         timeout_graceful_shutdown=10,

@@ -1,10 +1,14 @@
-"""ASGI middleware: request header and body size limits."""
+"""ASGI middleware: request header and body size limits, the client behind proxies."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
+from geo.forwarded import TrustedProxies, client_address, parse_address
+
+#: Peers whose trust was decided, remembered (bounded): proxies are few, clients many.
+_PEER_MEMO_MAX = 4096
 
 
 class BodySizeLimit:
@@ -106,4 +110,45 @@ class HeaderSizeLimit:
             scope, send, max_bytes=self.max_bytes
         ):
             return
+        await self.app(scope, receive, send)
+
+
+class ForwardedFor:
+    """Set ``scope["client"]`` to the client's address, for every path (the scan path,
+    the location beacon's limit, the API): the socket peer, or, when the peer is in
+    ``trusted``, the right-most address of ``X-Forwarded-For`` that is not a trusted
+    proxy (:func:`geo.forwarded.client_address`; a spoofed left-most entry never wins).
+    The one place proxy headers are read: uvicorn runs with ``proxy_headers`` off so that
+    the same ranges (``PASSERELLE_FORWARDED_ALLOW_IPS``) decide everywhere. The client's
+    port is kept when the peer is the client, 0 otherwise (a proxy hides it)."""
+
+    def __init__(self, app: ASGIApp, *, trusted: TrustedProxies) -> None:
+        self.app = app
+        self.trusted = trusted
+        self._trusted_peers: dict[str, bool] = {}
+
+    def _is_trusted(self, peer: str) -> bool:
+        known = self._trusted_peers.get(peer)
+        if known is None:
+            ip = parse_address(peer)
+            known = ip is not None and ip in self.trusted
+            if len(self._trusted_peers) >= _PEER_MEMO_MAX:
+                self._trusted_peers.clear()
+            self._trusted_peers[peer] = known
+        return known
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            if client and self._is_trusted(client[0]):
+                values = [
+                    value.decode("latin-1")
+                    for name, value in scope.get("headers", ())
+                    if name == b"x-forwarded-for"
+                ]
+                if values:
+                    address = client_address(client[0], values, self.trusted)
+                    if address is not None and address != client[0]:
+                        scope = dict(scope)
+                        scope["client"] = (address, 0)
         await self.app(scope, receive, send)

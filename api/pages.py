@@ -1,7 +1,10 @@
-"""Small HTML pages shown to people whose scan cannot be redirected."""
+"""Small HTML pages shown to people whose scan cannot be redirected, and the consent page
+asking a scan's precise position."""
 
 from __future__ import annotations
 
+import json
+import secrets
 from html import escape
 
 from fastapi.responses import HTMLResponse
@@ -44,3 +47,121 @@ def tap_again_page() -> HTMLResponse:
         "This link has already been used or could not be verified. Hold your phone to the "
         "tag again to open it.",
     )
+
+
+#: The consent page's words, by language (``Accept-Language``; English otherwise).
+_LOCATION_TEXT = {
+    "en": {
+        "title": "One moment",
+        "why": "To tell which shop this code was scanned in, we ask your browser for your "
+        "position once. It is used only for this scan's statistics. You can refuse: you "
+        "will be taken to the page either way.",
+        "go": "Continue",
+    },
+    "fr": {
+        "title": "Un instant",
+        "why": "Pour savoir dans quel magasin ce code a été scanné, nous demandons une fois "
+        "votre position à votre navigateur. Elle ne sert qu'aux statistiques de ce scan. "
+        "Vous pouvez refuser : vous serez conduit à la page dans tous les cas.",
+        "go": "Continuer",
+    },
+}
+
+#: Seconds the page waits for the browser's answer before going on anyway.
+LOCATION_WAIT_S = 4
+
+_LOCATION_TEMPLATE = """<!doctype html>
+<html lang="{lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<noscript><meta http-equiv="refresh" content="0;url={href}"></noscript>
+<title>{title}</title>
+<style nonce="{nonce}">body{{font-family:system-ui,sans-serif;max-width:32rem;margin:15vh auto;
+padding:0 1.5rem;color:#222;text-align:center}}h1{{font-size:1.5rem}}
+p{{color:#555;line-height:1.5}}a{{color:#0b57d0}}</style>
+</head><body><h1>{title}</h1><p>{why}</p><p><a href="{href}">{go}</a></p>
+<script nonce="{nonce}">(function () {{
+  var destination = {destination}, beacon = {beacon}, done = false;
+  function go() {{ if (!done) {{ done = true; window.location.replace(destination); }} }}
+  setTimeout(go, {wait_ms});
+  if (!navigator.geolocation || !window.fetch) {{ go(); return; }}
+  navigator.geolocation.getCurrentPosition(function (p) {{
+    fetch(beacon, {{method: "POST", credentials: "omit", keepalive: true,
+      headers: {{"Content-Type": "application/json"}},
+      body: JSON.stringify({{lat: p.coords.latitude, lon: p.coords.longitude,
+        accuracy_m: p.coords.accuracy}})}}).then(go, go);
+  }}, go, {{enableHighAccuracy: true, timeout: {wait_ms}, maximumAge: 60000}});
+}})();</script>
+</body></html>
+"""
+
+
+def page_language(accept_language: str | None) -> str:
+    """``fr`` or ``en``: the first of them by preference in ``Accept-Language``
+    (RFC 9110 §12.5.4: weights ``q``, order breaking ties), ``en`` when neither is asked."""
+    best: tuple[float, int, str] | None = None
+    for index, item in enumerate((accept_language or "").split(",")[:32]):
+        tag, _, params = item.strip().partition(";")
+        primary = tag.strip().lower().split("-", 1)[0]
+        if primary not in _LOCATION_TEXT:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0 and (best is None or (-q, index) < (-best[0], best[1])):
+            best = (q, index, primary)
+    return best[2] if best else "en"
+
+
+def _script_json(value: str) -> str:
+    """A JSON string literal safe inside ``<script>`` (no ``</script>``, no ``<!--``)."""
+    return (
+        json.dumps(value)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def location_page(*, destination: str, click_id: str, accept_language: str | None) -> HTMLResponse:
+    """200: the consent page of a campaign with ``precise_location = ask``. It says why,
+    asks the browser's Geolocation API once, posts the answer to
+    ``/s/{click_id}/location``, then goes on to ``destination``; a refusal, an error or
+    :data:`LOCATION_WAIT_S` seconds without an answer go on too, and without JavaScript a
+    meta refresh does. Inline style and script only, allowed by a fresh nonce in a
+    strict ``Content-Security-Policy``; ``connect-src 'self'`` lets only the beacon out."""
+    lang = page_language(accept_language)
+    words = _LOCATION_TEXT[lang]
+    nonce = secrets.token_urlsafe(18)
+    body = _LOCATION_TEMPLATE.format(
+        lang=lang,
+        title=escape(words["title"]),
+        why=escape(words["why"]),
+        go=escape(words["go"]),
+        href=escape(destination, quote=True),
+        nonce=nonce,
+        destination=_script_json(destination),
+        beacon=_script_json(f"/s/{click_id}/location"),
+        wait_ms=LOCATION_WAIT_S * 1000,
+    )
+    csp = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    headers = {
+        **_HEADERS,
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Content-Language": lang,
+        "Vary": "Accept-Language",
+    }
+    return HTMLResponse(body, status_code=200, headers=headers)

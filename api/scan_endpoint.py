@@ -11,7 +11,9 @@ message, verified by the NFC verification step; channel ``nfc``). The request be
 :class:`~campaigns.scanning.request.ScanRequest`; the scan steps do the rest.
 
 Answers: ``302 Found`` (never 301: printed codes must stay re-pointable and every scan
-countable) with ``Cache-Control: no-store``; an HTML 404 page for unknown, malformed or
+countable) with ``Cache-Control: no-store``, or, for a person's scan of a campaign with
+``precise_location = ask``, a 200 consent page that goes on to the same URL
+(:func:`api.pages.location_page`); an HTML 404 page for unknown, malformed or
 disabled codes; an HTML 410 page for a campaign outside its schedule without a fallback
 URL; an HTML 403 page (no ``Location``) for an NFC tap whose SUN message failed or was
 replayed when its campaign's ``nfc_invalid_tap`` is ``block`` (the tap is stored all the
@@ -31,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
 from api.metrics import Metrics
-from api.pages import gone_page, not_found_page, tap_again_page
+from api.pages import gone_page, location_page, not_found_page, tap_again_page
 from campaigns.models import utcnow
 from campaigns.scanning.nfc import is_blocked
 from campaigns.scanning.request import ScanRequest
@@ -152,6 +154,16 @@ class ShortLinks:
         if is_blocked(record, policy=resolution.campaign.nfc_invalid_tap):
             metrics.responses.labels("403").inc()
             await _TAP_AGAIN(scope, _no_receive, send)
+            return
+        if scans.asks_location(record, resolution):
+            # precise_location = ask: the consent page, which goes on to the destination.
+            metrics.responses.labels("200").inc()
+            page = location_page(
+                destination=url,
+                click_id=record.click_id,
+                accept_language=request.accept_language,
+            )
+            await page(scope, _no_receive, send)
             return
         metrics.responses.labels("302").inc()
         await send(

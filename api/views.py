@@ -45,6 +45,7 @@ def campaign_read(campaign: Campaign) -> CampaignRead:
         archived=campaign.archived,
         nfc_invalid_tap=campaign.nfc_invalid_tap,
         timezone=campaign.timezone,
+        precise_location=campaign.precise_location,
         created_at=campaign.created_at,
         updated_at=campaign.updated_at,
     )

@@ -28,9 +28,15 @@ deliver counters slightly out of order, so a counter below one already accepted 
 earlier group commit is stored ``replayed`` (a real tag is never tapped concurrently);
 both verdicts cost the same. Past the end of the list wrk starts over (all replays).
 
+Geography (``--realistic``): ``--geoip-db PATH`` geolocates every scan with that MaxMind
+DB file (``synthetic``: a generated one with one city per /8 network, so every random
+address is found; needs the ``test`` extra's ``mmdb-writer``); ``--locations N`` seeds N
+stores with a 300 m circle around Paris and places every tag at one of them, so each
+scan is matched to a store by its area.
+
     python benchmarks/scan_redirect.py [--workers 1] [--connections 64] [--duration 15]
-        [--tags 1000] [--memory-tags 1000000] [--realistic [--agents 2000]]
-        [--nfc [--nfc-taps 300000]]
+        [--tags 1000] [--memory-tags 1000000] [--realistic [--agents 2000]
+        [--geoip-db PATH|synthetic] [--locations 1000]] [--nfc [--nfc-taps 300000]]
 
 Needs a PostgreSQL with PostGIS (``PASSERELLE_TEST_DATABASE_URL`` or the local one); it
 creates a throwaway database and drops it at the end.
@@ -110,6 +116,47 @@ def seed(conninfo: str, n_tags: int) -> list[str]:
             for i, code in enumerate(codes):
                 copy.write_row((org[0], campaign[0], code, "qr", f"poster-{i}"))
     return sorted(codes)
+
+
+def seed_locations(conninfo: str, n_locations: int) -> None:
+    """``n_locations`` stores of the benchmark organization, each a 300 m circle around a
+    point scattered over 20 km around Paris (seeded randomness in SQL), and every tag
+    placed at one of them (its point as placement)."""
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("SELECT setseed(0.42)")
+        conn.execute(
+            "INSERT INTO locations (organization_id, name, point, radius_m) "
+            "SELECT o.id, 'store ' || i, ST_SetSRID(ST_MakePoint("
+            "2.3522 + (random() - 0.5) * 0.5, 48.8566 + (random() - 0.5) * 0.35), 4326)"
+            "::geography, 300 FROM organizations AS o, generate_series(1, %s) AS i",
+            (n_locations,),
+        )
+        # Ids of a fresh table are consecutive: tag i goes to store (i mod n).
+        conn.execute(
+            "UPDATE tags SET location_id = l.id, placement = l.point FROM locations AS l "
+            "WHERE l.id = (SELECT min(id) FROM locations) + tags.id %% %s",
+            (n_locations,),
+        )
+
+
+def synthetic_geoip(path: Path) -> Path:
+    """An MMDB with one city record per public /8 network (1/8 to 223/8, less 10, 127):
+    every random benchmark address is found (the ``test`` extra's ``mmdb-writer``)."""
+    from tests.fixtures.mmdb import city_record, write_mmdb
+
+    networks = {
+        f"{first}.0.0.0/8": city_record(
+            "FR",
+            city=f"City {first}",
+            region="IDF",
+            lat=48.0 + first / 100,
+            lon=2.0,
+            accuracy_km=20,
+        )
+        for first in range(1, 224)
+        if first not in (10, 127)
+    }
+    return write_mmdb(path, networks)
 
 
 def count_scans(conninfo: str) -> int:
@@ -411,6 +458,14 @@ def main() -> None:
         "--warmup", type=int, default=5, help="seconds of load before each measured run"
     )
     parser.add_argument(
+        "--geoip-db",
+        default=None,
+        help="MaxMind DB file geolocating scans (PASSERELLE_GEOIP_DB), or 'synthetic'",
+    )
+    parser.add_argument(
+        "--locations", type=int, default=0, help="stores with an area; every tag placed at one"
+    )
+    parser.add_argument(
         "--memory-tags", type=int, default=0, help="also measure RSS with this many tags"
     )
     parser.add_argument(
@@ -431,6 +486,8 @@ def main() -> None:
     try:
         migrate.upgrade(database_url)
         codes = seed(conninfo, args.tags)
+        if args.locations:
+            seed_locations(conninfo, args.locations)
         env = {
             **os.environ,
             "PASSERELLE_DATABASE_URL": database_url,
@@ -439,11 +496,16 @@ def main() -> None:
             "PASSERELLE_RATE_LIMIT_ENABLED": "false",  # one client IP sends everything here
             "PASSERELLE_SECRET_KEY": BENCH_SECRET_KEY,
         }
+        if args.geoip_db == "synthetic":
+            env["PASSERELLE_GEOIP_DB"] = str(synthetic_geoip(data_dir / "synthetic.mmdb"))
+        elif args.geoip_db:
+            env["PASSERELLE_GEOIP_DB"] = str(Path(args.geoip_db).resolve())
         use_wrk = shutil.which("wrk") is not None
         print(
             f"# {args.workers} worker(s), {args.connections} connections, {args.tags} tags, "
             f"load generator: {'wrk' if use_wrk else 'python asyncio client'}, "
-            f"{os.cpu_count()} CPUs"
+            f"{os.cpu_count()} CPUs; GeoIP: {env.get('PASSERELLE_GEOIP_DB', 'none')}, "
+            f"{args.locations} locations"
         )
 
         if args.nfc:

@@ -64,10 +64,15 @@ def note_cache_changes(
     *,
     tag_ids: Iterable[int] = (),
     campaign_ids: Iterable[int] = (),
+    rule_ids: Iterable[int] = (),
 ) -> None:
-    """Remember rows the unit of work changed that decide redirects. ORM changes are
+    """Remember rows the unit of work changed that decide redirects (tags, campaigns,
+    redirect rules). ORM changes are
     noted by a flush hook; services that write with Core statements (bulk inserts)
     call this so the process's own tag cache sees their rows right after commit."""
-    changed = session.info.setdefault(CACHE_CHANGES, {"tags": set(), "campaigns": set()})
+    changed = session.info.setdefault(
+        CACHE_CHANGES, {"tags": set(), "campaigns": set(), "rules": set()}
+    )
     changed["tags"].update(tag_ids)
     changed["campaigns"].update(campaign_ids)
+    changed["rules"].update(rule_ids)

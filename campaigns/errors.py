@@ -57,6 +57,14 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class Gone(DomainError):
+    """The resource existed but can no longer be acted on (410)."""
+
+    status = 410
+    code = "gone"
+    title = "Gone"
+
+
 class InvalidInput(DomainError):
     """Semantically invalid input detected by a service rather than by a schema (422)."""
 

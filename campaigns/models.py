@@ -16,6 +16,8 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
+    Computed,
     Date,
     DateTime,
     Double,
@@ -27,6 +29,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -160,6 +163,7 @@ class Campaign(Base):
             "ends_at IS NULL OR starts_at IS NULL OR ends_at > starts_at", name="schedule"
         ),
         CheckConstraint("nfc_invalid_tap IN ('flag', 'block')", name="nfc_invalid_tap"),
+        CheckConstraint("precise_location IN ('off', 'ask')", name="precise_location"),
     )
 
     id: Mapped[int] = _pk()
@@ -177,6 +181,9 @@ class Campaign(Base):
     cost_currency: Mapped[str | None] = mapped_column(String(3))
     archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     nfc_invalid_tap: Mapped[str] = mapped_column(String(8), default="flag", server_default="flag")
+    #: ``ask``: ``GET /s/{code}`` answers a page asking the browser's position (with
+    #: consent) before going on; ``off``: a plain redirect.
+    precise_location: Mapped[str] = mapped_column(String(8), default="off", server_default="off")
     #: IANA time zone of the campaign's reports (days of the attribution report).
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     created_at: Mapped[dt.datetime] = _created_at()
@@ -326,6 +333,7 @@ class Scan(Base):
             "'no_user_agent')",
             name="bot_reason",
         ),
+        CheckConstraint("geo_source IN ('gps', 'placement', 'ip')", name="geo_source"),
         # Journeys (attribution): a visitor's other scans. Partial, so scans without the
         # key cost nothing; see docs/DECISIONS.md for the cost on the hot path.
         Index(
@@ -373,6 +381,93 @@ class Scan(Base):
     #: First-party visitor cookie (a random UUID), when the organization enables it and
     #: the visitor agreed: links a visitor's scans across days for attribution journeys.
     cookie_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Geolocation (campaigns/scanning/steps/geolocation.py). From the GeoIP database, the
+    # full address used in memory only: ISO 3166-1 alpha-2 ``country``, ISO 3166-2
+    # ``region`` (without the country prefix), ``city``, and the IP position (WGS 84)
+    # with its accuracy radius in metres.
+    country: Mapped[str | None] = mapped_column(Text)
+    region: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    ip_lat: Mapped[float | None] = mapped_column(Double)
+    ip_lon: Mapped[float | None] = mapped_column(Double)
+    ip_accuracy_m: Mapped[int | None] = mapped_column(Integer)
+    #: The position of record (WGS 84) from ``geo_source`` (``placement`` or ``ip``; a
+    #: consented fix is read as ``gps`` through the ``scan_positions`` view) and its
+    #: accuracy in metres (null for a placement). ``position`` is computed from the two
+    #: doubles, so the group commit's COPY writes plain numbers.
+    position_lat: Mapped[float | None] = mapped_column(Double)
+    position_lon: Mapped[float | None] = mapped_column(Double)
+    geo_source: Mapped[str | None] = mapped_column(Text)
+    accuracy_m: Mapped[float | None] = mapped_column(Double)
+    #: The store matched: the organization's location whose area covers the position,
+    #: else the tag's location.
+    location_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: The IP position is farther from the tag's placement than its accuracy plus 50 km;
+    #: null when either is unknown.
+    far_from_placement: Mapped[bool | None] = mapped_column(Boolean)
+    #: The redirect rule that chose the destination (null: the campaign's or tag's) and,
+    #: for a weighted split, the variant served.
+    rule_id: Mapped[int | None] = mapped_column(BigInteger)
+    variant: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[WKBElement | None] = mapped_column(
+        Geography(geometry_type="POINT", srid=4326, spatial_index=False),
+        Computed(
+            "CASE WHEN position_lon IS NOT NULL AND position_lat IS NOT NULL "
+            "THEN (ST_SetSRID(ST_MakePoint(position_lon, position_lat), 4326))::geography END",
+            persisted=True,
+        ),
+    )
+
+
+class RedirectRule(Base):
+    """A campaign's conditional destination (:mod:`campaigns.scanning.rules`). Scans
+    whose geography, device and language meet every condition of ``conditions``
+    (``{"countries": [...], "location_ids": [...], "os": [...], "device_types": [...],
+    "languages": [...]}``, each optional) go to ``destination_url``, or to one variant of
+    ``split`` (``[{"variant", "destination_url", "weight"}]``); the lowest ``priority``
+    matching wins (then the lowest id)."""
+
+    __tablename__ = "redirect_rules"
+    __table_args__ = (
+        CheckConstraint("(destination_url IS NULL) <> (split IS NULL)", name="one_target"),
+    )
+
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    priority: Mapped[int] = mapped_column(Integer)
+    conditions: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    destination_url: Mapped[str | None] = mapped_column(Text)
+    # none_as_null: None is SQL NULL (the CHECK tells targets apart), not JSON null.
+    split: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        server_default=func.now(), default=utcnow, onupdate=utcnow
+    )
+
+
+class ScanLocation(Base):
+    """A consented precise position (the browser's Geolocation API) for one scan, keyed by
+    its click id: at most one per scan, within ten minutes of it
+    (:mod:`campaigns.services.scan_locations`). ``position`` WGS 84, ``accuracy_m``
+    metres. Read as the scan's position with ``geo_source = 'gps'`` through the
+    ``scan_positions`` view. Scans stay append-only."""
+
+    __tablename__ = "scan_locations"
+
+    click_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[WKBElement] = mapped_column(
+        Geography(geometry_type="POINT", srid=4326, spatial_index=False)
+    )
+    accuracy_m: Mapped[float] = mapped_column(Double)
+    recorded_at: Mapped[dt.datetime] = _created_at()
 
 
 class Conversion(Base):
@@ -439,3 +534,38 @@ class VisitorSalt(Base):
 
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     salt: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+#: Views, apart from ``Base.metadata`` (Alembic compares tables only; the migration that
+#: creates a view owns its definition).
+VIEWS = MetaData()
+
+#: ``scan_positions``: every scan with its position of record, where a consented GPS fix
+#: (``scan_locations``) replaces the scan's own (``geo_source = 'gps'``). The one place
+#: reports read scans' positions from; it carries no address and no visitor id.
+scan_positions = Table(
+    "scan_positions",
+    VIEWS,
+    Column("scan_id", BigInteger, primary_key=True),
+    Column("click_id", String(32)),
+    Column("organization_id", BigInteger),
+    Column("campaign_id", BigInteger),
+    Column("tag_id", BigInteger),
+    Column("scanned_at", DateTime(timezone=True)),
+    Column("channel", Text),
+    Column("is_bot", Boolean),
+    Column("bot_reason", Text),
+    Column("device_type", Text),
+    Column("os", Text),
+    Column("browser", Text),
+    Column("position", Geography(geometry_type="POINT", srid=4326, spatial_index=False)),
+    Column("geo_source", Text),
+    Column("accuracy_m", Double),
+    Column("location_id", BigInteger),
+    Column("far_from_placement", Boolean),
+    Column("country", Text),
+    Column("region", Text),
+    Column("city", Text),
+    Column("rule_id", BigInteger),
+    Column("variant", Text),
+)

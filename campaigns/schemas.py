@@ -129,6 +129,11 @@ def _hex_digits(count: int, what: str) -> AfterValidator:
 NfcUid = Annotated[str, _hex_digits(14, "uid (7 bytes)")]
 AesKeyHex = Annotated[str, _hex_digits(32, "an AES-128 key")]
 NfcInvalidTap = Literal["flag", "block"]
+PreciseLocation = Literal["off", "ask"]
+_PRECISE_LOCATION = (
+    "`ask`: a scan by a person gets a short page (French or English) asking the browser's "
+    "position, with consent, before going on to the destination; `off`: a plain redirect"
+)
 _VISITOR_COOKIE = (
     "Scans set a first-party visitor cookie linking a visitor's scans across days (EU: needs "
     "consent; default false)"
@@ -303,6 +308,7 @@ class CampaignCreate(_Schedule):
     cost: Money | None = doc(_COST, _MONEY_EXAMPLE, default=None)
     nfc_invalid_tap: NfcInvalidTap = doc(_NFC_INVALID_TAP, "flag", default="flag")
     timezone: Timezone = doc(_CAMPAIGN_TZ, "Europe/Paris", default="UTC")
+    precise_location: PreciseLocation = doc(_PRECISE_LOCATION, "ask", default="off")
 
 
 class CampaignUpdate(_Schedule):
@@ -332,6 +338,9 @@ class CampaignUpdate(_Schedule):
         _NFC_INVALID_TAP + "; cannot be null", "block", default=None
     )
     timezone: Timezone | None = doc(_CAMPAIGN_TZ + "; cannot be null", "Europe/Paris", default=None)
+    precise_location: PreciseLocation | None = doc(
+        _PRECISE_LOCATION + "; cannot be null", "ask", default=None
+    )
 
 
 class CampaignRead(Schema):
@@ -351,6 +360,7 @@ class CampaignRead(Schema):
     archived: bool = doc("Archived campaigns are left out of listings with `archived=false`", False)
     nfc_invalid_tap: NfcInvalidTap = doc(_NFC_INVALID_TAP, "flag")
     timezone: str = doc(_CAMPAIGN_TZ, "Europe/Paris")
+    precise_location: PreciseLocation = doc(_PRECISE_LOCATION, "off")
     created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
     updated_at: dt.datetime = doc("Last change, UTC", _WHEN)
 
@@ -1181,3 +1191,253 @@ class AttributionReport(Schema):
         "The organization's conversions in the window with no journey",
         {"conversions": 0, "revenue": []},
     )
+
+
+#: Largest accuracy radius a browser fix may claim, in metres: past it the fix says less
+#: than the IP position already does.
+MAX_FIX_ACCURACY_M = 100_000.0
+
+
+def _fix_number(low: float, high: float, what: str) -> Callable[[Any], float]:
+    """A validator: a JSON number, finite, within ``[low, high]``; anything else is an
+    ``invalid_coordinates`` problem (the beacon's one 422 code)."""
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PydanticCustomError(
+                "invalid_coordinates", "{what} must be a number", {"what": what}
+            )
+        number = float(value)
+        if not (math.isfinite(number) and low <= number <= high):
+            raise PydanticCustomError(
+                "invalid_coordinates",
+                "{what} must be a finite number in [{low}, {high}]",
+                {"what": what, "low": low, "high": high},
+            )
+        return number
+
+    return check
+
+
+def _fix_field(low: float, high: float, what: str) -> Any:
+    return Annotated[
+        Any,
+        AfterValidator(_fix_number(low, high, what)),
+        WithJsonSchema({"type": "number", "minimum": low, "maximum": high}),
+    ]
+
+
+class ScanLocationCreate(Schema):
+    """Body of ``POST /s/{click_id}/location``: the browser's Geolocation API answer
+    (``GeolocationCoordinates``: ``latitude``, ``longitude``, ``accuracy``; W3C
+    Geolocation API §9)."""
+
+    lat: _fix_field(-90.0, 90.0, "lat") = doc("Latitude, WGS 84 degrees", 48.8606)  # type: ignore[valid-type]
+    lon: _fix_field(-180.0, 180.0, "lon") = doc("Longitude, WGS 84 degrees", 2.3376)  # type: ignore[valid-type]
+    accuracy_m: _fix_field(0.0, MAX_FIX_ACCURACY_M, "accuracy_m") = doc(  # type: ignore[valid-type]
+        "Radius of 95% confidence around the position, metres (0 to 100 km)", 12.5
+    )
+
+
+class ScanRead(Schema):
+    """One scan as reports show it: never an address (not even truncated) nor a visitor
+    id. ``position`` is the position of record, a consented browser fix when there is one
+    (``geo_source: gps``), else the tag's placement (``placement``) or the IP position
+    (``ip``)."""
+
+    id: int = doc(_ID, 1042)
+    click_id: str = doc("The click id (`pcid`) the redirect carried", "aTvF6AbnfnAUZXmG")
+    tag_id: int = doc("The tag scanned", 7)
+    scanned_at: dt.datetime = doc("When, UTC", _WHEN)
+    channel: str = doc("`qr` or `nfc`", "qr")
+    is_bot: bool = doc("Not a person's scan (see `bot_reason`)", False)
+    bot_reason: str | None = doc(
+        "`head`, `prefetch`, `previewer`, `scanner`, `crawler` or `no_user_agent`", None
+    )
+    device_type: str | None = doc("`mobile`, `tablet`, `desktop` or null", "mobile")
+    os: str | None = doc("Operating system family", "iOS")
+    browser: str | None = doc("Browser family", "Mobile Safari")
+    country: str | None = doc("ISO 3166-1 alpha-2, from the address (GeoIP)", "FR")
+    region: str | None = doc("ISO 3166-2 subdivision without the country prefix", "IDF")
+    city: str | None = doc("City name (English), from the address", "Paris")
+    position: dict[str, Any] | None = doc(
+        "Position of record: GeoJSON Point `[lon, lat]`, WGS 84",
+        {"type": "Point", "coordinates": [2.3376, 48.8606]},
+    )
+    geo_source: Literal["gps", "placement", "ip"] | None = doc(
+        "Where `position` comes from: `gps` (consented browser fix), `placement` (the "
+        "tag's), `ip` (the address's)",
+        "placement",
+    )
+    accuracy_m: float | None = doc(
+        "Radius around `position` in metres (null for a placement)", None
+    )
+    location_id: int | None = doc(
+        "The store matched: the location whose area covers the position, else the tag's",
+        3,
+    )
+    far_from_placement: bool | None = doc(
+        "The IP position is farther from the tag's placement than its accuracy plus 50 km",
+        False,
+    )
+    rule_id: int | None = doc("The redirect rule that chose the destination", None)
+    variant: str | None = doc("The split variant served", None)
+
+
+class ScanPage(Page[ScanRead]):
+    """A page of a campaign's scans, newest first."""
+
+
+class LocationStatsRow(Schema):
+    """One store's share of a campaign's scans (:class:`LocationStats`); ``location_id``
+    null for the scans matched to no store."""
+
+    location_id: int | None = doc("The matched store (null: none)", 3)
+    name: str | None = doc("Its name", "Paris Rivoli")
+    external_id: str | None = doc("Its store number", "PAR-01")
+    scans: int = doc("Human scans matched to it", 120)
+    bot_scans: int = doc("Scans by bots, previewers and HEAD requests", 4)
+    unique_visitors: int = doc("Distinct daily visitor ids among the human scans", 96)
+    gps_scans: int = doc("Human scans with a consented browser position", 12)
+    far_from_placement: int = doc(
+        "Human scans whose IP position is far from the tag's placement", 3
+    )
+
+
+class LocationStats(Schema):
+    """Answer of ``GET /v1/campaigns/{id}/stats/locations`` over ``[from, to)``: one row
+    per store matched by at least one scan (most human scans first, then by id), and the
+    unmatched scans last (``location_id: null``) when there are any."""
+
+    campaign_id: int = doc(_ID, 1)
+    rows: list[LocationStatsRow] = doc("One row per matched store", [])
+
+
+def _check_country(value: str) -> str:
+    if pycountry.countries.get(alpha_2=value) is None:
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+    return value
+
+
+CountryCode = Annotated[
+    str,
+    StringConstraints(to_upper=True, pattern=r"^[A-Za-z]{2}$"),
+    AfterValidator(_check_country),
+]
+LanguageCode = Annotated[str, StringConstraints(to_lower=True, pattern=r"^[A-Za-z]{2,3}$")]
+DeviceType = Literal["mobile", "tablet", "desktop", "bot"]
+OsName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+VariantName = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+]
+
+
+class RuleConditions(Schema):
+    """What a scan must have for the rule to apply: every condition given must hold (a
+    scan whose value is unknown never matches it); none given: every scan."""
+
+    countries: Annotated[list[CountryCode], Field(min_length=1, max_length=250)] | None = doc(
+        "ISO 3166-1 alpha-2 countries of the scan's address (GeoIP)", ["FR", "BE"], default=None
+    )
+    location_ids: (
+        Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=1000)] | None
+    ) = doc(
+        "Matched stores (the location whose area covers the scan, else the tag's)",
+        [3, 4],
+        default=None,
+    )
+    os: Annotated[list[OsName], Field(min_length=1, max_length=20)] | None = doc(
+        "Operating system families (`iOS`, `Android`...), without case", ["iOS"], default=None
+    )
+    device_types: Annotated[list[DeviceType], Field(min_length=1, max_length=4)] | None = doc(
+        "`mobile`, `tablet`, `desktop` or `bot`", ["mobile"], default=None
+    )
+    languages: Annotated[list[LanguageCode], Field(min_length=1, max_length=50)] | None = doc(
+        "Primary language subtags; the visitor's most preferred `Accept-Language`",
+        ["fr"],
+        default=None,
+    )
+
+
+class SplitVariant(Schema):
+    """One arm of a weighted split."""
+
+    variant: VariantName = doc("Its name, stored on the scan as `variant`", "a")
+    destination_url: HttpUrl = doc(_DESTINATION, "https://shop.example.com/a")
+    weight: int = doc("Relative weight, 1 to 10,000", 50, ge=1, le=10_000)
+
+
+Split = Annotated[list[SplitVariant], Field(min_length=2, max_length=10)]
+_RULE_PRIORITY = "Evaluation order: the lowest matching number wins (ties: the oldest rule)"
+_RULE_TARGET = "Give `destination_url` or `split`, not both"
+
+
+def _unique_variants(split: list[SplitVariant] | None) -> None:
+    if split is not None and len({v.variant for v in split}) != len(split):
+        raise ValueError("variant names must be unique within a split")
+
+
+class RuleCreate(Schema):
+    """Body of ``POST /v1/campaigns/{id}/rules``: conditions and one target."""
+
+    priority: int = doc(_RULE_PRIORITY, 10, default=100, ge=0, le=1_000_000)
+    conditions: RuleConditions = doc(
+        "What a scan must have", {"countries": ["BE"]}, default_factory=RuleConditions
+    )
+    destination_url: HttpUrl | None = doc(
+        "Where matching scans go; " + _RULE_TARGET, "https://shop.example.com/be", default=None
+    )
+    split: Split | None = doc(
+        "Weighted variants (2 to 10); " + _RULE_TARGET,
+        None,
+        default=None,
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Any:
+        if (self.destination_url is None) == (self.split is None):
+            raise ValueError("give exactly one of destination_url or split")
+        _unique_variants(self.split)
+        return self
+
+
+class RuleUpdate(Schema):
+    """Body of ``PATCH /v1/rules/{id}``: only the fields sent change; sending
+    `destination_url` replaces a split and sending `split` replaces a destination."""
+
+    priority: int | None = doc(_RULE_PRIORITY, 5, default=None, ge=0, le=1_000_000)
+    conditions: RuleConditions | None = doc(
+        "Replaces all the conditions", {"os": ["Android"]}, default=None
+    )
+    destination_url: HttpUrl | None = doc(
+        "New single target", "https://shop.example.com/android", default=None
+    )
+    split: Split | None = doc("New weighted target", None, default=None)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Any:
+        if self.destination_url is not None and self.split is not None:
+            raise ValueError("give destination_url or split, not both")
+        _unique_variants(self.split)
+        return self
+
+
+class RuleRead(Schema):
+    """A redirect rule."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int = doc(_ID, 1)
+    campaign_id: int = doc("Its campaign", 1)
+    priority: int = doc(_RULE_PRIORITY, 10)
+    conditions: RuleConditions = doc("What a scan must have", {"countries": ["BE"]})
+    destination_url: str | None = doc("Single target", "https://shop.example.com/be")
+    split: list[SplitVariant] | None = doc("Weighted target", None)
+    created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
+    updated_at: dt.datetime = doc("Last change, UTC", _WHEN)
+
+
+class RuleList(Schema):
+    """A campaign's rules in evaluation order."""
+
+    items: list[RuleRead] = doc("The rules, lowest priority number first", [])

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geo.forwarded import TrustedProxies
+
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - refused outside development
 
 
@@ -58,6 +60,18 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=500, ge=1)
     rate_limit_enabled: bool = True
 
+    #: Reverse proxies whose ``X-Forwarded-For`` is believed: CIDR ranges (or bare
+    #: addresses), comma-separated. The client address is the socket peer, or, when the
+    #: peer is one of these, the right-most address of ``X-Forwarded-For`` that is not
+    #: (geo/forwarded.py). ``passerelle serve --forwarded-allow-ips`` sets it too.
+    forwarded_allow_ips: str = "127.0.0.1/32,::1/128"
+
+    #: MaxMind DB file (GeoIP2/GeoLite2 City or Country) geolocating scan addresses; None:
+    #: scans carry no country, region, city nor IP position. Re-read when replaced.
+    geoip_db: Path | None = None
+    #: How often the GeoIP file is checked for replacement (seconds).
+    geoip_check_interval_s: float = Field(default=60.0, gt=0)
+
     #: Seconds a client has to send a whole request once it started (slow-client guard).
     request_read_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
@@ -80,6 +94,11 @@ class Settings(BaseSettings):
     # second and burst. Off with ``rate_limit_enabled`` like the public one.
     api_rate_limit_per_s: float = Field(default=20.0, gt=0)
     api_rate_limit_burst: int = Field(default=200, ge=1)
+    # Per-address token bucket on the precise-location beacon (``POST
+    # /s/{click_id}/location``, one post per scan): requests per second and burst; 429
+    # past it. Off with ``rate_limit_enabled``.
+    location_rate_limit_per_s: float = Field(default=1.0, gt=0)
+    location_rate_limit_burst: int = Field(default=20, ge=1)
 
     @field_validator("base_url")
     @classmethod
@@ -129,6 +148,25 @@ class Settings(BaseSettings):
             "PASSERELLE_DATABASE_URL must be a PostgreSQL URL (postgresql://... or "
             f"postgresql+psycopg://...), not {scheme!r}"
         )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _cidr_ranges(cls, value: str) -> str:
+        """Comma-separated CIDR ranges; raises ``ValueError`` naming the bad one."""
+        ranges = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            TrustedProxies(ranges)
+        except ValueError as exc:
+            raise ValueError(
+                f"PASSERELLE_FORWARDED_ALLOW_IPS must be comma-separated CIDR ranges: {exc}"
+            ) from None
+        return ",".join(ranges)
+
+    @property
+    def trusted_proxies(self) -> TrustedProxies:
+        """:attr:`forwarded_allow_ips` parsed."""
+        ranges = self.forwarded_allow_ips
+        return TrustedProxies(ranges.split(",") if ranges else [])
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

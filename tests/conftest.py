@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.app import create_app, served_app
 from campaigns import migrate
-from campaigns.db import make_engine, make_sessionmaker, unit_of_work
+from campaigns.db import libpq_url, make_engine, make_sessionmaker, unit_of_work
 from campaigns.services.organizations import create_organization
 from campaigns.settings import Settings, get_settings
 
@@ -93,6 +94,18 @@ async def client(app: FastAPI, engine: AsyncEngine) -> AsyncIterator[httpx.Async
         yield c
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    await forget_side_caches(app)
+
+
+async def forget_side_caches(app: FastAPI) -> None:
+    """Re-read the app's stores and redirect rules after a TRUNCATE: ids restart, so rows
+    of the next test would otherwise meet a stale copy before the TRUNCATE's notification
+    arrives."""
+    scans = app.state.scans
+    conninfo = libpq_url(app.state.settings.database_url)
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        await scans.locations.load_all(conn)
+        await scans.rules.load_all(conn)
 
 
 @dataclass

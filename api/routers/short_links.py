@@ -19,6 +19,15 @@ router = APIRouter(tags=["short links"])
 _HTML = {"text/html": {"schema": {"type": "string"}}}
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "HTML consent page, for a person's scan of a campaign with "
+        "`precise_location: ask`: asks the browser's position once, posts it to "
+        "`/s/{click_id}/location`, then goes on to the same destination as the 302 "
+        "(also on refusal, error, 4 s without answer, or without JavaScript). Strict "
+        "`Content-Security-Policy` (nonce), `X-Content-Type-Options: nosniff`, "
+        "`Referrer-Policy: no-referrer`; French or English by `Accept-Language`.",
+        "content": _HTML,
+    },
     302: {
         "description": "Found: go to the destination. `Location` is the campaign's (or "
         "tag's) destination with UTM parameters and the click id `pcid` appended; "

@@ -43,13 +43,16 @@ SNAPSHOT_FORMAT = "passerelle-tags/1"
 
 _CAMPAIGN_COLUMNS = (
     "id, organization_id, slug, destination_url, fallback_url, starts_at, ends_at, utm, "
-    "archived, deleted_at IS NOT NULL, nfc_invalid_tap"
+    "archived, deleted_at IS NOT NULL, nfc_invalid_tap, precise_location"
 )
-# nfc_sun tags: the UID and the keys as stored (sealed), hex so that journal lines stay
-# JSON; organization_id binds the sealed keys to their row (campaigns.crypto ``aad``).
+# After status: nfc_sun tags' organization, UID and keys as stored (sealed), hex so that
+# journal lines stay JSON (organization_id binds the sealed keys to their row: the
+# ``aad`` of campaigns.crypto); then the placement as lon/lat doubles (WGS 84 degrees),
+# what the geolocation step reads. Older journal and snapshot lines stop earlier.
 _TAG_COLUMNS = (
     "id, code, campaign_id, kind, label, destination_url, status, organization_id, "
-    "encode(nfc_uid, 'hex'), encode(nfc_keys_encrypted, 'hex')"
+    "encode(nfc_uid, 'hex'), encode(nfc_keys_encrypted, 'hex'), location_id, "
+    "ST_X(placement::geometry), ST_Y(placement::geometry)"
 )
 
 
@@ -71,7 +74,8 @@ class Changes(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class CampaignEntry:
     """What the hot path needs of a campaign. Times are aware UTC; ``utm`` maps
-    ``source|medium|campaign|term|content`` to default values."""
+    ``source|medium|campaign|term|content`` to default values; ``precise_location``
+    ``off`` or ``ask`` (the consent page asking the browser's position)."""
 
     id: int
     organization_id: int
@@ -85,6 +89,7 @@ class CampaignEntry:
     #: What an NFC tap whose SUN message failed or was replayed gets: ``flag`` (redirect,
     #: stored with its verdict) or ``block`` (403 page).
     nfc_invalid_tap: str = "flag"
+    precise_location: str = "off"
 
     def is_live(self, now: dt.datetime) -> bool:
         """True when the campaign is not archived and ``now`` is inside its schedule."""
@@ -115,7 +120,8 @@ class SunTag:
 
 class TagEntry(NamedTuple):
     """An active tag. ``code`` is upper case; ``destination_url`` overrides the campaign's;
-    ``sun`` is set for ``nfc_sun`` tags only."""
+    ``sun`` is set for ``nfc_sun`` tags only; ``location_id`` is the store it is placed in
+    and ``placement_lon``/``placement_lat`` where (WGS 84 degrees), None when unplaced."""
 
     id: int
     code: str
@@ -124,6 +130,9 @@ class TagEntry(NamedTuple):
     label: str | None
     destination_url: str | None
     sun: SunTag | None = None
+    location_id: int | None = None
+    placement_lon: float | None = None
+    placement_lat: float | None = None
 
 
 class TagCache:
@@ -171,25 +180,35 @@ class TagCache:
     # -- applying rows -------------------------------------------------------------------
 
     def _apply_campaign(self, row: tuple[Any, ...]) -> None:
+        # Rows journaled before NFC or precise_location existed end earlier.
         (cid, org, slug, dest, fallback, starts, ends, utm, archived, deleted, *rest) = row
         if deleted:
             self._campaigns.pop(cid, None)
             return
-        invalid_tap = str(rest[0]) if rest else "flag"
         self._campaigns[cid] = CampaignEntry(
-            cid, org, slug, dest, fallback, starts, ends, dict(utm or {}), archived, invalid_tap
+            cid,
+            org,
+            slug,
+            dest,
+            fallback,
+            starts,
+            ends,
+            dict(utm or {}),
+            archived,
+            *rest[:2],
         )
 
     def _apply_tag(self, row: tuple[Any, ...]) -> None:
-        # Rows journaled before NFC verification have 7 columns (no organization, UID, keys).
-        tid, code, campaign_id, kind, label, dest, status, *nfc = row
+        # Rows journaled before NFC verification have 7 columns, before placements 10.
+        tid, code, campaign_id, kind, label, dest, status, *more = row
+        nfc, placed = more[:3], more[3:6]
         if status != "active":
             self._tags.pop(code, None)  # codes never change, so the row names its key
             return
         campaign_id = self._shared.setdefault(campaign_id, campaign_id)
         kind = self._shared.setdefault(kind, kind)
         sun = self._sun_tag(*nfc) if len(nfc) == 3 and nfc[1] and nfc[2] else None
-        self._tags[code] = TagEntry(tid, code, campaign_id, kind, label, dest, sun)  # type: ignore[arg-type]
+        self._tags[code] = TagEntry(tid, code, campaign_id, kind, label, dest, sun, *placed)  # type: ignore[arg-type]
 
     def _sun_tag(self, organization_id: int, uid_hex: str, sealed_hex: str) -> SunTag:
         """Unseal an ``nfc_sun`` row's keys: once per load of the row, never per tap."""
@@ -393,11 +412,15 @@ class TagCache:
                     c.utm,
                     c.archived,
                     c.nfc_invalid_tap,
+                    c.precise_location,
                 ]
                 fh.write(dumps(row) + "\n")
             for tag in tags:
-                # Keys stay sealed on disk: the snapshot holds what the row holds.
-                fh.write(dumps([*tag[:6], *(tag.sun.to_disk() if tag.sun else ())]) + "\n")
+                # Keys stay sealed on disk: the snapshot holds what the row holds, in the
+                # order of the row after status (see _TAG_COLUMNS).
+                sun = tag.sun.to_disk() if tag.sun else [None, None, None]
+                placed = [tag.location_id, tag.placement_lon, tag.placement_lat]
+                fh.write(dumps([*tag[:6], *sun, *placed]) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)
@@ -415,20 +438,12 @@ class TagCache:
                 for _ in range(header["campaigns"]):
                     c = json.loads(fh.readline())
                     fresh._campaigns[c[0]] = CampaignEntry(
-                        c[0],
-                        c[1],
-                        c[2],
-                        c[3],
-                        c[4],
-                        _parse(c[5]),
-                        _parse(c[6]),
-                        c[7],
-                        c[8],
-                        *c[9:10],
+                        c[0], c[1], c[2], c[3], c[4], _parse(c[5]), _parse(c[6]), *c[7:]
                     )
                 for line in fh:
-                    tid, code, campaign_id, kind, label, dest, *sun = json.loads(line)
-                    fresh._apply_tag((tid, code, campaign_id, kind, label, dest, "active", *sun))
+                    # Older snapshots stop after destination_url (no NFC, no placement).
+                    tid, code, campaign_id, kind, label, dest, *more = json.loads(line)
+                    fresh._apply_tag((tid, code, campaign_id, kind, label, dest, "active", *more))
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
             return False
         self._tags, self._campaigns, self._shared = fresh._tags, fresh._campaigns, fresh._shared

@@ -212,11 +212,12 @@ def replay(directory: Path, cache: TagCache, *, since: dt.datetime | None) -> in
     gone_tags: list[int] = []
     for at, entry in newest.values():
         kind, row = entry[0], entry[2:]
-        # Lines of older versions have fewer columns (10 and 7: before NFC verification).
-        if kind == "c" and len(row) in (10, 11):
+        # Lines of older versions have fewer columns: campaigns 10 (before NFC) and 11
+        # (before precise_location), tags 7 (before NFC) and 10 (before placements).
+        if kind == "c" and len(row) in (10, 11, 12):
             row[5], row[6] = _parse(row[5]), _parse(row[6])
             campaigns.append((*row, at))
-        elif kind == "t" and len(row) in (7, 10):
+        elif kind == "t" and len(row) in (7, 10, 13):
             tags.append((*row, at))
         elif kind == "c-":
             gone_campaigns.append(int(row[0]))

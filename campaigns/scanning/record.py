@@ -6,8 +6,9 @@
 ``COPY`` column list and order), :data:`COPY_SQL`, :data:`INSERT_SQL` (the ``unnest``
 casts), :func:`row` (the tuple ``COPY`` writes) and the spool lines
 (:meth:`ScanRecord.to_json`, :meth:`ScanRecord.from_json`). A test checks that the
-columns match the ORM model ``campaigns.models.Scan``. Adding a column: add the field
-here, the model column and a migration.
+columns match the ORM model ``campaigns.models.Scan`` (its computed columns, such as
+``position``, are the database's). Adding a column: add the field here, the model column
+and a migration.
 
 Spool format (one JSON document per line, UTF-8, ``\\n``-terminated):
 
@@ -85,6 +86,25 @@ class ScanRecord:
     nfc_verification: str | None = field(default=None, metadata=_pg("text"))
     #: The first-party visitor cookie's id, when the organization sets one (journeys).
     cookie_id: uuid.UUID | None = field(default=None, metadata=_pg("uuid"))
+    #: Geolocation (see the ``Scan`` model): GeoIP country (ISO 3166-1 alpha-2), region,
+    #: city and IP position (WGS 84, accuracy in metres); the position of record, its
+    #: ``geo_source`` (``placement`` or ``ip``) and accuracy; the matched store; whether
+    #: the IP position is far from the tag's placement.
+    country: str | None = field(default=None, metadata=_pg("text"))
+    region: str | None = field(default=None, metadata=_pg("text"))
+    city: str | None = field(default=None, metadata=_pg("text"))
+    ip_lat: float | None = field(default=None, metadata=_pg("float8"))
+    ip_lon: float | None = field(default=None, metadata=_pg("float8"))
+    ip_accuracy_m: int | None = field(default=None, metadata=_pg("integer"))
+    position_lat: float | None = field(default=None, metadata=_pg("float8"))
+    position_lon: float | None = field(default=None, metadata=_pg("float8"))
+    geo_source: str | None = field(default=None, metadata=_pg("text"))
+    accuracy_m: float | None = field(default=None, metadata=_pg("float8"))
+    location_id: int | None = field(default=None, metadata=_pg("bigint"))
+    far_from_placement: bool | None = field(default=None, metadata=_pg("bool"))
+    #: The redirect rule that chose the destination, and the split variant served.
+    rule_id: int | None = field(default=None, metadata=_pg("bigint"))
+    variant: str | None = field(default=None, metadata=_pg("text"))
 
     @property
     def counter_to_accept(self) -> int | None:

@@ -3,7 +3,9 @@
 :class:`CacheRuntime` loads the tag cache (from the database, else from the snapshot
 and the cache journal), keeps it fresh (LISTEN/NOTIFY re-reads, periodic reconcile and
 prune), writes the snapshot and the journal, and keeps the visitor salts created ahead
-and cached. All of it runs in background tasks; nothing here is on a request's path.
+and cached, and keeps the stores' geofences (:mod:`~campaigns.scanning.locations`) and
+the redirect rules (:mod:`~campaigns.scanning.rules`) fresh on the same notifications.
+All of it runs in background tasks; nothing here is on a request's path.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import psycopg
 
 from campaigns.scanning.cache import NOTIFY_CHANNEL, TagCache
 from campaigns.scanning.journal import FLUSH_INTERVAL_S, CacheJournal, replay
+from campaigns.scanning.locations import LocationCache
+from campaigns.scanning.rules import RuleCache
 from campaigns.scanning.visitors import VisitorIds
 
 log = logging.getLogger(__name__)
@@ -44,11 +48,20 @@ class CacheRuntime:
         data_dir: Path,
         cache: TagCache,
         visitors: VisitorIds,
+        locations: LocationCache | None = None,
+        rules: RuleCache | None = None,
         reconcile_interval_s: float = 30.0,
     ) -> None:
         self._conninfo = conninfo
         self.cache = cache
         self.visitors = visitors
+        self.locations = LocationCache() if locations is None else locations
+        self.rules = RuleCache() if rules is None else rules
+        #: Notification table -> the cache re-reading its rows (whole caches, no journal).
+        self._side_caches: dict[str, LocationCache | RuleCache] = {
+            "locations": self.locations,
+            "redirect_rules": self.rules,
+        }
         self.snapshot_path = data_dir / SNAPSHOT_FILE
         self.journal = CacheJournal(data_dir / JOURNAL_DIR)
         self._reconcile_interval_s = reconcile_interval_s
@@ -75,6 +88,8 @@ class CacheRuntime:
             async with await self._connect() as conn:
                 await self.cache.load_all(conn)
                 await self.visitors.refresh(conn)
+                for side in self._side_caches.values():
+                    await side.load_all(conn)
         except (psycopg.Error, OSError) as exc:
             await asyncio.to_thread(self._load_local)
             log.warning(
@@ -136,9 +151,19 @@ class CacheRuntime:
     # -- re-reads ---------------------------------------------------------------------------
 
     async def reload(
-        self, *, tag_ids: Iterable[int] = (), campaign_ids: Iterable[int] = ()
+        self,
+        *,
+        tag_ids: Iterable[int] = (),
+        campaign_ids: Iterable[int] = (),
+        rule_ids: Iterable[int] = (),
     ) -> None:
         """Re-read rows this process just changed (read-your-writes before the NOTIFY)."""
+        rules = set(rule_ids)
+        if rules:
+            try:
+                await self._reread_side("redirect_rules", rules)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("rules reload failed (the listener will catch up): %s", exc)
         tag_ids, campaign_ids = list(tag_ids), list(campaign_ids)
         if not tag_ids and not campaign_ids:
             return
@@ -172,6 +197,22 @@ class CacheRuntime:
                     await self._close_reader()
                     if attempt == 2:
                         raise
+
+    async def _reread_side(self, table: str, ids: set[int] | None) -> None:
+        """Re-read the rows ``ids`` of ``table`` (None: all of them) into its cache, on
+        the reader connection. Raises ``psycopg.Error``."""
+        side = self._side_caches[table]
+        async with self._reader_lock:
+            if self._reader is None or self._reader.closed:
+                self._reader = await self._connect()
+            try:
+                if ids is None:
+                    await side.load_all(self._reader)
+                else:
+                    await side.reload(self._reader, ids)
+            except (psycopg.Error, OSError):
+                await self._close_reader()
+                raise
 
     async def _close_reader(self) -> None:
         if self._reader is not None:
@@ -217,9 +258,23 @@ class CacheRuntime:
         while True:
             pending: dict[str, set[int]] = defaultdict(set)
             bulk = False
+            side_bulk: set[str] = set()
             async for notify in conn.notifies(timeout=0.05):
-                bulk |= parse_notify(notify.payload, pending)
-            if not pending and not bulk:
+                table = notify.payload.partition(":")[0]
+                if table in self._side_caches:
+                    if parse_notify(notify.payload, pending):
+                        side_bulk.add(table)
+                else:
+                    bulk |= parse_notify(notify.payload, pending)
+            for table in self._side_caches:
+                if table in side_bulk or pending.get(table):
+                    try:
+                        await self._reread_side(
+                            table, None if table in side_bulk else pending[table]
+                        )
+                    except (psycopg.Error, OSError) as exc:
+                        log.warning("%s re-read failed: %s", table, exc)
+            if not pending.get("tags") and not pending.get("campaigns") and not bulk:
                 continue
             try:
                 await self._reread(
@@ -243,6 +298,8 @@ class CacheRuntime:
                         await self.cache.prune(conn)
                         pruned_at = time.monotonic()
                     await self.visitors.refresh(conn)
+                    for side in self._side_caches.values():
+                        await side.load_all(conn)
             except (psycopg.Error, OSError) as exc:
                 log.info("reconcile skipped: %s", exc)
                 continue

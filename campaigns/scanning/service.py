@@ -17,14 +17,18 @@ from pathlib import Path
 from campaigns.scanning.cache import TagCache
 from campaigns.scanning.device import parse_device
 from campaigns.scanning.links import build_destination, new_click_id, scan_utm
+from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.ratelimit import RateLimiter
+from campaigns.scanning.recent import RecentClick, RecentClicks
 from campaigns.scanning.record import ScanRecord
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.resolution import Resolution, resolve
+from campaigns.scanning.rules import RuleCache
 from campaigns.scanning.runtime import CacheRuntime
 from campaigns.scanning.steps import ScanDraft, StepContext, build_steps, run_steps
 from campaigns.scanning.visitors import SALT_FILE, VisitorIds
 from campaigns.scanning.writer import ScanWriter, WriterOptions
+from geo.geoip import GeoIPReader
 
 __all__ = ["Resolution", "ScanService"]
 
@@ -34,7 +38,8 @@ _WARM_UP_AGENT = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/131.
 class ScanService:
     """Per-process scan runtime. ``conninfo`` is a libpq URL; ``data_dir`` holds the spool
     (``spool/``), the tag snapshot and journal, and the cached visitor salts;
-    ``limiter`` flags scans past the per-client rate as ``burst`` (None: never)."""
+    ``limiter`` flags scans past the per-client rate as ``burst`` (None: never);
+    ``geoip`` geolocates client addresses (None: no IP geolocation)."""
 
     def __init__(
         self,
@@ -43,18 +48,23 @@ class ScanService:
         data_dir: Path,
         secret_key: str,
         limiter: RateLimiter | None = None,
+        geoip: GeoIPReader | None = None,
         batch_size: int = 500,
         max_delay_s: float = 0.002,
         reconcile_interval_s: float = 30.0,
         writer_options: WriterOptions | None = None,
     ) -> None:
         self.cache = TagCache(secret_key=secret_key)
+        self.locations = LocationCache()
+        self.rules = RuleCache()
         self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=secret_key)
         self.runtime = CacheRuntime(
             conninfo=conninfo,
             data_dir=data_dir,
             cache=self.cache,
             visitors=self.visitors,
+            locations=self.locations,
+            rules=self.rules,
             reconcile_interval_s=reconcile_interval_s,
         )
         self.writer = ScanWriter(
@@ -65,7 +75,18 @@ class ScanService:
             **(writer_options or {}),
         )
         self.limiter = limiter
-        self.steps = build_steps(StepContext(visitors=self.visitors, limiter=limiter))
+        self.geoip = geoip
+        #: Click ids shown the consent page, for the location beacon.
+        self.recent_clicks = RecentClicks()
+        self.steps = build_steps(
+            StepContext(
+                visitors=self.visitors,
+                limiter=limiter,
+                geoip=geoip,
+                locations=self.locations,
+                rules=self.rules,
+            )
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -96,10 +117,14 @@ class ScanService:
         await self.writer.stop()
 
     async def reload(
-        self, *, tag_ids: Iterable[int] = (), campaign_ids: Iterable[int] = ()
+        self,
+        *,
+        tag_ids: Iterable[int] = (),
+        campaign_ids: Iterable[int] = (),
+        rule_ids: Iterable[int] = (),
     ) -> None:
         """Re-read rows this process just changed (read-your-writes before the NOTIFY)."""
-        await self.runtime.reload(tag_ids=tag_ids, campaign_ids=campaign_ids)
+        await self.runtime.reload(tag_ids=tag_ids, campaign_ids=campaign_ids, rule_ids=rule_ids)
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -133,7 +158,8 @@ class ScanService:
             tag_code=tag.code,
             tag_label=tag.label,
         )
-        url = build_destination(resolution.destination, utm=utm, click_id=click_id)
+        destination = draft.destination or resolution.destination
+        url = build_destination(destination, utm=utm, click_id=click_id)
         record = ScanRecord(
             click_id=click_id,
             organization_id=campaign.organization_id,
@@ -155,5 +181,36 @@ class ScanService:
             burst=draft.burst,
             nfc_counter=draft.nfc_counter,
             nfc_verification=draft.nfc_verification,
+            country=draft.country,
+            region=draft.region,
+            city=draft.city,
+            ip_lat=draft.ip_lat,
+            ip_lon=draft.ip_lon,
+            ip_accuracy_m=draft.ip_accuracy_m,
+            position_lat=draft.position_lat,
+            position_lon=draft.position_lon,
+            geo_source=draft.geo_source,
+            accuracy_m=draft.accuracy_m,
+            location_id=draft.location_id,
+            far_from_placement=draft.far_from_placement,
+            rule_id=draft.rule_id,
+            variant=draft.variant,
         )
-        return url, await self.writer.submit(record)
+        stored = await self.writer.submit(record)
+        if self.asks_location(stored, resolution):
+            self.recent_clicks.add(
+                click_id, RecentClick(campaign.organization_id, request.received_at)
+            )
+        return url, stored
+
+    @staticmethod
+    def asks_location(record: ScanRecord, resolution: Resolution) -> bool:
+        """True when the scan gets the consent page asking the browser's position instead
+        of a redirect: its campaign says ``precise_location = ask`` and it is a person's
+        ``GET`` (bots, previewers and ``HEAD`` go straight to the destination)."""
+        return (
+            resolution.campaign.precise_location == "ask"
+            and resolution.outcome == "redirect"
+            and record.method == "GET"
+            and not record.is_bot
+        )

@@ -114,6 +114,7 @@ async def create_campaign(
             utm=data.utm.model_dump(exclude_none=True),
             nfc_invalid_tap=data.nfc_invalid_tap,
             timezone=data.timezone,
+            precise_location=data.precise_location,
             **_cost_columns(data.cost),
         )
         try:
@@ -280,6 +281,12 @@ async def update_campaign(
                 "nfc_invalid_tap must be 'flag' or 'block'", code="nfc_invalid_tap_required"
             )
         campaign.nfc_invalid_tap = fields["nfc_invalid_tap"]
+    if "precise_location" in fields:
+        if fields["precise_location"] is None:
+            raise InvalidInput(
+                "precise_location must be 'off' or 'ask'", code="precise_location_required"
+            )
+        campaign.precise_location = fields["precise_location"]
     if "utm" in fields:
         campaign.utm = data.utm.model_dump(exclude_none=True) if data.utm else {}
     if "cost" in fields:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
 from api.app import served_app
-from api.middleware import HeaderSizeLimit
+from api.middleware import ForwardedFor, HeaderSizeLimit
 from api.scan_endpoint import SHORT_LINKS, ShortLinkRoute, ShortLinks
 from campaigns.scanning.writer import WriterOverloaded
 from tests.conftest import Org, make_campaign, make_tag
@@ -29,7 +29,9 @@ async def test_scans_never_enter_the_fastapi_stack(
     tag = await make_tag(client, org, campaign["id"])
     served = served_app(app)  # what `passerelle serve` runs
     assert isinstance(served, HeaderSizeLimit)  # outermost: 431 on every path
-    short_links = served.app
+    forwarded = served.app
+    assert isinstance(forwarded, ForwardedFor)  # then the client address behind proxies
+    short_links = forwarded.app
     assert isinstance(short_links, ShortLinks)  # then the short links
     assert short_links.app is app  # then FastAPI: its telemetry, middleware, router
     entered: list[str] = []

@@ -213,7 +213,9 @@ def test_steps_run_in_registry_order(visitors: VisitorIds) -> None:
         "device and bot",
         "visitor",
         "burst",
+        "geolocation",
         "nfc verification",
+        "rules",
     ]
     scan = run_steps(steps, draft(request(method="HEAD")))
     assert (scan.bot_reason, scan.device_type, scan.burst) == ("head", "mobile", False)

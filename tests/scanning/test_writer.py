@@ -171,6 +171,23 @@ async def test_replayed_scans_credit_conversions_that_arrived_first(
 # -- the spool format across versions ---------------------------------------------------
 
 FIXTURE_V0 = Path(__file__).parent.parent / "fixtures" / "spool" / "scans-v0.jsonl"
+#: Geolocation and rule columns, newer than both spool fixtures: null when those replay.
+GEO_COLUMNS = (
+    "country",
+    "region",
+    "city",
+    "ip_lat",
+    "ip_lon",
+    "ip_accuracy_m",
+    "position_lat",
+    "position_lon",
+    "geo_source",
+    "accuracy_m",
+    "location_id",
+    "far_from_placement",
+    "rule_id",
+    "variant",
+)
 ALL_COLUMNS = ", ".join(
     "host(ip_truncated)" if c.name == "ip_truncated" else c.name for c in COLUMNS
 )
@@ -194,8 +211,10 @@ async def test_a_version_0_spool_from_older_code_replays_with_the_right_values(
         values = json.loads(line)
         values[4] = dt.datetime.fromisoformat(values[4])
         values[15] = bytes.fromhex(values[15]) if values[15] is not None else None
-        # bot_reason, burst, nfc_counter, nfc_verification, cookie_id: their defaults
-        expected[values[0]] = (*values, None, False, None, None, None)
+        # bot_reason, burst, nfc_counter, nfc_verification, cookie_id and the geolocation
+        # columns: their defaults
+        geo = (None,) * len(GEO_COLUMNS)
+        expected[values[0]] = (*values, None, False, None, None, None, *geo)
     assert await rows_by_click_id(conninfo) == expected
     assert not list(tmp_path.iterdir())
 
@@ -214,8 +233,9 @@ async def test_a_version_1_spool_fixture_replays_with_the_right_values(
         doc["scanned_at"] = dt.datetime.fromisoformat(doc["scanned_at"])
         if doc["visitor_id"] is not None:
             doc["visitor_id"] = bytes.fromhex(doc["visitor_id"])
-        # Columns added after version 1 was written (NFC, cookie) take their default, null.
-        newer = {"nfc_counter", "nfc_verification", "cookie_id"}
+        # Columns added after version 1 was written (NFC, cookie, geolocation) take their
+        # default, null.
+        newer = {"nfc_counter", "nfc_verification", "cookie_id", *GEO_COLUMNS}
         assert newer.isdisjoint(doc)
         expected[doc["click_id"]] = tuple(None if c.name in newer else doc[c.name] for c in COLUMNS)
     rows = await rows_by_click_id(conninfo)

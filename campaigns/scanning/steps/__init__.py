@@ -15,8 +15,8 @@ Contract of a step:
 - Steps run in :func:`build_steps` order for every scan that gets a redirect; adding a
   step is one line there, and touches neither the endpoint nor the writer.
 
-Order today: device and bot -> visitor -> burst -> NFC verification. Planned:
-geolocation, redirect rules.
+Order (DESIGN §5): device and bot -> visitor -> burst -> geolocation -> NFC verification
+-> rules.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from __future__ import annotations
 from campaigns.scanning.steps.base import ScanDraft, ScanStep, StepContext
 from campaigns.scanning.steps.burst import Burst
 from campaigns.scanning.steps.device import BOT_REASONS, DeviceAndBot
+from campaigns.scanning.steps.geolocation import Geolocation
 from campaigns.scanning.steps.nfc import NfcVerification
+from campaigns.scanning.steps.rules import Rules
 from campaigns.scanning.steps.visitor import Visitor
 
 __all__ = ["BOT_REASONS", "ScanDraft", "ScanStep", "StepContext", "build_steps", "run_steps"]
@@ -36,7 +38,9 @@ def build_steps(context: StepContext) -> list[ScanStep]:
         DeviceAndBot(),
         Visitor(context.visitors),
         Burst(context.limiter),
+        Geolocation(context.geoip, context.locations),
         NfcVerification(),
+        Rules(context.rules),
     ]
 
 

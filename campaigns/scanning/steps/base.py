@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.resolution import Resolution
+from campaigns.scanning.rules import RuleCache
 from campaigns.scanning.visitors import VisitorIds
+from geo.geoip import GeoIPReader
 
 
 @dataclass(slots=True)
@@ -22,6 +25,11 @@ class ScanDraft:
       ``crawler`` or ``no_user_agent``, the first that applies; None for a person;
     - ``visitor_id`` [visitor]: 16 bytes;
     - ``burst`` [burst]: True past the per-client rate (still a person's scan);
+    - ``country``, ``region``, ``city``, ``ip_lat``, ``ip_lon``, ``ip_accuracy_m``,
+      ``position_lat``, ``position_lon``, ``geo_source``, ``accuracy_m``,
+      ``location_id``, ``far_from_placement`` [geolocation]: as the ``Scan`` model;
+    - ``destination``, ``rule_id``, ``variant`` [rules]: the destination a redirect rule
+      chose (None: the resolution's), the rule and the split variant.
     - ``nfc_counter``, ``nfc_verification`` [NFC verification]: for ``nfc_sun`` tags, the
       SUN message's read counter (0..16 777 215) when it is authentic, and the verdict:
       ``invalid``, or None with a counter (its replay verdict is decided at commit).
@@ -36,6 +44,21 @@ class ScanDraft:
     bot_reason: str | None = None
     visitor_id: bytes | None = None
     burst: bool = False
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    ip_lat: float | None = None
+    ip_lon: float | None = None
+    ip_accuracy_m: int | None = None
+    position_lat: float | None = None
+    position_lon: float | None = None
+    geo_source: str | None = None
+    accuracy_m: float | None = None
+    location_id: int | None = None
+    far_from_placement: bool | None = None
+    destination: str | None = None
+    rule_id: int | None = None
+    variant: str | None = None
     nfc_counter: int | None = None
     nfc_verification: str | None = None
 
@@ -47,11 +70,16 @@ class ScanDraft:
 
 @dataclass(frozen=True, slots=True)
 class StepContext:
-    """The per-process, in-memory state steps may read: visitor salts and the
-    per-client rate limiter (None: no burst flagging)."""
+    """The per-process, in-memory state steps may read: visitor salts, the per-client
+    rate limiter (None: no burst flagging), the GeoIP database (None: no IP
+    geolocation), the stores' geofences (None: scans keep their tag's location) and the
+    redirect rules (None: no rules)."""
 
     visitors: VisitorIds
     limiter: RateLimiter | None
+    geoip: GeoIPReader | None = None
+    locations: LocationCache | None = None
+    rules: RuleCache | None = None
 
 
 class ScanStep(Protocol):
