@@ -1362,7 +1362,11 @@ class RuleConditions(Schema):
 class SplitVariant(Schema):
     """One arm of a weighted split."""
 
-    variant: VariantName = doc("Its name, stored on the scan as `variant`", "a")
+    name: VariantName | None = doc(
+        "Its name, stored on the scan as `variant`; default `A`, `B`, ... by position",
+        "A",
+        default=None,
+    )
     destination_url: HttpUrl = doc(_DESTINATION, "https://shop.example.com/a")
     weight: int = doc("Relative weight, 1 to 10,000", 50, ge=1, le=10_000)
 
@@ -1372,16 +1376,25 @@ _RULE_PRIORITY = "Evaluation order: the lowest matching number wins (ties: the o
 _RULE_TARGET = "Give `destination_url` or `split`, not both"
 
 
-def _unique_variants(split: list[SplitVariant] | None) -> None:
-    if split is not None and len({v.variant for v in split}) != len(split):
-        raise ValueError("variant names must be unique within a split")
+def _named(split: list[SplitVariant] | None) -> list[SplitVariant] | None:
+    """``split`` with every arm named: an arm without a name gets the letter of its
+    position (``A``, ``B``, ...). Raises ``ValueError`` for names used twice."""
+    if split is None:
+        return None
+    named = [
+        arm if arm.name is not None else arm.model_copy(update={"name": chr(ord("A") + i)})
+        for i, arm in enumerate(split)
+    ]
+    if len({arm.name for arm in named}) != len(named):
+        raise ValueError("split names must be unique within a split")
+    return named
 
 
 class RuleCreate(Schema):
-    """Body of ``POST /v1/campaigns/{id}/rules``: conditions and one target."""
+    """Body of ``POST /v1/campaigns/{id}/rules``: conditions (``when``) and one target."""
 
     priority: int = doc(_RULE_PRIORITY, 10, default=100, ge=0, le=1_000_000)
-    conditions: RuleConditions = doc(
+    when: RuleConditions = doc(
         "What a scan must have", {"countries": ["BE"]}, default_factory=RuleConditions
     )
     destination_url: HttpUrl | None = doc(
@@ -1397,7 +1410,7 @@ class RuleCreate(Schema):
     def _one_target(self) -> Any:
         if (self.destination_url is None) == (self.split is None):
             raise ValueError("give exactly one of destination_url or split")
-        _unique_variants(self.split)
+        self.split = _named(self.split)
         return self
 
 
@@ -1406,7 +1419,7 @@ class RuleUpdate(Schema):
     `destination_url` replaces a split and sending `split` replaces a destination."""
 
     priority: int | None = doc(_RULE_PRIORITY, 5, default=None, ge=0, le=1_000_000)
-    conditions: RuleConditions | None = doc(
+    when: RuleConditions | None = doc(
         "Replaces all the conditions", {"os": ["Android"]}, default=None
     )
     destination_url: HttpUrl | None = doc(
@@ -1418,7 +1431,7 @@ class RuleUpdate(Schema):
     def _one_target(self) -> Any:
         if self.destination_url is not None and self.split is not None:
             raise ValueError("give destination_url or split, not both")
-        _unique_variants(self.split)
+        self.split = _named(self.split)
         return self
 
 
@@ -1430,7 +1443,9 @@ class RuleRead(Schema):
     id: int = doc(_ID, 1)
     campaign_id: int = doc("Its campaign", 1)
     priority: int = doc(_RULE_PRIORITY, 10)
-    conditions: RuleConditions = doc("What a scan must have", {"countries": ["BE"]})
+    when: RuleConditions = doc(
+        "What a scan must have", {"countries": ["BE"]}, validation_alias="conditions"
+    )
     destination_url: str | None = doc("Single target", "https://shop.example.com/be")
     split: list[SplitVariant] | None = doc("Weighted target", None)
     created_at: dt.datetime = doc("Creation time, UTC", _WHEN)

@@ -85,7 +85,7 @@ class Rule:
             languages=words("languages", True),
             destination_url=destination_url,
             split=tuple(
-                Variant(v["variant"], v["destination_url"], int(v["weight"])) for v in split or ()
+                Variant(v["name"], v["destination_url"], int(v["weight"])) for v in split or ()
             ),
         )
 

@@ -19,7 +19,7 @@ from campaigns.services.campaigns import MAX_ID, get_campaign
 from campaigns.services.destinations import check_not_own_origin
 
 #: Fields a PATCH may not set to null.
-_NOT_NULL = ("priority", "conditions", "destination_url", "split")
+_NOT_NULL = ("priority", "when", "destination_url", "split")
 
 
 def _not_found(rule_id: int) -> NotFound:
@@ -79,7 +79,7 @@ async def create_rule(
         session,
         organization_id=organization_id,
         short_link_origin=short_link_origin,
-        conditions=data.conditions,
+        conditions=data.when,
         destination_url=data.destination_url,
         split=data.split,
     )
@@ -87,7 +87,7 @@ async def create_rule(
         organization_id=organization_id,
         campaign_id=campaign_id,
         priority=data.priority,
-        conditions=_conditions(data.conditions),
+        conditions=_conditions(data.when),
         destination_url=data.destination_url,
         split=_split(data.split),
     )
@@ -137,7 +137,7 @@ async def update_rule(
 ) -> RedirectRule:
     """Change the fields sent. Raises :class:`NotFound` (``rule_not_found``,
     ``location_not_found``), :class:`InvalidInput` (``redirect_loop``, and
-    ``validation_error`` for ``null`` on ``priority`` or ``conditions``)."""
+    ``validation_error`` for ``null`` on ``priority`` or ``when``)."""
     rule = await get_rule(session, organization_id=organization_id, rule_id=rule_id)
     fields = data.model_dump(exclude_unset=True)
     nulls = [name for name in _NOT_NULL if name in fields and fields[name] is None]
@@ -151,14 +151,14 @@ async def update_rule(
         session,
         organization_id=organization_id,
         short_link_origin=short_link_origin,
-        conditions=data.conditions,
+        conditions=data.when,
         destination_url=data.destination_url,
         split=data.split,
     )
     if data.priority is not None:
         rule.priority = data.priority
-    if data.conditions is not None:
-        rule.conditions = _conditions(data.conditions)
+    if data.when is not None:
+        rule.conditions = _conditions(data.when)
     if data.destination_url is not None:
         rule.destination_url, rule.split = data.destination_url, None
     elif data.split is not None:

@@ -13,13 +13,13 @@ from tests.conftest import Org, make_campaign, table_snapshot
 
 BE = {
     "priority": 10,
-    "conditions": {"countries": ["be"]},
+    "when": {"countries": ["be"]},
     "destination_url": "https://shop.example.com/be",
 }
 SPLIT = {
     "split": [
-        {"variant": "a", "destination_url": "https://shop.example.com/a", "weight": 70},
-        {"variant": "b", "destination_url": "https://shop.example.com/b", "weight": 30},
+        {"name": "a", "destination_url": "https://shop.example.com/a", "weight": 70},
+        {"name": "b", "destination_url": "https://shop.example.com/b", "weight": 30},
     ]
 }
 
@@ -45,17 +45,17 @@ async def test_create_list_update_delete(client: httpx.AsyncClient, org: Org) ->
         "id": be["id"],
         "campaign_id": campaign["id"],
         "priority": 10,
-        "conditions": {**empty, "countries": ["BE"]},
+        "when": {**empty, "countries": ["BE"]},
         "destination_url": "https://shop.example.com/be",
         "split": None,
     }
     split = (await client.post(url, json={**SPLIT, "priority": 5}, headers=org.headers)).json()
     assert split["split"][0] == {
-        "variant": "a",
+        "name": "a",
         "destination_url": "https://shop.example.com/a",
         "weight": 70,
     }
-    assert split["conditions"] == empty  # every scan
+    assert split["when"] == empty  # every scan
 
     listed = (await client.get(url, headers=org.headers)).json()["items"]
     assert [rule["id"] for rule in listed] == [split["id"], be["id"]]  # priority 5, then 10
@@ -88,9 +88,9 @@ async def test_create_list_update_delete(client: httpx.AsyncClient, org: Org) ->
         ({"priority": 1}, 422, "validation_error"),  # no target
         ({"split": SPLIT["split"][:1]}, 422, "validation_error"),  # one variant
         ({"split": [SPLIT["split"][0], SPLIT["split"][0]]}, 422, "validation_error"),
-        ({**BE, "conditions": {"countries": ["XX"]}}, 422, "validation_error"),
-        ({**BE, "conditions": {"device_types": ["phone"]}}, 422, "validation_error"),
-        ({**BE, "conditions": {"planets": ["Mars"]}}, 422, "validation_error"),
+        ({**BE, "when": {"countries": ["XX"]}}, 422, "validation_error"),
+        ({**BE, "when": {"device_types": ["phone"]}}, 422, "validation_error"),
+        ({**BE, "when": {"planets": ["Mars"]}}, 422, "validation_error"),
         ({**BE, "destination_url": "https://go.example.com/s/ABCDEFGH"}, 422, "redirect_loop"),
         (
             {
@@ -102,7 +102,7 @@ async def test_create_list_update_delete(client: httpx.AsyncClient, org: Org) ->
             422,
             "redirect_loop",
         ),
-        ({**BE, "conditions": {"location_ids": [999999]}}, 404, "location_not_found"),
+        ({**BE, "when": {"location_ids": [999999]}}, 404, "location_not_found"),
     ],
 )
 async def test_bad_rules_are_refused_and_nothing_is_stored(
@@ -157,8 +157,33 @@ async def test_bad_updates_and_other_tenants(
     )
     response = await client.patch(
         f"/v1/rules/{rule['id']}",
-        json={"conditions": {"location_ids": [theirs.json()["id"]]}},
+        json={"when": {"location_ids": [theirs.json()["id"]]}},
         headers=org.headers,
     )
     assert (response.status_code, response.json()["code"]) == (404, "location_not_found")
     assert await table_snapshot(engine, "redirect_rules") == before
+
+
+async def test_split_names_default_to_letters_and_are_stored_as_the_variant(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    campaign = await make_campaign(client, org)
+    url = f"/v1/campaigns/{campaign['id']}/rules"
+    body = {
+        "split": [
+            {"destination_url": "https://shop.example.com/a", "weight": 70},
+            {"destination_url": "https://shop.example.com/b", "weight": 30},
+        ]
+    }
+    created = await client.post(url, json=body, headers=org.headers)
+    assert created.status_code == 201, created.text
+    assert [arm["name"] for arm in created.json()["split"]] == ["A", "B"]
+    duplicate = {
+        "split": [
+            {"name": "x", "destination_url": "https://shop.example.com/a", "weight": 1},
+            {"name": "x", "destination_url": "https://shop.example.com/b", "weight": 1},
+        ]
+    }
+    refused = await client.post(url, json=duplicate, headers=org.headers)
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "validation_error"

@@ -528,7 +528,7 @@ async def test_rules_pick_the_destination_by_priority(
     def rule(priority: int, conditions: dict[str, Any], path: str) -> dict[str, Any]:
         return {
             "priority": priority,
-            "conditions": conditions,
+            "when": conditions,
             "destination_url": f"https://shop.example.com/{path}",
         }
 
@@ -599,8 +599,8 @@ async def test_a_split_stores_its_variant_and_sticks_to_the_visitor(
     campaign, tag = await campaign_and_tag(paris, acme)
     split = {
         "split": [
-            {"variant": "a", "destination_url": "https://shop.example.com/a", "weight": 1},
-            {"variant": "b", "destination_url": "https://shop.example.com/b", "weight": 1},
+            {"name": "a", "destination_url": "https://shop.example.com/a", "weight": 1},
+            {"name": "b", "destination_url": "https://shop.example.com/b", "weight": 1},
         ]
     }
     rule = await api(paris, acme, "POST", f"/v1/campaigns/{campaign['id']}/rules", split)

@@ -9,8 +9,8 @@ import pytest
 from campaigns.scanning.rules import Rule, preferred_language
 
 SPLIT = [
-    {"variant": "a", "destination_url": "https://x.example/a", "weight": 3},
-    {"variant": "b", "destination_url": "https://x.example/b", "weight": 1},
+    {"name": "a", "destination_url": "https://x.example/a", "weight": 3},
+    {"name": "b", "destination_url": "https://x.example/b", "weight": 1},
 ]
 
 
