@@ -1431,7 +1431,8 @@ class RuleUpdate(Schema):
     def _one_target(self) -> Any:
         if self.destination_url is not None and self.split is not None:
             raise ValueError("give destination_url or split, not both")
-        self.split = _named(self.split)
+        if self.split is not None:  # assigning would mark an absent split as sent
+            self.split = _named(self.split)
         return self
 
 

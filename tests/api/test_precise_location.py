@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
+from api.app import create_app, served_app
 from api.pages import page_language
 from campaigns.models import utcnow
 from campaigns.scanning.links import new_click_id
@@ -289,7 +289,7 @@ async def limited_app(settings: Settings) -> AsyncIterator[FastAPI]:
 async def test_the_beacon_is_limited_per_address(
     limited_app: FastAPI, client: httpx.AsyncClient, org: Org, engine: AsyncEngine
 ) -> None:
-    transport = httpx.ASGITransport(app=limited_app, client=("198.51.100.4", 4000))
+    transport = httpx.ASGITransport(app=served_app(limited_app), client=("198.51.100.4", 4000))
     async with httpx.AsyncClient(transport=transport, base_url="https://go.example.com") as c:
         for _ in range(2):
             response = await c.post(f"/s/{new_click_id()}/location", json=FIX)

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.app import create_app
+from api.app import create_app, served_app
 from campaigns.settings import Settings
 from geo.distance import distance_m
 from tests.conftest import TABLES, Org, forget_side_caches, make_org
@@ -65,7 +65,7 @@ async def scan_from(
     opened: list[httpx.AsyncClient] = []
 
     def make(peer: str) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=geo_app, client=(peer, 40000))
+        transport = httpx.ASGITransport(app=served_app(geo_app), client=(peer, 40000))
         c = httpx.AsyncClient(transport=transport, base_url="https://go.example.com")
         opened.append(c)
         return c
