@@ -470,10 +470,12 @@ _CURRENCIES_SQL = """
 
 
 def _bucket_count(interval: Interval, first: dt.datetime, last: dt.datetime, tz: str) -> int:
-    """How many buckets hold ``[first, last]`` (an upper bound within one for hours)."""
-    if interval == "hour":
-        return int((last - first) / _STEP["hour"]) + 2
+    """How many buckets hold ``[first, last]``."""
     zone = zoneinfo.ZoneInfo(tz)
+    if interval == "hour":
+        # Via UTC: subtracting two times of the same zone would ignore the DST fold.
+        floor = first.astimezone(zone).replace(minute=0, second=0, microsecond=0)
+        return (last - floor.astimezone(dt.UTC)) // _STEP["hour"] + 1
     first_day, last_day = first.astimezone(zone).date(), last.astimezone(zone).date()
     if interval == "week":
         first_day -= dt.timedelta(days=first_day.weekday())

@@ -469,6 +469,22 @@ async def test_bad_parameters(
     assert await table_snapshot(engine, *TABLES) == before
 
 
+@pytest.mark.parametrize(("interval", "step"), [("day", "days"), ("hour", "hours")])
+async def test_the_bucket_cap_is_exact(
+    client: httpx.AsyncClient, org: Org, spring: Spring, interval: str, step: str
+) -> None:
+    start = dt.datetime(2000, 1, 1, tzinfo=UTC)
+    for buckets, status in ((10_000, 200), (10_001, 422)):
+        end = start + dt.timedelta(**{step: buckets})
+        window = {"from": start.isoformat(), "to": end.isoformat()}
+        response = await get(
+            client, org, spring.campaign["id"], interval=interval, tz="UTC", **window
+        )
+        assert response.status_code == status, response.text
+        if status == 200:
+            assert len(response.json()["series"]) == buckets
+
+
 async def test_too_many_buckets_without_a_window(
     client: httpx.AsyncClient, org: Org, engine: AsyncEngine
 ) -> None:
