@@ -84,6 +84,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "invalid_schedule": (422, "`ends_at` is not after `starts_at` (with stored values)"),
     "invalid_cursor": (422, "The pagination cursor is not one the API gave"),
     "invalid_window": (422, "`to` is not after `from`"),
+    "too_many_buckets": (422, "The stats series would exceed 10,000 buckets"),
     "occurred_at_in_future": (422, "`occurred_at` is more than 24 hours ahead"),
     "destination_required": (422, "`destination_url` cannot be removed"),
     "name_required": (422, "`name` cannot be removed"),

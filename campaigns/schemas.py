@@ -239,7 +239,10 @@ _BOT_REASONS_EXAMPLE = {
 _BOT_SCANS = "Scans by bots, link previewers and HEAD requests"
 _UNIQUES = "Distinct daily visitors among human scans (summed over days)"
 _CONVERSIONS = "Conversions attributed (last touch) with `occurred_at` in the window"
-_REVENUE = "Value of those conversions, summed per currency"
+_REVENUE = (
+    "Value of those conversions less refunds dated in the window (from their own time "
+    "on), summed per currency; can be negative"
+)
 _RATE = "`conversions / scans`; 0.0 without scans; can exceed 1"
 _TAG_LABEL = "Where the tag is placed, for people and as the default `utm_content`"
 _TAG_DESTINATION = (
@@ -1002,6 +1005,48 @@ class TagStats(Schema):
     conversion_rate: float = doc(_RATE, 0.05)
 
 
+Interval = Literal["hour", "day", "week"]
+
+
+class SeriesPoint(Schema):
+    """One bucket of a stats series: the figures of ``[start, next start)`` with the same
+    definitions as the totals (human scans, valid taps, refunds by their own time)."""
+
+    start: dt.datetime = doc(
+        "Bucket start: local midnight, local hour or Monday 00:00, ISO 8601 with the offset "
+        "of the report's time zone",
+        "2026-03-29T00:00:00+01:00",
+    )
+    scans: int = doc(_SCANS, 12)
+    unique_visitors: int = doc("Distinct daily visitors among the bucket's human scans", 10)
+    conversions: int = doc("Conversions attributed (last touch) with `occurred_at` in it", 1)
+    revenue: list[RevenueRead] = doc(
+        "Their value less refunds dated in the bucket, per currency",
+        [{"currency": "EUR", "amount_minor": 4990}],
+    )
+
+
+class BreakdownRow(Schema):
+    """Human scans with one value of a scan attribute, and the conversions credited (last
+    touch: the scan of their click id) to those scans."""
+
+    key: str | None = doc("The attribute's value (null: unknown)", "qr")
+    scans: int = doc(_SCANS, 120)
+    conversions: int = doc("Conversions in the window whose click scan has this value", 6)
+
+
+class Breakdowns(Schema):
+    """Scans and conversions per channel, device type, operating system and country;
+    rows by scans (descending), then key."""
+
+    channel: list[BreakdownRow] = doc("Per channel (`qr`, `nfc`, ...)", [])
+    device_type: list[BreakdownRow] = doc("Per device type (`mobile`, `tablet`, ...)", [])
+    os: list[BreakdownRow] = doc("Per operating system family", [])
+    country: list[BreakdownRow] = doc(
+        "Per ISO 3166-1 alpha-2 country of the scan (empty until scans are geolocated)", []
+    )
+
+
 class CampaignStats(Schema):
     """Answer of ``GET /v1/campaigns/{id}/stats`` over ``[from, to)``.
 
@@ -1044,6 +1089,28 @@ class CampaignStats(Schema):
     conversion_rate: float = doc(_RATE, 0.0375)
     by_tag: list[TagStats] = doc(
         "The same figures per tag of the campaign (tags without scans included)", []
+    )
+    timezone: str = doc(
+        "IANA time zone of the series buckets (`tz=` or the campaign's)", "Europe/Paris"
+    )
+    interval: Interval | None = doc("Bucket size of `series`; null: no series", "day", default=None)
+    series: list[SeriesPoint] | None = doc(
+        "One point per bucket from the bucket holding `from` (else the first scan or "
+        "conversion) to the one holding `to` (else now), empty buckets included; null "
+        "without `interval`",
+        None,
+        default=None,
+    )
+    cost: Money | None = doc("The campaign's cost; null when not set", _MONEY_EXAMPLE)
+    roas: float | None = doc(
+        "Return on ad spend: revenue credited by `model` (the `/attribution` totals for "
+        "the same window) in the cost's currency, divided by the cost; null without a "
+        "cost or with a zero cost",
+        2.5,
+    )
+    breakdowns: Breakdowns = doc(
+        "Scans and credited conversions per channel, device type, OS and country",
+        {"channel": [{"key": "qr", "scans": 240, "conversions": 9}]},
     )
 
 

@@ -57,7 +57,10 @@ class _Chunks:
         return data
 
 
-def _cell(value: str) -> str:
+def csv_cell(value: str) -> str:
+    """``value`` as a CSV text cell safe to open in a spreadsheet: prefixed with an
+    apostrophe when it starts with ``= + - @``, a tab or a carriage return (OWASP "CSV
+    Injection"). Numbers we format ourselves are written as they are."""
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
@@ -133,8 +136,8 @@ def manifest_row(item: PrintItem, *, origin: str, file: str) -> list[str]:
     return [
         item.code,
         short_url(origin, item.code),
-        _cell(item.store or ""),
-        _cell(item.label or ""),
+        csv_cell(item.store or ""),
+        csv_cell(item.label or ""),
         item.kind,
         file,
         _ndef_hex(origin, item),

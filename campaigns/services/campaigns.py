@@ -164,8 +164,7 @@ async def get_campaign(
 
 def check_window(start: dt.datetime | None, end: dt.datetime | None) -> None:
     """Check a report or list window ``[start, end)``: raises :class:`InvalidInput`
-    (``validation_error``) for a naive bound, (``invalid_window``) when ``end <= start``.
-    (``services.stats`` has its own copy, ``_check_window``, to be replaced by this one.)"""
+    (``validation_error``) for a naive bound, (``invalid_window``) when ``end <= start``."""
     for name, value in (("from", start), ("to", end)):
         if value is not None and value.utcoffset() is None:
             raise InvalidInput(

@@ -356,6 +356,12 @@ async def test_campaign_without_anything(client: httpx.AsyncClient, org: Org) ->
         "revenue": [],
         "conversion_rate": 0.0,
         "by_tag": [],
+        "timezone": "UTC",
+        "interval": None,
+        "series": None,
+        "cost": None,
+        "roas": None,
+        "breakdowns": {"channel": [], "device_type": [], "os": [], "country": []},
     }
 
 
