@@ -51,9 +51,9 @@ Definitions (the public contract of ``GET /v1/campaigns/{id}/stats``):
   :func:`campaigns.services.attribution.attribution_report` for the same window, default
   lookback) in the cost's currency divided by the cost (other currencies are ignored,
   never converted); null without a cost or with a zero cost.
-- ``breakdowns``: for each of ``channel``, ``device_type``, ``os`` (and ``country`` once
-  scans carry one; an empty list before), the human scans per value and the window's
-  conversions whose click scan (last touch) has that value.
+- ``breakdowns``: for each of ``channel``, ``device_type``, ``os`` and ``country`` (null
+  for scans not geolocated), the human scans per value and the window's conversions whose
+  click scan (last touch) has that value.
 
 Each figure comes from aggregate SQL (``GROUP BY ROLLUP`` / ``GROUPING SETS`` give the
 per-tag and campaign totals in one pass) on the ``(campaign_id, scanned_at)`` and
@@ -96,7 +96,7 @@ _STEP: Final[dict[str, dt.timedelta]] = {
     "day": dt.timedelta(days=1),
     "week": dt.timedelta(weeks=1),
 }
-#: The scan attributes of ``breakdowns``; ``country`` only while ``scans`` has the column.
+#: The scan attributes of ``breakdowns``.
 BREAKDOWN_KEYS: Final = ("channel", "device_type", "os", "country")
 
 
@@ -370,12 +370,6 @@ async def _cost_and_roas(
     return cost, credited / cost.amount_minor
 
 
-def _scan_attribute(name: str) -> Any:
-    """The ``scans`` column of a breakdown key, or None while the table has none
-    (``country`` before geolocation)."""
-    return getattr(Scan, name, None)
-
-
 async def _breakdowns(
     session: AsyncSession,
     *,
@@ -387,7 +381,7 @@ async def _breakdowns(
     """Human scans per attribute value and conversions of the window credited to a scan
     with that value (its click scan, ``conversions.scan_id``), in two grouping-sets
     queries."""
-    columns = {k: c for k in BREAKDOWN_KEYS if (c := _scan_attribute(k)) is not None}
+    columns = {key: getattr(Scan, key) for key in BREAKDOWN_KEYS}
     scope = [Scan.organization_id == organization_id, Scan.campaign_id == campaign_id]
     scans = select(
         *(func.grouping(c).label(f"g_{k}") for k, c in columns.items()),

@@ -302,7 +302,8 @@ async def test_breakdowns(client: httpx.AsyncClient, org: Org, spring: Spring) -
         "channel": [row("qr", 3, 2), row("nfc", 1, 0)],
         "device_type": [row("mobile", 3, 1), row("desktop", 1, 1)],
         "os": [row("iOS", 2, 1), row(None, 1, 1), row("Android", 1, 0)],
-        "country": [],  # scans are not geolocated on this branch
+        # Scans without a GeoIP database have no country: one null-keyed row.
+        "country": [{"key": None, "scans": 4, "conversions": 2}],
     }
     # From the 30th (UTC): no scan, but C2 is credited to s4's channel, a row of 0 scans.
     later = await get(client, org, spring.campaign["id"], **{"from": "2026-03-30T00:00:00Z"})
