@@ -168,6 +168,24 @@ def main() -> None:
                 ).replace("tags.id", "nfc_counters.tag_id")
             )
             report("dedicated counters table UPDATE", measure(conn, dedicated, other, 3))
+
+            def lock_and_upsert() -> None:
+                # tags rows locked (no write, so no trigger), counters upserted elsewhere
+                for n, ids in enumerate(counter_batches):
+                    conn.execute(
+                        "SELECT id FROM tags WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                        (ids,),
+                    ).fetchall()
+                    conn.execute(
+                        "INSERT INTO nfc_counters SELECT unnest(%s::bigint[]), %s "
+                        "ON CONFLICT (tag_id) DO UPDATE SET last_counter = excluded.last_counter",
+                        (ids, n + 1),
+                    )
+
+            empty = [dedicated[0]]
+            report(
+                "lock tags rows + upsert counters table", measure(conn, empty, lock_and_upsert, 3)
+            )
     finally:
         migrate.drop_database(url)
 
