@@ -732,9 +732,7 @@ def nfc_phase(args: argparse.Namespace, env: dict[str, str], conninfo: str) -> N
                 "GROUP BY 1 ORDER BY 1"
             ).fetchall()
         )
-        last = conn.execute(
-            "SELECT min(nfc_last_counter), max(nfc_last_counter) FROM tags WHERE kind = 'nfc_sun'"
-        )
+        last = conn.execute("SELECT min(last_counter), max(last_counter) FROM nfc_counters")
         row = last.fetchone()
     print(f"verdicts stored: {verdicts}; last accepted counters (min, max) {row}")
     scan = results["GET /n/{code}"]

@@ -3,12 +3,12 @@
 :func:`campaigns.payloads.sun.verify_sun` decides whether a tap's SUN message is authentic
 (in memory, no I/O). Whether it is *fresh* needs the database, shared by every server
 process: a counter is accepted only if it is strictly greater than the last accepted
-one for that tag, decided under the tag row's lock (``SELECT ... FOR NO KEY UPDATE``,
-then one ``UPDATE`` per batch: of two concurrent taps offering the same counter, exactly
-one is accepted, whichever connection or process they came through). The statements
-ride in the scan writer's group-commit transaction (:func:`judge_taps`, called by the
-writer before its ``COPY``); they do not notify the tag caches (the migration
-``nfc_tags`` makes the tags UPDATE trigger ignore ``nfc_last_counter``).
+one for that tag (kept in ``nfc_counters``), decided under the tag row's lock
+(``SELECT ... FOR NO KEY UPDATE``, then one upsert per batch: of two concurrent taps
+offering the same counter, exactly one is accepted, whichever connection or process they
+came through). The statements ride in the scan writer's group-commit transaction
+(:func:`judge_taps`, called by the writer before its ``COPY``); they update no ``tags``
+row, so they neither run its trigger nor notify the tag caches.
 """
 
 from __future__ import annotations
@@ -25,17 +25,25 @@ from campaigns.scanning.record import ScanRecord
 NfcVerification = Literal["valid", "replayed", "invalid"]
 
 #: Locks the offered tags' rows (in id order: every writer locks in the same order, so
-#: two processes' group commits cannot deadlock) and reads their last accepted counter.
-#: ``FOR NO KEY UPDATE`` is the lock an UPDATE of a non-key column takes.
-LOCK_COUNTERS_SQL: Final = (
-    "SELECT id, nfc_last_counter FROM tags WHERE id = ANY(%(tag_ids)s) ORDER BY id "
-    "FOR NO KEY UPDATE"
+#: two processes' group commits cannot deadlock); returns the ids of those that exist.
+#: ``FOR NO KEY UPDATE``: the lock an update of a non-key column would take. The tag row
+#: is the lock because it exists before the first tap; its counter row may not.
+LOCK_TAGS_SQL: Final = (
+    "SELECT id FROM tags WHERE id = ANY(%(tag_ids)s) ORDER BY id FOR NO KEY UPDATE"
+)
+#: The last accepted counters of the locked tags. A statement of its own, after the lock:
+#: under READ COMMITTED it reads with a snapshot taken once the locks are held, so it
+#: sees the counters committed by the transaction that held them before. (Joined into
+#: the locking query, a counter row inserted by that transaction would stay unseen: a
+#: lock wait re-reads only the locked row, not the rows joined to it.)
+READ_COUNTERS_SQL: Final = (
+    "SELECT tag_id, last_counter FROM nfc_counters WHERE tag_id = ANY(%(tag_ids)s)"
 )
 #: Stores the new last accepted counter of each tag that accepted one.
 STORE_COUNTERS_SQL: Final = (
-    "UPDATE tags SET nfc_last_counter = offer.counter "
-    "FROM unnest(%(tag_ids)s::bigint[], %(counters)s::integer[]) AS offer(id, counter) "
-    "WHERE tags.id = offer.id"
+    "INSERT INTO nfc_counters (tag_id, last_counter) "
+    "SELECT * FROM unnest(%(tag_ids)s::bigint[], %(counters)s::integer[]) "
+    "ON CONFLICT (tag_id) DO UPDATE SET last_counter = excluded.last_counter"
 )
 
 
@@ -54,20 +62,25 @@ async def accept_counters(
     (a later offer of the same tag is judged against the earlier ones accepted); the
     answers in the same order.
 
-    Two statements per call, whatever the number of offers: the tags' rows are locked
-    and read (:data:`LOCK_COUNTERS_SQL`), the verdicts decided here, and the tags whose
-    counter moved updated in one statement (:data:`STORE_COUNTERS_SQL`). One conditional
-    UPDATE per offer did the same with a statement (and a run of the ``tags`` trigger
-    function) per tap: about 60 µs of PostgreSQL CPU and 35 µs of ours per tap, against
-    a few µs now (benchmarks/scan_path_cpu.py, nfc round). The row locks are held until
-    the caller's transaction ends, so concurrent transactions still judge a tag's
-    counters one after the other, each reading the last committed value."""
+    Three statements per call, whatever the number of offers: the tags' rows are locked
+    (:data:`LOCK_TAGS_SQL`), their counters read (:data:`READ_COUNTERS_SQL`), the
+    verdicts decided here, and the counters that moved stored in one statement
+    (:data:`STORE_COUNTERS_SQL`). One conditional
+    UPDATE of ``tags`` per offer did the same with a statement and a run of the ``tags``
+    trigger per tap: 83 µs of PostgreSQL CPU per tap in the nfc round of
+    benchmarks/scan_path_cpu.py, 43 with one UPDATE of ``tags`` per batch, less again
+    with the counters in their own table (see migration ``nfc_counters``). The row locks
+    are held until the caller's transaction ends, so concurrent transactions still judge
+    a tag's counters one after the other, each reading the last committed value."""
     if not offers:
         return []
     tag_ids = sorted({tag_id for tag_id, _ in offers})
-    cur = await conn.execute(LOCK_COUNTERS_SQL, {"tag_ids": tag_ids})
-    # An unknown tag has no row: its offers are refused (absent from ``last``).
-    last: dict[int, int | None] = {tag_id: counter for tag_id, counter in await cur.fetchall()}
+    locked = await (await conn.execute(LOCK_TAGS_SQL, {"tag_ids": tag_ids})).fetchall()
+    # An unknown tag has no row: its offers are refused (absent from ``last``); a tag
+    # without a counter row has accepted none yet (None).
+    last: dict[int, int | None] = dict.fromkeys(tag_id for (tag_id,) in locked)
+    cur = await conn.execute(READ_COUNTERS_SQL, {"tag_ids": list(last)})
+    last.update(await cur.fetchall())
     accepted = []
     moved: dict[int, int] = {}
     for tag_id, counter in offers:
