@@ -116,7 +116,7 @@ class ShortLinks:
             log.exception("scan failed")
             if started:
                 raise  # the server closes the connection
-            self.state.metrics.responses.labels("500").inc()
+            self.state.metrics.count_response(500)
             await problem(500)(scope, _no_receive, send)
 
     async def _scan(self, scope: Scope, send: Send, prefix: str, route: ShortLinkRoute) -> None:
@@ -136,7 +136,7 @@ class ShortLinks:
         resolution = scans.resolve(request)
         if resolution is None or resolution.destination is None:
             page = _NOT_FOUND if resolution is None else _GONE
-            metrics.responses.labels(str(page.status_code)).inc()
+            metrics.count_response(page.status_code)
             await page(scope, _no_receive, send)
             return
         try:
@@ -148,16 +148,14 @@ class ShortLinks:
             log.exception("scan could not be stored")
             await _unavailable(scope, send, metrics, 1)
             return
-        metrics.scans.labels(
-            record.channel, resolution.outcome, "true" if record.is_bot else "false"
-        ).inc()
+        metrics.count_scan(record.channel, resolution.outcome, is_bot=record.is_bot)
         if is_blocked(record, policy=resolution.campaign.nfc_invalid_tap):
-            metrics.responses.labels("403").inc()
+            metrics.count_response(403)
             await _TAP_AGAIN(scope, _no_receive, send)
             return
         if scans.asks_location(record, resolution):
             # precise_location = ask: the consent page, which goes on to the destination.
-            metrics.responses.labels("200").inc()
+            metrics.count_response(200)
             page = location_page(
                 destination=url,
                 click_id=record.click_id,
@@ -165,7 +163,7 @@ class ShortLinks:
             )
             await page(scope, _no_receive, send)
             return
-        metrics.responses.labels("302").inc()
+        metrics.count_response(302)
         await send(
             {
                 "type": "http.response.start",
@@ -177,7 +175,7 @@ class ShortLinks:
 
 
 async def _unavailable(scope: Scope, send: Send, metrics: Metrics, retry_after_s: int) -> None:
-    metrics.responses.labels("503").inc()
+    metrics.count_response(503)
     response = problem(
         503,
         detail="The scan could not be recorded; try again.",

@@ -18,11 +18,15 @@ against Passerelle, a bare FastAPI 302 and a raw ASGI 302 (same uvicorn, same wo
 
 After each round it checks that the scans stored equal the 302s answered.
 
-With ``--nfc`` (needs ``wrk``) the load is one NTAG 424 DNA tag (``nfc_sun``, known keys)
-being tapped: ``GET /n/{code}?e=&c=`` with a fresh SUN message per request (counters
-1, 2, 3... precomputed with :mod:`campaigns.payloads.sun`'s MAC, written to a path list
-that wrk's threads read in turn), so every request runs the SUN verification in memory
-and the replay check in the group commit. Measured against the FastAPI and raw ASGI 302
+With ``--nfc`` (needs ``wrk``) the load is ``--nfc-tags`` NTAG 424 DNA tags (``nfc_sun``,
+known keys; default 50) being tapped in turn: ``GET /n/{code}?e=&c=`` with a fresh SUN
+message per request (each tag's counters 1, 2, 3... precomputed with
+:mod:`campaigns.payloads.sun`'s MAC, written to a path list that wrk's threads read in
+turn), so every request runs the SUN verification in memory and the replay check in the
+group commit. Several tags, because that is what a deployment looks like (tags on many
+posters and shelves, each tapped now and then): with one tag (``--nfc-tags 1``, the load
+of earlier runs) every group commit of every worker queues on that one tag's row lock,
+which no real deployment sees. Measured against the FastAPI and raw ASGI 302
 ceilings of the same run; then it counts the verdicts stored. Concurrent connections
 deliver counters slightly out of order, so a counter below one already accepted by an
 earlier group commit is stored ``replayed`` (a real tag is never tapped concurrently);
@@ -36,7 +40,8 @@ scan is matched to a store by its area.
 
     python benchmarks/scan_redirect.py [--workers 1] [--connections 64] [--duration 15]
         [--tags 1000] [--memory-tags 1000000] [--realistic [--agents 2000]
-        [--geoip-db PATH|synthetic] [--locations 1000]] [--nfc [--nfc-taps 300000]]
+        [--geoip-db PATH|synthetic] [--locations 1000]]
+        [--nfc [--nfc-taps 300000] [--nfc-tags 50]]
 
 Needs a PostgreSQL with PostGIS (``PASSERELLE_TEST_DATABASE_URL`` or the local one); it
 creates a throwaway database and drops it at the end.
@@ -469,7 +474,10 @@ def main() -> None:
         "--memory-tags", type=int, default=0, help="also measure RSS with this many tags"
     )
     parser.add_argument(
-        "--nfc", action="store_true", help="taps of one nfc_sun tag, a fresh SUN message each"
+        "--nfc", action="store_true", help="taps of nfc_sun tags, a fresh SUN message each"
+    )
+    parser.add_argument(
+        "--nfc-tags", type=int, default=50, help="nfc_sun tags tapped in turn by --nfc"
     )
     parser.add_argument(
         "--nfc-taps", type=int, default=300_000, help="SUN messages precomputed for --nfc"
@@ -691,10 +699,16 @@ end
 """
 
 
-def seed_nfc_tag(conninfo: str) -> str:
-    """One organization, campaign and ``nfc_sun`` tag personalised with :data:`NFC_UID`
-    and :data:`NFC_KEYS` (sealed under the servers' secret key). Returns its code."""
-    code = new_code()
+def nfc_uid(index: int) -> bytes:
+    """The UID of the ``index``-th benchmark tag (:data:`NFC_UID` for the first)."""
+    return NFC_UID[:5] + (int.from_bytes(NFC_UID[5:], "big") + index).to_bytes(2, "big")
+
+
+def seed_nfc_tags(conninfo: str, count: int) -> list[tuple[str, bytes]]:
+    """One organization and campaign, ``count`` ``nfc_sun`` tags personalised with
+    :func:`nfc_uid` and :data:`NFC_KEYS` (sealed under the servers' secret key). Returns
+    their ``(code, uid)``."""
+    tags = [(new_code(), nfc_uid(i)) for i in range(count)]
     with psycopg.connect(conninfo) as conn:
         org = conn.execute(
             "INSERT INTO organizations (name) VALUES ('bench-nfc') RETURNING id"
@@ -707,38 +721,46 @@ def seed_nfc_tag(conninfo: str) -> str:
             (org[0],),
         ).fetchone()
         assert campaign is not None
-        sealed = seal_sun_keys(BENCH_SECRET_KEY, organization_id=org[0], uid=NFC_UID, keys=NFC_KEYS)
-        conn.execute(
-            "INSERT INTO tags (organization_id, campaign_id, code, kind, label, nfc_uid, "
-            "nfc_keys_encrypted) VALUES (%s, %s, %s, 'nfc_sun', 'counter', %s, %s)",
-            (org[0], campaign[0], code, NFC_UID, sealed),
-        )
-    return code
+        for i, (code, uid) in enumerate(tags):
+            sealed = seal_sun_keys(BENCH_SECRET_KEY, organization_id=org[0], uid=uid, keys=NFC_KEYS)
+            conn.execute(
+                "INSERT INTO tags (organization_id, campaign_id, code, kind, label, nfc_uid, "
+                "nfc_keys_encrypted) VALUES (%s, %s, %s, 'nfc_sun', %s, %s, %s)",
+                (org[0], campaign[0], code, f"counter-{i}", uid, sealed),
+            )
+    return tags
 
 
-def sun_paths(code: str, count: int) -> list[str]:
-    """``/n/{code}?e=..&c=..`` for counters 1..count, as the tag would send them (NXP
-    AN12196: PICCData ``C7 ‖ UID ‖ counter LE ‖ padding`` encrypted under the meta-read
-    key, one AES block; SDMMAC from :func:`campaigns.payloads.sun.sdm_mac`)."""
+def sun_paths(tags: list[tuple[str, bytes]], count: int) -> list[str]:
+    """``count`` paths ``/n/{code}?e=..&c=..``, the tags in turn, each tag's counters
+    1, 2, 3..., as the tags would send them (NXP AN12196: PICCData ``C7 ‖ UID ‖ counter
+    LE ‖ padding`` encrypted under the meta-read key, one AES block; SDMMAC from
+    :func:`campaigns.payloads.sun.sdm_mac`)."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     encryptor = Cipher(algorithms.AES(NFC_KEYS.meta_read), modes.ECB()).encryptor()  # noqa: S305
     paths = []
-    for counter in range(1, count + 1):
-        plain = bytes([PICC_DATA_TAG]) + NFC_UID + counter.to_bytes(3, "little") + os.urandom(5)
+    for i in range(count):
+        code, uid = tags[i % len(tags)]
+        counter = i // len(tags) + 1
+        plain = bytes([PICC_DATA_TAG]) + uid + counter.to_bytes(3, "little") + os.urandom(5)
         e = encryptor.update(plain).hex().upper()
-        c = sdm_mac(NFC_KEYS.file_read, NFC_UID, counter).hex().upper()
+        c = sdm_mac(NFC_KEYS.file_read, uid, counter).hex().upper()
         paths.append(f"/n/{code}?e={e}&c={c}")
     return paths
 
 
 def nfc_phase(args: argparse.Namespace, env: dict[str, str], conninfo: str) -> None:
-    """Taps of one ``nfc_sun`` tag with fresh counters, on the raw ASGI and FastAPI 302
-    ceilings and on Passerelle (each started afresh), then the verdicts stored."""
-    code = seed_nfc_tag(conninfo)
+    """Taps of ``--nfc-tags`` ``nfc_sun`` tags with fresh counters, on the raw ASGI and
+    FastAPI 302 ceilings and on Passerelle (each started afresh), then the verdicts
+    stored."""
+    tags = seed_nfc_tags(conninfo, args.nfc_tags)
     t0 = time.perf_counter()
-    paths = sun_paths(code, args.nfc_taps)
-    print(f"# nfc: {len(paths)} SUN messages precomputed in {time.perf_counter() - t0:.1f} s")
+    paths = sun_paths(tags, args.nfc_taps)
+    print(
+        f"# nfc: {len(paths)} SUN messages of {len(tags)} tags precomputed in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as fh:
         fh.write("\n".join(paths) + "\n")
     script = f"agent = [==[{ANDROID_UA}]==]\n{_NFC_LUA}"
@@ -773,9 +795,9 @@ def nfc_phase(args: argparse.Namespace, env: dict[str, str], conninfo: str) -> N
                 "GROUP BY 1 ORDER BY 1"
             ).fetchall()
         )
-        last = conn.execute("SELECT nfc_last_counter FROM tags WHERE code = %s", (code,))
+        last = conn.execute("SELECT min(last_counter), max(last_counter) FROM nfc_counters")
         row = last.fetchone()
-    print(f"verdicts stored: {verdicts}; last accepted counter {row[0] if row else None}")
+    print(f"verdicts stored: {verdicts}; last accepted counters (min, max) {row}")
     scan = results["GET /n/{code}"]
     ratios = ", ".join(
         f"tap/{label} {scan['rps'] / results[label]['rps']:.2f} "

@@ -245,9 +245,8 @@ class Tag(Base):
     NTAG 424 DNA tags (kind ``nfc_sun``) also have ``nfc_uid`` (7 bytes, unique per
     organization), ``nfc_keys_encrypted`` (the SDM meta-read and file-read keys, sealed:
     :func:`campaigns.payloads.keys.seal_sun_keys`), ``nfc_key_derivation_version`` (the
-    derivation that made the keys, NULL when the client supplied them) and
-    ``nfc_last_counter`` (the highest SDMReadCtr accepted, NULL before the first tap;
-    :func:`campaigns.scanning.nfc.accept_counter`). Other kinds have none of them.
+    derivation that made the keys, NULL when the client supplied them); the last counter
+    accepted is in :class:`NfcCounter`. Other kinds have none of them.
     """
 
     __tablename__ = "tags"
@@ -261,8 +260,6 @@ class Tag(Base):
             name="nfc_sun_fields",
         ),
         CheckConstraint("octet_length(nfc_uid) = 7", name="nfc_uid_length"),
-        # SDMReadCtr is a 24-bit counter.
-        CheckConstraint("nfc_last_counter BETWEEN 0 AND 16777215", name="nfc_last_counter_range"),
         Index(
             "uq_tags_organization_id_nfc_uid",
             "organization_id",
@@ -307,7 +304,24 @@ class Tag(Base):
     nfc_uid: Mapped[bytes | None] = mapped_column(LargeBinary(7))
     nfc_keys_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     nfc_key_derivation_version: Mapped[int | None] = mapped_column(SmallInteger)
-    nfc_last_counter: Mapped[int | None] = mapped_column(Integer)
+
+
+class NfcCounter(Base):
+    """The highest SDMReadCtr accepted for an ``nfc_sun`` tag (``last_counter``,
+    0..16 777 215: a 24-bit counter); no row before its first accepted tap. Written only by
+    :func:`campaigns.scanning.nfc.accept_counters`, under the tag row's lock. A table of
+    its own, not a column of ``tags``: every accepted tap writes it, and a ``tags`` row
+    update runs the tags trigger (migration ``nfc_counters``)."""
+
+    __tablename__ = "nfc_counters"
+    __table_args__ = (
+        CheckConstraint("last_counter BETWEEN 0 AND 16777215", name="last_counter_range"),
+    )
+
+    tag_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_counter: Mapped[int] = mapped_column(Integer)
 
 
 class Scan(Base):

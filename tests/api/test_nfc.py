@@ -71,7 +71,10 @@ async def test_create_sun_tag_with_derived_keys(
     row = await _row(engine, "SELECT * FROM tags WHERE id = :id", id=tag["id"])
     assert row["nfc_uid"] == bytes.fromhex(UID)
     assert row["nfc_key_derivation_version"] == 1
-    assert row["nfc_last_counter"] is None
+    counters = await _row(
+        engine, "SELECT count(*) AS n FROM nfc_counters WHERE tag_id = :id", id=tag["id"]
+    )
+    assert counters["n"] == 0  # no counter accepted before the first tap
     assert bytes.fromhex(nfc["sdm_meta_read_key"]) not in row["nfc_keys_encrypted"]
     assert bytes.fromhex(nfc["sdm_file_read_key"]) not in row["nfc_keys_encrypted"]
 
@@ -508,8 +511,6 @@ async def test_bad_nfc_invalid_tap_is_422_and_changes_nothing(
         "nfc_uid = NULL",
         "nfc_keys_encrypted = NULL",
         "nfc_uid = '\\x04a1b2'::bytea",
-        "nfc_last_counter = 16777216",
-        "nfc_last_counter = -1",
     ],
 )
 async def test_the_database_refuses_inconsistent_nfc_columns(
@@ -522,3 +523,20 @@ async def test_the_database_refuses_inconsistent_nfc_columns(
     with pytest.raises(IntegrityError, match="ck_tags_nfc"):
         async with engine.begin() as conn:
             await conn.execute(text(f"UPDATE tags SET {assignment} WHERE id = {tag['id']}"))  # noqa: S608
+
+
+@pytest.mark.parametrize("counter", [16777216, -1])
+async def test_the_database_refuses_a_counter_out_of_24_bits(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine, counter: int
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    campaign = await make_campaign(client, org)
+    tag = await create_sun_tag(client, org, campaign["id"])
+    with pytest.raises(IntegrityError, match="ck_nfc_counters_last_counter_range"):
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO nfc_counters (tag_id, last_counter) VALUES (:id, :counter)"),
+                {"id": tag["id"], "counter": counter},
+            )
+    assert await table_snapshot(engine, "nfc_counters") == {"nfc_counters": []}

@@ -62,7 +62,7 @@ async def taps(engine: AsyncEngine) -> list[tuple[str, int | None, str | None]]:
 async def last_counter(engine: AsyncEngine, tag_id: int) -> int | None:
     async with engine.connect() as conn:
         value = await conn.scalar(
-            text("SELECT nfc_last_counter FROM tags WHERE id = :id"), {"id": tag_id}
+            text("SELECT last_counter FROM nfc_counters WHERE tag_id = :id"), {"id": tag_id}
         )
         return None if value is None else int(value)
 

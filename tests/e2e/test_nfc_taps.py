@@ -76,7 +76,9 @@ async def test_two_processes_accept_a_counter_once_and_replay_judges_in_counter_
             assert sorted(r.status_code for r in responses) == [302, 403]
         expected = [(n, v) for n in range(1, 6) for v in ("replayed", "valid")]
         assert sorted(verdicts(cluster)) == expected
-        assert cluster.scalar("SELECT nfc_last_counter FROM tags WHERE id = %s", tag_id) == 5
+        assert (
+            cluster.scalar("SELECT last_counter FROM nfc_counters WHERE tag_id = %s", tag_id) == 5
+        )
 
         # Database down: good taps are redirected (and spooled) whatever the policy,
         # even a repeated one, since no process can tell a replay now.
@@ -90,7 +92,9 @@ async def test_two_processes_accept_a_counter_once_and_replay_judges_in_counter_
         assert await wait_for(lambda: cluster.scalar("SELECT count(*) FROM scans") == 13, 60)
         # Judged in counter order at replay: 15 before 20, the second 20 a replay.
         assert sorted(verdicts(cluster))[10:] == [(15, "valid"), (20, "replayed"), (20, "valid")]
-        assert cluster.scalar("SELECT nfc_last_counter FROM tags WHERE id = %s", tag_id) == 20
+        assert (
+            cluster.scalar("SELECT last_counter FROM nfc_counters WHERE tag_id = %s", tag_id) == 20
+        )
     finally:
         for client in clients:
             await client.aclose()
