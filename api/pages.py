@@ -9,6 +9,8 @@ from html import escape
 
 from fastapi.responses import HTMLResponse
 
+from campaigns.scanning.rules import preferred_languages
+
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -98,24 +100,11 @@ p{{color:#555;line-height:1.5}}a{{color:#0b57d0}}</style>
 
 def page_language(accept_language: str | None) -> str:
     """``fr`` or ``en``: the first of them by preference in ``Accept-Language``
-    (RFC 9110 §12.5.4: weights ``q``, order breaking ties), ``en`` when neither is asked."""
-    best: tuple[float, int, str] | None = None
-    for index, item in enumerate((accept_language or "").split(",")[:32]):
-        tag, _, params = item.strip().partition(";")
-        primary = tag.strip().lower().split("-", 1)[0]
-        if primary not in _LOCATION_TEXT:
-            continue
-        q = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if q > 0 and (best is None or (-q, index) < (-best[0], best[1])):
-            best = (q, index, primary)
-    return best[2] if best else "en"
+    (:func:`campaigns.scanning.rules.preferred_languages`), ``en`` when neither is asked."""
+    for language in preferred_languages(accept_language):
+        if language in _LOCATION_TEXT:
+            return language
+    return "en"
 
 
 def _script_json(value: str) -> str:

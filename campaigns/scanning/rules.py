@@ -132,12 +132,12 @@ def _within(allowed: frozenset[str] | None, value: str | None) -> bool:
     return allowed is None or (value is not None and value in allowed)
 
 
-def preferred_language(accept_language: str | None) -> str | None:
-    """The primary subtag (lower case) of the most preferred language of an
-    ``Accept-Language`` value (highest ``q``, earliest on ties; ``*`` and ``q=0``
-    skipped), or None."""
-    best: tuple[float, str] | None = None
-    for item in (accept_language or "").split(",")[:32]:
+def preferred_languages(accept_language: str | None) -> list[str]:
+    """The primary language subtags of an ``Accept-Language`` header, most preferred first
+    (RFC 9110 §12.5.4: weight ``q``, then the order given; ``q=0``, ``*`` and malformed
+    tags skipped; at most the first 32 items read), lower case, without repeats."""
+    ranked: list[tuple[float, int, str]] = []
+    for index, item in enumerate((accept_language or "").split(",")[:32]):
         tag, _, params = item.strip().partition(";")
         primary = tag.strip().lower().split("-", 1)[0]
         if not primary or primary == "*" or not primary.isalpha():
@@ -150,9 +150,16 @@ def preferred_language(accept_language: str | None) -> str | None:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        if q > 0 and (best is None or q > best[0]):
-            best = (q, primary)
-    return best[1] if best else None
+        if q > 0:
+            ranked.append((-q, index, primary))
+    return list(dict.fromkeys(primary for _, _, primary in sorted(ranked)))
+
+
+def preferred_language(accept_language: str | None) -> str | None:
+    """The visitor's most preferred primary language subtag (:func:`preferred_languages`),
+    or None."""
+    languages = preferred_languages(accept_language)
+    return languages[0] if languages else None
 
 
 class RuleCache:

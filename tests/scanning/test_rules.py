@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from campaigns.scanning.rules import Rule, preferred_language
+from campaigns.scanning.rules import Rule, preferred_language, preferred_languages
 
 SPLIT = [
     {"name": "a", "destination_url": "https://x.example/a", "weight": 3},
@@ -81,3 +81,21 @@ def test_splits_follow_the_weights_and_stick_to_the_visitor() -> None:
 )
 def test_preferred_language(header: str | None, language: str | None) -> None:
     assert preferred_language(header) == language
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, []),
+        ("", []),
+        ("fr-FR,fr;q=0.9,en;q=0.8", ["fr", "en"]),
+        ("en;q=0.5, de, *;q=0.1", ["de", "en"]),
+        ("nl;q=0, es", ["es"]),
+        ("pt-BR;q=0.8, it;q=0.8", ["pt", "it"]),  # ties keep the order given
+        ("x1;q=1, ja;q=abc, ko", ["ko"]),  # malformed tag and weight skipped
+    ],
+)
+def test_preferred_languages_follow_weights_then_order(
+    header: str | None, expected: list[str]
+) -> None:
+    assert preferred_languages(header) == expected
