@@ -110,6 +110,42 @@ _CRAWLERS = re2.compile("|".join(_re2_patterns), _RE2_OPTIONS)
 # but saves a third of the time. Still the costliest step (~25 µs on a long in-app
 # agent): RE2's Python binding is no faster for a substitution with a dozen matches.
 _EXCLUSIONS = re.compile(f"({'|'.join(_exclusion_patterns)})", re.IGNORECASE | re.ASCII)
+# Which exclusion patterns occur in an agent at all, in one RE2 pass (~2 µs). ``re.sub``
+# scans the ORIGINAL agent for leftmost-first, non-overlapping matches, so a pattern that
+# matches nowhere in it never wins at any position: the alternation of the patterns that
+# do occur, in their original order, removes exactly what the whole one removes, and with
+# a handful of alternatives instead of ~100 it is several times faster. Patterns RE2
+# cannot express are always kept (today none). ``tests/scanning/test_device.py`` checks
+# the verdicts against crawlerdetect's own agents.
+_EXCLUSION_SET = re2.Set.SearchSet(_RE2_OPTIONS)
+_EXCLUSION_OF_SET_INDEX: list[int] = []
+_EXCLUSIONS_ALWAYS: list[int] = []
+for _index, _pattern in enumerate(_exclusion_patterns):
+    try:
+        _EXCLUSION_SET.Add(_pattern)
+    except re2.error:
+        _EXCLUSIONS_ALWAYS.append(_index)
+    else:
+        _EXCLUSION_OF_SET_INDEX.append(_index)
+_EXCLUSION_SET.Compile()
+
+
+@lru_cache(maxsize=4096)
+def _exclusions_among(indices: tuple[int, ...]) -> re.Pattern[str]:
+    """The exclusion alternation restricted to ``indices`` (ascending: the original
+    order, which decides which alternative wins at a position)."""
+    alternatives = "|".join(_exclusion_patterns[i] for i in indices)
+    return re.compile(f"({alternatives})", re.IGNORECASE | re.ASCII)
+
+
+def _remove_exclusions(ua: str) -> str:
+    """``_EXCLUSIONS.sub("", ua)`` for a printable-ASCII ``ua``, computed with only the
+    exclusion patterns that occur in it (see :data:`_EXCLUSION_SET`)."""
+    found = {_EXCLUSION_OF_SET_INDEX[i] for i in _EXCLUSION_SET.Match(ua) or ()}
+    indices = tuple(sorted(found.union(_EXCLUSIONS_ALWAYS)))
+    return _exclusions_among(indices).sub("", ua) if indices else ua
+
+
 # The reference, for the rare agents that are not printable ASCII (see ``is_crawler``).
 _crawler_detect = CrawlerDetect()
 # Browser and OS only: the device domain (brand and model) is the costliest and unused.
@@ -148,7 +184,7 @@ def is_crawler(user_agent: str) -> bool:
     ua = user_agent.strip()
     if not (ua.isascii() and ua.isprintable()):
         return bool(_crawler_detect.is_crawler(ua))
-    agent = _EXCLUSIONS.sub("", ua)
+    agent = _remove_exclusions(ua)
     if not agent:
         return False
     if _CRAWLERS.search(agent) is not None:
