@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -76,3 +78,21 @@ def note_cache_changes(
     changed["tags"].update(tag_ids)
     changed["campaigns"].update(campaign_ids)
     changed["rules"].update(rule_ids)
+
+
+async def flush_unique(
+    session: AsyncSession, *, add: Any = None, constraint: str, conflict: Exception
+) -> None:
+    """Flush (adding ``add`` first) inside a savepoint. When the flush breaks the unique
+    ``constraint``, only the savepoint rolls back (the session stays usable and forgets
+    ``add``) and ``conflict`` is raised (a :class:`campaigns.errors.Conflict` with its
+    code); any other ``IntegrityError`` propagates."""
+    try:
+        async with session.begin_nested():
+            if add is not None:
+                session.add(add)
+            await session.flush()
+    except IntegrityError as exc:
+        if constraint in str(exc.orig):
+            raise conflict from exc
+        raise

@@ -10,10 +10,10 @@ import unicodedata
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from campaigns.db import flush_unique
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, utcnow
 from campaigns.schemas import CampaignCreate, CampaignUpdate
@@ -131,17 +131,12 @@ async def create_campaign(
 async def _flush_slug(session: AsyncSession, slug: str, *, add: Campaign | None = None) -> None:
     """Flush (adding ``add`` first) inside a savepoint: a slug clash rolls back only that
     (and forgets ``add``), then raises :class:`Conflict` ``slug_taken``."""
-    try:
-        async with session.begin_nested():
-            if add is not None:
-                session.add(add)
-            await session.flush()
-    except IntegrityError as exc:
-        if "uq_campaigns_organization_id_slug" in str(exc.orig):
-            raise Conflict(
-                f"Slug {slug!r} is already used by another campaign", code="slug_taken"
-            ) from exc
-        raise
+    await flush_unique(
+        session,
+        add=add,
+        constraint="uq_campaigns_organization_id_slug",
+        conflict=Conflict(f"Slug {slug!r} is already used by another campaign", code="slug_taken"),
+    )
 
 
 async def get_campaign(

@@ -20,9 +20,9 @@ from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 from shapely.geometry import Point
 from sqlalchemy import Select, func, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from campaigns.db import flush_unique
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, Location, Tag, utcnow
 from campaigns.schemas import (
@@ -91,15 +91,12 @@ def _columns(fields: dict[str, Any]) -> dict[str, Any]:
 async def _flush(session: AsyncSession, external_id: str | None, add: Location | None) -> None:
     """Flush inside a savepoint; an ``external_id`` clash raises :class:`Conflict`
     ``location_external_id_taken`` and leaves the session usable."""
-    try:
-        async with session.begin_nested():
-            if add is not None:
-                session.add(add)
-            await session.flush()
-    except IntegrityError as exc:
-        if "uq_locations_organization_id_external_id" in str(exc.orig):
-            raise _taken(external_id) from exc
-        raise
+    await flush_unique(
+        session,
+        add=add,
+        constraint="uq_locations_organization_id_external_id",
+        conflict=_taken(external_id),
+    )
 
 
 async def create_location(
