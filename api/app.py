@@ -31,6 +31,7 @@ from api.routers import (
     short_links,
     stats,
     tags,
+    webhooks,
 )
 from api.scan_endpoint import ShortLinks
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
@@ -38,6 +39,7 @@ from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.settings import Settings, get_settings
+from campaigns.webhooks.delivery import WebhookDispatcher
 from geo.geoip import GeoIPReader
 
 
@@ -62,7 +64,8 @@ def create_served_app() -> ASGIApp:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. The lifespan opens the database pool and starts the scan runtime
-    (tag cache, listener, writer); shutdown drains the scan writer."""
+    (tag cache, listener, writer) and the webhook dispatcher; shutdown stops the
+    dispatcher and drains the scan writer."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -92,9 +95,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.scans = scans
         await scans.start()
+        dispatcher = WebhookDispatcher(
+            conninfo=libpq_url(settings.database_url),
+            secret_key=settings.secret_key,
+            allow_private=settings.allows_private_webhooks,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_base_s=settings.webhook_backoff_base_s,
+            backoff_cap_s=settings.webhook_backoff_cap_s,
+            timeout_s=settings.webhook_timeout_s,
+            lease_s=settings.webhook_lease_s,
+            poll_interval_s=settings.webhook_poll_interval_s,
+            concurrency=settings.webhook_concurrency,
+        )
+        app.state.webhooks = dispatcher
+        if settings.webhook_delivery_enabled:
+            await dispatcher.start()
         try:
             yield
         finally:
+            await dispatcher.stop()
             await scans.stop()
             # Worker processes start with the first render; stop them with the app.
             await asyncio.to_thread(app.state.render_pool.shutdown)
@@ -160,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         qr,
         nfc,
         artwork,
+        webhooks,
     ):
         app.include_router(module.router)
     return app

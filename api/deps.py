@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.db import CACHE_CHANGES, note_cache_changes, unit_of_work
 from campaigns.errors import RateLimited, Unauthorized
-from campaigns.models import Campaign, RedirectRule, Tag
+from campaigns.models import Campaign, RedirectRule, Tag, Webhook
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.services.organizations import authenticate
@@ -33,6 +33,7 @@ def _remember_cache_changes(session: Session, _flush_context: object) -> None:
         tag_ids=[obj.id for obj in objects if isinstance(obj, Tag)],
         campaign_ids=[obj.id for obj in objects if isinstance(obj, Campaign)],
         rule_ids=[obj.id for obj in objects if isinstance(obj, RedirectRule)],
+        webhook_ids=[obj.id for obj in objects if isinstance(obj, Webhook)],
     )
 
 
@@ -44,7 +45,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     if changes:
         scans: ScanService = request.app.state.scans
         await scans.reload(
-            tag_ids=changes["tags"], campaign_ids=changes["campaigns"], rule_ids=changes["rules"]
+            tag_ids=changes["tags"],
+            campaign_ids=changes["campaigns"],
+            rule_ids=changes["rules"],
+            webhook_ids=changes["webhooks"],
         )
 
 

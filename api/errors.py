@@ -63,6 +63,8 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "rule_not_found": (404, "No such redirect rule, or another organization's"),
     "logo_not_found": (404, "`logo=true` but the organization has uploaded no logo"),
     "organization_not_found": (404, "No such organization (command line)"),
+    "webhook_not_found": (404, "No such webhook, or another organization's"),
+    "delivery_not_found": (404, "No such delivery of this webhook"),
     "method_not_allowed": (405, "The path does not accept this method"),
     "conflict": (409, "The request clashes with stored state"),
     "slug_taken": (409, "Another live campaign of the organization uses this slug"),
@@ -132,6 +134,13 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "file_required": (422, "The import has no file (multipart field `file`) or body"),
     "qr_content_too_long": (422, "The tag's link does not fit a QR code at this error correction"),
     "invalid_name": (422, "An organization name is empty or too long (command line)"),
+    "webhook_url_insecure": (422, "A webhook URL must be https (http only in development/test)"),
+    "webhook_url_not_public": (
+        422,
+        "The webhook URL's host resolves to a private, loopback, link-local or other "
+        "non-public address",
+    ),
+    "webhook_url_unresolvable": (422, "The webhook URL's host does not resolve"),
     "rate_limited": (429, "Too many requests; retry after `Retry-After` seconds"),
     "headers_too_large": (431, "The request headers exceed `PASSERELLE_MAX_HEADER_BYTES`"),
     "internal_error": (500, "Unexpected failure; rolled back and logged"),

@@ -541,6 +541,72 @@ class Refund(Base):
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
+class Webhook(Base):
+    """An endpoint of the organization that receives signed events
+    (:mod:`campaigns.webhooks`): ``url`` (https; http only in development and test),
+    ``events`` (``scan.created``, ``conversion.created``). ``secret_encrypted`` is the
+    signing secret sealed with :func:`campaigns.crypto.seal` (purpose
+    :data:`campaigns.webhooks.signing.SECRET_PURPOSE`, bound to organization and id):
+    shown once, in the creation answer."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event to send to one webhook, and how its attempts went.
+
+    Written in the transaction that stores the event (the scan writer's group commit, the
+    conversion's unit of work), so an event is sent if and only if it is stored; sent by
+    :class:`campaigns.webhooks.delivery.WebhookDispatcher` at least once. ``event_id`` is
+    the event's idempotency id (the same for every webhook and every attempt);
+    ``status``: ``pending`` (due at ``next_attempt_at``; a claimed row's lease moves it
+    ahead), ``succeeded`` or ``failed`` (gave up). ``attempts`` counts the attempts since
+    creation or the last manual retry; ``attempt_log`` keeps the last ten
+    (``[{"at", "response_code", "error", "duration_ms"}]``). No ``organization_id``: rows
+    belong to their webhook, which cascades from its organization."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        # Idempotent outbox: a scan replayed from a spool writes no second delivery.
+        UniqueConstraint("webhook_id", "event_id"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+        # The dispatcher's claim: due pending rows, oldest first.
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where="status = 'pending'",
+        ),
+        # GET /v1/webhooks/{id}/deliveries: newest first by id.
+        Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
+    )
+
+    id: Mapped[int] = _pk()
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(Text, default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(server_default=func.now(), default=utcnow)
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    last_attempt_at: Mapped[dt.datetime | None]
+    response_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, default=list, server_default="[]"
+    )
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
 class VisitorSalt(Base):
     """The random salt of one UTC day for visitor ids; older salts are deleted (forgotten)."""
 

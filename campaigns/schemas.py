@@ -1524,3 +1524,107 @@ class RuleList(Schema):
     """A campaign's rules in evaluation order."""
 
     items: list[RuleRead] = doc("The rules, lowest priority number first", [])
+
+
+WebhookEvent = Literal["scan.created", "conversion.created"]
+_WEBHOOK_URL = (
+    "Where events are POSTed: https (http only in development and test), no credentials; "
+    "its host must resolve to public addresses only"
+)
+_WEBHOOK_EVENTS = "Events sent: `scan.created`, `conversion.created` (at least one)"
+
+
+class WebhookCreate(Schema):
+    """Body of ``POST /v1/webhooks``."""
+
+    url: HttpUrl = doc(_WEBHOOK_URL, "https://hooks.example.com/passerelle")
+    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=2)] = doc(
+        _WEBHOOK_EVENTS, ["scan.created", "conversion.created"]
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _unique_events(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
+class WebhookRead(Schema):
+    """A webhook (its secret is never shown again after creation)."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int = doc(_ID, 1)
+    url: str = doc(_WEBHOOK_URL, "https://hooks.example.com/passerelle")
+    events: list[WebhookEvent] = doc(_WEBHOOK_EVENTS, ["scan.created"])
+    created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
+
+
+class WebhookCreated(WebhookRead):
+    """A new webhook with its signing secret, shown only in this answer."""
+
+    secret: str = doc(
+        "Signing secret: the HMAC-SHA256 key of `Passerelle-Signature` (its UTF-8 bytes). "
+        "Shown once: store it now",
+        "whsec_3q2-7wEjsW4L2yXfZpHk0N1lqA8mTzVvYb6cRdUeF9g",
+    )
+
+
+class WebhookPage(Page[WebhookRead]):
+    """A page of webhooks, newest first."""
+
+
+class DeliveryAttempt(Schema):
+    """One attempt at a delivery."""
+
+    at: str = doc("When it started, ISO 8601 UTC", _WHEN)
+    response_code: int | None = doc("The HTTP status answered; null: no answer", 500)
+    error: str | None = doc(
+        "Why it failed (`http_500`, `timeout`, `connect_failed`, `webhook_url_not_public`...); "
+        "null on success",
+        "http_500",
+    )
+    duration_ms: int = doc("How long it took, milliseconds", 120)
+
+
+class WebhookDeliveryRead(Schema):
+    """One event sent (or to send) to a webhook, and how its attempts went."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    id: int = doc("Delivery id, sent as `Passerelle-Delivery-Id`", 7)
+    event_id: str = doc(
+        "Event id, sent as `Passerelle-Event-Id`: the same for every attempt and webhook "
+        "(deduplicate on it)",
+        "evt_scan_aTvF6AbnfnAUZXmG",
+    )
+    event: str = doc(
+        "`scan.created`, `conversion.created` or `ping`",
+        "scan.created",
+        validation_alias="event_type",
+    )
+    status: Literal["pending", "succeeded", "failed"] = doc(
+        "`pending` (to be attempted at `next_attempt_at`), `succeeded` (a 2xx answer) or "
+        "`failed` (gave up after the last attempt)",
+        "succeeded",
+    )
+    attempts: int = doc("Attempts made (since the last manual retry)", 1)
+    response_code: int | None = doc("HTTP status of the last attempt; null: no answer", 200)
+    error: str | None = doc("Why the last attempt failed; null if it did not", None)
+    last_attempt_at: dt.datetime | None = doc("When the last attempt started, UTC", _WHEN)
+    next_attempt_at: dt.datetime | None = doc(
+        "When the next attempt is due, UTC; null unless `pending`", None
+    )
+    created_at: dt.datetime = doc("When the event was stored, UTC", _WHEN)
+    recent_attempts: list[DeliveryAttempt] = doc(
+        "The last ten attempts, oldest first", [], validation_alias="attempt_log"
+    )
+
+    @model_validator(mode="after")
+    def _no_next_unless_pending(self) -> Any:
+        if self.status != "pending":
+            self.next_attempt_at = None
+        return self
+
+
+class WebhookDeliveryPage(Page[WebhookDeliveryRead]):
+    """A page of a webhook's deliveries, newest first."""

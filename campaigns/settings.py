@@ -100,6 +100,22 @@ class Settings(BaseSettings):
     location_rate_limit_per_s: float = Field(default=1.0, gt=0)
     location_rate_limit_burst: int = Field(default=20, ge=1)
 
+    # Webhook deliveries (campaigns/webhooks/delivery.py): the background dispatcher of
+    # each server process sends due outbox rows. Attempts before a delivery is ``failed``;
+    # the wait before attempt n+1 is min(cap, base * 2^(n-1)) seconds times a random
+    # factor in [0.5, 1] (jitter); each POST's timeout; how long a claimed row is kept
+    # from other processes (above the timeout); how often the outbox is polled; POSTs in
+    # flight per process. ``webhook_delivery_enabled`` false: this process sends nothing
+    # (another process, or a later start, will).
+    webhook_max_attempts: int = Field(default=12, ge=1, le=100)
+    webhook_backoff_base_s: float = Field(default=30.0, gt=0)
+    webhook_backoff_cap_s: float = Field(default=21_600.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    webhook_lease_s: float = Field(default=60.0, gt=0)
+    webhook_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    webhook_delivery_enabled: bool = True
+
     @field_validator("base_url")
     @classmethod
     def _origin_only(cls, value: str) -> str:
@@ -178,6 +194,12 @@ class Settings(BaseSettings):
                 "outside development"
             )
         return self
+
+    @property
+    def allows_private_webhooks(self) -> bool:
+        """Webhook URLs may be plain http and reach private, loopback and link-local
+        addresses only in ``development`` and ``test`` (SSRF guard otherwise)."""
+        return self.environment in ("development", "test")
 
     @property
     def short_link_origin(self) -> str:

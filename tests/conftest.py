@@ -62,6 +62,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         secret_key=secrets.token_urlsafe(32),
         data_dir=Path(tmp_path_factory.mktemp("data")),
         rate_limit_enabled=False,
+        # Webhook tests start dispatchers themselves (tests/api/test_webhooks.py).
+        webhook_delivery_enabled=False,
+        webhook_poll_interval_s=0.05,
     )
 
 
@@ -106,6 +109,7 @@ async def forget_side_caches(app: FastAPI) -> None:
     async with await psycopg.AsyncConnection.connect(conninfo) as conn:
         await scans.locations.load_all(conn)
         await scans.rules.load_all(conn)
+        await scans.hooked.load_all(conn)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from campaigns.scanning.cache import NOTIFY_CHANNEL, TagCache
+from campaigns.scanning.hooked import HookedOrganizations
 from campaigns.scanning.journal import FLUSH_INTERVAL_S, CacheJournal, replay
 from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.rules import RuleCache
@@ -50,6 +51,7 @@ class CacheRuntime:
         visitors: VisitorIds,
         locations: LocationCache | None = None,
         rules: RuleCache | None = None,
+        hooked: HookedOrganizations | None = None,
         reconcile_interval_s: float = 30.0,
     ) -> None:
         self._conninfo = conninfo
@@ -57,10 +59,12 @@ class CacheRuntime:
         self.visitors = visitors
         self.locations = LocationCache() if locations is None else locations
         self.rules = RuleCache() if rules is None else rules
+        self.hooked = HookedOrganizations() if hooked is None else hooked
         #: Notification table -> the cache re-reading its rows (whole caches, no journal).
-        self._side_caches: dict[str, LocationCache | RuleCache] = {
+        self._side_caches: dict[str, LocationCache | RuleCache | HookedOrganizations] = {
             "locations": self.locations,
             "redirect_rules": self.rules,
+            "webhooks": self.hooked,
         }
         self.snapshot_path = data_dir / SNAPSHOT_FILE
         self.journal = CacheJournal(data_dir / JOURNAL_DIR)
@@ -156,14 +160,16 @@ class CacheRuntime:
         tag_ids: Iterable[int] = (),
         campaign_ids: Iterable[int] = (),
         rule_ids: Iterable[int] = (),
+        webhook_ids: Iterable[int] = (),
     ) -> None:
         """Re-read rows this process just changed (read-your-writes before the NOTIFY)."""
-        rules = set(rule_ids)
-        if rules:
+        for table, ids in (("redirect_rules", set(rule_ids)), ("webhooks", set(webhook_ids))):
+            if not ids:
+                continue
             try:
-                await self._reread_side("redirect_rules", rules)
+                await self._reread_side(table, ids)
             except (psycopg.Error, OSError) as exc:
-                log.warning("rules reload failed (the listener will catch up): %s", exc)
+                log.warning("%s reload failed (the listener will catch up): %s", table, exc)
         tag_ids, campaign_ids = list(tag_ids), list(campaign_ids)
         if not tag_ids and not campaign_ids:
             return

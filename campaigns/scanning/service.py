@@ -16,6 +16,7 @@ from pathlib import Path
 
 from campaigns.scanning.cache import TagCache
 from campaigns.scanning.device import parse_device
+from campaigns.scanning.hooked import HookedOrganizations
 from campaigns.scanning.links import build_destination, new_click_id, scan_utm
 from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.ratelimit import RateLimiter
@@ -57,6 +58,8 @@ class ScanService:
         self.cache = TagCache(secret_key=secret_key)
         self.locations = LocationCache()
         self.rules = RuleCache()
+        #: Organizations with webhooks: the writer skips the outbox for the others.
+        self.hooked = HookedOrganizations()
         self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=secret_key)
         self.runtime = CacheRuntime(
             conninfo=conninfo,
@@ -65,6 +68,7 @@ class ScanService:
             visitors=self.visitors,
             locations=self.locations,
             rules=self.rules,
+            hooked=self.hooked,
             reconcile_interval_s=reconcile_interval_s,
         )
         self.writer = ScanWriter(
@@ -72,6 +76,7 @@ class ScanService:
             data_dir / "spool",
             batch_size=batch_size,
             max_delay_s=max_delay_s,
+            hooked=self.hooked,
             **(writer_options or {}),
         )
         self.limiter = limiter
@@ -122,9 +127,12 @@ class ScanService:
         tag_ids: Iterable[int] = (),
         campaign_ids: Iterable[int] = (),
         rule_ids: Iterable[int] = (),
+        webhook_ids: Iterable[int] = (),
     ) -> None:
         """Re-read rows this process just changed (read-your-writes before the NOTIFY)."""
-        await self.runtime.reload(tag_ids=tag_ids, campaign_ids=campaign_ids, rule_ids=rule_ids)
+        await self.runtime.reload(
+            tag_ids=tag_ids, campaign_ids=campaign_ids, rule_ids=rule_ids, webhook_ids=webhook_ids
+        )
 
     # -- the hot path -------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ import psycopg
 import psycopg.errors
 
 from campaigns.crediting import credit_conversions
+from campaigns.scanning.hooked import HookedOrganizations
 from campaigns.scanning.nfc import judge_taps
 from campaigns.scanning.record import (
     COPY_SQL,
@@ -61,6 +62,7 @@ from campaigns.scanning.record import (
     column_lists,
     row,
 )
+from campaigns.webhooks.outbox import write_scan_events
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +168,11 @@ class ScanWriter:
         spool_max_bytes: int = 1 << 30,
         replay_timeout_s: float = 5.0,
         stop_timeout_s: float = 5.0,
+        hooked: HookedOrganizations | None = None,
     ) -> None:
         self._conninfo = conninfo
+        #: Organizations with a webhook: their scans get outbox rows in the same commit.
+        self._hooked = hooked
         self._spool_dir = spool_dir
         self._batch_size = batch_size
         self._max_delay_s = max_delay_s
@@ -486,6 +491,7 @@ class ScanWriter:
             async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
                 for record in stored:
                     await copy.write_row(row(record))
+            await write_scan_events(conn, stored, self._hooked)
         return stored
 
     async def _mark_down(self) -> None:
@@ -699,6 +705,7 @@ class ScanWriter:
                 stored = await judge_taps(conn, records)
                 cur = await conn.execute(INSERT_SQL, column_lists(stored))
                 inserted = max(cur.rowcount, 0)
+                await write_scan_events(conn, stored, self._hooked)
             if judged is not None:
                 judged.update((record.click_id, record) for record in stored)
             return inserted

@@ -33,6 +33,7 @@ from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Conversion, Refund, utcnow
 from campaigns.schemas import ConversionCreate, RefundCreate
 from campaigns.services.campaigns import MAX_ID, check_window, keyset_page
+from campaigns.webhooks.outbox import write_conversion_events
 
 #: How far in the future ``occurred_at`` may be: generous for skewed merchant clocks, but
 #: a conversion dated days ahead is a bug (wrong timezone, wrong field) and would sit in
@@ -128,6 +129,8 @@ async def record_conversion(
         # Stored unattributed; the one crediting step links it to its click's scan, if
         # that scan is already in the database (else the spool replay will).
         await credit_conversions(await _driver_connection(session), [data.click_id])
+        # The webhooks' outbox rows, in this transaction: sent if and only if stored.
+        await write_conversion_events(session, conversion_id=new_id)
     stored = await session.scalar(
         select(Conversion)
         .where(

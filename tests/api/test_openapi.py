@@ -105,6 +105,14 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
         ("put", "/v1/organization/logo"): "printing_put_logo",
         ("get", "/v1/campaigns/{campaign_id}/print.zip"): "printing_get_print_zip",
         ("get", "/v1/campaigns/{campaign_id}/sheets.pdf"): "printing_get_sheets",
+        ("post", "/v1/webhooks"): "webhooks_create",
+        ("get", "/v1/webhooks"): "webhooks_list",
+        ("delete", "/v1/webhooks/{webhook_id}"): "webhooks_delete",
+        ("get", "/v1/webhooks/{webhook_id}/deliveries"): "webhooks_list_deliveries",
+        ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): (
+            "webhooks_retry_delivery"
+        ),
+        ("post", "/v1/webhooks/{webhook_id}/ping"): "webhooks_ping",
     }
 
 
