@@ -20,7 +20,11 @@ Rounds: ``cold`` (every agent new: device parsing and bot detection on each scan
 check in the group commit).
 
     python benchmarks/scan_path_cpu.py [--scans 3000] [--tags 200] [--agents 2000]
-        [--nfc-tags 50] [--concurrency 64] [--profile] [--rounds cold,warm,nfc]
+        [--nfc-tags 50] [--concurrency 64] [--profile] [--rounds cold,warm,nfc] [--webhook]
+
+``--webhook`` gives the scanned organization a ``scan.created`` webhook, so every scan
+also writes its outbox row in the group commit (the process sends none: its webhook
+dispatcher is off, so the figures are the scan path's alone).
 
 ``--profile`` prints a cProfile top-20 (by internal time) of each round's request-side
 and with-commit passes (extra passes: the figures above are taken without profiler).
@@ -55,6 +59,8 @@ from benchmarks.user_agents import in_app_templates, realistic_agents  # noqa: E
 from campaigns import migrate  # noqa: E402
 from campaigns.db import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
 from campaigns.scanning.record import ScanRecord  # noqa: E402
+from campaigns.schemas import WebhookCreate  # noqa: E402
+from campaigns.services.webhooks import create_webhook  # noqa: E402
 from campaigns.settings import Settings  # noqa: E402
 from tests.fixtures.factories import make_campaign, make_org, make_tag  # noqa: E402
 from tests.fixtures.ntag424 import Ntag424  # noqa: E402
@@ -66,9 +72,12 @@ SERVER_URL = os.environ.get(
 Scope = dict[str, Any]
 
 
-async def seed(settings: Settings, n_tags: int, n_nfc: int) -> tuple[list[str], list[Any]]:
+async def seed(
+    settings: Settings, n_tags: int, n_nfc: int, webhook: bool = False
+) -> tuple[list[str], list[Any]]:
     """``n_tags`` QR tags and ``n_nfc`` ``nfc_sun`` tags of one campaign, through the
-    services. Returns the QR codes and ``(code, Ntag424)`` pairs."""
+    services, and a ``scan.created`` webhook when ``webhook``. Returns the QR codes and
+    ``(code, Ntag424)`` pairs."""
     engine = make_engine(settings.database_url, pool_size=2)
     try:
         async with unit_of_work(make_sessionmaker(engine)) as session:
@@ -97,6 +106,14 @@ async def seed(settings: Settings, n_tags: int, n_nfc: int) -> tuple[list[str], 
                     },
                 )
                 devices.append((tag.code, device))
+            if webhook:
+                await create_webhook(
+                    session,
+                    organization_id=org.id,
+                    data=WebhookCreate(url="http://127.0.0.1:9/hook", events=["scan.created"]),
+                    secret_key=settings.secret_key,
+                    allow_private=True,
+                )
     finally:
         await engine.dispose()
     return codes, devices
@@ -259,9 +276,12 @@ async def main_async(args: argparse.Namespace, database_url: str) -> None:
             secret_key=secrets.token_urlsafe(32),
             data_dir=Path(data_dir),
             rate_limit_enabled=False,  # as benchmarks/scan_redirect.py
+            webhook_delivery_enabled=not args.webhook,
         )
         rounds = args.rounds.split(",")
-        codes, devices = await seed(settings, args.tags, args.nfc_tags if "nfc" in rounds else 0)
+        codes, devices = await seed(
+            settings, args.tags, args.nfc_tags if "nfc" in rounds else 0, webhook=args.webhook
+        )
         fastapi_app = create_app(settings)
         app = served_app(fastapi_app)
         agents = {
@@ -276,7 +296,8 @@ async def main_async(args: argparse.Namespace, database_url: str) -> None:
             scans = fastapi_app.state.scans
             print(
                 f"# {args.scans} scans per pass, {len(codes)} QR tags, {len(devices)} nfc_sun "
-                f"tags, {args.agents} agents, concurrency {args.concurrency} (CPU µs per scan)"
+                f"tags, {args.agents} agents, concurrency {args.concurrency}"
+                f"{', scan.created webhook' if args.webhook else ''} (CPU µs per scan)"
             )
             for name in rounds:
                 round_ = Round(name, codes, devices, agents[name], database_url)
@@ -312,6 +333,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     parser.add_argument("--rounds", default="cold,warm,nfc", help="comma-separated rounds")
     parser.add_argument("--profile", action="store_true", help="cProfile top-20 per round")
+    parser.add_argument(
+        "--webhook", action="store_true", help="the organization has a scan.created webhook"
+    )
     args = parser.parse_args()
     name = f"passerelle_cpu_{secrets.token_hex(4)}"
     url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
