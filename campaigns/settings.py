@@ -185,6 +185,16 @@ class Settings(BaseSettings):
         return TrustedProxies(ranges.split(",") if ranges else [])
 
     @model_validator(mode="after")
+    def _lease_outlasts_timeout(self) -> Settings:
+        """A claimed webhook delivery must stay claimed for its whole attempt, else a
+        second process would send it at the same time."""
+        if self.webhook_lease_s <= self.webhook_timeout_s * 2:
+            raise ValueError(
+                "PASSERELLE_WEBHOOK_LEASE_S must be more than twice PASSERELLE_WEBHOOK_TIMEOUT_S"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
         if self.environment != "development" and (
             self.secret_key == DEV_SECRET_KEY or len(self.secret_key) < 32

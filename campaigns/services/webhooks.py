@@ -9,7 +9,7 @@ change through ``LISTEN/NOTIFY`` (this process right after commit: the flush hoo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +29,7 @@ class CreatedWebhook:
     """A new webhook and its signing secret in clear (shown once, never stored so)."""
 
     webhook: Webhook
-    secret: str
+    secret: str = field(repr=False)  # never in logs or tracebacks' reprs
 
 
 def _not_found(webhook_id: int) -> NotFound:
