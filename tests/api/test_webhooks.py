@@ -583,3 +583,20 @@ async def test_address_checked_again_at_delivery(
         ("pending", "webhook_url_not_public"),
     ]
     assert receiver.received == []
+
+
+async def test_a_name_is_sent_to_its_checked_address_with_its_host(
+    client: httpx.AsyncClient,
+    org: Org,
+    receiver: Receiver,
+    dispatchers: Callable[..., WebhookDispatcher],
+) -> None:
+    """The dispatcher resolves the name itself and connects to the address it checked;
+    the name still reaches the receiver in ``Host``."""
+    by_name = receiver.url.replace("127.0.0.1", "localhost")
+    await create_webhook(client, org, by_name, ["scan.created"])
+    tag = await scanned_tag(client, org)
+    await scan(client, tag["code"])
+    assert await dispatchers().run_once() == 1
+    (got,) = receiver.received
+    assert got.headers["host"] == f"localhost:{receiver.port}"
