@@ -4,7 +4,8 @@
 and the cache journal), keeps it fresh (LISTEN/NOTIFY re-reads, periodic reconcile and
 prune), writes the snapshot and the journal, and keeps the visitor salts created ahead
 and cached, and keeps the stores' geofences (:mod:`~campaigns.scanning.locations`) and
-the redirect rules (:mod:`~campaigns.scanning.rules`) fresh on the same notifications.
+the redirect rules (:mod:`~campaigns.scanning.rules`) and the organizations having
+webhooks (:mod:`~campaigns.scanning.hooked`) fresh on the same notifications.
 All of it runs in background tasks; nothing here is on a request's path.
 """
 

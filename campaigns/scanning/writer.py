@@ -30,6 +30,11 @@ and of two processes offering one counter at the same moment exactly one gets ``
 keeps none until replay, which judges the spooled taps of a file in (tag, counter)
 order.
 
+Webhooks: in the same transaction as the ``COPY`` (or the replay's ``INSERT``),
+:func:`campaigns.webhooks.outbox.write_scan_events` writes the outbox rows of the batch's
+scans whose organization has a ``scan.created`` webhook (``hooked``); none at all, not
+even a statement, when no organization of the batch has one.
+
 Load shedding: past ``queue_max`` waiting scans, or with the database away and
 ``spool_max_bytes`` on disk, :meth:`ScanWriter.submit` raises :class:`WriterOverloaded`
 (answer 503 with ``Retry-After``).
