@@ -600,3 +600,36 @@ async def test_a_name_is_sent_to_its_checked_address_with_its_host(
     assert await dispatchers().run_once() == 1
     (got,) = receiver.received
     assert got.headers["host"] == f"localhost:{receiver.port}"
+
+
+async def test_other_processes_learn_of_webhooks_through_notify(
+    client: httpx.AsyncClient, org: Org, app: FastAPI, engine: AsyncEngine
+) -> None:
+    """A webhook written by another process (here: plain SQL, no API) reaches this
+    process's in-memory index through the ``webhooks`` triggers' notifications; its
+    deletion too."""
+    hooked = app.state.scans.hooked
+    assert org.id not in hooked.scans
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO webhooks (organization_id, url, events, secret_encrypted) "
+                "VALUES (:org, 'https://hooks.example.com/p', '{scan.created}', '\\x00')"
+            ),
+            {"org": org.id},
+        )
+
+    async def known() -> bool:
+        return org.id in hooked.scans and org.id not in hooked.conversions
+
+    async def wait() -> None:
+        await asyncio.sleep(0.02)
+
+    await until(known, wait)
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM webhooks"))
+
+    async def forgotten() -> bool:
+        return org.id not in hooked.scans
+
+    await until(forgotten, wait)
