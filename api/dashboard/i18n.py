@@ -99,6 +99,11 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "live_waiting": ("Waiting for scans…", "En attente de scans…"),
     "live_connected": ("Connected", "Connecté"),
     "live_reconnecting": ("Reconnecting…", "Reconnexion…"),
+    "live_unavailable": (
+        "The live feed is not available yet; retrying by itself.",
+        "Le direct n'est pas encore disponible ; nouvel essai automatique.",
+    ),
+    "row_content": ("Row as sent", "Ligne envoyée"),
     "tags": ("Tags", "Tags"),
     "new_tag": ("New tag", "Nouveau tag"),
     "label": ("Label", "Libellé"),

@@ -653,6 +653,16 @@ async def campaign_map(
         session, organization_id=organization_id, campaign_id=campaign_id, start=start
     )
     scans_at = {row.location_id: row.scans for row in per_store.rows}
+    return await _map_answer(session, organization_id, settings, heat, scans_at)
+
+
+async def _map_answer(
+    session: Any,
+    organization_id: int,
+    settings: Settings,
+    heat: dict[str, Any],
+    scans_at: dict[int | None, int],
+) -> JSONResponse:
     stores, geofences = await _store_features(session, organization_id, scans_at)
     return JSONResponse(
         {
@@ -829,6 +839,14 @@ def _import_rows(content: bytes, fmt: str) -> list[list[str]]:
 async def stores_page(request: Request, current: Viewer, session: SessionDep) -> Response:
     stores = await _all_locations(session, current.user.organization_id)
     return render(request, "stores.html", stores=stores, geo=locations.location_geojson)
+
+
+@router.get("/stores/map.json")
+async def stores_map(current: Viewer, session: SessionDep, settings: SettingsDep) -> JSONResponse:
+    """The stores page's map: every store and geofence, no heatmap (same shape as a
+    campaign's ``map.json``)."""
+    empty = {"type": "FeatureCollection", "features": []}
+    return await _map_answer(session, current.user.organization_id, settings, empty, {})
 
 
 @router.post("/stores/import")

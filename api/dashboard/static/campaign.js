@@ -18,7 +18,8 @@
       .then(function (r) { return r.json(); })
       .then(function (data) {
         var labels = JSON.parse(chartBox.getAttribute("data-labels"));
-        var width = function () { return Math.max(280, chartBox.clientWidth); };
+        var width = function () { return Math.max(260, chartBox.clientWidth); };
+        var counts = new Intl.NumberFormat(locale, {maximumFractionDigits: 0});
         var plot = new uPlot({
           width: width(),
           height: 260,
@@ -26,75 +27,17 @@
           series: [
             {},
             {label: labels[0], stroke: "#1f5fbf", width: 2, fill: "rgba(31,95,191,0.08)"},
-            {label: labels[1], stroke: "#b3261e", width: 2, scale: "conv"}
+            {label: labels[1], stroke: "#b3261e", width: 2}
           ],
-          axes: [{}, {}, {scale: "conv", side: 1, grid: {show: false}}],
-          scales: {conv: {range: function (u, min, max) { return [0, Math.max(1, max)]; }}}
+          // Counts: whole-number ticks only, from zero.
+          scales: {y: {range: function (u, min, max) { return [0, Math.max(4, max)]; }}},
+          axes: [{}, {incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000,
+                              20000, 50000, 100000, 200000, 500000, 1000000],
+                      values: function (u, ticks) { return ticks.map(counts.format); }}]
         }, [data.t, data.scans, data.conversions], chartBox);
         window.addEventListener("resize", function () {
           plot.setSize({width: width(), height: 260});
         });
-      });
-  }
-
-  // --- Map ---------------------------------------------------------------------------
-  var mapBox = document.getElementById("map");
-  if (mapBox && window.L) {
-    fetch(mapBox.getAttribute("data-url"), {credentials: "same-origin"})
-      .then(function (r) { return r.json(); })
-      .then(function (data) {
-        var map = L.map(mapBox, {attributionControl: !!data.tiles});
-        if (data.tiles) {
-          L.tileLayer(data.tiles, {maxZoom: 19}).addTo(map);
-        } else {
-          mapBox.classList.add("plain");
-        }
-        var max = 1;
-        data.heatmap.features.forEach(function (f) { max = Math.max(max, f.properties.scans); });
-        var heat = L.geoJSON(data.heatmap, {
-          style: function (f) {
-            return {className: "heat-cell", color: "#b3261e", weight: 1,
-                    fillColor: "#e8590c", fillOpacity: 0.15 + 0.6 * f.properties.scans / max};
-          }
-        }).addTo(map);
-        var fences = L.geoJSON(data.geofences, {
-          style: function () {
-            return {className: "geofence", color: "#1f5fbf", weight: 1, fillOpacity: 0.05};
-          }
-        }).addTo(map);
-        // A store without a polygon may have a circular geofence (radius in metres).
-        data.stores.features.forEach(function (f) {
-          if (f.properties.radius_m) {
-            var c = f.geometry.coordinates;
-            L.circle([c[1], c[0]], {radius: f.properties.radius_m, className: "geofence",
-              color: "#1f5fbf", weight: 1, fillOpacity: 0.05}).addTo(fences);
-          }
-        });
-        var scansLabel = mapBox.getAttribute("data-scans-label");
-        var stores = L.geoJSON(data.stores, {
-          pointToLayer: function (f, latlng) {
-            return L.circleMarker(latlng, {className: "store-marker", radius: 7,
-              color: "#0b3d91", weight: 2, fillColor: "#ffffff", fillOpacity: 1});
-          },
-          onEachFeature: function (f, layer) {
-            var box = document.createElement("div");
-            var name = document.createElement("strong");
-            name.textContent = f.properties.name;
-            box.appendChild(name);
-            box.appendChild(document.createElement("br"));
-            box.appendChild(document.createTextNode(scansLabel + ": " +
-              new Intl.NumberFormat(locale).format(f.properties.scans)));
-            layer.bindPopup(box);
-            layer.bindTooltip(f.properties.name);
-          }
-        }).addTo(map);
-        var bounds = L.featureGroup([heat, fences, stores]).getBounds();
-        if (bounds.isValid()) {
-          map.fitBounds(bounds, {padding: [20, 20], maxZoom: 15});
-        } else {
-          map.setView([46.6, 2.4], 5);
-        }
-        mapBox.setAttribute("data-ready", "true");
       });
   }
 
@@ -148,10 +91,12 @@
   }
 
   var retry = 1000;
+  var opened = false;
   function connect() {
     var source = new EventSource(live.getAttribute("data-url"));
     source.addEventListener("open", function () {
       retry = 1000;
+      opened = true;
       status.textContent = texts.connected;
     });
     source.addEventListener("scan", function (event) {
@@ -172,7 +117,7 @@
       row("conversion", [conversion.event, amount], conversion.occurred_at);
     });
     source.addEventListener("error", function () {
-      status.textContent = texts.reconnecting;
+      status.textContent = opened ? texts.reconnecting : texts.unavailable;
       // EventSource reconnects by itself after a network error; after a refusal (HTTP
       // error or 204) it is closed: reconnect here, backing off up to 30 s.
       if (source.readyState === EventSource.CLOSED) {
