@@ -209,10 +209,10 @@ def pick_language(cookie: str | None, accept_language: str | None) -> Language:
     """``cookie`` when it names a language, else the first of ``fr``/``en`` by preference
     in ``Accept-Language``, else ``en``."""
     if cookie in LANGUAGES:
-        return cookie  # type: ignore[return-value]
+        return cookie
     for language in preferred_languages(accept_language):
         if language in LANGUAGES:
-            return language  # type: ignore[return-value]
+            return language
     return "en"
 
 

@@ -305,9 +305,7 @@ async def switch_language(language: str, next: str | None = None) -> Response:
     """Remember the chosen language (a cookie for a year) and go back."""
     response = see_other(safe_next(next))
     if language in LANGUAGES:
-        response.set_cookie(
-            LANG_COOKIE, language, path="/app", max_age=365 * 86400, samesite="lax"
-        )
+        response.set_cookie(LANG_COOKIE, language, path="/app", max_age=365 * 86400, samesite="lax")
     return response
 
 
@@ -333,9 +331,7 @@ async def change_password(
         f = formatter(request)
         message = f.t("bad_credentials") if isinstance(exc, Unauthorized) else f.t("password_hint")
         return render(request, "account.html", status=422, error=message)
-    await sessions.close_user_sessions(
-        session, user_id=current.user.id, keep_id=current.session.id
-    )
+    await sessions.close_user_sessions(session, user_id=current.user.id, keep_id=current.session.id)
     return see_other("/app/account?done=true")
 
 
@@ -404,8 +400,13 @@ def _messages(exc: ValidationError | DomainError) -> list[str]:
 
 def _campaign_form_values(campaign: Campaign | None) -> dict[str, Any]:
     if campaign is None:
-        return {"name": "", "destination_url": "", "timezone": "Europe/Paris", "cost": "",
-                "currency": "EUR"}
+        return {
+            "name": "",
+            "destination_url": "",
+            "timezone": "Europe/Paris",
+            "cost": "",
+            "currency": "EUR",
+        }
     cost = ""
     if campaign.cost_amount_minor is not None and campaign.cost_currency:
         digits = get_currency_precision(campaign.cost_currency)
@@ -439,8 +440,13 @@ async def create_campaign(
     cost: CampaignField = "",
     currency: CampaignField = "EUR",
 ) -> Response:
-    values = {"name": name, "destination_url": destination_url, "timezone": timezone,
-              "cost": cost, "currency": currency}
+    values = {
+        "name": name,
+        "destination_url": destination_url,
+        "timezone": timezone,
+        "cost": cost,
+        "currency": currency,
+    }
     try:
         data = CampaignCreate(
             name=name,
@@ -458,7 +464,11 @@ async def create_campaign(
         if isinstance(exc, DomainError) and exc.status == 404:
             raise
         return render(
-            request, "campaign_form.html", status=422, campaign=None, values=values,
+            request,
+            "campaign_form.html",
+            status=422,
+            campaign=None,
+            values=values,
             errors=_messages(exc),
         )
     return see_other(f"/app/campaigns/{campaign.id}")
@@ -493,8 +503,13 @@ async def edit_campaign(
     campaign = await campaign_service.get_campaign(
         session, organization_id=organization_id, campaign_id=campaign_id
     )
-    values = {"name": name, "destination_url": destination_url, "timezone": timezone,
-              "cost": cost, "currency": currency}
+    values = {
+        "name": name,
+        "destination_url": destination_url,
+        "timezone": timezone,
+        "cost": cost,
+        "currency": currency,
+    }
     try:
         data = CampaignUpdate(
             name=name,
@@ -513,7 +528,11 @@ async def edit_campaign(
         if isinstance(exc, DomainError) and exc.status == 404:
             raise
         return render(
-            request, "campaign_form.html", status=422, campaign=campaign, values=values,
+            request,
+            "campaign_form.html",
+            status=422,
+            campaign=campaign,
+            values=values,
             errors=_messages(exc),
         )
     return see_other(f"/app/campaigns/{campaign_id}")
@@ -539,7 +558,7 @@ async def archive_campaign(
 
 
 def _model(value: str | None) -> Model:
-    return value if value in MODELS else "last_touch"  # type: ignore[return-value]
+    return value if value in MODELS else "last_touch"
 
 
 @router.get("/campaigns/{campaign_id}")
@@ -568,15 +587,20 @@ async def campaign_page(
         model=chosen,
     )
     credited = await attribution_service.attribution_report(
-        session, organization_id=organization_id, campaign_id=campaign_id, model=chosen,
+        session,
+        organization_id=organization_id,
+        campaign_id=campaign_id,
+        model=chosen,
         start=start,
     )
     by_store = await geo_reports.location_stats(
         session, organization_id=organization_id, campaign_id=campaign_id, start=start
     )
     tag_names = {row.tag_id: row.label or row.code for row in figures.by_tag}
-    revenue_currency = figures.revenue[0].currency if len(figures.revenue) == 1 else (
-        campaign.cost_currency or "EUR"
+    revenue_currency = (
+        figures.revenue[0].currency
+        if len(figures.revenue) == 1
+        else (campaign.cost_currency or "EUR")
     )
     revenue_minor = sum(r.amount_minor for r in figures.revenue if r.currency == revenue_currency)
     return render(
@@ -638,8 +662,9 @@ async def campaign_map(
     period: str | None = None,
 ) -> JSONResponse:
     """The map's layers: ``stores`` (GeoJSON points with name, scans and ``radius_m``: a
-    circular geofence in metres when set), ``geofences`` (GeoJSON polygons), ``heatmap`` (``geo_reports.heatmap`` hexagons of
-    :data:`HEAT_CELL_M` metres) and ``tiles`` (the XYZ template or null)."""
+    circular geofence in metres when set), ``geofences`` (GeoJSON polygons), ``heatmap``
+    (``geo_reports.heatmap`` hexagons of :data:`HEAT_CELL_M` metres) and ``tiles`` (the
+    XYZ template or null)."""
     organization_id = current.user.organization_id
     start = period_start(_period(period))
     heat = await geo_reports.heatmap(
@@ -693,8 +718,12 @@ async def _store_features(
     stores, geofences = [], []
     for location in await _all_locations(session, organization_id):
         shapes = locations.location_geojson(location)
-        properties = {"id": location.id, "name": location.name,
-                      "scans": scans_at.get(location.id, 0), "radius_m": location.radius_m}
+        properties = {
+            "id": location.id,
+            "name": location.name,
+            "scans": scans_at.get(location.id, 0),
+            "radius_m": location.radius_m,
+        }
         stores.append({"type": "Feature", "geometry": shapes["point"], "properties": properties})
         if shapes["geofence"] is not None:
             geofences.append(
@@ -725,7 +754,10 @@ async def campaign_events(
 
 @router.get("/campaigns/{campaign_id}/tags")
 async def tags_page(
-    campaign_id: int, request: Request, current: Viewer, session: SessionDep,
+    campaign_id: int,
+    request: Request,
+    current: Viewer,
+    session: SessionDep,
     settings: SettingsDep,
 ) -> Response:
     organization_id = current.user.organization_id
@@ -760,7 +792,7 @@ async def create_tag(
 ) -> Response:
     try:
         data = TagCreate(
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             label=_form_text(label),
             location_id=int(location_id) if location_id.strip().isdigit() else None,
         )
@@ -813,9 +845,9 @@ async def tag_qr(
     style = style_params(fmt=fmt, size=size if fmt == "png" else None)  # type: ignore[arg-type]
     response = await get_tag_qr(tag_id, request, organization_id, sessions_, settings, style)
     if download and "Content-Disposition" in response.headers:
-        response.headers["Content-Disposition"] = response.headers[
-            "Content-Disposition"
-        ].replace("inline", "attachment")
+        response.headers["Content-Disposition"] = response.headers["Content-Disposition"].replace(
+            "inline", "attachment"
+        )
     response.headers["Vary"] = "Cookie"
     return response
 
@@ -907,7 +939,10 @@ async def invite_user(
     error = invited = None
     try:
         link = await users.create_user(
-            session, organization_id=organization_id, email=email, role=role,
+            session,
+            organization_id=organization_id,
+            email=email,
+            role=role,
             valid_hours=settings.dashboard_link_valid_h,
         )
         invited = {"email": link.user.email, "url": link.url(settings.dashboard_origin)}
@@ -915,8 +950,14 @@ async def invite_user(
         error = exc.detail
     found = await users.list_users(session, organization_id=organization_id)
     return render(
-        request, "users.html", status=422 if error else 200, users=found, roles=users.ROLES,
-        invited=invited, error=error, hours=settings.dashboard_link_valid_h,
+        request,
+        "users.html",
+        status=422 if error else 200,
+        users=found,
+        roles=users.ROLES,
+        invited=invited,
+        error=error,
+        hours=settings.dashboard_link_valid_h,
     )
 
 
@@ -935,8 +976,14 @@ async def change_role(
         if exc.status == 404:
             raise
         found = await users.list_users(session, organization_id=organization_id)
-        return render(request, "users.html", status=exc.status, users=found, roles=users.ROLES,
-                      error=exc.detail)
+        return render(
+            request,
+            "users.html",
+            status=exc.status,
+            users=found,
+            roles=users.ROLES,
+            error=exc.detail,
+        )
     return see_other("/app/users")
 
 
@@ -951,16 +998,20 @@ async def remove_user(
         if exc.status == 404:
             raise
         found = await users.list_users(session, organization_id=organization_id)
-        return render(request, "users.html", status=exc.status, users=found, roles=users.ROLES,
-                      error=exc.detail)
+        return render(
+            request,
+            "users.html",
+            status=exc.status,
+            users=found,
+            roles=users.ROLES,
+            error=exc.detail,
+        )
     return see_other("/app/users")
 
 
 @router.get("/keys")
 async def keys_page(request: Request, current: Admin, session: SessionDep) -> Response:
-    found = await organizations.list_api_keys(
-        session, organization_id=current.user.organization_id
-    )
+    found = await organizations.list_api_keys(session, organization_id=current.user.organization_id)
     return render(request, "keys.html", keys=found)
 
 

@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Final
 from urllib.parse import quote, urlsplit
 
@@ -45,7 +45,7 @@ class Signed:
     csrf: str
 
 
-class SignInRequired(Exception):  # noqa: N818 - control flow, rendered as a redirect
+class SignInRequired(Exception):
     """No live session: the browser is sent to the sign-in page (``expired`` when the
     cookie named a session that has ended)."""
 
@@ -54,7 +54,7 @@ class SignInRequired(Exception):  # noqa: N818 - control flow, rendered as a red
         self.expired = expired
 
 
-class Forbidden(Exception):  # noqa: N818 - rendered as the 403 page
+class Forbidden(Exception):
     """The signed-in user may not do this (``reason``: ``role`` or ``csrf``)."""
 
     def __init__(self, reason: str) -> None:
@@ -125,9 +125,7 @@ async def signed_in(request: Request, session: SessionDep) -> Current:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise SignInRequired()
-    current = await current_session(
-        session, token=token, idle_s=settings.dashboard_session_idle_s
-    )
+    current = await current_session(session, token=token, idle_s=settings.dashboard_session_idle_s)
     if current is None:
         await session.commit()  # the ended session's row is deleted even though we raise
         raise SignInRequired(expired=True)

@@ -44,7 +44,9 @@ def csrf_of(page: str) -> str:
     return match.group(1)
 
 
-async def sign_in(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
+async def sign_in(
+    client: httpx.AsyncClient, email: str, password: str = PASSWORD
+) -> httpx.Response:
     page = await client.get("/app/sign-in")
     return await client.post(
         "/app/sign-in",
@@ -81,7 +83,9 @@ async def test_sign_in_cookie_is_httponly_lax_and_secure_on_https(
     attributes = {a.strip().lower() for a in cookie.split(";")[1:]}
     assert attributes == {"httponly", "path=/app", "samesite=lax", "secure"}
     async with engine.connect() as conn:
-        stored = (await conn.execute(select(DashboardUser.email, DashboardUser.password_hash))).one()
+        stored = (
+            await conn.execute(select(DashboardUser.email, DashboardUser.password_hash))
+        ).one()
         hashes = (await conn.execute(select(DashboardSession.token_hash))).scalars().all()
     assert stored.email == "ann@acme.example"
     assert stored.password_hash.startswith("$argon2id$v=19$")
@@ -117,8 +121,11 @@ async def test_sign_in_is_rate_limited_per_account_with_a_clear_message(
     assert "passerelle_session" not in refused.headers.get("set-cookie", "")
     french = await client.post(
         "/app/sign-in",
-        data={"email": "bob@acme.example", "password": PASSWORD,
-              "csrf": csrf_of((await client.get("/app/sign-in")).text)},
+        data={
+            "email": "bob@acme.example",
+            "password": PASSWORD,
+            "csrf": csrf_of((await client.get("/app/sign-in")).text),
+        },
         headers={"accept-language": "fr-FR,fr;q=0.9"},
     )
     assert french.status_code == 429
@@ -263,12 +270,16 @@ async def test_current_session_moves_last_seen_at_forward(
         )
         assert found is not None and found.session.last_seen_at == later
     async with unit_of_work(sessionmaker) as session:
-        assert await session_service.current_session(
-            session, token=opened.token, idle_s=8 * 3600, now=later + dt.timedelta(hours=7)
-        ) is not None
-        assert await session_service.current_session(
-            session, token="not-a-token", idle_s=8 * 3600
-        ) is None
+        assert (
+            await session_service.current_session(
+                session, token=opened.token, idle_s=8 * 3600, now=later + dt.timedelta(hours=7)
+            )
+            is not None
+        )
+        assert (
+            await session_service.current_session(session, token="not-a-token", idle_s=8 * 3600)
+            is None
+        )
 
 
 async def test_a_sign_in_link_works_once_and_expires(
@@ -332,8 +343,15 @@ async def test_users_commands_print_single_use_links(
     client: httpx.AsyncClient, org: Org, database_url: str, engine: AsyncEngine
 ) -> None:
     created = await passerelle(
-        database_url, "users", "create", "Ida@Acme.example", "--organization", str(org.id),
-        "--role", "admin", PASSERELLE_APP_URL="https://app.example.com",
+        database_url,
+        "users",
+        "create",
+        "Ida@Acme.example",
+        "--organization",
+        str(org.id),
+        "--role",
+        "admin",
+        PASSERELLE_APP_URL="https://app.example.com",
     )
     assert created.returncode == 0, created.stderr
     match = re.fullmatch(
@@ -348,7 +366,10 @@ async def test_users_commands_print_single_use_links(
     assert row.link_token_hash == hashlib.sha256(match.group(1).encode()).digest()
     # Without PASSERELLE_APP_URL the link is on the base URL.
     reset = await passerelle(
-        database_url, "users", "reset", "ida@acme.example",
+        database_url,
+        "users",
+        "reset",
+        "ida@acme.example",
         PASSERELLE_BASE_URL="https://go.example.com",
     )
     assert reset.returncode == 0, reset.stderr
@@ -359,8 +380,10 @@ async def test_users_commands_print_single_use_links(
     before = await table_snapshot(engine, "dashboard_users")
     for args, message in (
         (("create", "ida@acme.example", "--organization", str(org.id)), "already has an account"),
-        (("create", "jo@acme.example", "--organization", str(org.id), "--role", "boss"),
-         "role must be one of admin, editor, viewer"),
+        (
+            ("create", "jo@acme.example", "--organization", str(org.id), "--role", "boss"),
+            "role must be one of admin, editor, viewer",
+        ),
         (("create", "not-an-email", "--organization", str(org.id)), "is not an e-mail address"),
         (("create", "jo@acme.example", "--organization", "999999"), "Organization 999999"),
         (("reset", "nobody@acme.example"), "No dashboard user"),

@@ -111,8 +111,9 @@ def organization(server: Server) -> dict[str, Any]:
 
 def invite(server: Server, organization_id: int, email: str, role: str) -> str:
     """``passerelle users create`` and the sign-in link it prints."""
-    out = cli(server, "users", "create", email, "--organization", str(organization_id),
-              "--role", role)
+    out = cli(
+        server, "users", "create", email, "--organization", str(organization_id), "--role", role
+    )
     match = re.search(r"(http://\S+/app/sign-in/\S+)", out)
     assert match, out
     return match.group(1)
@@ -356,9 +357,7 @@ def test_campaign_tag_qr_scan_conversion_and_figures_equal_the_api(
     # The page's figures are the API's for the same campaign and period.
     start = page.locator("#figures").get_attribute("data-from")
     with api(server, organization) as client:
-        stats = client.get(
-            f"/v1/campaigns/{campaign_id}/stats", params={"from": start}
-        ).json()
+        stats = client.get(f"/v1/campaigns/{campaign_id}/stats", params={"from": start}).json()
     shown = {
         "scans": page.locator("[data-counter=scans]").get_attribute("data-value"),
         "unique_visitors": page.locator("[data-figure=unique_visitors]").get_attribute(
@@ -551,9 +550,7 @@ def test_live_feed_updates_the_counters_from_the_stream(
     context.close()
 
 
-def test_a_viewer_cannot_edit(
-    server: Server, organization: dict[str, Any], browser: Any
-) -> None:
+def test_a_viewer_cannot_edit(server: Server, organization: dict[str, Any], browser: Any) -> None:
     email = user(server, organization, browser, "viewer")
     context, page, _ = new_page(browser)
     sign_in(page, server, email)
@@ -607,9 +604,7 @@ def test_csrf_and_session_expiry(
     assert "Forged" not in names
 
 
-def test_french_and_phone_width(
-    server: Server, organization: dict[str, Any], browser: Any
-) -> None:
+def test_french_and_phone_width(server: Server, organization: dict[str, Any], browser: Any) -> None:
     email = user(server, organization, browser, "admin")
     context, page, watch = new_page(browser, phone=True, locale="fr-FR")
     page.goto(server.base_url + "/app/sign-in")
@@ -681,19 +676,25 @@ def test_admin_invites_a_user_and_manages_api_keys(
     page.fill("#name", "shop backend")
     page.click("main form.panel button[type=submit]")
     secret = page.locator("#new-key").inner_text()
-    assert httpx.get(
-        server.base_url + "/v1/organization",
-        headers={"Authorization": f"Bearer {secret}"},
-        timeout=10,
-    ).status_code == 200
+    assert (
+        httpx.get(
+            server.base_url + "/v1/organization",
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=10,
+        ).status_code
+        == 200
+    )
     shot(page, "keys")
     page.goto(server.base_url + "/app/keys")  # shown once
     assert page.locator("#new-key").count() == 0
     page.locator("tr", has_text="shop backend").locator("button").click()
     page.wait_for_url(re.compile(r".*/app/keys$"))
-    assert httpx.get(
-        server.base_url + "/v1/organization",
-        headers={"Authorization": f"Bearer {secret}"},
-        timeout=10,
-    ).status_code == 401
+    assert (
+        httpx.get(
+            server.base_url + "/v1/organization",
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=10,
+        ).status_code
+        == 401
+    )
     context.close()

@@ -41,9 +41,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("email", name="uq_dashboard_users_email"),
         sa.UniqueConstraint("link_token_hash", name="uq_dashboard_users_link_token_hash"),
     )
-    op.create_index(
-        "ix_dashboard_users_organization_id", "dashboard_users", ["organization_id"]
-    )
+    op.create_index("ix_dashboard_users_organization_id", "dashboard_users", ["organization_id"])
     op.create_table(
         "dashboard_sessions",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
