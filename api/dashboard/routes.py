@@ -759,6 +759,7 @@ async def tags_page(
     current: Viewer,
     session: SessionDep,
     settings: SettingsDep,
+    created: int | None = None,
 ) -> Response:
     organization_id = current.user.organization_id
     campaign = await campaign_service.get_campaign(
@@ -768,6 +769,17 @@ async def tags_page(
         session, organization_id=organization_id, campaign_id=campaign_id, limit=LIST_LIMIT
     )
     stores = await _all_locations(session, organization_id)
+    ndef_hex = {}
+    for tag in found:
+        if tag.kind == "nfc":  # what an NFC writer app writes to an NTAG213 sticker
+            payload = await tags.tag_ndef(
+                session,
+                organization_id=organization_id,
+                tag_id=tag.id,
+                origin=settings.short_link_origin,
+                chip="ntag213",
+            )
+            ndef_hex[tag.id] = payload.message.hex().upper()
     return render(
         request,
         "tags.html",
@@ -776,6 +788,8 @@ async def tags_page(
         stores={s.id: s for s in stores},
         links={t.id: short_url(settings.short_link_origin, t.code) for t in found},
         qr_links={t.id: qr_url(settings.short_link_origin, t.code) for t in found},
+        ndef_hex=ndef_hex,
+        created=created,
     )
 
 
@@ -808,6 +822,60 @@ async def create_tag(
         f = formatter(request)
         return error_page(request, 422, f.t("error"), "; ".join(_messages(exc)))
     return see_other(f"/app/campaigns/{campaign_id}/tags")
+
+
+@router.post("/campaigns/{campaign_id}/tags/bulk")
+async def create_tags_per_store(
+    campaign_id: int,
+    request: Request,
+    current: Editor,
+    session: SessionDep,
+    labels: Annotated[str, Form(max_length=2000)] = "",
+    kind: Annotated[str, Form(max_length=20)] = "qr",
+) -> Response:
+    """One tag per store of the organization and label (``POST
+    /v1/campaigns/{id}/tags/bulk`` with ``location_ids: "all"``); labels comma-separated,
+    default one tag per store labelled ``1``. Idempotent like that route."""
+    names = [part.strip() for part in labels.split(",") if part.strip()] or ["1"]
+    try:
+        result = await tags.create_tags_bulk(
+            session,
+            organization_id=current.user.organization_id,
+            campaign_id=campaign_id,
+            kind="nfc" if kind == "nfc" else "qr",
+            location_ids="all",
+            labels=names,
+        )
+    except InvalidInput as exc:
+        f = formatter(request)
+        return error_page(request, 422, f.t("error"), exc.detail)
+    return see_other(f"/app/campaigns/{campaign_id}/tags?created={result.created}")
+
+
+@router.post("/tags/{tag_id}/destination")
+async def tag_destination(
+    tag_id: int,
+    request: Request,
+    current: Editor,
+    session: SessionDep,
+    settings: SettingsDep,
+    destination_url: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Re-point a tag (``PATCH /v1/tags/{id}`` ``destination_url``); empty: back to the
+    campaign's destination."""
+    try:
+        data = TagUpdate(destination_url=_form_text(destination_url))
+        tag = await tags.update_tag(
+            session,
+            organization_id=current.user.organization_id,
+            tag_id=tag_id,
+            data=data,
+            short_link_origin=settings.short_link_origin,
+        )
+    except (ValidationError, InvalidInput) as exc:
+        f = formatter(request)
+        return error_page(request, 422, f.t("error"), "; ".join(_messages(exc)))
+    return see_other(f"/app/campaigns/{tag.campaign_id}/tags")
 
 
 @router.post("/tags/{tag_id}/status")

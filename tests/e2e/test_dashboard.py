@@ -506,6 +506,34 @@ def test_store_import_row_errors_and_the_map(
     assert page.locator("#map path.heat-cell").count() == 1
     assert page.locator("#by-store tbody th").first.inner_text() == "Paris Rivoli"
     shot(page, "campaign-map")
+
+    # Tags in bulk, one per store and label (idempotent), an NFC sticker's NDEF hex, and
+    # a tag re-pointed elsewhere.
+    page.goto(f"{server.base_url}/app/campaigns/{campaign_id}/tags")
+    page.fill("#bulk-labels", "door, window")
+    page.click("#bulk-form button[type=submit]")
+    assert page.locator(".notice[role=status]").inner_text() == "4 tag(s) created."
+    page.fill("#bulk-labels", "door, window")
+    page.click("#bulk-form button[type=submit]")
+    assert page.locator(".notice[role=status]").inner_text() == "0 tag(s) created."
+    assert page.locator("li.tag").count() == 5
+    page.fill("#label", "sticker")
+    page.select_option("#kind", "nfc")
+    page.click("main form.panel button[type=submit]")
+    sticker = page.locator("li.tag", has_text="sticker")
+    ndef_hex = sticker.locator("code.secret").inner_text()
+    with api(server, organization) as client:
+        expected = client.get(f"/v1/tags/{sticker.get_attribute('data-tag-id')}/ndef").json()
+    assert ndef_hex == expected["ndef_hex"]
+    door = page.locator("li.tag", has_text="rivoli-door")
+    door.locator("input[name=destination_url]").fill("https://shop.example.com/rivoli")
+    door.locator("form.repoint button").click()
+    page.wait_for_url(re.compile(rf".*/app/campaigns/{campaign_id}/tags$"))
+    moved = httpx.get(
+        f"{server.base_url}/s/{code}", headers={"user-agent": IPHONE_SAFARI}, timeout=10
+    )
+    assert moved.headers["location"].startswith("https://shop.example.com/rivoli")
+    shot(page, "tags-bulk")
     assert watch.errors == []
     context.close()
 
