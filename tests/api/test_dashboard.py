@@ -392,3 +392,73 @@ async def test_users_commands_print_single_use_links(
         assert failed.returncode == 1, args
         assert message in failed.stderr, failed.stderr
     assert await table_snapshot(engine, "dashboard_users") == before
+
+
+async def test_change_password_ends_the_other_sessions(
+    client: httpx.AsyncClient,
+    org: Org,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    fresh_limits: None,
+) -> None:
+    await make_user(sessionmaker, org, "kim@acme.example", "viewer")
+    other = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+    async with other:
+        await sign_in(other, "kim@acme.example")
+        await sign_in(client, "kim@acme.example")
+        csrf = csrf_of((await client.get("/app/account")).text)
+        wrong = await client.post(
+            "/app/account/password",
+            data={"csrf": csrf, "current_password": "nope", "new_password": "x" * 12},
+        )
+        assert wrong.status_code == 422
+        assert "Wrong e-mail or password." in wrong.text
+        changed = await client.post(
+            "/app/account/password",
+            data={"csrf": csrf, "current_password": PASSWORD, "new_password": "y" * 12},
+        )
+        assert changed.status_code == 303
+        assert changed.headers["location"] == "/app/account?done=true"
+        assert (await client.get("/app/campaigns")).status_code == 200  # this one stays
+        assert (await other.get("/app/campaigns")).status_code == 303  # the other ended
+    client.cookies.clear()
+    assert (await sign_in(client, "kim@acme.example", "y" * 12)).status_code == 303
+
+
+async def test_admin_invites_changes_roles_and_removes_users(
+    client: httpx.AsyncClient,
+    org: Org,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    fresh_limits: None,
+) -> None:
+    await make_user(sessionmaker, org, "lea@acme.example", "admin")
+    await sign_in(client, "lea@acme.example")
+    csrf = csrf_of((await client.get("/app/users")).text)
+    invited = await client.post(
+        "/app/users", data={"csrf": csrf, "email": "Max@Acme.example", "role": "viewer"}
+    )
+    assert invited.status_code == 200
+    link = re.search(r'id="invite-url" class="secret">([^<]+)<', invited.text)
+    assert link and link.group(1).startswith("https://go.example.com/app/sign-in/")
+    taken = await client.post(
+        "/app/users", data={"csrf": csrf, "email": "max@acme.example", "role": "viewer"}
+    )
+    assert taken.status_code == 422
+    assert "max@acme.example already has an account" in taken.text
+    async with engine.connect() as conn:
+        ids = dict((await conn.execute(select(DashboardUser.email, DashboardUser.id))).all())
+    promoted = await client.post(
+        f"/app/users/{ids['max@acme.example']}/role", data={"csrf": csrf, "role": "editor"}
+    )
+    assert promoted.status_code == 303
+    demoted = await client.post(
+        f"/app/users/{ids['lea@acme.example']}/role", data={"csrf": csrf, "role": "viewer"}
+    )
+    assert demoted.status_code == 409
+    assert "The organization needs at least one admin" in demoted.text
+    removed = await client.post(f"/app/users/{ids['max@acme.example']}/remove", data={"csrf": csrf})
+    assert removed.status_code == 303
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(DashboardUser.email, DashboardUser.role))).all()
+    assert [tuple(r) for r in rows] == [("lea@acme.example", "admin")]
