@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
-from api import metrics
+from api import dashboard, metrics
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit, ForwardedFor, HeaderSizeLimit
 from api.openapi import install_openapi, operation_id
@@ -182,4 +182,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks,
     ):
         app.include_router(module.router)
+    dashboard.install(app)
     return app

@@ -41,11 +41,13 @@ org_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of an organization.", no_args_is_help=True)
 locations_app = typer.Typer(help="Locations (stores, venues).", no_args_is_help=True)
 tags_app = typer.Typer(help="Tags (QR codes, NFC stickers).", no_args_is_help=True)
+users_app = typer.Typer(help="People who sign into the web dashboard (/app).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(locations_app, name="locations")
 app.add_typer(tags_app, name="tags")
 app.add_typer(org_app, name="organizations")
 app.add_typer(keys_app, name="keys")
+app.add_typer(users_app, name="users")
 
 T = TypeVar("T")
 
@@ -426,6 +428,57 @@ def tags_generate(
         f"{result.created} tag(s) created, {existing} already existed; "
         f"{written} artwork file(s) and {MANIFEST_NAME} in {out}"
     )
+
+
+RoleOption = Annotated[
+    str, typer.Option("--role", help="admin (users and keys too), editor or viewer (reads only).")
+]
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="The person's e-mail (unique across the service).")],
+    organization_id: Annotated[int, typer.Option("--organization", help="The organization's id.")],
+    role: RoleOption = "editor",
+) -> None:
+    """Create a dashboard user and print their one-time sign-in link (24 h, single use),
+    whose page asks them to choose a password."""
+    from campaigns.services.organizations import get_organization
+    from campaigns.services.users import create_user
+
+    settings = _settings()
+
+    async def work(session: AsyncSession) -> str:
+        await get_organization(session, organization_id=organization_id)
+        link = await create_user(
+            session,
+            organization_id=organization_id,
+            email=email,
+            role=role,
+            valid_hours=settings.dashboard_link_valid_h,
+        )
+        return link.url(settings.dashboard_origin)
+
+    url = _in_session(work)
+    typer.echo(f"sign-in link (single use, valid {settings.dashboard_link_valid_h} h): {url}")
+
+
+@users_app.command("reset")
+def users_reset(
+    email: Annotated[str, typer.Argument(help="The user's e-mail.")],
+) -> None:
+    """Print a fresh sign-in link for a dashboard user (forgotten password); the previous
+    link stops working."""
+    from campaigns.services.users import reset_link
+
+    settings = _settings()
+
+    async def work(session: AsyncSession) -> str:
+        link = await reset_link(session, email=email, valid_hours=settings.dashboard_link_valid_h)
+        return link.url(settings.dashboard_origin)
+
+    url = _in_session(work)
+    typer.echo(f"sign-in link (single use, valid {settings.dashboard_link_valid_h} h): {url}")
 
 
 if __name__ == "__main__":

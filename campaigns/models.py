@@ -649,3 +649,51 @@ scan_positions = Table(
     Column("rule_id", BigInteger),
     Column("variant", Text),
 )
+
+
+class DashboardUser(Base):
+    """A person signed into the web dashboard (``/app``), member of one organization.
+
+    ``email`` is stored lower case and unique across the service. ``role`` is ``admin``
+    (everything, users and API keys included), ``editor`` (campaigns, tags, stores) or
+    ``viewer`` (reads only). ``password_hash`` is an argon2id PHC string
+    (``$argon2id$v=19$m=...``), null until the user chose a password. A pending sign-in
+    link is kept as the SHA-256 of its token (``link_token_hash``) with its expiry; it is
+    cleared when used, so a link works once.
+    """
+
+    __tablename__ = "dashboard_users"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'editor', 'viewer')", name="role"),
+        CheckConstraint("email = lower(email)", name="email_lower_case"),
+    )
+
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    link_token_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
+    link_expires_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class DashboardSession(Base):
+    """A signed-in browser: the cookie carries a random token, the row its SHA-256
+    (``token_hash``), so a database read does not yield usable cookies. ``csrf_token`` is
+    the per-session token every form posts back; ``last_seen_at`` moves with each request
+    and the session ends after ``PASSERELLE_DASHBOARD_SESSION_IDLE_S`` seconds without one.
+    """
+
+    __tablename__ = "dashboard_sessions"
+
+    id: Mapped[int] = _pk()
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("dashboard_users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created_at()
+    last_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now(), default=utcnow)

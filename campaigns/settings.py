@@ -115,6 +115,23 @@ class Settings(BaseSettings):
     webhook_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
     webhook_delivery_enabled: bool = True
+    # Web dashboard (``/app``).
+    #: Origin of the dashboard in sign-in links (``{app_url}/app/sign-in/{token}``);
+    #: None: ``base_url``.
+    app_url: str | None = None
+    #: Seconds without a request after which a dashboard session ends (sign in again).
+    dashboard_session_idle_s: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    #: Hours a sign-in link (``passerelle users create`` / ``reset``) stays valid.
+    dashboard_link_valid_h: int = Field(default=24, ge=1, le=24 * 7)
+    #: Failed sign-ins allowed in a row per account and per client address before the
+    #: dashboard refuses more for a while; one more attempt is allowed every
+    #: ``dashboard_sign_in_refill_s`` seconds.
+    dashboard_sign_in_per_account: int = Field(default=5, ge=1)
+    dashboard_sign_in_per_address: int = Field(default=20, ge=1)
+    dashboard_sign_in_refill_s: float = Field(default=60.0, gt=0)
+    #: XYZ tile URL template of the dashboard's maps (``https://tile.example/{z}/{x}/{y}.png``);
+    #: None: stores, geofences and heat cells over a plain background.
+    map_tiles_url: str | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -210,6 +227,11 @@ class Settings(BaseSettings):
         """Webhook URLs may be plain http and reach private, loopback and link-local
         addresses only in ``development`` and ``test`` (SSRF guard otherwise)."""
         return self.environment in ("development", "test")
+
+    @property
+    def dashboard_origin(self) -> str:
+        """Origin of the dashboard's sign-in links: ``app_url``, else ``base_url``."""
+        return (self.app_url or self.base_url).rstrip("/")
 
     @property
     def short_link_origin(self) -> str:

@@ -39,6 +39,18 @@ def test_the_wheel_carries_and_runs_the_migrations(tmp_path: Path, database_url:
     }
     assert scripts
     assert scripts | {"campaigns/migrations/env.py", "campaigns/migrations/script.py.mako"} <= names
+    # The dashboard's templates and static files, vendored libraries with their licences.
+    dashboard = ROOT / "api" / "dashboard"
+    shipped = {
+        path.relative_to(ROOT).as_posix()
+        for folder in ("templates", "static")
+        for path in (dashboard / folder).rglob("*")
+        if path.is_file()
+    }
+    assert "api/dashboard/static/vendor/leaflet/LICENSE" in shipped
+    assert "api/dashboard/static/vendor/uplot/LICENSE" in shipped
+    assert "api/dashboard/templates/campaign.html" in shipped
+    assert shipped <= names
 
     site = tmp_path / "site"
     subprocess.run(
