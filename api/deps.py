@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.db import CACHE_CHANGES, note_cache_changes, unit_of_work
 from campaigns.errors import RateLimited, Unauthorized
-from campaigns.models import Campaign, RedirectRule, Tag
+from campaigns.models import Campaign, Organization, RedirectRule, Tag
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.services.organizations import authenticate
@@ -33,6 +33,7 @@ def _remember_cache_changes(session: Session, _flush_context: object) -> None:
         tag_ids=[obj.id for obj in objects if isinstance(obj, Tag)],
         campaign_ids=[obj.id for obj in objects if isinstance(obj, Campaign)],
         rule_ids=[obj.id for obj in objects if isinstance(obj, RedirectRule)],
+        organization_ids=[obj.id for obj in objects if isinstance(obj, Organization)],
     )
 
 
@@ -44,7 +45,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     if changes:
         scans: ScanService = request.app.state.scans
         await scans.reload(
-            tag_ids=changes["tags"], campaign_ids=changes["campaigns"], rule_ids=changes["rules"]
+            tag_ids=changes["tags"],
+            campaign_ids=changes["campaigns"],
+            rule_ids=changes["rules"],
+            organization_ids=changes["organizations"],
         )
 
 

@@ -48,6 +48,16 @@ async def stored_click_ids(engine: AsyncEngine) -> list[str]:
         return list((await conn.execute(text("SELECT click_id FROM scans ORDER BY id"))).scalars())
 
 
+async def org_of_click(engine: AsyncEngine, click_id: str) -> int:
+    async with engine.connect() as conn:
+        org_id: int = (
+            await conn.execute(
+                text("SELECT organization_id FROM scans WHERE click_id = :c"), {"c": click_id}
+            )
+        ).scalar_one()
+    return org_id
+
+
 async def test_the_consent_page_is_self_contained_and_strict(
     client: httpx.AsyncClient, org: Org, engine: AsyncEngine
 ) -> None:
@@ -79,7 +89,11 @@ async def test_the_consent_page_is_self_contained_and_strict(
     url = httpx.URL(html_unescape(destination))
     assert (url.host, url.path, url.params["pcid"]) == ("shop.example.com", "/summer", click_id)
     assert url.params["utm_medium"] == "qr"
-    assert f'"/s/{click_id}/location"' in html
+    # The beacon carries the scan's signed click token (it vouches for a scan not stored
+    # yet, e.g. in another process's spool).
+    beacon = re.search(rf'"(/s/{click_id}/location\?t=([0-9]+\.[0-9]+\.[A-Za-z0-9_-]+))"', html)
+    assert beacon is not None
+    assert beacon[2].split(".")[0] == str((await org_of_click(engine, click_id)))
     assert f'<noscript><meta http-equiv="refresh" content="0;url={destination}"></noscript>' in html
     assert "setTimeout(go, 4000)" in html
     assert "navigator.geolocation.getCurrentPosition" in html

@@ -81,7 +81,7 @@ async def record(service: ScanService, code: str) -> str:
     request = scan_request(code)
     resolution = service.resolve(request)
     assert resolution is not None, f"{code} unknown to this process"
-    _, scan = await service.record(request, resolution)
+    _, scan, _ = await service.record(request, resolution)
     return scan.click_id
 
 
