@@ -30,9 +30,7 @@ NOTIFY_TRIGGERS = {
     f"{table}_notify_cache_{event}"
     for table in ("tags", "campaigns", "locations", "redirect_rules", "organizations")
     for event in ("ins", "upd", "del")
-} | {
-    f"{table}_notify_cache_truncate" for table in ("locations", "redirect_rules", "organizations")
-}
+} | {f"{table}_notify_cache_truncate" for table in ("locations", "redirect_rules", "organizations")}
 
 
 def _triggers(url: str) -> set[str]:

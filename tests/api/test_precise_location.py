@@ -313,3 +313,49 @@ async def test_the_beacon_is_limited_per_address(
         assert response.json()["code"] == "rate_limited"
         assert int(response.headers["retry-after"]) >= 1
     assert await table_snapshot(engine, "scan_locations") == {"scan_locations": []}
+
+
+async def test_a_signed_click_id_of_a_scan_not_stored_yet_is_accepted_and_joined_later(
+    app: FastAPI, client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    # The scan is in another process's spool: neither this process's memory nor the
+    # database knows it, but the page's beacon URL carries its signed click token.
+    pending = new_click_id()
+    scanned_at = utcnow() - dt.timedelta(seconds=5)
+    token = app.state.scans.click_tokens.sign(
+        "location", click_id=pending, organization_id=org.id, scanned_at=scanned_at
+    )
+    response = await client.post(f"/s/{pending}/location?t={token}", json=FIX)
+    assert response.status_code == 204, response.text
+    await insert_scan(engine, org, pending, scanned_at)  # the spool is replayed
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT geo_source, accuracy_m FROM scan_positions WHERE click_id = :c"),
+                {"c": pending},
+            )
+        ).one()
+    assert tuple(row) == ("gps", 12.5)
+
+
+@pytest.mark.parametrize("case", ["forged", "other_click", "other_purpose", "too_old"])
+async def test_a_bad_click_token_vouches_for_nothing(
+    app: FastAPI, client: httpx.AsyncClient, org: Org, engine: AsyncEngine, case: str
+) -> None:
+    tokens = app.state.scans.click_tokens
+    pending = new_click_id()
+    at = utcnow() - (
+        LOCATION_WINDOW + dt.timedelta(seconds=1) if case == "too_old" else dt.timedelta(0)
+    )
+    token = tokens.sign(
+        "consent" if case == "other_purpose" else "location",
+        click_id=new_click_id() if case == "other_click" else pending,
+        organization_id=org.id,
+        scanned_at=at,
+    )
+    if case == "forged":
+        token = f"{org.id + 1}." + token.split(".", 1)[1]
+    response = await client.post(f"/s/{pending}/location?t={token}", json=FIX)
+    expected = (410, "location_window_closed") if case == "too_old" else (404, "click_not_found")
+    assert (response.status_code, response.json()["code"]) == expected
+    assert await table_snapshot(engine, "scan_locations") == {"scan_locations": []}
