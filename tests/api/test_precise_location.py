@@ -93,7 +93,7 @@ async def test_the_consent_page_is_self_contained_and_strict(
     # yet, e.g. in another process's spool).
     beacon = re.search(rf'"(/s/{click_id}/location\?t=([0-9]+\.[0-9]+\.[A-Za-z0-9_-]+))"', html)
     assert beacon is not None
-    assert beacon[2].split(".")[0] == str((await org_of_click(engine, click_id)))
+    assert beacon[2].split(".")[0] == str(await org_of_click(engine, click_id))
     assert f'<noscript><meta http-equiv="refresh" content="0;url={destination}"></noscript>' in html
     assert "setTimeout(go, 4000)" in html
     assert "navigator.geolocation.getCurrentPosition" in html

@@ -4,6 +4,7 @@ form, HEAD, bots, NFC taps, and a journey linked across days and campaigns."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import uuid
@@ -358,3 +359,70 @@ async def test_a_journey_crosses_days_and_campaigns_with_the_cookie(
     for campaign, tag in ((metro, poster), (window, shop)):
         data = await report(client, org, campaign["id"])
         assert data["rows"] == [{"tag_id": tag["id"], "conversions": 0.5, "revenue": [eur(5000)]}]
+
+
+async def test_the_cookie_rides_on_the_location_page_and_the_tap_again_page(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    await enable(client, org)
+    asking = await make_campaign(client, org, precise_location="ask")
+    tag = await make_tag(client, org, asking["id"], placement=None)
+    page = await scan(client, f"/s/{tag['code']}")
+    assert page.status_code == 200 and "navigator.geolocation" in page.text
+    first = new_cookie(page)
+    # A tag of a blocking campaign whose SUN message fails: 403, the cookie all the same.
+    blocking = await make_campaign(client, org, slug="blocking", nfc_invalid_tap="block")
+    device = Ntag424.random()
+    sun = await make_tag(
+        client,
+        org,
+        blocking["id"],
+        kind="nfc_sun",
+        nfc={
+            "uid": device.uid.hex().upper(),
+            "sdm_meta_read_key": device.meta_read_key.hex().upper(),
+            "sdm_file_read_key": device.file_read_key.hex().upper(),
+        },
+    )
+    blocked = await scan(client, f"/n/{sun['code']}?e={'0' * 32}&c={'0' * 16}")
+    assert blocked.status_code == 403
+    second = new_cookie(blocked)
+    assert [row[1] for row in await stored(engine)] == [first, second]
+
+
+async def test_unique_visitors_still_count_daily_visitor_ids(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    await enable(client, org)
+    campaign = await make_campaign(client, org)
+    tag = await make_tag(client, org, campaign["id"])
+    # One phone (same address and agent, same day), its cookie cleared in between: two
+    # cookies, one daily visitor.
+    ids = [new_cookie(await scan(client, f"/s/{tag['code']}")) for _ in range(2)]
+    assert ids[0] != ids[1]
+    stats = await client.get(f"/v1/campaigns/{campaign['id']}/stats", headers=org.headers)
+    assert (stats.json()["scans"], stats.json()["unique_visitors"]) == (2, 1)
+
+
+async def test_a_setting_changed_elsewhere_reaches_the_scan_path_by_notify(
+    app: Any, client: httpx.AsyncClient, org: Org
+) -> None:
+    cookies = app.state.scans.cookies
+    assert cookies.consent_mode(org.id) is None
+    async with engine_of(app).begin() as conn:  # another process's write
+        await conn.execute(
+            text(
+                "UPDATE organizations SET visitor_cookie = true, visitor_cookie_consent = 'ask' "
+                "WHERE id = :id"
+            ),
+            {"id": org.id},
+        )
+    for _ in range(100):
+        if cookies.consent_mode(org.id) == "ask":
+            break
+        await asyncio.sleep(0.05)
+    assert cookies.consent_mode(org.id) == "ask"
+
+
+def engine_of(app: Any) -> Any:
+    return app.state.engine
