@@ -17,12 +17,14 @@ from fastapi import APIRouter, Form, Path, Request, Response
 
 from api.deps import SessionDep
 from api.errors import problem_responses
+from api.routing import JsonBodyRoute
 from campaigns.errors import NotFound
 from campaigns.scanning.cookies import read_cookies
 from campaigns.scanning.service import ScanService
 from campaigns.services.visitor_consents import record_cookie_consent
 
-router = APIRouter(tags=["short links"])
+# A form, not JSON: JsonBodyRoute leaves Form bodies unchecked (api/routing.py).
+router = APIRouter(tags=["short links"], route_class=JsonBodyRoute)
 
 
 @router.post(
