@@ -31,6 +31,7 @@ from api.routers import (
     short_links,
     stats,
     tags,
+    visitor_consent,
     webhooks,
 )
 from api.scan_endpoint import ShortLinks
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_size=settings.writer_batch_size,
             max_delay_s=settings.writer_max_delay_s,
             reconcile_interval_s=settings.cache_reconcile_interval_s,
+            secure_cookies=settings.short_link_origin.lower().startswith("https://"),
             writer_options={
                 "queue_max": settings.writer_queue_max,
                 "spool_max_bytes": settings.spool_max_bytes,
@@ -165,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(short_links.router)
     app.include_router(scan_locations.router)
+    app.include_router(visitor_consent.router)
     for module in (
         campaigns,
         tags,

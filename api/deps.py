@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.db import CACHE_CHANGES, note_cache_changes, unit_of_work
 from campaigns.errors import RateLimited, Unauthorized
-from campaigns.models import Campaign, RedirectRule, Tag, Webhook
+from campaigns.models import Campaign, Organization, RedirectRule, Tag, Webhook
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.services.organizations import authenticate
@@ -34,6 +34,7 @@ def _remember_cache_changes(session: Session, _flush_context: object) -> None:
         campaign_ids=[obj.id for obj in objects if isinstance(obj, Campaign)],
         rule_ids=[obj.id for obj in objects if isinstance(obj, RedirectRule)],
         webhook_ids=[obj.id for obj in objects if isinstance(obj, Webhook)],
+        organization_ids=[obj.id for obj in objects if isinstance(obj, Organization)],
     )
 
 
@@ -49,6 +50,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             campaign_ids=changes["campaigns"],
             rule_ids=changes["rules"],
             webhook_ids=changes["webhooks"],
+            organization_ids=changes["organizations"],
         )
 
 

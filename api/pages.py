@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 from html import escape
+from urllib.parse import urlsplit
 
 from fastapi.responses import HTMLResponse
 
@@ -119,10 +120,18 @@ def _script_json(value: str) -> str:
     )
 
 
-def location_page(*, destination: str, click_id: str, accept_language: str | None) -> HTMLResponse:
+def location_page(
+    *,
+    destination: str,
+    click_id: str,
+    accept_language: str | None,
+    token: str | None = None,
+) -> HTMLResponse:
     """200: the consent page of a campaign with ``precise_location = ask``. It says why,
     asks the browser's Geolocation API once, posts the answer to
-    ``/s/{click_id}/location``, then goes on to ``destination``; a refusal, an error or
+    ``/s/{click_id}/location`` (with ``?t=token``, the scan's signed click token, when
+    given: :mod:`campaigns.scanning.click_tokens`), then goes on to ``destination``; a
+    refusal, an error or
     :data:`LOCATION_WAIT_S` seconds without an answer go on too, and without JavaScript a
     meta refresh does. Inline style and script only, allowed by a fresh nonce in a
     strict ``Content-Security-Policy``; ``connect-src 'self'`` lets only the beacon out."""
@@ -137,13 +146,134 @@ def location_page(*, destination: str, click_id: str, accept_language: str | Non
         href=escape(destination, quote=True),
         nonce=nonce,
         destination=_script_json(destination),
-        beacon=_script_json(f"/s/{click_id}/location"),
+        beacon=_script_json(_beacon_url(click_id, token)),
         wait_ms=LOCATION_WAIT_S * 1000,
     )
     csp = (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
         "connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'"
+    )
+    headers = {
+        **_HEADERS,
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Content-Language": lang,
+        "Vary": "Accept-Language",
+    }
+    return HTMLResponse(body, status_code=200, headers=headers)
+
+
+def _beacon_url(click_id: str, token: str | None) -> str:
+    return f"/s/{click_id}/location" + (f"?t={token}" if token else "")
+
+
+#: The visitor-cookie question's words, by language.
+_COOKIE_TEXT = {
+    "en": {
+        "title": "One question",
+        "why": "May we remember this device with a cookie? It holds a random number, no "
+        "personal data, and lets the brand count that the same person scanned several of "
+        "its codes (statistics only) for up to 13 months. You will be taken to the page "
+        "either way.",
+        "yes": "Yes, remember",
+        "no": "No thanks",
+    },
+    "fr": {
+        "title": "Une question",
+        "why": "Pouvons-nous reconnaître cet appareil grâce à un cookie ? Il contient un "
+        "numéro aléatoire, aucune donnée personnelle, et permet à la marque de compter "
+        "qu'une même personne a scanné plusieurs de ses codes (statistiques uniquement), "
+        "pendant 13 mois au plus. Vous serez conduit à la page dans tous les cas.",
+        "yes": "Oui, d'accord",
+        "no": "Non merci",
+    },
+}
+
+_COOKIE_TEMPLATE = """<!doctype html>
+<html lang="{lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{title}</title>
+<style nonce="{nonce}">body{{font-family:system-ui,sans-serif;max-width:32rem;margin:15vh auto;
+padding:0 1.5rem;color:#222;text-align:center}}h1{{font-size:1.5rem}}
+p{{color:#555;line-height:1.5}}button{{font:inherit;margin:.5rem;padding:.6rem 1.2rem}}</style>
+</head><body><h1>{title}</h1>{location}<p>{why}</p>
+<form method="post" action="{action}">
+<input type="hidden" name="next" value="{href}">
+<input type="hidden" name="t" value="{token}">
+<button type="submit" name="answer" value="yes">{yes}</button>
+<button type="submit" name="answer" value="no">{no}</button>
+</form>{script}
+</body></html>
+"""
+
+_COOKIE_LOCATION_SCRIPT = """
+<script nonce="{nonce}">(function () {{
+  var beacon = {beacon};
+  if (!navigator.geolocation || !window.fetch) {{ return; }}
+  navigator.geolocation.getCurrentPosition(function (p) {{
+    fetch(beacon, {{method: "POST", credentials: "omit", keepalive: true,
+      headers: {{"Content-Type": "application/json"}},
+      body: JSON.stringify({{lat: p.coords.latitude, lon: p.coords.longitude,
+        accuracy_m: p.coords.accuracy}})}});
+  }}, function () {{}}, {{enableHighAccuracy: true, timeout: {wait_ms}, maximumAge: 60000}});
+}})();</script>"""
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def cookie_consent_page(
+    *,
+    destination: str,
+    click_id: str,
+    token: str,
+    accept_language: str | None,
+    location_token: str | None = None,
+) -> HTMLResponse:
+    """200: the consent page of an organization with ``visitor_cookie_consent = ask``,
+    shown to a person's scan without the visitor cookie nor a refusal. It says why and
+    asks; the answer is a form ``POST /s/{click_id}/consent`` (``answer`` ``yes`` or
+    ``no``, ``next`` = ``destination``, ``t`` = ``token``, the scan's signed click token
+    binding ``destination``), which sets the visitor cookie (yes) or the refusal cookie
+    (no) and goes on to ``destination`` (303). No JavaScript needed; no timeout (the
+    person answers). With ``location_token`` (the campaign also has
+    ``precise_location = ask``), the page also asks the browser's position once and
+    posts it to the beacon, as :func:`location_page` does, without leaving the page.
+    ``Content-Security-Policy`` as :func:`location_page`'s, with ``form-action`` limited
+    to this origin and the destination's (a form's redirect is checked against it)."""
+    lang = page_language(accept_language)
+    words = _COOKIE_TEXT[lang]
+    nonce = secrets.token_urlsafe(18)
+    location, script = "", ""
+    if location_token is not None:
+        location = f"<p>{escape(_LOCATION_TEXT[lang]['why'])}</p>"
+        script = _COOKIE_LOCATION_SCRIPT.format(
+            nonce=nonce,
+            beacon=_script_json(_beacon_url(click_id, location_token)),
+            wait_ms=LOCATION_WAIT_S * 1000,
+        )
+    body = _COOKIE_TEMPLATE.format(
+        lang=lang,
+        title=escape(words["title"]),
+        why=escape(words["why"]),
+        yes=escape(words["yes"]),
+        no=escape(words["no"]),
+        location=location,
+        action=escape(f"/s/{click_id}/consent", quote=True),
+        href=escape(destination, quote=True),
+        token=escape(token, quote=True),
+        nonce=nonce,
+        script=script,
+    )
+    csp = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        f"connect-src 'self'; img-src 'none'; base-uri 'none'; "
+        f"form-action 'self' {_origin(destination)}; frame-ancestors 'none'"
     )
     headers = {
         **_HEADERS,

@@ -21,6 +21,13 @@ same); 503 problem+json with ``Retry-After`` when the scan cannot be stored (the
 queue and spool past their bounds, or neither the database nor the disk took it). Never
 429: a person is never refused a redirect; a scan past the per-client rate is stored
 with ``burst = true`` (floods are stopped at the edge: docs/SCALING.md).
+
+Visitor cookie (:mod:`campaigns.scanning.cookies`): for an organization with
+``visitor_cookie`` on, a person's scan without a valid visitor cookie gets one
+(``Set-Cookie`` on whatever answers it: the 302, the location consent page, the 403), or,
+under ``visitor_cookie_consent = ask``, a ``GET`` gets the cookie consent page
+(:func:`api.pages.cookie_consent_page`) instead of the redirect. Organizations without
+it: no cookie is read nor set.
 """
 
 from __future__ import annotations
@@ -29,11 +36,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
 from api.metrics import Metrics
-from api.pages import gone_page, location_page, not_found_page, tap_again_page
+from api.pages import (
+    cookie_consent_page,
+    gone_page,
+    location_page,
+    not_found_page,
+    tap_again_page,
+)
 from campaigns.models import utcnow
 from campaigns.scanning.nfc import is_blocked
 from campaigns.scanning.request import ScanRequest
@@ -140,7 +154,7 @@ class ShortLinks:
             await page(scope, _no_receive, send)
             return
         try:
-            url, record = await scans.record(request, resolution)
+            url, record, cookie = await scans.record(request, resolution)
         except WriterOverloaded as exc:  # shedding load: queue and spool past their bounds
             await _unavailable(scope, send, metrics, exc.retry_after_s)
             return
@@ -149,29 +163,78 @@ class ShortLinks:
             await _unavailable(scope, send, metrics, 1)
             return
         metrics.count_scan(record.channel, resolution.outcome, is_bot=record.is_bot)
+        set_cookie: bytes | None = None
+        if cookie == "set":
+            assert record.cookie_id is not None
+            set_cookie = scans.cookie_headers.visitor(record.cookie_id).encode("latin-1")
         if is_blocked(record, policy=resolution.campaign.nfc_invalid_tap):
             metrics.count_response(403)
-            await _TAP_AGAIN(scope, _no_receive, send)
+            await _page(_TAP_AGAIN, scope, send, set_cookie)
             return
-        if scans.asks_location(record, resolution):
+        asks_location = scans.asks_location(record, resolution)
+        if cookie == "ask" and record.method == "GET":
+            # visitor_cookie_consent = ask: the cookie is set only on the person's yes.
+            metrics.count_response(200)
+            tokens, org = scans.click_tokens, record.organization_id
+            page = cookie_consent_page(
+                destination=url,
+                click_id=record.click_id,
+                token=tokens.sign(
+                    "consent",
+                    click_id=record.click_id,
+                    organization_id=org,
+                    scanned_at=record.scanned_at,
+                    bound=url,
+                ),
+                accept_language=request.accept_language,
+                location_token=tokens.sign(
+                    "location",
+                    click_id=record.click_id,
+                    organization_id=org,
+                    scanned_at=record.scanned_at,
+                )
+                if asks_location
+                else None,
+            )
+            await page(scope, _no_receive, send)
+            return
+        if asks_location:
             # precise_location = ask: the consent page, which goes on to the destination.
             metrics.count_response(200)
             page = location_page(
                 destination=url,
                 click_id=record.click_id,
                 accept_language=request.accept_language,
+                token=scans.click_tokens.sign(
+                    "location",
+                    click_id=record.click_id,
+                    organization_id=record.organization_id,
+                    scanned_at=record.scanned_at,
+                ),
             )
-            await page(scope, _no_receive, send)
+            await _page(page, scope, send, set_cookie)
             return
         metrics.count_response(302)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 302,
-                "headers": [(b"location", url.encode("latin-1")), *_REDIRECT_HEADERS],
-            }
-        )
+        headers = [(b"location", url.encode("latin-1")), *_REDIRECT_HEADERS]
+        if set_cookie is not None:
+            headers.append((b"set-cookie", set_cookie))
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
+
+
+async def _page(page: Response, scope: Scope, send: Send, set_cookie: bytes | None) -> None:
+    """Send ``page``, with the ``Set-Cookie`` value ``set_cookie`` when given (the
+    shared page objects are never modified)."""
+    if set_cookie is None:
+        await page(scope, _no_receive, send)
+        return
+
+    async def with_cookie(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], (b"set-cookie", set_cookie)]}
+        await send(message)
+
+    await page(scope, _no_receive, with_cookie)
 
 
 async def _unavailable(scope: Scope, send: Send, metrics: Metrics, retry_after_s: int) -> None:

@@ -68,18 +68,28 @@ def note_cache_changes(
     campaign_ids: Iterable[int] = (),
     rule_ids: Iterable[int] = (),
     webhook_ids: Iterable[int] = (),
+    organization_ids: Iterable[int] = (),
 ) -> None:
     """Remember rows the unit of work changed that decide redirects (tags, campaigns,
-    redirect rules) or the scan writer's outbox (webhooks). ORM changes are
-    noted by a flush hook; services that write with Core statements (bulk inserts)
-    call this so the process's own tag cache sees their rows right after commit."""
+    redirect rules, organizations' visitor-cookie settings) or the scan writer's outbox
+    (webhooks). ORM changes are noted by a flush hook; services that write with Core
+    statements (bulk inserts) call this so the process's own tag cache sees their rows
+    right after commit."""
     changed = session.info.setdefault(
-        CACHE_CHANGES, {"tags": set(), "campaigns": set(), "rules": set(), "webhooks": set()}
+        CACHE_CHANGES,
+        {
+            "tags": set(),
+            "campaigns": set(),
+            "rules": set(),
+            "webhooks": set(),
+            "organizations": set(),
+        },
     )
     changed["tags"].update(tag_ids)
     changed["campaigns"].update(campaign_ids)
     changed["rules"].update(rule_ids)
     changed["webhooks"].update(webhook_ids)
+    changed["organizations"].update(organization_ids)
 
 
 async def flush_unique(

@@ -484,6 +484,24 @@ class ScanLocation(Base):
     recorded_at: Mapped[dt.datetime] = _created_at()
 
 
+class VisitorCookieConsent(Base):
+    """A visitor's "yes" on the consent page of an organization with
+    ``visitor_cookie_consent = ask``: the scan that showed the page (``click_id``) and the
+    visitor cookie set on that answer (``cookie_id``, a random UUID). Scans stay
+    append-only: the scan was stored before the answer, without a cookie, and attribution
+    reads its cookie from here (:mod:`campaigns.services.attribution`). Also the record
+    that consent was given, and when (GDPR art. 7(1))."""
+
+    __tablename__ = "visitor_cookie_consents"
+
+    click_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    cookie_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    consented_at: Mapped[dt.datetime] = mapped_column(server_default=func.now(), default=utcnow)
+
+
 class Conversion(Base):
     """An online outcome (signup, purchase) reported by the merchant.
 

@@ -101,15 +101,16 @@ async def client(app: FastAPI, engine: AsyncEngine) -> AsyncIterator[httpx.Async
 
 
 async def forget_side_caches(app: FastAPI) -> None:
-    """Re-read the app's stores and redirect rules after a TRUNCATE: ids restart, so rows
-    of the next test would otherwise meet a stale copy before the TRUNCATE's notification
-    arrives."""
+    """Re-read the app's stores, redirect rules and cookie settings after a TRUNCATE: ids
+    restart, so rows of the next test would otherwise meet a stale copy before the
+    TRUNCATE's notification arrives."""
     scans = app.state.scans
     conninfo = libpq_url(app.state.settings.database_url)
     async with await psycopg.AsyncConnection.connect(conninfo) as conn:
         await scans.locations.load_all(conn)
         await scans.rules.load_all(conn)
         await scans.hooked.load_all(conn)
+        await scans.cookies.load_all(conn)
 
 
 @dataclass

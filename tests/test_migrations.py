@@ -28,9 +28,12 @@ def fresh_url() -> Iterator[str]:
 
 NOTIFY_TRIGGERS = {
     f"{table}_notify_cache_{event}"
-    for table in ("tags", "campaigns", "locations", "redirect_rules", "webhooks")
+    for table in ("tags", "campaigns", "locations", "redirect_rules", "webhooks", "organizations")
     for event in ("ins", "upd", "del")
-} | {f"{table}_notify_cache_truncate" for table in ("locations", "redirect_rules", "webhooks")}
+} | {
+    f"{table}_notify_cache_truncate"
+    for table in ("locations", "redirect_rules", "webhooks", "organizations")
+}
 
 
 def _triggers(url: str) -> set[str]:

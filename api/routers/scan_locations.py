@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.deps import SessionDep
 from api.errors import problem_responses
@@ -49,10 +49,24 @@ async def record_location(
     ],
     body: ScanLocationCreate,
     session: SessionDep,
+    token: Annotated[
+        str | None,
+        Query(
+            alias="t",
+            description="The scan's signed click token, as the consent page gives it: "
+            "vouches for a scan not stored yet",
+            examples=["42.1764950400000.b1Zk3x0V7lq2m9QeF8oHkA"],
+            max_length=96,
+        ),
+    ] = None,
 ) -> Response:
     """Sent by the consent page of a campaign with `precise_location: ask`, with the
     browser's answer to the Geolocation API. Accepted once per click id, within 10
-    minutes of the scan; read afterwards as the scan's position with `geo_source: gps`."""
+    minutes of the scan; read afterwards as the scan's position with `geo_source: gps`.
+    The page's beacon URL carries the scan's signed click token (`t`): with it, a scan
+    not yet in the database (spooled, or in another server process's group commit) is
+    accepted too, and its position joined to it once stored; without it, an unknown
+    click id is 404 `click_not_found`."""
     limiter: RateLimiter | None = request.app.state.location_rate_limiter
     if limiter is not None:
         key = parse_client(request.client.host if request.client else None).key
@@ -63,11 +77,13 @@ async def record_location(
                 f"Too many positions from this address; retry in {retry_after} s",
                 retry_after=retry_after,
             )
+    scans = request.app.state.scans
     await record_scan_location(
         session,
         click_id=click_id,
         data=body,
         now=utcnow(),
-        recent=request.app.state.scans.recent_clicks,
+        recent=scans.recent_clicks,
+        vouched=scans.click_tokens.verify("location", token, click_id=click_id),
     )
     return Response(status_code=204)

@@ -14,6 +14,7 @@ webhook" only costs a statement that inserts nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -55,6 +56,20 @@ class HookedOrganizations:
         ).fetchall()
         self.scans = frozenset(org for org, scans, _ in rows if scans)
         self.conversions = frozenset(org for org, _, conversions in rows if conversions)
+
+    def to_disk(self) -> list[Any]:
+        """For the side snapshot: rows ``[organization_id, scans, conversions]``."""
+        return [
+            [oid, oid in self.scans, oid in self.conversions]
+            for oid in sorted(self.scans | self.conversions)
+        ]
+
+    def from_disk(self, rows: list[Any]) -> None:
+        """Replace the sets with rows of :meth:`to_disk`. Raises ``ValueError`` or
+        ``TypeError`` for rows not of that form."""
+        parsed = [(int(oid), bool(scans), bool(conversions)) for oid, scans, conversions in rows]
+        self.scans = frozenset(oid for oid, scans, _ in parsed if scans)
+        self.conversions = frozenset(oid for oid, _, conversions in parsed if conversions)
 
     async def reload(self, conn: psycopg.AsyncConnection[TupleRow], ids: Iterable[int]) -> None:
         """After a change to the webhooks ``ids``: re-read them all (a deleted webhook

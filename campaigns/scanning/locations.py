@@ -9,8 +9,9 @@ reconcile of the tag cache re-reads everything here too (locations are few: a th
 stores cost a few milliseconds to index).
 
 Only locations with an area (a ``geofence`` polygon or a ``radius_m`` circle) are kept:
-a scan is matched to a store by the area covering its position. While the database is
-away at start the cache is empty and scans keep their tag's location.
+a scan is matched to a store by the area covering its position. The rows are also
+written to the side snapshot (:mod:`campaigns.scanning.side_snapshot`), so a process
+started while the database is away still matches stores.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class LocationCache:
         # location id -> organization id, to find whose areas to rebuild when a location
         # is deleted (its row is gone when the notification is read).
         self._owner: dict[int, int] = {}
+        # location id -> its row (``_AREA_COLUMNS`` order), for the side snapshot.
+        self._rows: dict[int, tuple[Any, ...]] = {}
         #: True once loaded from the database.
         self.loaded = False
 
@@ -70,6 +73,7 @@ class LocationCache:
             by_org.setdefault(row[1], []).append(row)
         self._fences = {org: _fences(org_rows) for org, org_rows in by_org.items()}
         self._owner = {row[0]: row[1] for row in rows}
+        self._rows = {row[0]: tuple(row) for row in rows}
         self.loaded = True
 
     async def reload(self, conn: psycopg.AsyncConnection[TupleRow], ids: Iterable[int]) -> None:
@@ -97,11 +101,47 @@ class LocationCache:
         for org, org_rows in by_org.items():
             for lid in [lid for lid, owner in self._owner.items() if owner == org]:
                 del self._owner[lid]
+                self._rows.pop(lid, None)
             self._owner.update((row[0], org) for row in org_rows)
+            self._rows.update((row[0], tuple(row)) for row in org_rows)
             if org_rows:
                 self._fences[org] = _fences(org_rows)
             else:
                 self._fences.pop(org, None)
+
+    def to_disk(self) -> list[Any]:
+        """Every row as JSON-able ``[id, organization_id, lon, lat, geofence WKB hex or
+        null, radius_m]``, for the side snapshot."""
+        return [
+            [lid, org, lon, lat, bytes(wkb).hex() if wkb is not None else None, radius]
+            for lid, org, lon, lat, wkb, radius in self._rows.values()
+        ]
+
+    def from_disk(self, rows: list[Any]) -> None:
+        """Replace the cache with rows of :meth:`to_disk` (a start while the database is
+        away). Raises ``ValueError``/``TypeError`` for rows not of that form (the cache is
+        then unchanged)."""
+        parsed = [
+            (
+                int(lid),
+                int(org),
+                float(lon),
+                float(lat),
+                bytes.fromhex(wkb) if wkb else None,
+                radius,
+            )
+            for lid, org, lon, lat, wkb, radius in rows
+        ]
+        by_org: dict[int, list[tuple[Any, ...]]] = {}
+        for row in parsed:
+            by_org.setdefault(row[1], []).append(row)
+        try:
+            fences = {org: _fences(org_rows) for org, org_rows in by_org.items()}
+        except shapely.errors.ShapelyError as exc:
+            raise ValueError(f"bad geofence in the side snapshot: {exc}") from exc
+        self._fences = fences
+        self._owner = {row[0]: row[1] for row in parsed}
+        self._rows = {row[0]: row for row in parsed}
 
 
 def _fences(rows: list[tuple[Any, ...]]) -> Geofences:

@@ -17,7 +17,9 @@ random.
 
 One :class:`RuleCache` per server process: loaded at start, kept fresh by
 ``LISTEN passerelle_cache`` (``redirect_rules:<ids>``; a change reaches every process
-within the notification's 50 ms window) and reloaded in full by the periodic reconcile.
+within the notification's 50 ms window) and reloaded in full by the periodic reconcile;
+its rows are written to the side snapshot (:mod:`campaigns.scanning.side_snapshot`), so a
+process started while the database is away still applies them.
 """
 
 from __future__ import annotations
@@ -169,6 +171,8 @@ class RuleCache:
     def __init__(self) -> None:
         self._by_campaign: dict[int, tuple[Rule, ...]] = {}
         self._campaign_of: dict[int, int] = {}
+        # rule id -> its row (``_RULE_COLUMNS`` order), for the side snapshot.
+        self._rows: dict[int, tuple[Any, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._campaign_of)
@@ -191,6 +195,7 @@ class RuleCache:
         rules = [Rule.from_row(row) for row in rows]
         self._by_campaign = self._index(rules)
         self._campaign_of = {rule.id: rule.campaign_id for rule in rules}
+        self._rows = {row[0]: tuple(row) for row in rows}
 
     async def reload(self, conn: psycopg.AsyncConnection[TupleRow], ids: Iterable[int]) -> None:
         """Re-read the campaigns owning the rules ``ids`` (now or before: a deleted rule's
@@ -215,8 +220,25 @@ class RuleCache:
         for cid in campaigns:
             for rid in [rid for rid, owner in self._campaign_of.items() if owner == cid]:
                 del self._campaign_of[rid]
+                self._rows.pop(rid, None)
             if cid in fresh:
                 self._by_campaign[cid] = fresh[cid]
             else:
                 self._by_campaign.pop(cid, None)
         self._campaign_of.update((rule.id, rule.campaign_id) for rule in rules)
+        self._rows.update((row[0], tuple(row)) for row in rows)
+
+    def to_disk(self) -> list[Any]:
+        """Every rule row as JSON-able ``[id, campaign_id, priority, conditions,
+        destination_url, split]``, for the side snapshot."""
+        return [list(row) for row in self._rows.values()]
+
+    def from_disk(self, rows: list[Any]) -> None:
+        """Replace every rule with rows of :meth:`to_disk` (a start while the database
+        is away). Raises ``ValueError``/``TypeError``/``KeyError`` for rows not of that
+        form (the cache is then unchanged)."""
+        parsed = [tuple(row) for row in rows]
+        rules = [Rule.from_row(row) for row in parsed]
+        self._by_campaign = self._index(rules)
+        self._campaign_of = {rule.id: rule.campaign_id for rule in rules}
+        self._rows = {row[0]: row for row in parsed}

@@ -3,10 +3,13 @@
 :class:`CacheRuntime` loads the tag cache (from the database, else from the snapshot
 and the cache journal), keeps it fresh (LISTEN/NOTIFY re-reads, periodic reconcile and
 prune), writes the snapshot and the journal, and keeps the visitor salts created ahead
-and cached, and keeps the stores' geofences (:mod:`~campaigns.scanning.locations`) and
-the redirect rules (:mod:`~campaigns.scanning.rules`) and the organizations having
-webhooks (:mod:`~campaigns.scanning.hooked`) fresh on the same notifications.
-All of it runs in background tasks; nothing here is on a request's path.
+and cached, and keeps the stores' geofences (:mod:`~campaigns.scanning.locations`),
+the redirect rules (:mod:`~campaigns.scanning.rules`), the visitor-cookie settings
+(:mod:`~campaigns.scanning.organizations`) and the organizations having webhooks
+(:mod:`~campaigns.scanning.hooked`) fresh on the same notifications, written to
+the side snapshot (:mod:`~campaigns.scanning.side_snapshot`) within a second of a change
+and loaded from it when the database is down at start. All of it runs in background
+tasks; nothing here is on a request's path.
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ from campaigns.scanning.cache import NOTIFY_CHANNEL, TagCache
 from campaigns.scanning.hooked import HookedOrganizations
 from campaigns.scanning.journal import FLUSH_INTERVAL_S, CacheJournal, replay
 from campaigns.scanning.locations import LocationCache
+from campaigns.scanning.organizations import CookieSettings
 from campaigns.scanning.rules import RuleCache
+from campaigns.scanning.side_snapshot import (
+    SIDE_SNAPSHOT_FILE,
+    SideCache,
+    load_side_snapshot,
+    save_side_snapshot,
+)
 from campaigns.scanning.visitors import VisitorIds
 
 log = logging.getLogger(__name__)
@@ -53,6 +63,7 @@ class CacheRuntime:
         locations: LocationCache | None = None,
         rules: RuleCache | None = None,
         hooked: HookedOrganizations | None = None,
+        cookies: CookieSettings | None = None,
         reconcile_interval_s: float = 30.0,
     ) -> None:
         self._conninfo = conninfo
@@ -61,12 +72,22 @@ class CacheRuntime:
         self.locations = LocationCache() if locations is None else locations
         self.rules = RuleCache() if rules is None else rules
         self.hooked = HookedOrganizations() if hooked is None else hooked
-        #: Notification table -> the cache re-reading its rows (whole caches, no journal).
-        self._side_caches: dict[str, LocationCache | RuleCache | HookedOrganizations] = {
+        self.cookies = CookieSettings() if cookies is None else cookies
+        #: Notification table -> the cache re-reading its rows (whole caches, no journal:
+        #: the side snapshot holds all of them).
+        self._side_caches: dict[
+            str, LocationCache | RuleCache | CookieSettings | HookedOrganizations
+        ] = {
             "locations": self.locations,
             "redirect_rules": self.rules,
+            "organizations": self.cookies,
             "webhooks": self.hooked,
         }
+        self.side_snapshot_path = data_dir / SIDE_SNAPSHOT_FILE
+        #: True when a side cache changed since the side snapshot was last written.
+        self._side_due = False
+        #: True once the side caches came from the side snapshot (database down at start).
+        self.side_loaded_from_snapshot = False
         self.snapshot_path = data_dir / SNAPSHOT_FILE
         self.journal = CacheJournal(data_dir / JOURNAL_DIR)
         self._reconcile_interval_s = reconcile_interval_s
@@ -95,6 +116,7 @@ class CacheRuntime:
                 await self.visitors.refresh(conn)
                 for side in self._side_caches.values():
                     await side.load_all(conn)
+                self._side_due = True
         except (psycopg.Error, OSError) as exc:
             await asyncio.to_thread(self._load_local)
             log.warning(
@@ -127,18 +149,40 @@ class CacheRuntime:
                 await task
         await self._close_reader()
         await self._flush_journal()
+        await self.save_side_snapshot()
         await asyncio.to_thread(self.journal.close)
 
     def _load_local(self) -> None:
+        tables = load_side_snapshot(self.side_snapshot_path, self._side_disk())
+        self.side_loaded_from_snapshot = bool(tables)
+        if tables:
+            log.info("side snapshot: %s loaded", ", ".join(tables))
         if self.cache.load_snapshot(self.snapshot_path):
             applied = replay(
                 self.journal.directory, self.cache, since=self.cache.snapshot_synced_at
             )
             log.info("cache journal: %d entries applied over the snapshot", applied)
 
+    def _side_disk(self) -> dict[str, SideCache]:
+        return dict(self._side_caches)
+
+    async def save_side_snapshot(self) -> None:
+        """Write the side snapshot (in a thread) when a side cache changed since the
+        last write. A failure is logged and retried at the next flush; never raises."""
+        if not self._side_due:
+            return
+        self._side_due = False
+        try:
+            await asyncio.to_thread(save_side_snapshot, self.side_snapshot_path, self._side_disk())
+        except OSError as exc:
+            self._side_due = True
+            log.error("side snapshot not written to %s: %s", self.side_snapshot_path, exc)
+
     async def save_snapshot(self) -> None:
-        """Rotate the journal, write the snapshot (in a thread), compact the journal.
-        A failure is logged and kept in :attr:`snapshot_status`; it never raises."""
+        """Rotate the journal, write the snapshot (in a thread), compact the journal;
+        write the side snapshot when due. A failure is logged and kept in
+        :attr:`snapshot_status`; it never raises."""
+        await self.save_side_snapshot()
         synced_at = self.cache.synced_at
         try:
             await asyncio.to_thread(self.journal.rotate)
@@ -162,15 +206,20 @@ class CacheRuntime:
         campaign_ids: Iterable[int] = (),
         rule_ids: Iterable[int] = (),
         webhook_ids: Iterable[int] = (),
+        organization_ids: Iterable[int] = (),
     ) -> None:
         """Re-read rows this process just changed (read-your-writes before the NOTIFY)."""
-        for table, ids in (("redirect_rules", set(rule_ids)), ("webhooks", set(webhook_ids))):
-            if not ids:
-                continue
-            try:
-                await self._reread_side(table, ids)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("%s reload failed (the listener will catch up): %s", table, exc)
+        for table, ids in (
+            ("redirect_rules", rule_ids),
+            ("organizations", organization_ids),
+            ("webhooks", webhook_ids),
+        ):
+            wanted = set(ids)
+            if wanted:
+                try:
+                    await self._reread_side(table, wanted)
+                except (psycopg.Error, OSError) as exc:
+                    log.warning("%s reload failed (the listener will catch up): %s", table, exc)
         tag_ids, campaign_ids = list(tag_ids), list(campaign_ids)
         if not tag_ids and not campaign_ids:
             return
@@ -217,6 +266,7 @@ class CacheRuntime:
                     await side.load_all(self._reader)
                 else:
                     await side.reload(self._reader, ids)
+                self._side_due = True
             except (psycopg.Error, OSError):
                 await self._close_reader()
                 raise
@@ -307,6 +357,7 @@ class CacheRuntime:
                     await self.visitors.refresh(conn)
                     for side in self._side_caches.values():
                         await side.load_all(conn)
+                    self._side_due = True
             except (psycopg.Error, OSError) as exc:
                 log.info("reconcile skipped: %s", exc)
                 continue
@@ -319,6 +370,7 @@ class CacheRuntime:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             await self._flush_journal()
+            await self.save_side_snapshot()
             if self._snapshot_due and self.cache.loaded_from_db:
                 await self.save_snapshot()
 

@@ -15,10 +15,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from campaigns.scanning.cache import TagCache
+from campaigns.scanning.click_tokens import ClickTokens
+from campaigns.scanning.cookies import CookieHeaders
 from campaigns.scanning.device import parse_device
 from campaigns.scanning.hooked import HookedOrganizations
 from campaigns.scanning.links import build_destination, new_click_id, scan_utm
 from campaigns.scanning.locations import LocationCache
+from campaigns.scanning.organizations import CookieSettings
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.recent import RecentClick, RecentClicks
 from campaigns.scanning.record import ScanRecord
@@ -40,7 +43,8 @@ class ScanService:
     """Per-process scan runtime. ``conninfo`` is a libpq URL; ``data_dir`` holds the spool
     (``spool/``), the tag snapshot and journal, and the cached visitor salts;
     ``limiter`` flags scans past the per-client rate as ``burst`` (None: never);
-    ``geoip`` geolocates client addresses (None: no IP geolocation)."""
+    ``geoip`` geolocates client addresses (None: no IP geolocation); ``secure_cookies``
+    marks the visitor cookie ``Secure`` (the base URL is https)."""
 
     def __init__(
         self,
@@ -54,12 +58,19 @@ class ScanService:
         max_delay_s: float = 0.002,
         reconcile_interval_s: float = 30.0,
         writer_options: WriterOptions | None = None,
+        secure_cookies: bool = False,
     ) -> None:
         self.cache = TagCache(secret_key=secret_key)
         self.locations = LocationCache()
         self.rules = RuleCache()
         #: Organizations with webhooks: the writer skips the outbox for the others.
         self.hooked = HookedOrganizations()
+        #: The organizations' visitor-cookie settings (those with the cookie on).
+        self.cookies = CookieSettings()
+        #: ``Set-Cookie`` values of the visitor cookie and of a refusal.
+        self.cookie_headers = CookieHeaders(secure=secure_cookies)
+        #: Tokens the consent page's requests carry (beacon, cookie answer).
+        self.click_tokens = ClickTokens(secret_key)
         self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=secret_key)
         self.runtime = CacheRuntime(
             conninfo=conninfo,
@@ -69,6 +80,7 @@ class ScanService:
             locations=self.locations,
             rules=self.rules,
             hooked=self.hooked,
+            cookies=self.cookies,
             reconcile_interval_s=reconcile_interval_s,
         )
         self.writer = ScanWriter(
@@ -90,6 +102,7 @@ class ScanService:
                 geoip=geoip,
                 locations=self.locations,
                 rules=self.rules,
+                cookies=self.cookies,
             )
         )
 
@@ -128,10 +141,15 @@ class ScanService:
         campaign_ids: Iterable[int] = (),
         rule_ids: Iterable[int] = (),
         webhook_ids: Iterable[int] = (),
+        organization_ids: Iterable[int] = (),
     ) -> None:
         """Re-read rows this process just changed (read-your-writes before the NOTIFY)."""
         await self.runtime.reload(
-            tag_ids=tag_ids, campaign_ids=campaign_ids, rule_ids=rule_ids, webhook_ids=webhook_ids
+            tag_ids=tag_ids,
+            campaign_ids=campaign_ids,
+            rule_ids=rule_ids,
+            webhook_ids=webhook_ids,
+            organization_ids=organization_ids,
         )
 
     # -- the hot path -------------------------------------------------------------------
@@ -147,9 +165,13 @@ class ScanService:
         channel = request.channel or ("qr" if tag.kind == "qr" else "nfc")
         return run_steps(self.steps, ScanDraft(request, resolution, channel))
 
-    async def record(self, request: ScanRequest, resolution: Resolution) -> tuple[str, ScanRecord]:
+    async def record(
+        self, request: ScanRequest, resolution: Resolution
+    ) -> tuple[str, ScanRecord, str | None]:
         """Build the scan, record it durably; return the URL to redirect to (with UTM
-        parameters and the click id) and the record as stored (an NFC tap's
+        parameters and the click id), the visitor cookie's action (``set``: answer with
+        :meth:`CookieHeaders.visitor` of the record's ``cookie_id``; ``ask``: the consent
+        page asks first; None: nothing) and the record as stored (an NFC tap's
         ``nfc_verification`` decided by the writer's commit, or None when it was
         spooled: see :func:`~campaigns.scanning.nfc.is_blocked`). Raises what
         :meth:`ScanWriter.submit` raises when neither the database nor the spool took
@@ -185,6 +207,7 @@ class ScanService:
             is_bot=draft.is_bot,
             ip_truncated=request.client.truncated,
             visitor_id=draft.visitor_id,
+            cookie_id=draft.cookie_id,
             bot_reason=draft.bot_reason,
             burst=draft.burst,
             nfc_counter=draft.nfc_counter,
@@ -209,7 +232,7 @@ class ScanService:
             self.recent_clicks.add(
                 click_id, RecentClick(campaign.organization_id, request.received_at)
             )
-        return url, stored
+        return url, stored, draft.cookie_action
 
     @staticmethod
     def asks_location(record: ScanRecord, resolution: Resolution) -> bool:

@@ -11,7 +11,10 @@ Definitions (the public contract of ``GET /v1/campaigns/{id}/attribution``):
   - *Human*: ``is_bot`` false and no flagged NFC tap (verification null or ``valid``).
   - *Same visitor*: scans carrying the click scan's ``cookie_id`` when it has one; else
     scans with its ``visitor_id`` on the same UTC day (visitor ids are salted per day, so
-    they cannot match across days); else the click scan alone.
+    they cannot match across days); else the click scan alone. A scan's cookie is its
+    ``cookie_id``, or, for the scan whose consent page the visitor answered "yes"
+    (``visitor_cookie_consent = ask``: stored before the answer, without a cookie), the
+    cookie then set, read from ``visitor_cookie_consents`` (scans stay append-only).
   - The click scan is always in the journey, even older than the lookback or flagged as a
     bot or a burst (the conversion proves the click), unless it is an invalid NFC tap:
     then, as when the click id names no scan of the organization, the conversion has no
@@ -120,14 +123,22 @@ def _journeys_sql() -> str:
     {_CONVERSIONS_CTE},
     click AS (
         SELECT conv.id AS conversion_id, conv.occurred_at, s.id AS scan_id, s.campaign_id,
-               s.tag_id, s.scanned_at, s.cookie_id, s.visitor_id
+               s.tag_id, s.scanned_at, coalesce(s.cookie_id, vc.cookie_id) AS cookie_id,
+               s.visitor_id
         FROM conv
         JOIN s_all s ON s.click_id = conv.click_id AND s.organization_id = :org
+        LEFT JOIN visitor_cookie_consents vc ON vc.click_id = s.click_id
         WHERE s.nfc_verification IS DISTINCT FROM 'invalid'
     ),
     journey AS (
         SELECT k.conversion_id, s.id AS scan_id, s.campaign_id, s.tag_id, s.scanned_at
         FROM click k JOIN s_all s ON s.cookie_id = k.cookie_id
+        WHERE k.cookie_id IS NOT NULL AND {_EARLIER}
+        UNION ALL
+        SELECT k.conversion_id, s.id, s.campaign_id, s.tag_id, s.scanned_at
+        FROM click k
+        JOIN visitor_cookie_consents vc ON vc.cookie_id = k.cookie_id
+        JOIN s_all s ON s.click_id = vc.click_id
         WHERE k.cookie_id IS NOT NULL AND {_EARLIER}
         UNION ALL
         SELECT k.conversion_id, s.id, s.campaign_id, s.tag_id, s.scanned_at

@@ -8,7 +8,11 @@ Rules: at most one position per click id (the second is a 409
 ``location_already_recorded``); only within :data:`~campaigns.scanning.recent.LOCATION_WINDOW`
 (10 minutes) of the scan (410 ``location_window_closed``); the click id must be a scan's
 (404 ``click_not_found``): one this process issued recently (it may still be in the
-local spool), else one in ``scans``.
+local spool), else one in ``scans``, else one vouched for by the signed click token the
+consent page carries (:mod:`campaigns.scanning.click_tokens`): a scan this service
+issued but that is not stored yet (another process's spool or group commit). Its
+position is stored all the same, keyed by click id, and the ``scan_positions`` view
+joins it to the scan once the scan is stored.
 """
 
 from __future__ import annotations
@@ -34,10 +38,15 @@ def _not_found() -> NotFound:
 
 
 async def find_click(
-    session: AsyncSession, *, click_id: str, recent: RecentClicks | None
+    session: AsyncSession,
+    *,
+    click_id: str,
+    recent: RecentClicks | None,
+    vouched: RecentClick | None = None,
 ) -> RecentClick:
-    """The scan of ``click_id``: from ``recent`` (this process's), else the database.
-    Raises :class:`NotFound` ``click_not_found``."""
+    """The scan of ``click_id``: from ``recent`` (this process's), else the database,
+    else ``vouched`` (what a valid click token says of it). Raises :class:`NotFound`
+    ``click_not_found``."""
     found = recent.get(click_id) if recent is not None else None
     if found is not None:
         return found
@@ -48,9 +57,11 @@ async def find_click(
             select(Scan.organization_id, Scan.scanned_at).where(Scan.click_id == click_id)
         )
     ).first()
-    if row is None:
-        raise _not_found()
-    return RecentClick(row[0], row[1])
+    if row is not None:
+        return RecentClick(row[0], row[1])
+    if vouched is not None:
+        return vouched
+    raise _not_found()
 
 
 async def record_scan_location(
@@ -60,12 +71,14 @@ async def record_scan_location(
     data: ScanLocationCreate,
     now: dt.datetime,
     recent: RecentClicks | None = None,
+    vouched: RecentClick | None = None,
 ) -> None:
     """Store the consented position ``data`` (WGS 84 degrees, accuracy in metres) of the
     scan ``click_id`` at time ``now`` (aware). Raises :class:`NotFound`
     ``click_not_found``, :class:`Gone` ``location_window_closed``, :class:`Conflict`
-    ``location_already_recorded``."""
-    click = await find_click(session, click_id=click_id, recent=recent)
+    ``location_already_recorded``. ``vouched``: the scan's organization and time from a
+    valid click token, used when neither ``recent`` nor the database knows the click."""
+    click = await find_click(session, click_id=click_id, recent=recent, vouched=vouched)
     if now - click.scanned_at > LOCATION_WINDOW:
         raise Gone(
             "A precise location is accepted within 10 minutes of the scan",

@@ -74,6 +74,7 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
         ("patch", "/v1/rules/{rule_id}"): "rules_update",
         ("delete", "/v1/rules/{rule_id}"): "rules_delete",
         ("post", "/s/{click_id}/location"): "short_links_record_location",
+        ("post", "/s/{click_id}/consent"): "short_links_record_cookie_answer",
         ("post", "/v1/campaigns"): "campaigns_create",
         ("get", "/v1/campaigns"): "campaigns_list",
         ("get", "/v1/campaigns/{campaign_id}"): "campaigns_get",

@@ -48,6 +48,16 @@ async def stored_click_ids(engine: AsyncEngine) -> list[str]:
         return list((await conn.execute(text("SELECT click_id FROM scans ORDER BY id"))).scalars())
 
 
+async def org_of_click(engine: AsyncEngine, click_id: str) -> int:
+    async with engine.connect() as conn:
+        org_id: int = (
+            await conn.execute(
+                text("SELECT organization_id FROM scans WHERE click_id = :c"), {"c": click_id}
+            )
+        ).scalar_one()
+    return org_id
+
+
 async def test_the_consent_page_is_self_contained_and_strict(
     client: httpx.AsyncClient, org: Org, engine: AsyncEngine
 ) -> None:
@@ -79,7 +89,11 @@ async def test_the_consent_page_is_self_contained_and_strict(
     url = httpx.URL(html_unescape(destination))
     assert (url.host, url.path, url.params["pcid"]) == ("shop.example.com", "/summer", click_id)
     assert url.params["utm_medium"] == "qr"
-    assert f'"/s/{click_id}/location"' in html
+    # The beacon carries the scan's signed click token (it vouches for a scan not stored
+    # yet, e.g. in another process's spool).
+    beacon = re.search(rf'"(/s/{click_id}/location\?t=([0-9]+\.[0-9]+\.[A-Za-z0-9_-]+))"', html)
+    assert beacon is not None
+    assert beacon[2].split(".")[0] == str(await org_of_click(engine, click_id))
     assert f'<noscript><meta http-equiv="refresh" content="0;url={destination}"></noscript>' in html
     assert "setTimeout(go, 4000)" in html
     assert "navigator.geolocation.getCurrentPosition" in html
@@ -298,4 +312,50 @@ async def test_the_beacon_is_limited_per_address(
         assert response.status_code == 429
         assert response.json()["code"] == "rate_limited"
         assert int(response.headers["retry-after"]) >= 1
+    assert await table_snapshot(engine, "scan_locations") == {"scan_locations": []}
+
+
+async def test_a_signed_click_id_of_a_scan_not_stored_yet_is_accepted_and_joined_later(
+    app: FastAPI, client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    # The scan is in another process's spool: neither this process's memory nor the
+    # database knows it, but the page's beacon URL carries its signed click token.
+    pending = new_click_id()
+    scanned_at = utcnow() - dt.timedelta(seconds=5)
+    token = app.state.scans.click_tokens.sign(
+        "location", click_id=pending, organization_id=org.id, scanned_at=scanned_at
+    )
+    response = await client.post(f"/s/{pending}/location?t={token}", json=FIX)
+    assert response.status_code == 204, response.text
+    await insert_scan(engine, org, pending, scanned_at)  # the spool is replayed
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT geo_source, accuracy_m FROM scan_positions WHERE click_id = :c"),
+                {"c": pending},
+            )
+        ).one()
+    assert tuple(row) == ("gps", 12.5)
+
+
+@pytest.mark.parametrize("case", ["forged", "other_click", "other_purpose", "too_old"])
+async def test_a_bad_click_token_vouches_for_nothing(
+    app: FastAPI, client: httpx.AsyncClient, org: Org, engine: AsyncEngine, case: str
+) -> None:
+    tokens = app.state.scans.click_tokens
+    pending = new_click_id()
+    at = utcnow() - (
+        LOCATION_WINDOW + dt.timedelta(seconds=1) if case == "too_old" else dt.timedelta(0)
+    )
+    token = tokens.sign(
+        "consent" if case == "other_purpose" else "location",
+        click_id=new_click_id() if case == "other_click" else pending,
+        organization_id=org.id,
+        scanned_at=at,
+    )
+    if case == "forged":
+        token = f"{org.id + 1}." + token.split(".", 1)[1]
+    response = await client.post(f"/s/{pending}/location?t={token}", json=FIX)
+    expected = (410, "location_window_closed") if case == "too_old" else (404, "click_not_found")
+    assert (response.status_code, response.json()["code"]) == expected
     assert await table_snapshot(engine, "scan_locations") == {"scan_locations": []}

@@ -187,3 +187,61 @@ async def test_split_names_default_to_letters_and_are_stored_as_the_variant(
     refused = await client.post(url, json=duplicate, headers=org.headers)
     assert refused.status_code == 422
     assert refused.json()["code"] == "validation_error"
+
+
+async def test_the_issue_example_round_trips_field_by_field(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    # The body of issue 7 ("Geo-targeted redirects"), every condition given, then the
+    # split form with arms named, unnamed (A, B by position) and mixed.
+    campaign = await make_campaign(client, org)
+    store = await client.post(
+        "/v1/locations",
+        json={"name": "Rivoli", "point": {"type": "Point", "coordinates": [2.34, 48.86]}},
+        headers=org.headers,
+    )
+    when = {
+        "countries": ["FR"],
+        "location_ids": [store.json()["id"]],
+        "os": ["iOS"],
+        "device_types": ["mobile"],
+        "languages": ["fr"],
+    }
+    url = f"/v1/campaigns/{campaign['id']}/rules"
+    body = {"priority": 10, "when": when, "destination_url": "https://shop.example.com/fr"}
+    created = await client.post(url, json=body, headers=org.headers)
+    assert created.status_code == 201, created.text
+    rule = created.json()
+    assert set(rule) == {
+        "id",
+        "campaign_id",
+        "priority",
+        "when",
+        "destination_url",
+        "split",
+        "created_at",
+        "updated_at",
+    }
+    assert (rule["priority"], rule["when"], rule["destination_url"], rule["split"]) == (
+        10,
+        when,
+        "https://shop.example.com/fr",
+        None,
+    )
+    arms = [
+        {"weight": 70, "destination_url": "https://shop.example.com/a"},
+        {"weight": 20, "destination_url": "https://shop.example.com/b"},
+        {"name": "control", "weight": 10, "destination_url": "https://shop.example.com/c"},
+    ]
+    split = await client.post(url, json={"priority": 20, "split": arms}, headers=org.headers)
+    assert split.status_code == 201, split.text
+    assert split.json()["split"] == [
+        {"name": "A", "weight": 70, "destination_url": "https://shop.example.com/a"},
+        {"name": "B", "weight": 20, "destination_url": "https://shop.example.com/b"},
+        {"name": "control", "weight": 10, "destination_url": "https://shop.example.com/c"},
+    ]
+    assert split.json()["destination_url"] is None
+    patched = await client.patch(
+        f"/v1/rules/{split.json()['id']}", json={"split": arms[:2]}, headers=org.headers
+    )
+    assert [arm["name"] for arm in patched.json()["split"]] == ["A", "B"]

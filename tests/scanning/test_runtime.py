@@ -81,7 +81,7 @@ async def record(service: ScanService, code: str) -> str:
     request = scan_request(code)
     resolution = service.resolve(request)
     assert resolution is not None, f"{code} unknown to this process"
-    _, scan = await service.record(request, resolution)
+    _, scan, _ = await service.record(request, resolution)
     return scan.click_id
 
 
@@ -304,3 +304,104 @@ async def test_journal_is_not_on_the_request_path(
             break
         await asyncio.sleep(0.05)
     assert written and running.runtime.journal.pending == 0
+
+
+async def test_a_cold_start_applies_redirect_rules_store_matching_and_cookie_settings(
+    client: httpx.AsyncClient, org: Org, services: Any, data_dir: Path
+) -> None:
+    louvre = {"type": "Point", "coordinates": [2.3376, 48.8606]}
+    store = await client.post(
+        "/v1/locations",
+        json={"name": "Louvre", "point": louvre, "radius_m": 500},
+        headers=org.headers,
+    )
+    assert store.status_code == 201, store.text
+    store_id = store.json()["id"]
+    campaign = await make_campaign(client, org)
+    rule = await client.post(
+        f"/v1/campaigns/{campaign['id']}/rules",
+        json={
+            "priority": 1,
+            "when": {"location_ids": [store_id]},
+            "destination_url": "https://shop.example.com/louvre",
+        },
+        headers=org.headers,
+    )
+    assert rule.status_code == 201, rule.text
+    # Placed near the store, in no store: only the store's area matches it.
+    tag = await make_tag(
+        client,
+        org,
+        campaign["id"],
+        placement={"type": "Point", "coordinates": [2.3380, 48.8608]},
+    )
+    assert tag["location_id"] is None
+    patched = await client.patch(
+        "/v1/organization", json={"visitor_cookie": True}, headers=org.headers
+    )
+    assert patched.status_code == 200
+    running = await services()  # writes the snapshot and the side snapshot
+    assert running.runtime.side_snapshot_path.exists()
+
+    cold = await services(up=False)
+    assert cold.cache.loaded_from_snapshot and not cold.cache.loaded_from_db
+    assert cold.runtime.side_loaded_from_snapshot
+    request = scan_request(tag["code"])
+    resolution = cold.resolve(request)
+    assert resolution is not None
+    draft = cold.build(request, resolution)
+    assert (draft.location_id, draft.destination, draft.rule_id) == (
+        store_id,
+        "https://shop.example.com/louvre",
+        rule.json()["id"],
+    )
+    assert draft.cookie_action == "set" and draft.cookie_id is not None
+
+
+async def test_the_side_snapshot_follows_changes_within_a_flush(
+    client: httpx.AsyncClient, org: Org, services: Any, data_dir: Path
+) -> None:
+    campaign = await make_campaign(client, org)
+    running = await services()
+    path = running.runtime.side_snapshot_path
+    response = await client.post(
+        f"/v1/campaigns/{campaign['id']}/rules",
+        json={
+            "priority": 5,
+            "when": {"countries": ["FR"]},
+            "destination_url": "https://fr.example/",
+        },
+        headers=org.headers,
+    )
+    assert response.status_code == 201
+    for _ in range(100):  # the NOTIFY re-read, then the next journal flush
+        if path.exists() and "https://fr.example/" in path.read_text():
+            break
+        await asyncio.sleep(0.05)
+    cold = await services(up=False)
+    (rule,) = cold.rules.rules_for(campaign["id"])
+    assert (rule.id, rule.countries) == (response.json()["id"], frozenset({"FR"}))
+
+
+def test_a_broken_side_snapshot_leaves_the_caches_empty(tmp_path: Path) -> None:
+    from campaigns.scanning.locations import LocationCache
+    from campaigns.scanning.organizations import CookieSettings
+    from campaigns.scanning.rules import RuleCache
+    from campaigns.scanning.side_snapshot import load_side_snapshot
+
+    path = tmp_path / "side.snapshot.json"
+    caches: dict[str, Any] = {
+        "locations": LocationCache(),
+        "redirect_rules": RuleCache(),
+        "organizations": CookieSettings(),
+    }
+    assert load_side_snapshot(path, caches) == []  # none yet
+    path.write_text(
+        '{"format": "passerelle-side/1", "locations": [[1]], '
+        '"redirect_rules": "x", "organizations": [[7, "ask"]]}'
+    )
+    assert load_side_snapshot(path, caches) == ["organizations"]
+    assert len(caches["locations"]) == 0 and len(caches["redirect_rules"]) == 0
+    assert caches["organizations"].consent_mode(7) == "ask"
+    path.write_text("{torn")
+    assert load_side_snapshot(path, caches) == []

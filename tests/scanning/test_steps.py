@@ -212,6 +212,7 @@ def test_steps_run_in_registry_order(visitors: VisitorIds) -> None:
     assert [step.name for step in steps] == [
         "device and bot",
         "visitor",
+        "visitor cookie",
         "burst",
         "geolocation",
         "nfc verification",

@@ -15,14 +15,15 @@ Contract of a step:
 - Steps run in :func:`build_steps` order for every scan that gets a redirect; adding a
   step is one line there, and touches neither the endpoint nor the writer.
 
-Order (DESIGN §5): device and bot -> visitor -> burst -> geolocation -> NFC verification
--> rules.
+Order (DESIGN §5): device and bot -> visitor -> visitor cookie -> burst -> geolocation
+-> NFC verification -> rules.
 """
 
 from __future__ import annotations
 
 from campaigns.scanning.steps.base import ScanDraft, ScanStep, StepContext
 from campaigns.scanning.steps.burst import Burst
+from campaigns.scanning.steps.cookie import VisitorCookie
 from campaigns.scanning.steps.device import BOT_REASONS, DeviceAndBot
 from campaigns.scanning.steps.geolocation import Geolocation
 from campaigns.scanning.steps.nfc import NfcVerification
@@ -37,6 +38,7 @@ def build_steps(context: StepContext) -> list[ScanStep]:
     return [
         DeviceAndBot(),
         Visitor(context.visitors),
+        VisitorCookie(context.cookies),
         Burst(context.limiter),
         Geolocation(context.geoip, context.locations),
         NfcVerification(),

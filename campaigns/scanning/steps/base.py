@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
 from campaigns.scanning.locations import LocationCache
+from campaigns.scanning.organizations import CookieSettings
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.request import ScanRequest
 from campaigns.scanning.resolution import Resolution
@@ -24,6 +26,9 @@ class ScanDraft:
     - ``bot_reason`` [device and bot]: ``head``, ``prefetch``, ``previewer``, ``scanner``,
       ``crawler`` or ``no_user_agent``, the first that applies; None for a person;
     - ``visitor_id`` [visitor]: 16 bytes;
+    - ``cookie_id``, ``cookie_action`` [visitor cookie]: the first-party visitor id
+      (read from the request, or new), and ``set`` (answer with ``Set-Cookie``), ``ask``
+      (the consent page asks first) or None (nothing to send);
     - ``burst`` [burst]: True past the per-client rate (still a person's scan);
     - ``country``, ``region``, ``city``, ``ip_lat``, ``ip_lon``, ``ip_accuracy_m``,
       ``position_lat``, ``position_lon``, ``geo_source``, ``accuracy_m``,
@@ -43,6 +48,8 @@ class ScanDraft:
     browser: str | None = None
     bot_reason: str | None = None
     visitor_id: bytes | None = None
+    cookie_id: uuid.UUID | None = None
+    cookie_action: str | None = None
     burst: bool = False
     country: str | None = None
     region: str | None = None
@@ -72,14 +79,16 @@ class ScanDraft:
 class StepContext:
     """The per-process, in-memory state steps may read: visitor salts, the per-client
     rate limiter (None: no burst flagging), the GeoIP database (None: no IP
-    geolocation), the stores' geofences (None: scans keep their tag's location) and the
-    redirect rules (None: no rules)."""
+    geolocation), the stores' geofences (None: scans keep their tag's location), the
+    redirect rules (None: no rules) and the organizations' visitor-cookie settings
+    (None: no cookie)."""
 
     visitors: VisitorIds
     limiter: RateLimiter | None
     geoip: GeoIPReader | None = None
     locations: LocationCache | None = None
     rules: RuleCache | None = None
+    cookies: CookieSettings | None = None
 
 
 class ScanStep(Protocol):
