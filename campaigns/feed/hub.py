@@ -274,7 +274,8 @@ class FeedHub:
         (resuming from it could leave a gap). Raises ``psycopg.Error``."""
         async with self._reader_lock:
             conn = await self._reader_conn()
-            return not position.snapshot.visible(await store.last_deleted(conn))
+            # Every deleted batch is below xmin, so seen, or the cursor is too old.
+            return await store.last_deleted(conn) >= position.snapshot.xmin
 
     # -- background -----------------------------------------------------------------------
 

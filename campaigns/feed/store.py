@@ -97,19 +97,19 @@ _BATCH_OF_SQL = {
     """,
 }
 
-#: Deletes the batches older than the retention (every xid below the oldest batch kept,
-#: and below every transaction still running) and records the highest xid deleted.
+#: Deletes the batches older than the retention: every xid below the oldest one kept
+#: (through the index on xid; all of them when none is kept), and records the highest
+#: xid deleted.
 _PRUNE_SQL = """
 WITH kept AS (
     SELECT xid FROM feed_batches
     WHERE created_at >= now() - make_interval(secs => %(retention_s)s)
     ORDER BY xid LIMIT 1
 ),
-cutoff AS (
-    SELECT least((SELECT xid FROM kept), pg_snapshot_xmin(pg_current_snapshot())) AS x
-),
 gone AS (
-    DELETE FROM feed_batches WHERE xid < (SELECT x FROM cutoff) RETURNING xid
+    DELETE FROM feed_batches
+    WHERE xid < coalesce((SELECT xid FROM kept), '18446744073709551615'::xid8)
+    RETURNING xid
 )
 UPDATE feed_horizon SET last_deleted = greatest(last_deleted, (SELECT max(xid) FROM gone))
 WHERE id = 1
@@ -242,8 +242,8 @@ async def batch_of(
 
 
 async def last_deleted(conn: psycopg.AsyncConnection[Any]) -> int:
-    """The highest batch xid the retention deleted (0 before any). Raises
-    ``psycopg.Error``."""
+    """The highest batch xid the retention deleted (0 before any): a cursor whose
+    ``xmin`` is not above it may have missed deleted batches. Raises ``psycopg.Error``."""
     cur = await conn.execute("SELECT last_deleted::text FROM feed_horizon WHERE id = 1")
     row = await cur.fetchone()
     return 0 if row is None else int(row[0])
