@@ -349,13 +349,13 @@ class FeedBatch(Base):
     No foreign keys, like ``scans``: written on the hot path."""
 
     __tablename__ = "feed_batches"
-    __table_args__ = (
-        CheckConstraint("kind IN ('scan', 'conversion')", name="kind"),
-        Index("ix_feed_batches_xid", "xid"),
-    )
+    __table_args__ = (CheckConstraint("kind IN ('scan', 'conversion')", name="kind"),)
 
-    id: Mapped[int] = _pk()
-    xid: Mapped[int] = mapped_column(Xid8, server_default=func.pg_current_xact_id())
+    # The primary key leads with xid: one index for uniqueness and the range reads.
+    xid: Mapped[int] = mapped_column(
+        Xid8, primary_key=True, server_default=func.pg_current_xact_id()
+    )
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     kind: Mapped[str] = mapped_column(Text)
     campaign_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
     click_ids: Mapped[list[str] | None] = mapped_column(ARRAY(Text))

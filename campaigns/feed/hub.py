@@ -12,8 +12,9 @@ notification lock until the commit is flushed, serializing every process's commi
 the writer's transaction only inserts its batch row, and after the commit the writer
 calls :meth:`FeedHub.committed`: this process polls at once, and the hub sends
 ``pg_notify('passerelle_feed', '')`` on its own connection (``synchronous_commit`` off,
-so that lock is held for microseconds, never across a writer's flush), at most one at a
-time and so at most one per committed batch. A lost notification costs at most
+so that lock is held for microseconds, never across a writer's flush), at most one per
+committed batch and one per :data:`NOTIFY_INTERVAL_S` (50 ms): under load one
+notification covers many batches. A lost notification costs at most
 ``poll_interval_s``.
 
 Slow clients: each listener has a bounded queue (``queue_max`` events). The hub never
@@ -39,6 +40,9 @@ from campaigns.feed.cursor import Position, Snapshot, advance, event_id
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "passerelle_feed"
+#: Least time between two notifications of one process, seconds: the latency it adds to
+#: other processes' streams, against one notification transaction per batch under load.
+NOTIFY_INTERVAL_S = 0.05
 #: Events per page of a resume's replay.
 REPLAY_PAGE = 1000
 
@@ -363,7 +367,8 @@ class FeedHub:
             backoff = min(backoff * 2, 5.0)
 
     async def _notify_loop(self) -> None:
-        """At most one notification in flight; commits meanwhile share the next one."""
+        """At most one notification every ``NOTIFY_INTERVAL_S``: the commits meanwhile
+        share the next one (under load, one notification covers many batches)."""
         while True:
             await self._notify_wanted.wait()
             self._notify_wanted.clear()
@@ -376,6 +381,7 @@ class FeedHub:
                 log.info("live feed notification not sent: %s", exc)
                 await self._close_reader()
                 await asyncio.sleep(1.0)
+            await asyncio.sleep(NOTIFY_INTERVAL_S)
 
     async def _reader_conn(self) -> psycopg.AsyncConnection[Any]:
         if self._reader is None or self._reader.closed:

@@ -7,7 +7,7 @@ credited to a campaign (``campaigns.crediting``). Nothing here sends ``NOTIFY``:
 ``NOTIFY`` takes a cluster-wide lock held until the commit is flushed, which would
 serialize the group commits of every process, so the process that committed tells the
 others afterwards (:class:`campaigns.feed.hub.FeedHub`). Readers find batches by
-snapshot (:mod:`campaigns.feed.cursor`) through the index on ``xid``.
+snapshot (:mod:`campaigns.feed.cursor`) through the primary key ``(xid, id)``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from campaigns.feed.cursor import Snapshot
 #: request announces it once committed (``api.deps.get_session``).
 FEED_COMMITTED = "feed_committed"
 
-_SCAN_BATCH_SQL = "INSERT INTO feed_batches (kind, campaign_ids, click_ids) VALUES ('scan', %s, %s)"
+# The click ids go as one text parameter split by the server: dumping a 64-element text
+# array costs the writer ~1.5 µs per scan (click ids are URL-safe base64: no space).
+_SCAN_BATCH_SQL = (
+    "INSERT INTO feed_batches (kind, campaign_ids, click_ids) "
+    "VALUES ('scan', string_to_array(%s, ' ')::bigint[], string_to_array(%s, ' '))"
+)
 
 #: The events of the batches visible in ``cur`` and not in ``prev`` for the campaigns
 #: ``campaigns``, after ``(xid, kind, id) > after``, in that order; ``cur`` is either a
@@ -124,10 +129,11 @@ async def record_scans(
     conn: psycopg.AsyncConnection[Any], click_ids: Sequence[str], campaign_ids: Iterable[int]
 ) -> None:
     """Record one feed batch for scans being stored in ``conn``'s current transaction:
-    their click ids and the distinct campaigns they belong to. One statement per batch,
-    none when ``click_ids`` is empty. Raises ``psycopg.Error``."""
+    their click ids (URL-safe: no space) and the distinct campaigns they belong to. One
+    statement per batch, none when ``click_ids`` is empty. Raises ``psycopg.Error``."""
     if click_ids:
-        await conn.execute(_SCAN_BATCH_SQL, (sorted(set(campaign_ids)), list(click_ids)))
+        campaigns = " ".join(map(str, set(campaign_ids)))
+        await conn.execute(_SCAN_BATCH_SQL, (campaigns, " ".join(click_ids)))
 
 
 @dataclass(frozen=True, slots=True)

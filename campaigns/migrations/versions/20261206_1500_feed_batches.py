@@ -34,8 +34,8 @@ class Xid8(UserDefinedType[int]):
 def upgrade() -> None:
     op.create_table(
         "feed_batches",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("xid", Xid8(), server_default=sa.text("pg_current_xact_id()"), nullable=False),
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("campaign_ids", postgresql.ARRAY(sa.BigInteger()), nullable=False),
         sa.Column("click_ids", postgresql.ARRAY(sa.Text()), nullable=True),
@@ -47,9 +47,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint("kind IN ('scan', 'conversion')", name=op.f("ck_feed_batches_kind")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_feed_batches")),
+        sa.PrimaryKeyConstraint("xid", "id", name=op.f("pk_feed_batches")),
     )
-    op.create_index("ix_feed_batches_xid", "feed_batches", ["xid"])
     op.create_table(
         "feed_horizon",
         sa.Column("id", sa.SmallInteger(), nullable=False),
@@ -62,5 +61,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("feed_horizon")
-    op.drop_index("ix_feed_batches_xid", table_name="feed_batches")
     op.drop_table("feed_batches")
