@@ -16,8 +16,8 @@ from fastapi.responses import StreamingResponse
 from api.deps import ReleasedOrganizationId, SessionFactory
 from api.errors import problem_responses
 from campaigns.db import unit_of_work
-from campaigns.feed.cursor import Position, Snapshot
-from campaigns.feed.hub import FeedHub, Listener, sse_comment
+from campaigns.feed.cursor import Position
+from campaigns.feed.hub import FeedHub, Listener, Seen, sse_comment
 from campaigns.services.campaigns import get_campaign
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,15 @@ async def _stream(
         start = await listener.wait_started()
         if start is None:
             return
+        seen: Seen | None = None
         if last_event_id is not None:
             try:
-                async for chunk in _resume(hub, campaign_id, last_event_id, start):
-                    yield b"".join(chunk)
+                seen, comment = await _resume_point(hub, campaign_id, last_event_id)
+                if comment:
+                    yield sse_comment(comment)
+                if seen is not None:
+                    async for page in hub.replay(seen, campaign_id, start):
+                        yield b"".join(e.text for e in page)
             except psycopg.Error as exc:
                 # End the stream: the client reconnects with the same Last-Event-ID.
                 log.warning("live feed resume failed: %s", exc)
@@ -131,30 +136,31 @@ async def _stream(
                 if listener.dropped:
                     yield sse_comment("dropped: too slow; reconnect with Last-Event-ID")
                 return
+            if not events:  # heartbeat_s without events, queue empty
+                if hub.snapshot is not None:
+                    # Everything up to the hub's cursor has been sent: say so.
+                    yield f": heartbeat\nid: {hub.snapshot}\n\n".encode()
+                else:
+                    yield sse_comment("heartbeat")
+                continue
+            if seen is not None:
+                # The id may come from a process whose cursor was ahead of this one's.
+                events = [e for e in events if not seen(e)]
             if events:
-                yield b"".join(events)
-            elif hub.snapshot is not None:
-                # Queue empty: everything up to the hub's cursor has been sent.
-                yield f": heartbeat\nid: {hub.snapshot}\n\n".encode()
-            else:
-                yield sse_comment("heartbeat")
+                yield b"".join(e.text for e in events)
     finally:
         hub.unsubscribe(listener)
 
 
-async def _resume(
-    hub: FeedHub, campaign_id: int, last_event_id: str, start: Snapshot
-) -> AsyncIterator[list[bytes]]:
-    """The events after ``Last-Event-ID`` up to ``start`` (where the live stream
-    begins); a comment instead when the id cannot be resumed from. Raises
-    ``psycopg.Error``."""
+async def _resume_point(
+    hub: FeedHub, campaign_id: int, last_event_id: str
+) -> tuple[Seen | None, str | None]:
+    """What the client of ``Last-Event-ID`` has, or None and the comment saying why the
+    stream starts from now instead. Raises ``psycopg.Error``."""
     try:
         position = Position.parse(last_event_id)
     except ValueError:
-        yield [sse_comment("Last-Event-ID not understood; starting from now")]
-        return
+        return None, "Last-Event-ID not understood; starting from now"
     if await hub.expired(position):
-        yield [sse_comment("Last-Event-ID older than the retention; starting from now")]
-        return
-    async for chunk in hub.replay(position, campaign_id, start):
-        yield chunk
+        return None, "Last-Event-ID older than the retention; starting from now"
+    return await hub.seen_before(position, campaign_id), None

@@ -30,6 +30,7 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -45,6 +46,36 @@ NOTIFY_CHANNEL = "passerelle_feed"
 NOTIFY_INTERVAL_S = 0.05
 #: Events per page of a resume's replay.
 REPLAY_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """An event ready to send: its batch ``xid``, ``kind`` and ``id`` (to tell what a
+    resumed client already has) and its ``text/event-stream`` bytes."""
+
+    xid: int
+    kind: str
+    id: int
+    text: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What a client resuming from ``position`` already has: the batches its snapshot
+    sees, and in the batch ``partial_xid`` the events up to ``position``'s."""
+
+    position: Position
+    partial_xid: int | None
+
+    def __call__(self, event: Encoded) -> bool:
+        """True when ``event`` was delivered before ``position``."""
+        position = self.position
+        if position.snapshot.visible(event.xid):
+            return True
+        return event.xid == self.partial_xid and (event.kind, event.id) <= (
+            position.kind or "",
+            position.id,
+        )
 
 
 def sse_event(snapshot: Snapshot, event: store.Event) -> bytes:
@@ -73,7 +104,7 @@ class Listener:
         self.dropped = False
         self.closed = False
         self._queue_max = queue_max
-        self._chunks: deque[list[bytes]] = deque()
+        self._chunks: deque[list[Encoded]] = deque()
         self._size = 0
         self._wake = asyncio.Event()
         self._started = asyncio.Event()
@@ -82,7 +113,7 @@ class Listener:
         self.start = snapshot
         self._started.set()
 
-    def offer(self, chunk: list[bytes]) -> None:
+    def offer(self, chunk: list[Encoded]) -> None:
         """Queue ``chunk`` (never waits); past ``queue_max`` events the listener is
         dropped instead."""
         if self.dropped or self.closed:
@@ -107,7 +138,7 @@ class Listener:
         await self._started.wait()
         return self.start
 
-    async def next(self, timeout_s: float) -> list[bytes] | None:
+    async def next(self, timeout_s: float) -> list[Encoded] | None:
         """The next queued events, or ``[]`` after ``timeout_s`` seconds without any;
         None once dropped or closed."""
         if not self._chunks and not (self.dropped or self.closed):
@@ -235,18 +266,24 @@ class FeedHub:
         """Streams currently served by this process."""
         return sum(len(s) for s in self._listeners.values()) + len(self._joining)
 
-    async def replay(
-        self, position: Position, campaign_id: int, until: Snapshot
-    ) -> AsyncIterator[list[bytes]]:
-        """The encoded events of ``campaign_id`` after ``position`` up to what ``until``
-        sees, in pages, in delivery order (the events of ``position``'s partly delivered
-        batch up to its event are skipped). Raises ``psycopg.Error``."""
-        prev = position.snapshot
-        skip_xid: int | None = None
+    async def seen_before(self, position: Position, campaign_id: int) -> Seen:
+        """What a client resuming from ``position`` has of ``campaign_id``'s events
+        (finds the batch of its last event). Raises ``psycopg.Error``."""
+        partial: int | None = None
         if position.kind is not None:
             async with self._reader_lock:
                 conn = await self._reader_conn()
-                skip_xid = await store.batch_of(conn, prev, campaign_id, position.kind, position.id)
+                partial = await store.batch_of(
+                    conn, position.snapshot, campaign_id, position.kind, position.id
+                )
+        return Seen(position, partial)
+
+    async def replay(
+        self, seen: Seen, campaign_id: int, until: Snapshot
+    ) -> AsyncIterator[list[Encoded]]:
+        """The encoded events of ``campaign_id`` that ``until`` sees and the client
+        (``seen``) does not have, in pages, in delivery order. Raises ``psycopg.Error``."""
+        prev = seen.position.snapshot
         after: tuple[int, str, int] = (0, "", 0)
         cursors: dict[int, Snapshot] = {}
         while True:
@@ -257,15 +294,12 @@ class FeedHub:
                 )
             chunk = []
             for event in events:
-                if event.xid == skip_xid and (event.kind, event.id) <= (
-                    position.kind,
-                    position.id,
-                ):
-                    continue
                 snapshot = cursors.get(event.xid)
                 if snapshot is None:
                     snapshot = cursors[event.xid] = advance(prev, until, event.xid - 1)
-                chunk.append(sse_event(snapshot, event))
+                encoded = Encoded(event.xid, event.kind, event.id, sse_event(snapshot, event))
+                if not seen(encoded):
+                    chunk.append(encoded)
             if chunk:
                 yield chunk
             if len(events) < REPLAY_PAGE:
@@ -336,13 +370,15 @@ class FeedHub:
                 self._listeners[listener.campaign_id].add(listener)
 
     def _fan_out(self, prev: Snapshot, cur: Snapshot, events: list[store.Event]) -> None:
-        by_campaign: dict[int, list[bytes]] = defaultdict(list)
+        by_campaign: dict[int, list[Encoded]] = defaultdict(list)
         cursors: dict[int, Snapshot] = {}
         for event in events:
             snapshot = cursors.get(event.xid)
             if snapshot is None:
                 snapshot = cursors[event.xid] = advance(prev, cur, event.xid - 1)
-            by_campaign[event.campaign_id].append(sse_event(snapshot, event))
+            by_campaign[event.campaign_id].append(
+                Encoded(event.xid, event.kind, event.id, sse_event(snapshot, event))
+            )
         for campaign_id, chunk in by_campaign.items():
             for listener in list(self._listeners.get(campaign_id, ())):
                 listener.offer(chunk)

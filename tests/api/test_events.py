@@ -116,6 +116,7 @@ async def test_scans_and_conversions_arrive_with_resumable_ids(
             "occurred_at": "2026-12-06T15:09:40Z",
         }
         assert message.id is not None and message.id.endswith(f"|c{conversion['id']}")
+    assert app.state.feed.listener_count == 0  # the disconnect ended the stream
 
 
 async def test_another_campaigns_scans_are_not_in_the_stream(

@@ -17,7 +17,7 @@ import pytest
 from campaigns.db import libpq_url
 from campaigns.feed import store
 from campaigns.feed.cursor import Position, Snapshot, advance
-from campaigns.feed.hub import FeedHub
+from campaigns.feed.hub import Encoded, FeedHub, Seen
 from campaigns.scanning.links import new_click_id
 from campaigns.scanning.record import INSERT_SQL, ScanRecord, column_lists
 
@@ -144,8 +144,9 @@ async def test_resuming_from_any_event_id_continues_exactly_after_it(conninfo: s
         for conn in reversed(writers):
             await conn.execute("COMMIT")
         until = await current(writers[0])
-        delivered = [chunk async for chunk in hub.replay(Position(start), CAMPAIGN, until)]
-        blocks = b"".join(b"".join(chunk) for chunk in delivered).decode().split("\n\n")[:-1]
+        seen = await hub.seen_before(Position(start), CAMPAIGN)
+        delivered = [chunk async for chunk in hub.replay(seen, CAMPAIGN, until)]
+        blocks = b"".join(e.text for c in delivered for e in c).decode().split("\n\n")[:-1]
         ids = [
             line[4:] for block in blocks for line in block.split("\n") if line.startswith("id: ")
         ]
@@ -155,12 +156,14 @@ async def test_resuming_from_any_event_id_continues_exactly_after_it(conninfo: s
         assert len(ids) == len(clicks) == 6
         assert all(Position.parse(i).snapshot.visible(0) for i in ids)
         for index, event_id in enumerate(ids):
-            rest = [chunk async for chunk in hub.replay(Position.parse(event_id), CAMPAIGN, until)]
-            text = b"".join(b"".join(chunk) for chunk in rest).decode()
+            seen = await hub.seen_before(Position.parse(event_id), CAMPAIGN)
+            rest = [chunk async for chunk in hub.replay(seen, CAMPAIGN, until)]
+            text = b"".join(e.text for c in rest for e in c).decode()
             following = [line for line in text.split("\n") if line.startswith("data: ")]
             assert following == clicks[index + 1 :], index
         # From the end: nothing; and a batch committed later comes after.
-        assert [chunk async for chunk in hub.replay(Position(until), CAMPAIGN, until)] == []
+        seen = await hub.seen_before(Position(until), CAMPAIGN)
+        assert [chunk async for chunk in hub.replay(seen, CAMPAIGN, until)] == []
     finally:
         await hub.stop()
         for conn in writers:
@@ -187,3 +190,14 @@ async def test_retention_deletes_old_batches_and_moves_the_horizon(conninfo: str
     finally:
         await conn.execute("UPDATE feed_horizon SET last_deleted = '0'")
         await conn.close()
+
+
+def test_what_a_resumed_client_has_is_not_sent_again() -> None:
+    # A Last-Event-ID from a process whose cursor was ahead: its live events are filtered.
+    position = Position(Snapshot(10, 20, (12, 15)), "scan", 5)
+    seen = Seen(position, partial_xid=12)
+    text = b""
+    assert seen(Encoded(11, "scan", 99, text))  # visible in the snapshot
+    assert seen(Encoded(12, "scan", 5, text)) and seen(Encoded(12, "scan", 4, text))
+    assert not seen(Encoded(12, "scan", 6, text))  # after the id, in its batch
+    assert not seen(Encoded(15, "scan", 1, text)) and not seen(Encoded(20, "scan", 1, text))
