@@ -37,6 +37,7 @@ import psycopg
 
 from campaigns.feed import store
 from campaigns.feed.cursor import Position, Snapshot, advance, event_id
+from campaigns.scanning.writer import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class FeedHub:
         self._tasks: list[asyncio.Task[None]] = []
         self._pruned_at = time.monotonic()
         self._stopping = False
+        self._failures = FailureLog(log)  # one line per kind of failure, not per retry
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -326,9 +328,11 @@ class FeedHub:
             try:
                 await self._poll()
             except (psycopg.Error, OSError) as exc:
-                log.warning("live feed poll failed (retrying): %s", exc)
+                self._failures.failed("poll", "live feed poll failed (retrying): %s", exc)
                 await self._close_reader()
                 await asyncio.sleep(min(self._poll_interval_s, 1.0))
+            else:
+                self._failures.recovered("poll", "live feed polls again")
             if time.monotonic() - self._pruned_at >= self._prune_interval_s:
                 self._pruned_at = time.monotonic()
                 try:
@@ -392,13 +396,14 @@ class FeedHub:
             try:
                 async with await self._connect("passerelle-feed-listener") as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._failures.recovered("listen", "live feed listens again")
                     backoff = 0.5
                     self._wake.set()  # batches committed while not listening
                     async for notify in conn.notifies():
                         if notify.pid != self._reader_pid:  # our own: already polled
                             self._wake.set()
             except (psycopg.Error, OSError) as exc:
-                log.warning("live feed listener lost the database: %s", exc)
+                self._failures.failed("listen", "live feed listener lost the database: %s", exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
