@@ -1,4 +1,5 @@
-"""The live feed's per-process hub: one LISTEN connection, one reader, and the listeners.
+"""The live feed's per-process hub: a reader connection, a LISTEN connection while it
+serves streams, and the listeners.
 
 Each server process runs one :class:`FeedHub` (started with the scan runtime, never on a
 request's path). While some stream listens, the hub holds a cursor (a snapshot, see
@@ -184,6 +185,7 @@ class FeedHub:
         self._polling = False
         self._wake = asyncio.Event()
         self._notify_wanted = asyncio.Event()
+        self._active = asyncio.Event()  # some stream is served: listen
         self._reader: psycopg.AsyncConnection[Any] | None = None
         self._reader_lock = asyncio.Lock()
         self._reader_pid: int | None = None
@@ -240,6 +242,7 @@ class FeedHub:
         :attr:`Listener.start` (known once :meth:`Listener.wait_started` returns). End
         with :meth:`unsubscribe`."""
         listener = Listener(campaign_id, self.queue_max)
+        self._active.set()
         if self._stopping:
             listener.close()
         elif self.snapshot is not None and not self._polling:
@@ -391,17 +394,22 @@ class FeedHub:
                     listener.dropped = True
 
     async def _listen(self) -> None:
+        """LISTEN while this process serves streams (no connection held otherwise)."""
         backoff = 0.5
         while True:
+            await self._active.wait()
             try:
                 async with await self._connect("passerelle-feed-listener") as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self._failures.recovered("listen", "live feed listens again")
                     backoff = 0.5
                     self._wake.set()  # batches committed while not listening
-                    async for notify in conn.notifies():
-                        if notify.pid != self._reader_pid:  # our own: already polled
-                            self._wake.set()
+                    while self._listeners or self._joining:
+                        async for notify in conn.notifies(timeout=1.0):
+                            if notify.pid != self._reader_pid:  # ours: already polled
+                                self._wake.set()
+                    self._active.clear()
+                continue
             except (psycopg.Error, OSError) as exc:
                 self._failures.failed("listen", "live feed listener lost the database: %s", exc)
             await asyncio.sleep(backoff)
