@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -19,6 +23,7 @@ from api.routers import (
     attribution,
     campaigns,
     conversions,
+    events,
     geo_reports,
     health,
     locations,
@@ -36,6 +41,7 @@ from api.routers import (
 )
 from api.scan_endpoint import ShortLinks
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
+from campaigns.feed.hub import FeedHub
 from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
@@ -55,6 +61,37 @@ def served_app(app: FastAPI) -> ASGIApp:
     short_links = ShortLinks(app, state=app.state)
     forwarded = ForwardedFor(short_links, trusted=settings.trusted_proxies)
     return HeaderSizeLimit(forwarded, max_bytes=settings.max_header_bytes)
+
+
+def close_streams_on_exit_signal(feed: FeedHub) -> Callable[[], None]:
+    """Make SIGTERM and SIGINT also end the live feed's streams, then run the handler
+    that was installed (uvicorn's). uvicorn waits for open responses before it runs the
+    lifespan's shutdown, and an event stream never ends by itself: without this, every
+    shutdown with a client listening would wait the whole graceful timeout. Returns the
+    function that puts the previous handlers back. Does nothing off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous: dict[signal.Signals, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(feed.close_streams)
+        chained = previous[signal.Signals(signum)]
+        if callable(chained):
+            chained(signum, frame)
+        elif chained == signal.SIG_DFL:
+            signal.default_int_handler(signum, frame)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, chained in previous.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, chained)
+
+    return restore
 
 
 def create_served_app() -> ASGIApp:
@@ -96,6 +133,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
         )
         app.state.scans = scans
+        feed = FeedHub(
+            libpq_url(settings.database_url),
+            poll_interval_s=settings.feed_poll_interval_s,
+            retention_s=settings.feed_retention_s,
+            queue_max=settings.feed_queue_max,
+        )
+        app.state.feed = feed
+        scans.writer.on_commit = feed.committed
         await scans.start()
         dispatcher = WebhookDispatcher(
             conninfo=libpq_url(settings.database_url),
@@ -112,9 +157,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.webhooks = dispatcher
         if settings.webhook_delivery_enabled:
             await dispatcher.start()
+        await feed.start()
+        restore_signals = close_streams_on_exit_signal(feed)
         try:
             yield
         finally:
+            restore_signals()
+            await feed.stop()
             await dispatcher.stop()
             await scans.stop()
             # Worker processes start with the first render; stop them with the app.
@@ -174,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locations,
         conversions,
         stats,
+        events,
         scans,
         geo_reports,
         rules,

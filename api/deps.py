@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.db import CACHE_CHANGES, note_cache_changes, unit_of_work
 from campaigns.errors import RateLimited, Unauthorized
+from campaigns.feed.store import FEED_COMMITTED
 from campaigns.models import Campaign, Organization, RedirectRule, Tag, Webhook
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
@@ -42,6 +43,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session per request: commit on success, roll back on error (unit of work)."""
     async with unit_of_work(request.app.state.sessionmaker) as session:
         yield session
+    if session.info.pop(FEED_COMMITTED, False):
+        request.app.state.feed.committed()  # the live feed: tell the other processes
     changes = session.info.pop(CACHE_CHANGES, None)
     if changes:
         scans: ScanService = request.app.state.scans

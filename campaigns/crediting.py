@@ -18,19 +18,32 @@ from typing import Any
 
 import psycopg
 
-_CREDIT_SQL = (
-    "UPDATE conversions AS c SET scan_id = s.id, campaign_id = s.campaign_id, tag_id = s.tag_id "
-    "FROM scans AS s WHERE s.click_id = ANY(%s) AND c.click_id = s.click_id "
-    "AND c.organization_id = s.organization_id AND c.scan_id IS NULL"
+# The credited conversions also make one live-feed batch (campaigns.feed.store), in the
+# same statement: a conversion enters its campaign's feed when it gets its campaign.
+_CREDIT_SQL = """
+WITH credited AS (
+    UPDATE conversions AS c SET scan_id = s.id, campaign_id = s.campaign_id, tag_id = s.tag_id
+    FROM scans AS s WHERE s.click_id = ANY(%s) AND c.click_id = s.click_id
+    AND c.organization_id = s.organization_id AND c.scan_id IS NULL
+    RETURNING c.id, c.campaign_id
+),
+feed AS (
+    INSERT INTO feed_batches (kind, campaign_ids, conversion_ids)
+    SELECT 'conversion', array_agg(DISTINCT campaign_id), array_agg(id ORDER BY id)
+    FROM credited HAVING count(*) > 0
 )
+SELECT count(*) FROM credited
+"""
 
 
 async def credit_conversions(conn: psycopg.AsyncConnection[Any], click_ids: Sequence[str]) -> int:
     """Credit every not yet attributed conversion carrying one of ``click_ids`` to the
     scan of that click id in the same organization (setting its ``scan_id``,
-    ``campaign_id`` and ``tag_id``). Runs in ``conn``'s current transaction, if any.
+    ``campaign_id`` and ``tag_id``), and record them as one live-feed batch. Runs in
+    ``conn``'s current transaction, if any.
 
     Returns the number of conversions credited. Raises ``psycopg.Error``.
     """
     cur = await conn.execute(_CREDIT_SQL, (list(click_ids),))
-    return max(cur.rowcount, 0)
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])

@@ -37,7 +37,9 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
+from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -322,6 +324,55 @@ class NfcCounter(Base):
         BigInteger, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True
     )
     last_counter: Mapped[int] = mapped_column(Integer)
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's ``xid8``: a 64-bit transaction id that never wraps around (read as
+    an ``int``). Registered for reflection so ``alembic check`` compares it."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+ischema_names["xid8"] = Xid8
+
+
+class FeedBatch(Base):
+    """One committed batch of the live feed (``campaigns.feed``): the scans of one group
+    commit (``click_ids``) or the conversions credited in one transaction
+    (``conversion_ids``), written in that transaction. ``xid`` is the writing
+    transaction's id (``pg_current_xact_id()``): readers take the batches whose ``xid``
+    became visible between two snapshots. ``campaign_ids`` lists the campaigns the batch
+    touches (distinct). Rows older than ``PASSERELLE_FEED_RETENTION_S`` are deleted.
+    No foreign keys, like ``scans``: written on the hot path."""
+
+    __tablename__ = "feed_batches"
+    __table_args__ = (CheckConstraint("kind IN ('scan', 'conversion')", name="kind"),)
+
+    # The primary key leads with xid: one index for uniqueness and the range reads.
+    xid: Mapped[int] = mapped_column(
+        Xid8, primary_key=True, server_default=func.pg_current_xact_id()
+    )
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    campaign_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    click_ids: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    conversion_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class FeedHorizon(Base):
+    """The one row saying which feed batches may be gone: ``last_deleted`` is the
+    highest ``xid`` the retention deleted ('0' before any). A ``Last-Event-ID`` whose
+    snapshot does not see it may miss deleted batches: it cannot resume without a gap."""
+
+    __tablename__ = "feed_horizon"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    last_deleted: Mapped[int] = mapped_column(Xid8)
 
 
 class Scan(Base):

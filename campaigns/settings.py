@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     #: Full reconcile of the in-memory tag cache, in seconds (LISTEN/NOTIFY does the rest).
     cache_reconcile_interval_s: float = Field(default=30.0, gt=0)
 
+    # Live feed (GET /v1/campaigns/{id}/events): heartbeat comment of an idle stream and
+    # safety-net poll (NOTIFY does the rest), seconds; how long committed batches are kept
+    # for Last-Event-ID resumes, seconds; events queued per stream before a slow client
+    # is dropped (it resumes with Last-Event-ID).
+    feed_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    feed_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    feed_retention_s: float = Field(default=86_400.0, ge=60)
+    feed_queue_max: int = Field(default=10_000, ge=1)
+
     # Per-client token bucket (IPv4, IPv6 /64): sustained rate (requests/second) and burst.
     # On /s/ a scan past it is still redirected, stored with burst = true (never a 429).
     rate_limit_per_s: float = Field(default=50.0, gt=0)

@@ -31,8 +31,8 @@ from campaigns.settings import Settings, get_settings
 SERVER_URL = os.environ.get(
     "PASSERELLE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-# Everything else cascades from organizations; scans have no foreign keys.
-TABLES = "organizations, visitor_salts, scans"
+# Everything else cascades from organizations; scans and feed_batches have no foreign keys.
+TABLES = "organizations, visitor_salts, scans, feed_batches"
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 from babel.numbers import get_currency_precision
-from fastapi import APIRouter, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
@@ -36,6 +36,7 @@ from api.dashboard.security import (
     security_headers,
 )
 from api.deps import SessionDep, SessionFactory, SettingsDep
+from api.routers.events import event_stream
 from api.routers.qr import get_tag_qr, style_params
 from campaigns.attribution import MODELS, Model
 from campaigns.db import unit_of_work
@@ -734,19 +735,21 @@ async def _store_features(
 
 @router.get("/campaigns/{campaign_id}/events")
 async def campaign_events(
-    campaign_id: int, organization_id: ReleasedOrganization, sessions_: SessionFactory
+    campaign_id: int,
+    request: Request,
+    organization_id: ReleasedOrganization,
+    sessions_: SessionFactory,
+    last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The campaign's live feed for the browser (``EventSource`` cannot send a bearer
     key): the same Server-Sent Events as ``GET /v1/campaigns/{id}/events`` (events
-    ``scan`` and ``conversion``, JSON data), from the same feed service.
-
-    Until that service is merged this answers 204 No Content, which tells
-    ``EventSource`` to stop; the page's script then retries later by itself."""
+    ``scan`` and ``conversion``, JSON data, resumable with ``Last-Event-ID``), served by
+    the same feed hub (:func:`api.routers.events.event_stream`)."""
     async with unit_of_work(sessions_) as session:
         await campaign_service.get_campaign(
             session, organization_id=organization_id, campaign_id=campaign_id
         )
-    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    return event_stream(request, campaign_id, last_event_id)
 
 
 # --- Tags -----------------------------------------------------------------------------

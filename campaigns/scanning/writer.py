@@ -49,6 +49,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypedDict
@@ -57,6 +58,7 @@ import psycopg
 import psycopg.errors
 
 from campaigns.crediting import credit_conversions
+from campaigns.feed.store import record_scans
 from campaigns.scanning.hooked import HookedOrganizations
 from campaigns.scanning.nfc import judge_taps
 from campaigns.scanning.record import (
@@ -78,6 +80,13 @@ _ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 _REPLAY_CHUNK = 1000
 
 _Pending = tuple[ScanRecord, "asyncio.Future[ScanRecord]"]
+
+_INSERT_RETURNING_SQL = INSERT_SQL + " RETURNING click_id, campaign_id"
+
+
+async def _feed(conn: psycopg.AsyncConnection[Any], stored: list[ScanRecord]) -> None:
+    """The live feed's batch row, in the group commit's transaction (one per batch)."""
+    await record_scans(conn, [r.click_id for r in stored], [r.campaign_id for r in stored])
 
 
 class WriterOverloaded(RuntimeError):
@@ -208,6 +217,9 @@ class ScanWriter:
         self._stopping = False
         self._failures = FailureLog(log)
         self.stats = WriterStats()
+        #: Called (on the loop, must not block) after each commit that stored scans or
+        #: credited conversions: the live feed tells the other processes.
+        self.on_commit: Callable[[], None] | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -396,6 +408,7 @@ class ScanWriter:
                 self.stats.observe(len(records), time.perf_counter() - started)
                 self.stats.committed += len(records)
                 self._resolve(batch, None, stored)
+                self._committed()
                 return
         await self._spool_batch(batch)
 
@@ -497,7 +510,12 @@ class ScanWriter:
                 for record in stored:
                     await copy.write_row(row(record))
             await write_scan_events(conn, stored, self._hooked)
+            await _feed(conn, stored)
         return stored
+
+    def _committed(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit()
 
     async def _mark_down(self) -> None:
         """Switch to spooling; the replayer looks for the database in the background, so
@@ -688,6 +706,7 @@ class ScanWriter:
 
         await asyncio.wait_for(credit(), timeout * 2)
         self.stats.replayed += inserted
+        self._committed()
         return inserted
 
     async def _insert_rows(
@@ -708,8 +727,10 @@ class ScanWriter:
             async with conn.transaction():
                 await self._set_timeouts(conn, timeout_s)
                 stored = await judge_taps(conn, records)
-                cur = await conn.execute(INSERT_SQL, column_lists(stored))
-                inserted = max(cur.rowcount, 0)
+                cur = await conn.execute(_INSERT_RETURNING_SQL, column_lists(stored))
+                new = await cur.fetchall()  # only rows not stored before: fed once
+                inserted = len(new)
+                await record_scans(conn, [r[0] for r in new], [r[1] for r in new])
                 await write_scan_events(conn, stored, self._hooked)
             if judged is not None:
                 judged.update((record.click_id, record) for record in stored)

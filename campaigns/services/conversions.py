@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.crediting import credit_conversions
 from campaigns.errors import Conflict, InvalidInput, NotFound
+from campaigns.feed.store import FEED_COMMITTED
 from campaigns.models import Conversion, Refund, utcnow
 from campaigns.schemas import ConversionCreate, RefundCreate
 from campaigns.services.campaigns import MAX_ID, check_window, keyset_page
@@ -128,7 +129,8 @@ async def record_conversion(
     if new_id is not None:
         # Stored unattributed; the one crediting step links it to its click's scan, if
         # that scan is already in the database (else the spool replay will).
-        await credit_conversions(await _driver_connection(session), [data.click_id])
+        if await credit_conversions(await _driver_connection(session), [data.click_id]):
+            session.info[FEED_COMMITTED] = True  # a live-feed batch, announced at commit
         # The webhooks' outbox rows, in this transaction: sent if and only if stored.
         await write_conversion_events(session, conversion_id=new_id)
     stored = await session.scalar(

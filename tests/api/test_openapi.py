@@ -114,7 +114,17 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
             "webhooks_retry_delivery"
         ),
         ("post", "/v1/webhooks/{webhook_id}/ping"): "webhooks_ping",
+        ("get", "/v1/campaigns/{campaign_id}/events"): "events_stream",
     }
+
+
+def test_the_live_feed_is_documented_as_an_event_stream(document: dict[str, Any]) -> None:
+    operation = operations(document)["events_stream"]
+    assert set(operation["responses"]["200"]["content"]) == {"text/event-stream"}
+    assert "event: scan" in operation["responses"]["200"]["description"]
+    headers = [p for p in operation["parameters"] if p["in"] == "header"]
+    assert [p["name"] for p in headers] == ["last-event-id"]
+    assert codes_of(operation)["404"] == ["campaign_not_found"]
 
 
 def test_errors_are_problem_json_only(document: dict[str, Any]) -> None:
