@@ -20,7 +20,10 @@ Rounds: ``cold`` (every agent new: device parsing and bot detection on each scan
 check in the group commit).
 
     python benchmarks/scan_path_cpu.py [--scans 3000] [--tags 200] [--agents 2000]
-        [--nfc-tags 50] [--concurrency 64] [--profile] [--rounds cold,warm,nfc]
+        [--nfc-tags 50] [--concurrency 64] [--profile] [--rounds cold,warm,nfc] [--direct]
+
+Clients come through a trusted loopback proxy (``X-Forwarded-For``), as in
+``scan_redirect.py --realistic``; ``--direct`` makes them socket peers.
 
 ``--profile`` prints a cProfile top-20 (by internal time) of each round's request-side
 and with-commit passes (extra passes: the figures above are taken without profiler).
@@ -102,11 +105,24 @@ async def seed(settings: Settings, n_tags: int, n_nfc: int) -> tuple[list[str], 
     return codes, devices
 
 
-def scope_for(path: str, query: bytes, agent: str, rng: random.Random) -> Scope:
-    """An ASGI scope as uvicorn builds it for a phone's GET (client from X-Forwarded-For)."""
+def scope_for(
+    path: str, query: bytes, agent: str, rng: random.Random, *, proxied: bool = True
+) -> Scope:
+    """An ASGI scope as uvicorn builds it for a phone's GET: from a random client
+    address, sent through a trusted loopback proxy (``X-Forwarded-For``, as
+    ``scan_redirect.py --realistic`` sends it) or, not ``proxied``, as the socket peer."""
     client = (
         f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
     )
+    headers = [
+        (b"host", b"go.example.com"),
+        (b"user-agent", agent.encode("latin-1")),
+        (b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
+        (b"accept-language", b"fr-FR,fr;q=0.9,en;q=0.8"),
+        (b"accept-encoding", b"gzip, deflate, br"),
+    ]
+    if proxied:
+        headers.append((b"x-forwarded-for", client.encode()))
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -117,15 +133,9 @@ def scope_for(path: str, query: bytes, agent: str, rng: random.Random) -> Scope:
         "raw_path": path.encode(),
         "query_string": query,
         "root_path": "",
-        "client": (client, 50000),
+        "client": ("127.0.0.1", 50000) if proxied else (client, 50000),
         "server": ("127.0.0.1", 8000),
-        "headers": [
-            (b"host", b"go.example.com"),
-            (b"user-agent", agent.encode("latin-1")),
-            (b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
-            (b"accept-language", b"fr-FR,fr;q=0.9,en;q=0.8"),
-            (b"accept-encoding", b"gzip, deflate, br"),
-        ],
+        "headers": headers,
     }
 
 
@@ -137,10 +147,18 @@ class Round:
     """Makes the scopes of one round: ``next()`` gives the next request's scope."""
 
     def __init__(
-        self, name: str, codes: list[str], devices: list[Any], agents: list[str], url: str
+        self,
+        name: str,
+        codes: list[str],
+        devices: list[Any],
+        agents: list[str],
+        url: str,
+        *,
+        proxied: bool = True,
     ) -> None:
         self.name, self.codes, self.devices, self.agents = name, codes, devices, agents
         self.database_url = url
+        self.proxied = proxied
         self.rng = random.Random(7)
         self.count = 0
 
@@ -149,13 +167,14 @@ class Round:
         if self.name == "nfc":
             code, device = self.devices[self.count % len(self.devices)]
             e, c = device.tap()
-            return scope_for(f"/n/{code}", f"e={e}&c={c}".encode(), self.agents[0], self.rng)
+            query = f"e={e}&c={c}".encode()
+            return scope_for(f"/n/{code}", query, self.agents[0], self.rng, proxied=self.proxied)
         code = self.rng.choice(self.codes)
         if self.name == "cold":  # a number never used: an agent no server has seen
             agent = self.agents[self.count % len(self.agents)] % (10**9 + self.count)
         else:
             agent = self.agents[self.count % len(self.agents)]
-        return scope_for(f"/s/{code}", b"", agent, self.rng)
+        return scope_for(f"/s/{code}", b"", agent, self.rng, proxied=self.proxied)
 
 
 async def drive(app: Any, scope: Scope, statuses: list[int]) -> None:
@@ -279,7 +298,9 @@ async def main_async(args: argparse.Namespace, database_url: str) -> None:
                 f"tags, {args.agents} agents, concurrency {args.concurrency} (CPU µs per scan)"
             )
             for name in rounds:
-                round_ = Round(name, codes, devices, agents[name], database_url)
+                round_ = Round(
+                    name, codes, devices, agents[name], database_url, proxied=not args.direct
+                )
                 # warm: every agent seen once (memoised); else imports, caches and the
                 # writer's connection warmed up
                 warm_up = len(agents[name]) if name == "warm" else 200
@@ -312,6 +333,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     parser.add_argument("--rounds", default="cold,warm,nfc", help="comma-separated rounds")
     parser.add_argument("--profile", action="store_true", help="cProfile top-20 per round")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="clients as socket peers (default: through a trusted loopback proxy, "
+        "X-Forwarded-For, as scan_redirect.py --realistic)",
+    )
     args = parser.parse_args()
     name = f"passerelle_cpu_{secrets.token_hex(4)}"
     url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
