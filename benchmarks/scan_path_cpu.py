@@ -320,7 +320,7 @@ async def main_async(args: argparse.Namespace, database_url: str) -> None:
                             await with_commit(app, round_, args.scans, args.concurrency, profile)
                         out = io.StringIO()
                         stats = pstats.Stats(profile, stream=out).sort_stats("tottime")
-                        stats.print_stats(20)
+                        stats.print_stats(int(os.environ.get("PROFILE_TOP", "20")))
                         print(f"## {name}, {label}\n{out.getvalue()}")
 
 
