@@ -21,7 +21,11 @@ check in the group commit).
 
     python benchmarks/scan_path_cpu.py [--scans 3000] [--tags 200] [--agents 2000]
         [--nfc-tags 50] [--concurrency 64] [--profile] [--rounds cold,warm,nfc] [--direct]
+        [--geoip-db PATH|synthetic] [--locations 1000] [--rules 20]
 
+Geography and rules as ``scan_redirect.py --realistic`` seeds them: ``--geoip-db``
+(``synthetic``: one city per /8, every address found), ``--locations N`` stores with
+every tag placed at one, ``--rules N`` redirect rules walked by every scan.
 Clients come through a trusted loopback proxy (``X-Forwarded-For``), as in
 ``scan_redirect.py --realistic``; ``--direct`` makes them socket peers.
 
@@ -54,9 +58,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.app import create_app, served_app  # noqa: E402
+from benchmarks.scan_redirect import seed_locations, seed_rules, synthetic_geoip  # noqa: E402
 from benchmarks.user_agents import in_app_templates, realistic_agents  # noqa: E402
 from campaigns import migrate  # noqa: E402
-from campaigns.db import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
+from campaigns.db import libpq_url, make_engine, make_sessionmaker, unit_of_work  # noqa: E402
 from campaigns.scanning.record import ScanRecord  # noqa: E402
 from campaigns.settings import Settings  # noqa: E402
 from tests.fixtures.factories import make_campaign, make_org, make_tag  # noqa: E402
@@ -67,6 +72,16 @@ SERVER_URL = os.environ.get(
 )
 
 Scope = dict[str, Any]
+#: Accept-Language values sent, at random (as scan_redirect.py's realistic mode).
+LANGUAGES = (
+    b"fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7",
+    b"fr-FR,fr;q=0.9",
+    b"en-GB,en;q=0.9",
+    b"en-US,en;q=0.9",
+    b"de-DE,de;q=0.9,en;q=0.8",
+    b"es-ES,es;q=0.9",
+    b"it-IT,it;q=0.9",
+)
 
 
 async def seed(settings: Settings, n_tags: int, n_nfc: int) -> tuple[list[str], list[Any]]:
@@ -118,7 +133,7 @@ def scope_for(
         (b"host", b"go.example.com"),
         (b"user-agent", agent.encode("latin-1")),
         (b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
-        (b"accept-language", b"fr-FR,fr;q=0.9,en;q=0.8"),
+        (b"accept-language", rng.choice(LANGUAGES)),
         (b"accept-encoding", b"gzip, deflate, br"),
     ]
     if proxied:
@@ -278,9 +293,20 @@ async def main_async(args: argparse.Namespace, database_url: str) -> None:
             secret_key=secrets.token_urlsafe(32),
             data_dir=Path(data_dir),
             rate_limit_enabled=False,  # as benchmarks/scan_redirect.py
+            geoip_db=(
+                synthetic_geoip(Path(data_dir) / "synthetic.mmdb")
+                if args.geoip_db == "synthetic"
+                else Path(args.geoip_db)
+                if args.geoip_db
+                else None
+            ),
         )
         rounds = args.rounds.split(",")
         codes, devices = await seed(settings, args.tags, args.nfc_tags if "nfc" in rounds else 0)
+        if args.locations:
+            await asyncio.to_thread(seed_locations, libpq_url(database_url), args.locations)
+        if args.rules:
+            await asyncio.to_thread(seed_rules, libpq_url(database_url), args.rules)
         fastapi_app = create_app(settings)
         app = served_app(fastapi_app)
         agents = {
@@ -296,6 +322,8 @@ async def main_async(args: argparse.Namespace, database_url: str) -> None:
             print(
                 f"# {args.scans} scans per pass, {len(codes)} QR tags, {len(devices)} nfc_sun "
                 f"tags, {args.agents} agents, concurrency {args.concurrency} (CPU µs per scan)"
+                f"; GeoIP: {args.geoip_db or 'none'}, {args.locations} locations, "
+                f"{args.rules} rules"
             )
             for name in rounds:
                 round_ = Round(
@@ -333,6 +361,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     parser.add_argument("--rounds", default="cold,warm,nfc", help="comma-separated rounds")
     parser.add_argument("--profile", action="store_true", help="cProfile top-20 per round")
+    parser.add_argument("--geoip-db", help="MaxMind DB file, or 'synthetic' (as scan_redirect.py)")
+    parser.add_argument("--locations", type=int, default=0, help="stores; tags placed at them")
+    parser.add_argument("--rules", type=int, default=0, help="redirect rules (seed_rules)")
     parser.add_argument(
         "--direct",
         action="store_true",

@@ -42,7 +42,7 @@ class Geolocation:
 
     def __call__(self, draft: ScanDraft, /) -> None:
         ip = draft.request.client.ip
-        found = self.geoip.lookup(str(ip)) if self.geoip is not None and ip is not None else None
+        found = self.geoip.lookup_address(ip) if self.geoip is not None and ip is not None else None
         if found is not None:
             draft.country, draft.region, draft.city = found.country, found.region, found.city
             if found.lat is not None and found.lon is not None:
