@@ -26,6 +26,7 @@ import hashlib
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -99,11 +100,30 @@ class Rule:
         language: str | None,
     ) -> bool:
         """True when every condition given holds for these scan values."""
+        return self.matches_folded(
+            country=country,
+            location_id=location_id,
+            os=os.lower() if os else None,
+            device_type=device_type.lower() if device_type else None,
+            language=language,
+        )
+
+    def matches_folded(
+        self,
+        *,
+        country: str | None,
+        location_id: int | None,
+        os: str | None,
+        device_type: str | None,
+        language: str | None,
+    ) -> bool:
+        """:meth:`matches` with ``os`` and ``device_type`` already lower-cased (the scan
+        path folds them once for all the campaign's rules)."""
         return (
             _within(self.countries, country)
             and (self.location_ids is None or location_id in self.location_ids)
-            and _within(self.os, os.lower() if os else None)
-            and _within(self.device_types, device_type.lower() if device_type else None)
+            and _within(self.os, os)
+            and _within(self.device_types, device_type)
             and _within(self.languages, language)
         )
 
@@ -155,9 +175,10 @@ def preferred_languages(accept_language: str | None) -> list[str]:
     return list(dict.fromkeys(primary for _, _, primary in sorted(ranked)))
 
 
+@lru_cache(maxsize=1024)
 def preferred_language(accept_language: str | None) -> str | None:
     """The visitor's most preferred primary language subtag (:func:`preferred_languages`),
-    or None."""
+    or None. Memoised: browsers send a few distinct headers (one per locale setting)."""
     languages = preferred_languages(accept_language)
     return languages[0] if languages else None
 

@@ -26,12 +26,14 @@ class Rules:
         if not rules:
             return
         language = preferred_language(draft.request.accept_language)
+        os = draft.os.lower() if draft.os else None
+        device_type = draft.device_type.lower() if draft.device_type else None
         for rule in rules:
-            if rule.matches(
+            if rule.matches_folded(
                 country=draft.country,
                 location_id=draft.location_id,
-                os=draft.os,
-                device_type=draft.device_type,
+                os=os,
+                device_type=device_type,
                 language=language,
             ):
                 draft.destination, draft.variant = rule.choose(draft.visitor_id)
