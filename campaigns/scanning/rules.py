@@ -33,6 +33,8 @@ import psycopg
 from psycopg.rows import TupleRow
 
 _RULE_COLUMNS = "id, campaign_id, priority, conditions, destination_url, split"
+#: Combinations of scan values whose first matching rule is remembered (``RuleCache``).
+_FIRST_MATCH_MEMO_MAX = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,10 @@ class RuleCache:
 
     def __init__(self) -> None:
         self._by_campaign: dict[int, tuple[Rule, ...]] = {}
+        # (campaign id, country, location id, os, device type, language) -> the first
+        # rule matching them: scans share few such combinations, so most scans skip the
+        # walk through the rules. Emptied whenever rules change, and when full.
+        self._first: dict[tuple[Any, ...], Rule | None] = {}
         self._campaign_of: dict[int, int] = {}
 
     def __len__(self) -> int:
@@ -197,6 +203,40 @@ class RuleCache:
     def rules_for(self, campaign_id: int) -> tuple[Rule, ...]:
         """The campaign's rules, lowest priority number first (then lowest id)."""
         return self._by_campaign.get(campaign_id, ())
+
+    def first_match(
+        self,
+        campaign_id: int,
+        *,
+        country: str | None,
+        location_id: int | None,
+        os: str | None,
+        device_type: str | None,
+        language: str | None,
+    ) -> Rule | None:
+        """The campaign's first rule (in :meth:`rules_for` order) matching these scan
+        values (``os`` and ``device_type`` lower-cased, see
+        :meth:`Rule.matches_folded`), or None. Memoised per combination of values."""
+        key = (campaign_id, country, location_id, os, device_type, language)
+        try:
+            return self._first[key]
+        except KeyError:
+            pass
+        found = None
+        for rule in self._by_campaign.get(campaign_id, ()):
+            if rule.matches_folded(
+                country=country,
+                location_id=location_id,
+                os=os,
+                device_type=device_type,
+                language=language,
+            ):
+                found = rule
+                break
+        if len(self._first) >= _FIRST_MATCH_MEMO_MAX:
+            self._first.clear()
+        self._first[key] = found
+        return found
 
     def _index(self, rules: Iterable[Rule]) -> dict[int, tuple[Rule, ...]]:
         grouped: dict[int, list[Rule]] = {}
@@ -211,6 +251,7 @@ class RuleCache:
         rows = await (await conn.execute(f"SELECT {_RULE_COLUMNS} FROM redirect_rules")).fetchall()  # noqa: S608
         rules = [Rule.from_row(row) for row in rows]
         self._by_campaign = self._index(rules)
+        self._first = {}
         self._campaign_of = {rule.id: rule.campaign_id for rule in rules}
 
     async def reload(self, conn: psycopg.AsyncConnection[TupleRow], ids: Iterable[int]) -> None:
@@ -240,4 +281,5 @@ class RuleCache:
                 self._by_campaign[cid] = fresh[cid]
             else:
                 self._by_campaign.pop(cid, None)
+        self._first = {}
         self._campaign_of.update((rule.id, rule.campaign_id) for rule in rules)
