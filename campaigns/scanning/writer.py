@@ -445,7 +445,8 @@ class ScanWriter:
         (taps judged, :func:`~campaigns.scanning.nfc.judge_taps`), in batch order."""
         try:
             try:
-                stored = await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+                async with asyncio.timeout(self._commit_timeout_s):  # no task, as wait_for
+                    stored = await self._copy(records)
             except psycopg.OperationalError as exc:
                 if not self._died_while_idle(exc):
                     raise
@@ -453,7 +454,8 @@ class ScanWriter:
                 # use tells. One retry on a new connection, not an outage.
                 log.info("scan writer connection was dead (%r); reconnecting", exc)
                 await self._close_conn()
-                stored = await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+                async with asyncio.timeout(self._commit_timeout_s):
+                    stored = await self._copy(records)
         except _ROW_ERRORS as exc:
             # One bad row must not fail the others nor stop the writer.
             log.error("group commit refused (%s); inserting row by row", exc)
@@ -480,13 +482,23 @@ class ScanWriter:
 
     async def _copy(self, records: list[ScanRecord]) -> list[ScanRecord]:
         conn = await self._connection()
+        if not any(record.counter_to_accept is not None for record in records):
+            # No tap to judge: the COPY alone, which on this autocommit connection is
+            # its own transaction, committed (WAL flushed) before the server reports it
+            # complete. One round trip where BEGIN, COPY, COMMIT took three.
+            await self._copy_rows(conn, records)
+            return list(records)
         async with conn.transaction():
             # Before the COPY, in its transaction: verdicts and rows commit together.
             stored = await judge_taps(conn, records)
-            async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-                for record in stored:
-                    await copy.write_row(row(record))
+            await self._copy_rows(conn, stored)
         return stored
+
+    @staticmethod
+    async def _copy_rows(conn: psycopg.AsyncConnection[Any], records: list[ScanRecord]) -> None:
+        async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
+            for record in records:
+                await copy.write_row(row(record))
 
     async def _mark_down(self) -> None:
         """Switch to spooling; the replayer looks for the database in the background, so
