@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 
 from api import dashboard, metrics
 from api.errors import install_error_handlers
-from api.middleware import BodySizeLimit, ForwardedFor, HeaderSizeLimit
+from api.middleware import BodySizeLimit, HeadersAndClient
 from api.openapi import install_openapi, operation_id
 from api.routers import (
     artwork,
@@ -52,15 +52,17 @@ from geo.geoip import GeoIPReader
 
 def served_app(app: FastAPI) -> ASGIApp:
     """The ASGI application a server runs for ``app`` (made by :func:`create_app`): the
-    header-size guard (431 ``headers_too_large`` on every path), the client address
-    behind trusted proxies (:class:`api.middleware.ForwardedFor`), then the short links
+    header-size guard (431 ``headers_too_large`` on every path) and the client address
+    behind trusted proxies (:class:`api.middleware.ForwardedFor`), both in one pass over
+    the headers (:class:`api.middleware.HeadersAndClient`), then the short links
     (:class:`api.scan_endpoint.ShortLinks`), then FastAPI. A scan is answered before any
     of FastAPI's own layers (its OpenTelemetry hook, Starlette's error and body-limit
     middleware, the router); every other request and the lifespan go on to ``app``."""
     settings = app.state.settings
     short_links = ShortLinks(app, state=app.state)
-    forwarded = ForwardedFor(short_links, trusted=settings.trusted_proxies)
-    return HeaderSizeLimit(forwarded, max_bytes=settings.max_header_bytes)
+    return HeadersAndClient(
+        short_links, max_bytes=settings.max_header_bytes, trusted=settings.trusted_proxies
+    )
 
 
 def close_streams_on_exit_signal(feed: FeedHub) -> Callable[[], None]:

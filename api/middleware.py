@@ -87,6 +87,11 @@ async def reject_large_headers(scope: Scope, send: Send, *, max_bytes: int) -> b
     otherwise. For ASGI handlers that bypass :class:`HeaderSizeLimit`."""
     if header_bytes(scope) <= max_bytes:
         return False
+    await _headers_too_large(scope, send, max_bytes=max_bytes)
+    return True
+
+
+async def _headers_too_large(scope: Scope, send: Send, *, max_bytes: int) -> None:
     response = problem(
         431,
         detail=f"Request headers are limited to {max_bytes} bytes in total; send fewer "
@@ -94,7 +99,6 @@ async def reject_large_headers(scope: Scope, send: Send, *, max_bytes: int) -> b
         headers={"Connection": "close"},
     )
     await response(scope, _disconnected, send)
-    return True
 
 
 class HeaderSizeLimit:
@@ -139,16 +143,46 @@ class ForwardedFor:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            client = scope.get("client")
-            if client and self._is_trusted(client[0]):
-                values = [
-                    value.decode("latin-1")
-                    for name, value in scope.get("headers", ())
-                    if name == b"x-forwarded-for"
-                ]
-                if values:
-                    address = client_address(client[0], values, self.trusted)
-                    if address is not None and address != client[0]:
-                        scope = dict(scope)
-                        scope["client"] = (address, 0)
+            values = [
+                value.decode("latin-1")
+                for name, value in scope.get("headers", ())
+                if name == b"x-forwarded-for"
+            ]
+            scope = self.with_client(scope, values)
+        await self.app(scope, receive, send)
+
+    def with_client(self, scope: Scope, forwarded_for: list[str]) -> Scope:
+        """``scope``, or a copy of it with the client behind trusted proxies, given the
+        values of its ``X-Forwarded-For`` headers in order (latin-1 decoded)."""
+        client = scope.get("client")
+        if forwarded_for and client and self._is_trusted(client[0]):
+            address = client_address(client[0], forwarded_for, self.trusted)
+            if address is not None and address != client[0]:
+                scope = dict(scope)
+                scope["client"] = (address, 0)
+        return scope
+
+
+class HeadersAndClient:
+    """:class:`HeaderSizeLimit` then :class:`ForwardedFor`, in one pass over the headers
+    (both run on every request, each scan included): the same answers, the 431 first."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, trusted: TrustedProxies) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.forwarded = ForwardedFor(app, trusted=trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" or kind == "websocket":
+            size = 0
+            forwarded_for: list[str] = []
+            for name, value in scope.get("headers", ()):
+                size += len(name) + len(value) + 4  # as header_bytes
+                if name == b"x-forwarded-for":
+                    forwarded_for.append(value.decode("latin-1"))
+            if kind == "http" and size > self.max_bytes:
+                await _headers_too_large(scope, send, max_bytes=self.max_bytes)
+                return
+            scope = self.forwarded.with_client(scope, forwarded_for)
         await self.app(scope, receive, send)

@@ -20,7 +20,14 @@ Rounds: ``cold`` (every agent new: device parsing and bot detection on each scan
 check in the group commit).
 
     python benchmarks/scan_path_cpu.py [--scans 3000] [--tags 200] [--agents 2000]
-        [--nfc-tags 50] [--concurrency 64] [--profile] [--rounds cold,warm,nfc] [--webhook]
+        [--nfc-tags 50] [--concurrency 64] [--profile] [--rounds cold,warm,nfc] [--direct]
+        [--geoip-db PATH|synthetic] [--locations 1000] [--rules 20] [--webhook]
+
+Geography and rules as ``scan_redirect.py --realistic`` seeds them: ``--geoip-db``
+(``synthetic``: one city per /8, every address found), ``--locations N`` stores with
+every tag placed at one, ``--rules N`` redirect rules walked by every scan.
+Clients come through a trusted loopback proxy (``X-Forwarded-For``), as in
+``scan_redirect.py --realistic``; ``--direct`` makes them socket peers.
 
 ``--webhook`` gives the scanned organization a ``scan.created`` webhook, so every scan
 also writes its outbox row in the group commit (the process sends none: its webhook
@@ -55,9 +62,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.app import create_app, served_app  # noqa: E402
+from benchmarks.scan_redirect import seed_locations, seed_rules, synthetic_geoip  # noqa: E402
 from benchmarks.user_agents import in_app_templates, realistic_agents  # noqa: E402
 from campaigns import migrate  # noqa: E402
-from campaigns.db import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
+from campaigns.db import libpq_url, make_engine, make_sessionmaker, unit_of_work  # noqa: E402
 from campaigns.scanning.record import ScanRecord  # noqa: E402
 from campaigns.schemas import WebhookCreate  # noqa: E402
 from campaigns.services.webhooks import create_webhook  # noqa: E402
@@ -70,6 +78,16 @@ SERVER_URL = os.environ.get(
 )
 
 Scope = dict[str, Any]
+#: Accept-Language values sent, at random (as scan_redirect.py's realistic mode).
+LANGUAGES = (
+    b"fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7",
+    b"fr-FR,fr;q=0.9",
+    b"en-GB,en;q=0.9",
+    b"en-US,en;q=0.9",
+    b"de-DE,de;q=0.9,en;q=0.8",
+    b"es-ES,es;q=0.9",
+    b"it-IT,it;q=0.9",
+)
 
 
 async def seed(
@@ -119,11 +137,24 @@ async def seed(
     return codes, devices
 
 
-def scope_for(path: str, query: bytes, agent: str, rng: random.Random) -> Scope:
-    """An ASGI scope as uvicorn builds it for a phone's GET (client from X-Forwarded-For)."""
+def scope_for(
+    path: str, query: bytes, agent: str, rng: random.Random, *, proxied: bool = True
+) -> Scope:
+    """An ASGI scope as uvicorn builds it for a phone's GET: from a random client
+    address, sent through a trusted loopback proxy (``X-Forwarded-For``, as
+    ``scan_redirect.py --realistic`` sends it) or, not ``proxied``, as the socket peer."""
     client = (
         f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
     )
+    headers = [
+        (b"host", b"go.example.com"),
+        (b"user-agent", agent.encode("latin-1")),
+        (b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
+        (b"accept-language", rng.choice(LANGUAGES)),
+        (b"accept-encoding", b"gzip, deflate, br"),
+    ]
+    if proxied:
+        headers.append((b"x-forwarded-for", client.encode()))
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -134,15 +165,9 @@ def scope_for(path: str, query: bytes, agent: str, rng: random.Random) -> Scope:
         "raw_path": path.encode(),
         "query_string": query,
         "root_path": "",
-        "client": (client, 50000),
+        "client": ("127.0.0.1", 50000) if proxied else (client, 50000),
         "server": ("127.0.0.1", 8000),
-        "headers": [
-            (b"host", b"go.example.com"),
-            (b"user-agent", agent.encode("latin-1")),
-            (b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
-            (b"accept-language", b"fr-FR,fr;q=0.9,en;q=0.8"),
-            (b"accept-encoding", b"gzip, deflate, br"),
-        ],
+        "headers": headers,
     }
 
 
@@ -154,10 +179,18 @@ class Round:
     """Makes the scopes of one round: ``next()`` gives the next request's scope."""
 
     def __init__(
-        self, name: str, codes: list[str], devices: list[Any], agents: list[str], url: str
+        self,
+        name: str,
+        codes: list[str],
+        devices: list[Any],
+        agents: list[str],
+        url: str,
+        *,
+        proxied: bool = True,
     ) -> None:
         self.name, self.codes, self.devices, self.agents = name, codes, devices, agents
         self.database_url = url
+        self.proxied = proxied
         self.rng = random.Random(7)
         self.count = 0
 
@@ -166,13 +199,14 @@ class Round:
         if self.name == "nfc":
             code, device = self.devices[self.count % len(self.devices)]
             e, c = device.tap()
-            return scope_for(f"/n/{code}", f"e={e}&c={c}".encode(), self.agents[0], self.rng)
+            query = f"e={e}&c={c}".encode()
+            return scope_for(f"/n/{code}", query, self.agents[0], self.rng, proxied=self.proxied)
         code = self.rng.choice(self.codes)
         if self.name == "cold":  # a number never used: an agent no server has seen
             agent = self.agents[self.count % len(self.agents)] % (10**9 + self.count)
         else:
             agent = self.agents[self.count % len(self.agents)]
-        return scope_for(f"/s/{code}", b"", agent, self.rng)
+        return scope_for(f"/s/{code}", b"", agent, self.rng, proxied=self.proxied)
 
 
 async def drive(app: Any, scope: Scope, statuses: list[int]) -> None:
@@ -277,11 +311,22 @@ async def main_async(args: argparse.Namespace, database_url: str) -> None:
             data_dir=Path(data_dir),
             rate_limit_enabled=False,  # as benchmarks/scan_redirect.py
             webhook_delivery_enabled=not args.webhook,
+            geoip_db=(
+                synthetic_geoip(Path(data_dir) / "synthetic.mmdb")
+                if args.geoip_db == "synthetic"
+                else Path(args.geoip_db)
+                if args.geoip_db
+                else None
+            ),
         )
         rounds = args.rounds.split(",")
         codes, devices = await seed(
             settings, args.tags, args.nfc_tags if "nfc" in rounds else 0, webhook=args.webhook
         )
+        if args.locations:
+            await asyncio.to_thread(seed_locations, libpq_url(database_url), args.locations)
+        if args.rules:
+            await asyncio.to_thread(seed_rules, libpq_url(database_url), args.rules)
         fastapi_app = create_app(settings)
         app = served_app(fastapi_app)
         agents = {
@@ -298,9 +343,13 @@ async def main_async(args: argparse.Namespace, database_url: str) -> None:
                 f"# {args.scans} scans per pass, {len(codes)} QR tags, {len(devices)} nfc_sun "
                 f"tags, {args.agents} agents, concurrency {args.concurrency}"
                 f"{', scan.created webhook' if args.webhook else ''} (CPU µs per scan)"
+                f"; GeoIP: {args.geoip_db or 'none'}, {args.locations} locations, "
+                f"{args.rules} rules"
             )
             for name in rounds:
-                round_ = Round(name, codes, devices, agents[name], database_url)
+                round_ = Round(
+                    name, codes, devices, agents[name], database_url, proxied=not args.direct
+                )
                 # warm: every agent seen once (memoised); else imports, caches and the
                 # writer's connection warmed up
                 warm_up = len(agents[name]) if name == "warm" else 200
@@ -320,7 +369,7 @@ async def main_async(args: argparse.Namespace, database_url: str) -> None:
                             await with_commit(app, round_, args.scans, args.concurrency, profile)
                         out = io.StringIO()
                         stats = pstats.Stats(profile, stream=out).sort_stats("tottime")
-                        stats.print_stats(20)
+                        stats.print_stats(int(os.environ.get("PROFILE_TOP", "20")))
                         print(f"## {name}, {label}\n{out.getvalue()}")
 
 
@@ -335,6 +384,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile top-20 per round")
     parser.add_argument(
         "--webhook", action="store_true", help="the organization has a scan.created webhook"
+    )
+    parser.add_argument("--geoip-db", help="MaxMind DB file, or 'synthetic' (as scan_redirect.py)")
+    parser.add_argument("--locations", type=int, default=0, help="stores; tags placed at them")
+    parser.add_argument("--rules", type=int, default=0, help="redirect rules (seed_rules)")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="clients as socket peers (default: through a trusted loopback proxy, "
+        "X-Forwarded-For, as scan_redirect.py --realistic)",
     )
     args = parser.parse_args()
     name = f"passerelle_cpu_{secrets.token_hex(4)}"

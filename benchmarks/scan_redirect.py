@@ -36,11 +36,14 @@ Geography (``--realistic``): ``--geoip-db PATH`` geolocates every scan with that
 DB file (``synthetic``: a generated one with one city per /8 network, so every random
 address is found; needs the ``test`` extra's ``mmdb-writer``); ``--locations N`` seeds N
 stores with a 300 m circle around Paris and places every tag at one of them, so each
-scan is matched to a store by its area.
+scan is matched to a store by its area; ``--rules N`` adds N redirect rules to the
+campaign (``seed_rules``: conditions on country, OS, device type, language and store,
+the last a 50/50 split), so every scan walks them. Phones send an ``Accept-Language``
+(a few locales, at random).
 
     python benchmarks/scan_redirect.py [--workers 1] [--connections 64] [--duration 15]
         [--tags 1000] [--memory-tags 1000000] [--realistic [--agents 2000]
-        [--geoip-db PATH|synthetic] [--locations 1000]]
+        [--geoip-db PATH|synthetic] [--locations 1000] [--rules 20]]
         [--nfc [--nfc-taps 300000] [--nfc-tags 50]]
 
 Needs a PostgreSQL with PostGIS (``PASSERELLE_TEST_DATABASE_URL`` or the local one); it
@@ -65,9 +68,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
+from psycopg.types.json import Jsonb
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +147,61 @@ def seed_locations(conninfo: str, n_locations: int) -> None:
             "WHERE l.id = (SELECT min(id) FROM locations) + tags.id %% %s",
             (n_locations,),
         )
+
+
+#: Conditions of the benchmark's rules before the last, in turn (``seed_rules``). A scan
+#: walks the campaign's rules in priority order until one matches: most of these miss
+#: most scans (other countries, languages, tablets), as a campaign's special cases do.
+_RULE_CONDITIONS: tuple[dict[str, list[Any]], ...] = (
+    {"countries": ["DE", "AT", "CH"]},
+    {"os": ["iOS"], "languages": ["en"]},
+    {"device_types": ["tablet"]},
+    {"languages": ["de", "it"]},
+    {"countries": ["FR"], "os": ["Windows", "Mac OS X"]},
+    {"countries": ["BE", "LU"], "device_types": ["mobile"]},
+    {"os": ["Android"], "languages": ["es"]},
+)
+
+
+def seed_rules(conninfo: str, n_rules: int) -> None:
+    """``n_rules`` redirect rules on the benchmark campaign (priorities 1..n), each
+    validated by the API's own schema (``RuleCreate``) and stored as the API stores it:
+    conditions on country, OS, device type, language and (with stores seeded) matched
+    store taken in turn from ``_RULE_CONDITIONS``, each to its own destination; the last
+    rule, without conditions, a sticky 50/50 split. Every scan walks the rules until
+    one matches (the split catches the rest)."""
+    from campaigns.schemas import RuleCreate
+
+    with psycopg.connect(conninfo) as conn:
+        ids = conn.execute("SELECT organization_id, id FROM campaigns").fetchone()
+        assert ids is not None
+        locations = [r[0] for r in conn.execute("SELECT id FROM locations ORDER BY id LIMIT 50")]
+        for priority in range(1, n_rules + 1):
+            if priority == n_rules:
+                body: dict[str, Any] = {
+                    "split": [
+                        {"destination_url": "https://shop.example.com/a", "weight": 50},
+                        {"destination_url": "https://shop.example.com/b", "weight": 50},
+                    ]
+                }
+            else:
+                when = dict(_RULE_CONDITIONS[(priority - 1) % len(_RULE_CONDITIONS)])
+                if locations and priority % 4 == 0:  # some rules target a few stores
+                    when = {"location_ids": locations[priority % 10 :: 10][:5]}
+                body = {"when": when, "destination_url": f"https://shop.example.com/r{priority}"}
+            rule = RuleCreate.model_validate({"priority": priority, **body}).model_dump(mode="json")
+            conn.execute(
+                "INSERT INTO redirect_rules (organization_id, campaign_id, priority, "
+                "conditions, destination_url, split) VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    ids[0],
+                    ids[1],
+                    rule["priority"],
+                    Jsonb({k: v for k, v in rule["when"].items() if v is not None}),
+                    rule["destination_url"],
+                    Jsonb(rule["split"]) if rule["split"] is not None else None,
+                ),
+            )
 
 
 def synthetic_geoip(path: Path) -> Path:
@@ -262,6 +322,8 @@ def wrk_run(
 #: used before (``base`` + a per-thread counter). Counts 302s and other statuses.
 _REALISTIC_LUA = """
 local threads, next_tid = {}, 0
+languages = {"fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7", "fr-FR,fr;q=0.9", "en-GB,en;q=0.9",
+  "en-US,en;q=0.9", "de-DE,de;q=0.9,en;q=0.8", "es-ES,es;q=0.9", "it-IT,it;q=0.9"}
 function setup(thread)
   thread:set("tid", next_tid)
   next_tid = next_tid + 1
@@ -279,7 +341,8 @@ function request()
   local ip = string.format("%d.%d.%d.%d", math.random(1, 223), math.random(0, 255),
     math.random(0, 255), math.random(1, 254))
   return wrk.format("GET", "/s/" .. codes[math.random(#codes)],
-    {["User-Agent"] = ua, ["X-Forwarded-For"] = ip})
+    {["User-Agent"] = ua, ["X-Forwarded-For"] = ip,
+     ["Accept-Language"] = languages[math.random(#languages)]})
 end
 function response(status, headers, body)
   if status == 302 then redirects = redirects + 1 else others = others + 1 end
@@ -471,6 +534,12 @@ def main() -> None:
         "--locations", type=int, default=0, help="stores with an area; every tag placed at one"
     )
     parser.add_argument(
+        "--rules",
+        type=int,
+        default=0,
+        help="redirect rules on the campaign (--realistic; see seed_rules)",
+    )
+    parser.add_argument(
         "--memory-tags", type=int, default=0, help="also measure RSS with this many tags"
     )
     parser.add_argument(
@@ -496,6 +565,8 @@ def main() -> None:
         codes = seed(conninfo, args.tags)
         if args.locations:
             seed_locations(conninfo, args.locations)
+        if args.rules:
+            seed_rules(conninfo, args.rules)
         env = {
             **os.environ,
             "PASSERELLE_DATABASE_URL": database_url,
@@ -513,7 +584,7 @@ def main() -> None:
             f"# {args.workers} worker(s), {args.connections} connections, {args.tags} tags, "
             f"load generator: {'wrk' if use_wrk else 'python asyncio client'}, "
             f"{os.cpu_count()} CPUs; GeoIP: {env.get('PASSERELLE_GEOIP_DB', 'none')}, "
-            f"{args.locations} locations"
+            f"{args.locations} locations, {args.rules} rules"
         )
 
         if args.nfc:
@@ -653,6 +724,18 @@ def realistic_phases(
         f"scans stored: {row[0]}, distinct truncated client addresses {row[1]}, "
         f"agents {row[2]}, tags {row[3]}"
     )
+    with psycopg.connect(conninfo) as conn:
+        by_rule = conn.execute(
+            "SELECT count(*) FILTER (WHERE rule_id IS NOT NULL AND variant IS NULL), "
+            "count(*) FILTER (WHERE variant IS NOT NULL), count(DISTINCT rule_id), "
+            "count(*) FILTER (WHERE country IS NOT NULL), "
+            "count(*) FILTER (WHERE location_id IS NOT NULL) FROM scans"
+        ).fetchone()
+        assert by_rule is not None
+    print(
+        f"scans sent by a conditional rule: {by_rule[0]}, by the split: {by_rule[1]} "
+        f"({by_rule[2]} distinct rules); geolocated: {by_rule[3]}; at a store: {by_rule[4]}"
+    )
     for round_ in ("cold", "warm"):
         scan = results["GET /s/{code}", round_]
         ratios = ", ".join(
@@ -672,6 +755,8 @@ NFC_KEYS = SunKeys(meta_read=bytes(range(16)), file_read=bytes(range(16, 32)))
 #: offset, so no two requests carry the same SUN message while the list lasts.
 _NFC_LUA = """
 local threads, next_tid = {}, 0
+languages = {"fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7", "fr-FR,fr;q=0.9", "en-GB,en;q=0.9",
+  "en-US,en;q=0.9", "de-DE,de;q=0.9,en;q=0.8", "es-ES,es;q=0.9", "it-IT,it;q=0.9"}
 function setup(thread)
   thread:set("tid", next_tid)
   next_tid = next_tid + 1

@@ -21,8 +21,8 @@ L=32)`` (RFC 5869); bytes 0-15 are the meta-read key, bytes 16-31 the file-read 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -44,6 +44,9 @@ class SunKeys:
 
     meta_read: bytes
     file_read: bytes
+    #: The SUN verification's per-key state (expanded AES keys), built on the first
+    #: tap by :mod:`campaigns.payloads.sun`; never compared, printed nor pickled.
+    verifier_state: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.meta_read) != KEY_BYTES or len(self.file_read) != KEY_BYTES:
@@ -51,6 +54,14 @@ class SunKeys:
 
     def __repr__(self) -> str:
         return "SunKeys(<redacted>)"
+
+    def __getstate__(self) -> tuple[bytes, bytes]:
+        return (self.meta_read, self.file_read)  # OpenSSL contexts do not pickle
+
+    def __setstate__(self, state: tuple[bytes, bytes]) -> None:
+        for name, value in zip(("meta_read", "file_read"), state, strict=True):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "verifier_state", None)
 
 
 def _derive_v1(master: bytes, uid: bytes) -> SunKeys:

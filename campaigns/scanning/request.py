@@ -70,11 +70,14 @@ class ScanRequest:
         for name, raw in headers:
             field = _HEADERS.get(name)
             if field is not None and field not in values:
-                values[field] = (
-                    bytes(raw[: MAX_HEADER_CHARS * 2])
-                    .decode("latin-1")
-                    .replace("\x00", "")[:MAX_HEADER_CHARS]
-                )
+                if len(raw) <= MAX_HEADER_CHARS and b"\x00" not in raw:
+                    values[field] = raw.decode("latin-1")  # the usual header: as is
+                else:
+                    values[field] = (
+                        bytes(raw[: MAX_HEADER_CHARS * 2])
+                        .decode("latin-1")
+                        .replace("\x00", "")[:MAX_HEADER_CHARS]
+                    )
         return cls(
             code=code,
             prefix=prefix,

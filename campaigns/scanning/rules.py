@@ -28,12 +28,15 @@ import hashlib
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
 
 _RULE_COLUMNS = "id, campaign_id, priority, conditions, destination_url, split"
+#: Combinations of scan values whose first matching rule is remembered (``RuleCache``).
+_FIRST_MATCH_MEMO_MAX = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +104,30 @@ class Rule:
         language: str | None,
     ) -> bool:
         """True when every condition given holds for these scan values."""
+        return self.matches_folded(
+            country=country,
+            location_id=location_id,
+            os=os.lower() if os else None,
+            device_type=device_type.lower() if device_type else None,
+            language=language,
+        )
+
+    def matches_folded(
+        self,
+        *,
+        country: str | None,
+        location_id: int | None,
+        os: str | None,
+        device_type: str | None,
+        language: str | None,
+    ) -> bool:
+        """:meth:`matches` with ``os`` and ``device_type`` already lower-cased (the scan
+        path folds them once for all the campaign's rules)."""
         return (
             _within(self.countries, country)
             and (self.location_ids is None or location_id in self.location_ids)
-            and _within(self.os, os.lower() if os else None)
-            and _within(self.device_types, device_type.lower() if device_type else None)
+            and _within(self.os, os)
+            and _within(self.device_types, device_type)
             and _within(self.languages, language)
         )
 
@@ -157,9 +179,10 @@ def preferred_languages(accept_language: str | None) -> list[str]:
     return list(dict.fromkeys(primary for _, _, primary in sorted(ranked)))
 
 
+@lru_cache(maxsize=1024)
 def preferred_language(accept_language: str | None) -> str | None:
     """The visitor's most preferred primary language subtag (:func:`preferred_languages`),
-    or None."""
+    or None. Memoised: browsers send a few distinct headers (one per locale setting)."""
     languages = preferred_languages(accept_language)
     return languages[0] if languages else None
 
@@ -170,6 +193,10 @@ class RuleCache:
 
     def __init__(self) -> None:
         self._by_campaign: dict[int, tuple[Rule, ...]] = {}
+        # (campaign id, country, location id, os, device type, language) -> the first
+        # rule matching them: scans share few such combinations, so most scans skip the
+        # walk through the rules. Emptied whenever rules change, and when full.
+        self._first: dict[tuple[Any, ...], Rule | None] = {}
         self._campaign_of: dict[int, int] = {}
         # rule id -> its row (``_RULE_COLUMNS`` order), for the side snapshot.
         self._rows: dict[int, tuple[Any, ...]] = {}
@@ -180,6 +207,40 @@ class RuleCache:
     def rules_for(self, campaign_id: int) -> tuple[Rule, ...]:
         """The campaign's rules, lowest priority number first (then lowest id)."""
         return self._by_campaign.get(campaign_id, ())
+
+    def first_match(
+        self,
+        campaign_id: int,
+        *,
+        country: str | None,
+        location_id: int | None,
+        os: str | None,
+        device_type: str | None,
+        language: str | None,
+    ) -> Rule | None:
+        """The campaign's first rule (in :meth:`rules_for` order) matching these scan
+        values (``os`` and ``device_type`` lower-cased, see
+        :meth:`Rule.matches_folded`), or None. Memoised per combination of values."""
+        key = (campaign_id, country, location_id, os, device_type, language)
+        try:
+            return self._first[key]
+        except KeyError:
+            pass
+        found = None
+        for rule in self._by_campaign.get(campaign_id, ()):
+            if rule.matches_folded(
+                country=country,
+                location_id=location_id,
+                os=os,
+                device_type=device_type,
+                language=language,
+            ):
+                found = rule
+                break
+        if len(self._first) >= _FIRST_MATCH_MEMO_MAX:
+            self._first.clear()
+        self._first[key] = found
+        return found
 
     def _index(self, rules: Iterable[Rule]) -> dict[int, tuple[Rule, ...]]:
         grouped: dict[int, list[Rule]] = {}
@@ -194,6 +255,7 @@ class RuleCache:
         rows = await (await conn.execute(f"SELECT {_RULE_COLUMNS} FROM redirect_rules")).fetchall()  # noqa: S608
         rules = [Rule.from_row(row) for row in rows]
         self._by_campaign = self._index(rules)
+        self._first = {}
         self._campaign_of = {rule.id: rule.campaign_id for rule in rules}
         self._rows = {row[0]: tuple(row) for row in rows}
 
@@ -225,6 +287,7 @@ class RuleCache:
                 self._by_campaign[cid] = fresh[cid]
             else:
                 self._by_campaign.pop(cid, None)
+        self._first = {}
         self._campaign_of.update((rule.id, rule.campaign_id) for rule in rules)
         self._rows.update((row[0], tuple(row)) for row in rows)
 

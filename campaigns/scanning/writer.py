@@ -468,7 +468,8 @@ class ScanWriter:
         (taps judged, :func:`~campaigns.scanning.nfc.judge_taps`), in batch order."""
         try:
             try:
-                stored = await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+                async with asyncio.timeout(self._commit_timeout_s):  # no task, as wait_for
+                    stored = await self._copy(records)
             except psycopg.OperationalError as exc:
                 if not self._died_while_idle(exc):
                     raise
@@ -476,7 +477,8 @@ class ScanWriter:
                 # use tells. One retry on a new connection, not an outage.
                 log.info("scan writer connection was dead (%r); reconnecting", exc)
                 await self._close_conn()
-                stored = await asyncio.wait_for(self._copy(records), self._commit_timeout_s)
+                async with asyncio.timeout(self._commit_timeout_s):
+                    stored = await self._copy(records)
         except _ROW_ERRORS as exc:
             # One bad row must not fail the others nor stop the writer.
             log.error("group commit refused (%s); inserting row by row", exc)
@@ -506,9 +508,9 @@ class ScanWriter:
         async with conn.transaction():
             # Before the COPY, in its transaction: verdicts and rows commit together.
             stored = await judge_taps(conn, records)
-            async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-                for record in stored:
-                    await copy.write_row(row(record))
+            await self._copy_rows(conn, stored)
+            # The webhooks' outbox (only for organizations having one) and the live
+            # feed's batch row commit with the scans.
             await write_scan_events(conn, stored, self._hooked)
             await _feed(conn, stored)
         return stored
@@ -516,6 +518,12 @@ class ScanWriter:
     def _committed(self) -> None:
         if self.on_commit is not None:
             self.on_commit()
+
+    @staticmethod
+    async def _copy_rows(conn: psycopg.AsyncConnection[Any], records: list[ScanRecord]) -> None:
+        async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
+            for record in records:
+                await copy.write_row(row(record))
 
     async def _mark_down(self) -> None:
         """Switch to spooling; the replayer looks for the database in the background, so

@@ -7,20 +7,23 @@ import importlib
 import json
 import pkgutil
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import api.routers
 from api.app import create_app, served_app
-from api.middleware import header_bytes
+from api.middleware import ForwardedFor, HeadersAndClient, HeaderSizeLimit, header_bytes
 from api.routing import JsonBodyRoute, is_json_media_type
 from campaigns.db import unit_of_work
 from campaigns.services.organizations import issue_api_key
 from campaigns.settings import Settings
+from geo.forwarded import TrustedProxies
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
 
 
@@ -178,3 +181,44 @@ def test_every_route_with_a_json_model_body_checks_its_media_type() -> None:
     assert all(isinstance(route, JsonBodyRoute) for route in json_routes), [
         route.path for route in json_routes if not isinstance(route, JsonBodyRoute)
     ]
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+async def test_one_pass_guard_answers_as_the_two_middleware(extra: int) -> None:
+    # served_app's HeadersAndClient = HeaderSizeLimit then ForwardedFor: the same 431 at
+    # the same byte, the same client behind a trusted proxy (several XFF lines in order).
+    trusted = TrustedProxies(["127.0.0.1/32"])
+    headers = [
+        (b"x-forwarded-for", b"203.0.113.7, 10.9.9.9"),
+        (b"x-forwarded-for", b"198.51.100.4"),
+        (b"host", b"go.example.com"),
+    ]
+    limit = header_bytes({"headers": headers}) - extra  # extra = 1: one byte too many
+    seen: dict[str, list[Any]] = {"one pass": [], "two": []}
+
+    def inner(label: str) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            seen[label].append(scope["client"])
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        return app
+
+    one_pass = HeadersAndClient(inner("one pass"), max_bytes=limit, trusted=trusted)
+    two = HeaderSizeLimit(ForwardedFor(inner("two"), trusted=trusted), max_bytes=limit)
+    statuses = {}
+    for label, app in (("one pass", one_pass), ("two", two)):
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        scope = {"type": "http", "path": "/s/X", "headers": headers, "client": ("127.0.0.1", 1)}
+        await app(scope, receive, send)
+        statuses[label] = sent[0]["status"]
+    assert statuses == {"one pass": 431 if extra else 204, "two": 431 if extra else 204}
+    expected = [] if extra else [("198.51.100.4", 0)]
+    assert seen == {"one pass": expected, "two": expected}

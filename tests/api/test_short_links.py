@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
 from api.app import served_app
-from api.middleware import ForwardedFor, HeaderSizeLimit
+from api.middleware import ForwardedFor, HeadersAndClient
 from api.scan_endpoint import SHORT_LINKS, ShortLinkRoute, ShortLinks
 from campaigns.scanning.writer import WriterOverloaded
 from tests.conftest import Org, make_campaign, make_tag
@@ -28,10 +28,11 @@ async def test_scans_never_enter_the_fastapi_stack(
     campaign = await make_campaign(client, org)
     tag = await make_tag(client, org, campaign["id"])
     served = served_app(app)  # what `passerelle serve` runs
-    assert isinstance(served, HeaderSizeLimit)  # outermost: 431 on every path
-    forwarded = served.app
-    assert isinstance(forwarded, ForwardedFor)  # then the client address behind proxies
-    short_links = forwarded.app
+    # Outermost, in one pass over the headers: 431 on every path, then the client
+    # address behind proxies.
+    assert isinstance(served, HeadersAndClient)
+    assert isinstance(served.forwarded, ForwardedFor)
+    short_links = served.app
     assert isinstance(short_links, ShortLinks)  # then the short links
     assert short_links.app is app  # then FastAPI: its telemetry, middleware, router
     entered: list[str] = []

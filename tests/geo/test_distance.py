@@ -8,7 +8,7 @@ import pytest
 from geographiclib.geodesic import Geodesic
 from shapely.geometry import Polygon
 
-from geo.distance import area_m2, distance_m, within_radius
+from geo.distance import area_m2, distance_m, farther_than, within_radius
 
 WGS84 = Geodesic.WGS84
 
@@ -63,3 +63,23 @@ def test_area_is_in_square_metres() -> None:
     assert area_m2(Polygon([(0, 0), (side, 0), (side, side), (0, side)])) == pytest.approx(
         1e6, rel=0.01
     )
+
+
+def test_farther_than_is_the_geodesic_comparison() -> None:
+    # The spherical shortcut must never change the verdict: random pairs (near, far,
+    # antipodal, polar) against thresholds around their own geodesic distance.
+    rng = random.Random(11)
+    checked = 0
+    for _ in range(4_000):
+        a = (rng.uniform(-180, 180), rng.uniform(-90, 90))
+        if rng.random() < 0.5:  # nearby: the far-from-placement case
+            b = (a[0] + rng.uniform(-2, 2), max(-90.0, min(90.0, a[1] + rng.uniform(-2, 2))))
+        else:
+            b = (rng.uniform(-180, 180), rng.uniform(-90, 90))
+        away = distance_m(a, b)
+        for factor in (0.5, 0.97, 0.985, 0.995, 0.9999, 1.0, 1.0001, 1.005, 1.015, 1.03, 2.0):
+            threshold = away * factor
+            assert farther_than(a, b, threshold) == (away > threshold), (a, b, factor)
+            checked += 1
+    assert farther_than((2.35, 48.85), (2.35, 48.85), 50_000) is False
+    assert checked == 44_000

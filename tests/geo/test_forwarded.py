@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from geo.forwarded import TrustedProxies, client_address, parse_address
@@ -84,6 +86,10 @@ def test_peer_that_is_not_an_address() -> None:
         ("[::1]x", None),
         ("", None),
         ("1.2.3", None),
+        ("01.2.3.4", None),  # leading zeros: refused by the C parser as by ipaddress
+        ("1.2.3.4\x00", None),
+        ("1.2.3.\u0664", None),  # a non-ASCII digit
+        ("::ffff:81.2.69.160", "81.2.69.160"),
     ],
 )
 def test_parse_address(entry: str, expected: str | None) -> None:
@@ -94,3 +100,24 @@ def test_parse_address(entry: str, expected: str | None) -> None:
 def test_bad_trusted_range_is_refused() -> None:
     with pytest.raises(ValueError, match="does not appear"):
         TrustedProxies(["10.0.0.0/33"])
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.0.0.0",
+        "10.255.255.255",
+        "11.0.0.0",
+        "9.255.255.255",
+        "127.0.0.1",
+        "127.0.0.2",
+        "2001:db8:ffff::1",
+        "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+        "2001:db8:fffe::1",
+        "::ffff:10.0.0.1",
+        "::a00:1",  # the integer of 10.0.0.1, as IPv6: another version, not trusted
+    ],
+)
+def test_trusted_membership_is_ipaddress_membership(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    assert (ip in TRUSTED) == any(ip in network for network in TRUSTED.networks)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import random
 from pathlib import Path
+from typing import Any
 
+import geoip2.models
 import pytest
 
+from geo import geoip
 from geo.geoip import MODE, GeoIPReader, GeoResult
 from tests.fixtures.mmdb import city_record, write_mmdb
 
@@ -147,3 +152,74 @@ def test_memory_mapped_c_extension_is_used() -> None:
     import maxminddb
 
     assert MODE == maxminddb.MODE_MMAP_EXT
+
+
+RECORDS: list[dict[str, Any]] = [
+    {
+        "country": {"iso_code": "FR", "names": {"en": "France", "fr": "France"}},
+        "subdivisions": [{"iso_code": "IDF"}, {"iso_code": "75"}],
+        "city": {"names": {"en": "Paris", "de": "Paris"}},
+        "location": {"latitude": 48.8566, "longitude": 2.3522, "accuracy_radius": 20},
+    },
+    {"country": {"iso_code": "SE"}},
+    {"country": {"iso_code": "DE"}, "city": {"names": {"en": "Berlin"}}},
+    {"country": {"iso_code": "US"}, "location": {"latitude": 37.0, "longitude": -122.0}},
+    {"country": {"iso_code": "JP"}, "city": {"names": {"ja": "東京"}}, "subdivisions": []},
+    {"location": {"accuracy_radius": 1000}},
+    {},
+]
+
+
+@pytest.mark.parametrize("record", RECORDS)
+def test_records_are_read_as_geoip2_reads_them(record: dict[str, Any]) -> None:
+    model = geoip2.models.City(["en"], ip_address="81.2.69.160", **record)
+    radius_km = model.location.accuracy_radius
+    expected = GeoResult(
+        country=model.country.iso_code,
+        region=model.subdivisions[0].iso_code if model.subdivisions else None,
+        city=model.city.name,
+        lat=model.location.latitude,
+        lon=model.location.longitude,
+        accuracy_m=radius_km * 1000 if radius_km is not None else None,
+    )
+    assert geoip._result(record) == expected
+
+
+def _not_global_ranges() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 range this Python's ipaddress does not call global, or that is an
+    exception to one (its constants: private networks, exceptions, shared space)."""
+    constants = ipaddress.IPv4Address("1.1.1.1")._constants  # type: ignore[attr-defined]
+    ranges = [*constants._private_networks, constants._public_network]
+    ranges += getattr(constants, "_private_networks_exceptions", [])
+    return ranges
+
+
+def test_every_non_global_ipv4_range_starts_with_a_listed_octet() -> None:
+    ranges = _not_global_ranges()
+    assert len(ranges) >= 14
+    for network in ranges:
+        first, last = int(network.network_address) >> 24, int(network.broadcast_address) >> 24
+        assert set(range(first, last + 1)) <= geoip._V4_MAYBE_NOT_GLOBAL, network
+
+
+def test_routable_is_ipaddress_is_global() -> None:
+    rng = random.Random(5)
+    samples = [ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(20_000)]
+    for network in _not_global_ranges():  # each range's edges and their neighbours
+        for edge in (int(network.network_address), int(network.broadcast_address)):
+            samples += [
+                ipaddress.IPv4Address(a) for a in (edge - 1, edge, edge + 1) if 0 <= a < 2**32
+            ]
+    samples_v6: list[ipaddress.IPv6Address] = [
+        ipaddress.IPv6Address(f"::ffff:{a}") for a in samples[:2000]
+    ]
+    for ip in [*samples, *samples_v6]:
+        unwrapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip
+        assert unwrapped is not None
+        expected = unwrapped if unwrapped.is_global else None
+        assert geoip._routable_ip(ip) == expected, ip
+
+
+def test_lookup_of_a_parsed_address_is_the_lookup_of_its_text(reader: GeoIPReader) -> None:
+    for text in ("81.2.69.160", "2a02:ec80::1", "::ffff:81.2.69.160", "10.0.0.1", "8.8.8.8"):
+        assert reader.lookup_address(ipaddress.ip_address(text)) == reader.lookup(text)

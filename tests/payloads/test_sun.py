@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 
 import pytest
@@ -169,3 +170,24 @@ def test_random_garbage_never_raises() -> None:
         e = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 16, 31, 32, 33])))
         c = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 15, 16, 17])))
         assert verify_sun(e, c, uid=tag.uid, keys=keys_of(tag)).verdict == "invalid"
+
+
+def test_key_state_is_kept_with_the_keys_and_never_shows_them() -> None:
+    tag = Ntag424.random()
+    keys = SunKeys(meta_read=tag.meta_read_key, file_read=tag.file_read_key)
+    for _ in range(3):  # the same state verifies tap after tap
+        e, c = tag.tap()
+        assert verify_sun(e, c, uid=tag.uid, keys=keys).verdict == "valid_mac"
+    state = keys.verifier_state
+    assert state is not None
+    for shown in (repr(keys), str(keys), repr(state), str(state)):
+        assert tag.meta_read_key.hex() not in shown.lower()
+        assert tag.file_read_key.hex() not in shown.lower()
+        assert "redacted" in shown
+    # Equal keys are equal whatever state they hold; a copy drops the state.
+    assert keys == SunKeys(meta_read=tag.meta_read_key, file_read=tag.file_read_key)
+    copied = pickle.loads(pickle.dumps(keys))  # noqa: S301 - our own bytes
+    assert copied == keys
+    assert copied.verifier_state is None
+    e, c = tag.tap()
+    assert verify_sun(e, c, uid=tag.uid, keys=copied).verdict == "valid_mac"

@@ -14,10 +14,13 @@ import re._parser as sre_parse  # min/max match widths of a pattern
 import pytest
 from crawlerdetect import CrawlerDetect
 from crawlerdetect.providers.crawlers import data as crawler_patterns
+from ua_parser import Domain, load_lazy_builtins
+from ua_parser.regex import Resolver
 
 from campaigns.scanning import device
 from campaigns.scanning.device import Device, is_crawler, parse_device
 from tests.fixtures.user_agents import (
+    BOTS,
     CRAWLERDETECT_FIXTURES_VERSION,
     CRAWLERS,
     HUMANS,
@@ -107,13 +110,16 @@ def test_crawler_verdict_is_crawlerdetects_on_all_its_test_agents() -> None:
 
 def test_exclusions_removed_with_only_the_patterns_present_are_the_same() -> None:
     # The removal uses the alternation of the exclusion patterns that occur in the agent
-    # (device._remove_exclusions); it must give exactly the full alternation's result.
+    # (device._remove_exclusions), lower-cased patterns on the lower-cased agent; it must
+    # give exactly the full alternation's result, lower-cased.
     agents = [
         ua.strip() for _, ua, _ in crawlerdetect_agents() if ua.isascii() and ua.isprintable()
     ]
     assert len(agents) > 160_000
     mismatches = [
-        ua for ua in agents if device._remove_exclusions(ua) != device._EXCLUSIONS.sub("", ua)
+        ua
+        for ua in agents
+        if device._remove_exclusions(ua) != device._EXCLUSIONS.sub("", ua).lower()
     ]
     assert mismatches == []
 
@@ -209,3 +215,45 @@ def test_agents_that_are_not_valid_unicode_are_parsed() -> None:
     # with "?" in its place instead of raising.
     assert parse_device(IPHONE_SAFARI + " \udc80") == parse_device(IPHONE_SAFARI + " ?")
     assert parse_device(IPHONE_SAFARI + " \udc80").bot_reason is None
+
+
+def _our_agents() -> list[str]:
+    """Our agent lists: the fixtures' people and bots, and the benchmarks' realistic mix
+    (real browsers, in-app variants with build fields, previewers) and cold-round
+    in-app agents (when ``fake-useragent``, the bench extra, is installed)."""
+    agents = [param.values[0] for param in [*HUMANS, *BOTS]]
+    try:
+        from benchmarks.user_agents import in_app_templates, realistic_agents
+    except ImportError:  # pragma: no cover - the bench extra is missing
+        return agents
+    agents += realistic_agents(2_000, seed=1)
+    agents += [t % (10**9 + i) for i, t in enumerate(in_app_templates(1_000, seed=2))]
+    return agents
+
+
+def test_crawler_verdict_is_crawlerdetects_on_our_agent_lists() -> None:
+    agents = _our_agents()
+    assert len(agents) > 50
+    mismatches = [ua for ua in agents if is_crawler(ua) != reference.is_crawler(ua)]
+    assert mismatches == []
+
+
+def test_browser_and_os_are_the_plain_resolvers_on_our_agent_lists() -> None:
+    # parse_device calls ua-parser's Rust extractors directly; the families must be those
+    # of the plain Resolver (the package's own wrapper), "Other" read as unknown.
+    resolver = Resolver(load_lazy_builtins())
+    domains = Domain.USER_AGENT | Domain.OS
+    device._parse.cache_clear()
+    mismatches = []
+    for ua in _our_agents():
+        result = resolver(ua, domains)
+        os_family = result.os.family if result.os else "Other"
+        browser = result.user_agent.family if result.user_agent else "Other"
+        expected = (
+            None if os_family == "Other" else os_family,
+            None if browser == "Other" else browser,
+        )
+        parsed = parse_device(ua)
+        if (parsed.os, parsed.browser) != expected:
+            mismatches.append(ua)
+    assert mismatches == []

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from campaigns.scanning.rules import Rule, preferred_language, preferred_languages
+from campaigns.scanning.rules import Rule, RuleCache, preferred_language, preferred_languages
 
 SPLIT = [
     {"name": "a", "destination_url": "https://x.example/a", "weight": 3},
@@ -99,3 +99,38 @@ def test_preferred_languages_follow_weights_then_order(
     header: str | None, expected: list[str]
 ) -> None:
     assert preferred_languages(header) == expected
+
+
+class _Rows:
+    """A stand-in psycopg connection answering every query with ``rows``."""
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+
+    async def execute(self, *_: object) -> _Rows:
+        return self
+
+    async def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+
+async def test_first_match_walks_by_priority_and_forgets_when_rules_change() -> None:
+    cache = RuleCache()
+    folded = {**SCAN, "os": "ios"}
+    await cache.load_all(
+        _Rows(  # type: ignore[arg-type]
+            [
+                (1, 1, 20, {}, "https://x.example/catch-all", None),
+                (2, 1, 10, {"countries": ["BE"]}, "https://x.example/be", None),
+                (3, 1, 10, {"os": ["iOS"], "languages": ["fr"]}, "https://x.example/ios", None),
+            ]
+        )
+    )
+    first = cache.first_match(1, **folded)
+    assert first is not None and first.id == 3
+    assert cache.first_match(1, **folded) is first  # remembered
+    assert cache.first_match(1, **{**folded, "os": "android"}).id == 1  # type: ignore[union-attr]
+    assert cache.first_match(2, **folded) is None  # another campaign: no rules
+    await cache.load_all(_Rows([(1, 1, 20, {}, "https://x.example/catch-all", None)]))  # type: ignore[arg-type]
+    again = cache.first_match(1, **folded)
+    assert again is not None and again.id == 1

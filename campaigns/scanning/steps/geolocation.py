@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.steps.base import ScanDraft
-from geo.distance import distance_m
+from geo.distance import farther_than
 from geo.geoip import GeoIPReader
 
 #: Slack added to the IP accuracy before a scan counts as far from its placement (metres):
@@ -42,7 +42,7 @@ class Geolocation:
 
     def __call__(self, draft: ScanDraft, /) -> None:
         ip = draft.request.client.ip
-        found = self.geoip.lookup(str(ip)) if self.geoip is not None and ip is not None else None
+        found = self.geoip.lookup_address(ip) if self.geoip is not None and ip is not None else None
         if found is not None:
             draft.country, draft.region, draft.city = found.country, found.region, found.city
             if found.lat is not None and found.lon is not None:
@@ -70,5 +70,8 @@ class Geolocation:
                 draft.location_id = matched
         if placed and draft.ip_lat is not None and draft.ip_lon is not None:
             assert tag.placement_lon is not None and tag.placement_lat is not None
-            away = distance_m((draft.ip_lon, draft.ip_lat), (tag.placement_lon, tag.placement_lat))
-            draft.far_from_placement = away > (draft.ip_accuracy_m or 0) + FAR_MARGIN_M
+            draft.far_from_placement = farther_than(
+                (draft.ip_lon, draft.ip_lat),
+                (tag.placement_lon, tag.placement_lat),
+                (draft.ip_accuracy_m or 0) + FAR_MARGIN_M,
+            )

@@ -22,18 +22,17 @@ class Rules:
         resolution = draft.resolution
         if self.rules is None or resolution.outcome != "redirect":
             return
-        rules = self.rules.rules_for(resolution.campaign.id)
-        if not rules:
+        campaign_id = resolution.campaign.id
+        if not self.rules.rules_for(campaign_id):
             return
-        language = preferred_language(draft.request.accept_language)
-        for rule in rules:
-            if rule.matches(
-                country=draft.country,
-                location_id=draft.location_id,
-                os=draft.os,
-                device_type=draft.device_type,
-                language=language,
-            ):
-                draft.destination, draft.variant = rule.choose(draft.visitor_id)
-                draft.rule_id = rule.id
-                return
+        rule = self.rules.first_match(
+            campaign_id,
+            country=draft.country,
+            location_id=draft.location_id,
+            os=draft.os.lower() if draft.os else None,
+            device_type=draft.device_type.lower() if draft.device_type else None,
+            language=preferred_language(draft.request.accept_language),
+        )
+        if rule is not None:
+            draft.destination, draft.variant = rule.choose(draft.visitor_id)
+            draft.rule_id = rule.id
