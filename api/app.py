@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,6 +38,7 @@ from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
+from campaigns.services.rollups import RollupWorker
 from campaigns.settings import Settings, get_settings
 from geo.geoip import GeoIPReader
 
@@ -92,9 +94,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.scans = scans
         await scans.start()
+        rollups = RollupWorker(
+            engine,
+            interval_s=settings.rollup_interval_s,
+            margin=dt.timedelta(seconds=settings.rollup_margin_s),
+        )
+        app.state.rollups = rollups
+        rollups.start()
         try:
             yield
         finally:
+            await rollups.stop()
             await scans.stop()
             # Worker processes start with the first render; stop them with the app.
             await asyncio.to_thread(app.state.render_pool.shutdown)

@@ -32,7 +32,7 @@ SERVER_URL = os.environ.get(
     "PASSERELLE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 # Everything else cascades from organizations; scans have no foreign keys.
-TABLES = "organizations, visitor_salts, scans"
+TABLES = "organizations, visitor_salts, scans, rollup_dirty, rollup_state"
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +62,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         secret_key=secrets.token_urlsafe(32),
         data_dir=Path(tmp_path_factory.mktemp("data")),
         rate_limit_enabled=False,
+        # Reports read raw rows unless a test builds the rollups itself.
+        rollup_interval_s=0,
     )
 
 

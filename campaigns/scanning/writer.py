@@ -52,6 +52,7 @@ import psycopg
 import psycopg.errors
 
 from campaigns.crediting import credit_conversions
+from campaigns.services.rollups import MARK_REPLAYED_SQL
 from campaigns.scanning.nfc import judge_taps
 from campaigns.scanning.record import (
     COPY_SQL,
@@ -674,6 +675,8 @@ class ScanWriter:
             async with conn.transaction():
                 await self._set_timeouts(conn, timeout)
                 await credit_conversions(conn, click_ids)
+                # Late rows, out of the rollup worker's look-back: their days are redone.
+                await conn.execute(MARK_REPLAYED_SQL, {"ids": click_ids})
 
         await asyncio.wait_for(credit(), timeout * 2)
         self.stats.replayed += inserted
