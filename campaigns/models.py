@@ -599,6 +599,33 @@ scan_rollups = Table(
     UniqueConstraint("campaign_id", "hour", "tag_id"),
 )
 
+#: The same per (campaign, tag, UTC day), from the day's hour rows (``visitors``: the
+#: day's distinct visitors): whole days of a long window are read here, 24 times fewer
+#: rows.
+scan_day_rollups = Table(
+    "scan_day_rollups",
+    Base.metadata,
+    Column(
+        "campaign_id",
+        BigInteger,
+        ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("day", Date, nullable=False),
+    Column("tag_id", BigInteger, nullable=False),
+    _count("scans"),
+    _count("bot_scans"),
+    _count("burst_scans"),
+    _count("replayed_taps"),
+    _count("invalid_taps"),
+    *(
+        _count(f"bot_{reason}")
+        for reason in ("head", "prefetch", "previewer", "scanner", "crawler", "no_user_agent")
+    ),
+    _count("visitors"),
+    UniqueConstraint("campaign_id", "day", "tag_id"),
+)
+
 #: The same human-scan and visitor figures for the whole campaign (visitors do not add
 #: up across tags: one person scanning two tags is one visitor of the campaign).
 campaign_rollups = Table(

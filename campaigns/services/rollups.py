@@ -106,6 +106,17 @@ _SCAN_ROLLUPS = f"""
     FROM counts LEFT JOIN f USING (tag_id, hour) LEFT JOIN l USING (tag_id, hour)
 """  # noqa: S608, E501 - module constants only
 
+_FIGURES = "scans, bot_scans, burst_scans, replayed_taps, invalid_taps, " + ", ".join(
+    f"bot_{r}" for r in BOT_REASONS
+)
+_SCAN_DAY_ROLLUPS = f"""
+    INSERT INTO scan_day_rollups (campaign_id, day, tag_id, {_FIGURES}, visitors)
+    SELECT :c, CAST(:d0 AT TIME ZONE 'UTC' AS date), tag_id,
+           {", ".join(f"sum({f.strip()})" for f in _FIGURES.split(","))}, sum(first_visitors)
+    FROM scan_rollups WHERE campaign_id = :c AND hour >= :d0 AND hour < :d1
+    GROUP BY tag_id
+"""  # noqa: S608 - module constants only
+
 _CAMPAIGN_ROLLUPS = f"""
     INSERT INTO campaign_rollups (campaign_id, hour, scans, visitors, first_visitors,
         last_visitors)
@@ -162,6 +173,7 @@ _CONVERSION_BREAKDOWNS = """
 
 _RECOMPUTE = (
     _SCAN_ROLLUPS,
+    _SCAN_DAY_ROLLUPS,
     _CAMPAIGN_ROLLUPS,
     _SCAN_BREAKDOWNS,
     _CONVERSION_ROLLUPS,
@@ -253,6 +265,10 @@ async def recompute(conn: AsyncConnection, pairs: Iterable[tuple[int, dt.date]])
                 ),
                 params,
             )
+        await conn.execute(
+            text("DELETE FROM scan_day_rollups WHERE campaign_id = :c AND day = :day"),
+            {"c": campaign_id, "day": day},
+        )
         for statement in _RECOMPUTE:
             await conn.execute(text(statement), params)
         await conn.commit()
@@ -322,7 +338,7 @@ async def rollup_pass(
 
 async def _rebuild_locked(conn: AsyncConnection, campaign_id: int | None) -> int:
     scope = "" if campaign_id is None else " WHERE campaign_id = :campaign"
-    for table in TABLES:
+    for table in (*TABLES, "scan_day_rollups"):
         await conn.execute(text(f"DELETE FROM {table}{scope}"), {"campaign": campaign_id})  # noqa: S608
     pairs = [
         (int(r.campaign_id), r.day)

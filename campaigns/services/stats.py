@@ -505,16 +505,33 @@ async def _add_rollups(
     """Add the rollups' scan figures of the split's whole hours to the raw ones of its raw
     ranges (``total`` and ``per_tag`` updated in place), and set unique visitors: folded
     whole UTC days from the rollups plus the other days' pieces from the raw scans."""
-    reasons = ", ".join(f"sum(bot_{r}) AS bot_{r}" for r in BOT_REASONS)
+    columns = [*_SCAN_FIGURES, *(f"bot_{r}" for r in BOT_REASONS)]
+    listed = ", ".join(columns)
     hours, params = _hour_params(split)
+    params["c"] = campaign_id
+    parts = []
+    if split.days_to is not None:
+        # Whole folded UTC days from the day rows, the other whole hours from hour rows.
+        days = "day < :days_to_d" + ("" if split.days_from is None else " AND day >= :days_from_d")
+        params["days_to_d"] = split.days_to.date()
+        params["days_to"] = split.days_to
+        if split.days_from is not None:
+            params["days_from_d"] = split.days_from.date()
+            params["days_from"] = split.days_from
+        parts.append(
+            f"SELECT tag_id, {listed} FROM scan_day_rollups WHERE campaign_id = :c AND {days}"
+        )
+        hours += " AND NOT (hour < :days_to" + (
+            ")" if split.days_from is None else " AND hour >= :days_from)"
+        )
+    parts.append(f"SELECT tag_id, {listed} FROM scan_rollups WHERE campaign_id = :c AND {hours}")
     rows = await session.execute(
         text(
             "SELECT grouping(tag_id) AS is_total, tag_id, "
-            + ", ".join(f"sum({f}) AS {f}" for f in _SCAN_FIGURES)
-            + f", {reasons} FROM scan_rollups WHERE campaign_id = :c AND {hours} "
-            "GROUP BY ROLLUP (tag_id)"
+            + ", ".join(f"sum({f}) AS {f}" for f in columns)
+            + f" FROM ({' UNION ALL '.join(parts)}) AS r GROUP BY ROLLUP (tag_id)"
         ),
-        {"c": campaign_id, **params},
+        params,
     )
     empty_reasons = dict.fromkeys(BOT_REASONS, 0)
     for row in rows:
@@ -542,10 +559,12 @@ async def _add_rollups(
         day_params = {"c": campaign_id, "days_to": split.days_to, "days_from": split.days_from}
         for row in await session.execute(
             text(
-                "SELECT tag_id, sum(first_visitors) AS n FROM scan_rollups "
-                f"WHERE campaign_id = :c AND {days} GROUP BY tag_id"
+                "SELECT tag_id, sum(visitors) AS n FROM scan_day_rollups "
+                "WHERE campaign_id = :c AND day < :days_to_d"
+                + ("" if split.days_from is None else " AND day >= :days_from_d")
+                + " GROUP BY tag_id"
             ),
-            day_params,
+            params,
         ):
             visitors[row.tag_id] += int(row.n)
         visitors[None] += int(
@@ -714,13 +733,20 @@ _FIRST_EVENT_SQL = """
     )
 """
 
+#: Currencies of the window's conversions and refunds: two branches, each on an index
+#: (one ``OR`` would read every conversion of the campaign); ``{conversions}`` is the
+#: conversions' condition (the window, or the rollup split's raw ranges) and
+#: ``{rollups}`` a branch reading ``conversion_rollups`` (or nothing).
 _CURRENCIES_SQL = """
-    SELECT DISTINCT c.value_currency FROM conversions c
+    SELECT c.value_currency FROM conversions c
     WHERE c.organization_id = :org AND c.campaign_id = :campaign
+      AND c.value_currency IS NOT NULL AND ({conversions})
+    UNION
+    SELECT c.value_currency FROM refunds r JOIN conversions c ON c.id = r.conversion_id
+    WHERE r.organization_id = :org AND c.campaign_id = :campaign
       AND c.value_currency IS NOT NULL
-      AND ((c.occurred_at >= :start AND c.occurred_at < :end)
-           OR EXISTS (SELECT 1 FROM refunds r WHERE r.conversion_id = c.id
-                      AND r.refunded_at >= :start AND r.refunded_at < :end))
+      AND r.refunded_at >= :start AND r.refunded_at < :end
+    {rollups}
     ORDER BY 1
 """
 
@@ -776,7 +802,21 @@ async def plan_series(
                 }
             ],
         )
-    currencies = await session.scalars(text(_CURRENCIES_SQL), {**params, **_bounds(start, end)})
+    split = split_window(start, end, await folded_until(session))
+    currency_params: dict[str, Any] = {**params, **_bounds(start, end)}
+    if split is None:
+        sql = _CURRENCIES_SQL.format(
+            conversions="c.occurred_at >= :start AND c.occurred_at < :end", rollups=""
+        )
+    else:
+        hours, hour_params = _hour_params(split)
+        currency_params.update(hour_params)
+        sql = _CURRENCIES_SQL.format(
+            conversions=_ranges_sql("c.occurred_at", split.raw, currency_params),
+            rollups="UNION SELECT DISTINCT currency FROM conversion_rollups "
+            f"WHERE campaign_id = :campaign AND currency IS NOT NULL AND {hours}",
+        )
+    currencies = await session.scalars(text(sql), currency_params)
     return SeriesPlan(
         organization_id=organization_id,
         campaign_id=campaign_id,

@@ -205,6 +205,8 @@ async def test_rollups_equal_raw_after_random_inserts_and_passes(
         for table, column in (
             ("scan_rollups", "scans"),
             ("scan_rollups", "first_visitors"),
+            ("scan_day_rollups", "scans"),
+            ("scan_day_rollups", "visitors"),
             ("campaign_rollups", "scans"),
             ("campaign_rollups", "first_visitors"),
             ("campaign_rollups", "last_visitors"),

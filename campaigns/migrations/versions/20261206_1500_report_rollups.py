@@ -59,6 +59,22 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "scan_day_rollups",
+        sa.Column("campaign_id", sa.BigInteger(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("tag_id", sa.BigInteger(), nullable=False),
+        *(
+            _count(n)
+            for n in ("scans", "bot_scans", "burst_scans", "replayed_taps", "invalid_taps")
+        ),
+        *(_count(f"bot_{reason}") for reason in BOT_REASONS),
+        _count("visitors"),
+        _fk("scan_day_rollups"),
+        sa.UniqueConstraint(
+            "campaign_id", "day", "tag_id", name="uq_scan_day_rollups_campaign_id_day_tag_id"
+        ),
+    )
+    op.create_table(
         "campaign_rollups",
         *_key("campaign_rollups"),
         *(_count(n) for n in ("scans", "visitors", "first_visitors", "last_visitors")),
@@ -130,6 +146,7 @@ def downgrade() -> None:
         "conversion_rollups",
         "scan_breakdown_rollups",
         "campaign_rollups",
+        "scan_day_rollups",
         "scan_rollups",
     ):
         op.drop_table(table)
