@@ -665,6 +665,35 @@ conversion_rollups = Table(
     Index("ix_conversion_rollups_campaign_id_hour", "campaign_id", "hour"),
 )
 
+#: The same per (campaign, UTC day, tag, currency), for whole days of long windows.
+conversion_day_rollups = Table(
+    "conversion_day_rollups",
+    Base.metadata,
+    Column(
+        "campaign_id",
+        BigInteger,
+        ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("day", Date, nullable=False),
+    Column("tag_id", BigInteger),
+    Column("currency", String(3)),
+    _count("conversions"),
+    Column("amount_minor", BigInteger, nullable=False, server_default="0"),
+    Index("ix_conversion_day_rollups_campaign_id_day", "campaign_id", "day"),
+)
+
+#: Conversions of the campaign per (UTC hour, currency), all tags: the series' reading.
+campaign_conversion_rollups = Table(
+    "campaign_conversion_rollups",
+    Base.metadata,
+    *_rollup_key(),
+    Column("currency", String(3)),
+    _count("conversions"),
+    Column("amount_minor", BigInteger, nullable=False, server_default="0"),
+    Index("ix_campaign_conversion_rollups_campaign_id_hour", "campaign_id", "hour"),
+)
+
 #: Conversions per (UTC hour of ``occurred_at``, dimension, value of their click scan).
 conversion_breakdown_rollups = Table(
     "conversion_breakdown_rollups",

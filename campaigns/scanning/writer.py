@@ -52,7 +52,6 @@ import psycopg
 import psycopg.errors
 
 from campaigns.crediting import credit_conversions
-from campaigns.services.rollups import MARK_REPLAYED_SQL
 from campaigns.scanning.nfc import judge_taps
 from campaigns.scanning.record import (
     COPY_SQL,
@@ -62,6 +61,7 @@ from campaigns.scanning.record import (
     column_lists,
     row,
 )
+from campaigns.services.rollups import MARK_REPLAYED_SQL
 
 log = logging.getLogger(__name__)
 

@@ -64,8 +64,11 @@ TABLES: Final = (
     "campaign_rollups",
     "scan_breakdown_rollups",
     "conversion_rollups",
+    "campaign_conversion_rollups",
     "conversion_breakdown_rollups",
 )
+#: Rollup tables holding one (campaign, day) per recompute.
+DAY_TABLES: Final = ("scan_day_rollups", "conversion_day_rollups")
 
 _HUMAN = "NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'"
 _COUNTED = "coalesce(nfc_verification, 'valid') = 'valid'"
@@ -158,6 +161,23 @@ _CONVERSION_ROLLUPS = """
     GROUP BY 2, 3, 4
 """
 
+_CONVERSION_DAY_ROLLUPS = """
+    INSERT INTO conversion_day_rollups (campaign_id, day, tag_id, currency, conversions,
+        amount_minor)
+    SELECT :c, CAST(:d0 AT TIME ZONE 'UTC' AS date), tag_id, currency, sum(conversions),
+           sum(amount_minor)
+    FROM conversion_rollups WHERE campaign_id = :c AND hour >= :d0 AND hour < :d1
+    GROUP BY tag_id, currency
+"""
+
+_CAMPAIGN_CONVERSION_ROLLUPS = """
+    INSERT INTO campaign_conversion_rollups (campaign_id, hour, currency, conversions,
+        amount_minor)
+    SELECT :c, hour, currency, sum(conversions), sum(amount_minor)
+    FROM conversion_rollups WHERE campaign_id = :c AND hour >= :d0 AND hour < :d1
+    GROUP BY hour, currency
+"""
+
 _CONVERSION_BREAKDOWNS = """
     INSERT INTO conversion_breakdown_rollups (campaign_id, hour, dimension, value,
         conversions)
@@ -177,6 +197,8 @@ _RECOMPUTE = (
     _CAMPAIGN_ROLLUPS,
     _SCAN_BREAKDOWNS,
     _CONVERSION_ROLLUPS,
+    _CONVERSION_DAY_ROLLUPS,
+    _CAMPAIGN_CONVERSION_ROLLUPS,
     _CONVERSION_BREAKDOWNS,
 )
 
@@ -265,10 +287,11 @@ async def recompute(conn: AsyncConnection, pairs: Iterable[tuple[int, dt.date]])
                 ),
                 params,
             )
-        await conn.execute(
-            text("DELETE FROM scan_day_rollups WHERE campaign_id = :c AND day = :day"),
-            {"c": campaign_id, "day": day},
-        )
+        for table in DAY_TABLES:
+            await conn.execute(
+                text(f"DELETE FROM {table} WHERE campaign_id = :c AND day = :day"),  # noqa: S608
+                {"c": campaign_id, "day": day},
+            )
         for statement in _RECOMPUTE:
             await conn.execute(text(statement), params)
         await conn.commit()
@@ -338,7 +361,7 @@ async def rollup_pass(
 
 async def _rebuild_locked(conn: AsyncConnection, campaign_id: int | None) -> int:
     scope = "" if campaign_id is None else " WHERE campaign_id = :campaign"
-    for table in (*TABLES, "scan_day_rollups"):
+    for table in (*TABLES, *DAY_TABLES):
         await conn.execute(text(f"DELETE FROM {table}{scope}"), {"campaign": campaign_id})  # noqa: S608
     pairs = [
         (int(r.campaign_id), r.day)

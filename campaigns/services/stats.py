@@ -87,7 +87,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.attribution import Model
 from campaigns.errors import InvalidInput
-from campaigns.models import Campaign, Conversion, Refund, Scan, Tag, conversion_rollups
+from campaigns.models import (
+    Campaign,
+    Conversion,
+    Refund,
+    Scan,
+    Tag,
+    conversion_day_rollups,
+    conversion_rollups,
+)
 from campaigns.scanning.record import BOT_REASONS
 from campaigns.schemas import (
     BreakdownRow,
@@ -123,7 +131,7 @@ def _revenue(amounts: dict[str, int]) -> list[RevenueRead]:
 
 
 def _window_where(
-    column: Any, start: dt.datetime | None, end: dt.datetime | None
+    column: Any, start: dt.date | None, end: dt.date | None
 ) -> list[ColumnElement[bool]]:
     where = []
     if start is not None:
@@ -152,6 +160,21 @@ class RollupSplit:
     days_from: dt.datetime | None
     days_to: dt.datetime | None
     raw_visitor_days: tuple[Range, ...]
+
+
+def hour_ranges(split: RollupSplit) -> list[Range]:
+    """The split's whole hours outside its whole days (read from hour rows; the days are
+    read from day rows)."""
+    if split.days_to is None:
+        return [(split.hours_from, split.hours_to)]
+    ranges: list[Range] = []
+    if split.days_from is not None and (
+        split.hours_from is None or split.hours_from < split.days_from
+    ):
+        ranges.append((split.hours_from, split.days_from))
+    if split.days_to < split.hours_to:
+        ranges.append((split.days_to, split.hours_to))
+    return ranges
 
 
 def split_window(
@@ -467,21 +490,39 @@ _FIGURE_KEYS = {"replayed_taps": "replayed", "invalid_taps": "invalid"}
 
 
 def _conversion_rollup_events(campaign_id: int, split: RollupSplit | None) -> list[Any]:
-    """The conversions of the split's whole folded hours, from ``conversion_rollups``, as
-    money events (tag, currency, n, amount) like the raw rows."""
+    """The conversions of the split's whole folded hours, from the day rollups for whole
+    days and the hour rollups for the rest, as money events (tag, currency, n, amount)
+    like the raw rows."""
     if split is None:
         return []
+    events = []
+    if split.days_to is not None:
+        d = conversion_day_rollups.c
+        events.append(
+            select(
+                d.tag_id,
+                d.currency.label("currency"),
+                d.conversions.label("n"),
+                d.amount_minor.label("amount"),
+            ).where(
+                d.campaign_id == campaign_id,
+                *_window_where(
+                    d.day,
+                    None if split.days_from is None else split.days_from.date(),
+                    split.days_to.date(),
+                ),
+            )
+        )
     r = conversion_rollups.c
-    return [
+    events.append(
         select(
             r.tag_id,
             r.currency.label("currency"),
             r.conversions.label("n"),
             r.amount_minor.label("amount"),
-        ).where(
-            r.campaign_id == campaign_id, *_window_where(r.hour, split.hours_from, split.hours_to)
-        )
-    ]
+        ).where(r.campaign_id == campaign_id, _ranges_where(r.hour, tuple(hour_ranges(split))))
+    )
+    return events
 
 
 def _hour_params(split: RollupSplit) -> tuple[str, dict[str, Any]]:
@@ -507,24 +548,19 @@ async def _add_rollups(
     whole UTC days from the rollups plus the other days' pieces from the raw scans."""
     columns = [*_SCAN_FIGURES, *(f"bot_{r}" for r in BOT_REASONS)]
     listed = ", ".join(columns)
-    hours, params = _hour_params(split)
-    params["c"] = campaign_id
+    params: dict[str, Any] = {"c": campaign_id}
     parts = []
     if split.days_to is not None:
         # Whole folded UTC days from the day rows, the other whole hours from hour rows.
         days = "day < :days_to_d" + ("" if split.days_from is None else " AND day >= :days_from_d")
         params["days_to_d"] = split.days_to.date()
-        params["days_to"] = split.days_to
         if split.days_from is not None:
             params["days_from_d"] = split.days_from.date()
-            params["days_from"] = split.days_from
         parts.append(
             f"SELECT tag_id, {listed} FROM scan_day_rollups WHERE campaign_id = :c AND {days}"
         )
-        hours += " AND NOT (hour < :days_to" + (
-            ")" if split.days_from is None else " AND hour >= :days_from)"
-        )
-    parts.append(f"SELECT tag_id, {listed} FROM scan_rollups WHERE campaign_id = :c AND {hours}")
+    hours = _ranges_sql("hour", tuple(hour_ranges(split)), params)
+    parts.append(f"SELECT tag_id, {listed} FROM scan_rollups WHERE campaign_id = :c AND ({hours})")
     rows = await session.execute(
         text(
             "SELECT grouping(tag_id) AS is_total, tag_id, "
@@ -578,21 +614,21 @@ async def _add_rollups(
             or 0
         )
     if split.raw_visitor_days:
+        # Distinct visitors per UTC day (and tag), summed: ids are salted per day.
         day = func.date_trunc("day", Scan.scanned_at, "UTC")
         raw = await session.execute(
             select(
                 func.grouping(Scan.tag_id).label("is_total"),
                 Scan.tag_id,
-                func.count(distinct(tuple_(day, Scan.visitor_id))).label("n"),
+                func.count(distinct(Scan.visitor_id)).label("n"),
             )
             .where(
                 Scan.organization_id == organization_id,
                 Scan.campaign_id == campaign_id,
                 _human(),
-                Scan.visitor_id.is_not(None),
                 _ranges_where(Scan.scanned_at, split.raw_visitor_days),
             )
-            .group_by(func.rollup(Scan.tag_id))
+            .group_by(func.grouping_sets(tuple_(day, Scan.tag_id), tuple_(day)))
         )
         for row in raw:
             visitors[None if row.is_total else row.tag_id] += int(row.n)
@@ -813,7 +849,7 @@ async def plan_series(
         currency_params.update(hour_params)
         sql = _CURRENCIES_SQL.format(
             conversions=_ranges_sql("c.occurred_at", split.raw, currency_params),
-            rollups="UNION SELECT DISTINCT currency FROM conversion_rollups "
+            rollups="UNION SELECT DISTINCT currency FROM campaign_conversion_rollups "
             f"WHERE campaign_id = :campaign AND currency IS NOT NULL AND {hours}",
         )
     currencies = await session.scalars(text(sql), currency_params)
@@ -1016,7 +1052,7 @@ async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[Series
     for row in await session.execute(
         text(
             "SELECT hour, scans, visitors, first_visitors, last_visitors FROM campaign_rollups "
-            f"WHERE campaign_id = :c AND {hours_where}"  # noqa: S608 - constant text
+            f"WHERE campaign_id = :c AND {hours_where}"
         ),
         {"c": plan.campaign_id, **hour_params},
     ):
@@ -1026,7 +1062,7 @@ async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[Series
     for row in await session.execute(
         text(
             "SELECT hour, currency, sum(conversions) AS n, sum(amount_minor) AS amount "
-            f"FROM conversion_rollups WHERE campaign_id = :c AND {hours_where} "  # noqa: S608
+            f"FROM campaign_conversion_rollups WHERE campaign_id = :c AND {hours_where} "
             "GROUP BY hour, currency"
         ),
         {"c": plan.campaign_id, **hour_params},

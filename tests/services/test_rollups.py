@@ -7,6 +7,8 @@ import asyncio
 import datetime as dt
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from tests.fixtures.factories import (
 )
 
 NOWHERE = "postgresql://postgres@127.0.0.1:9/nowhere"
+ROOT = Path(__file__).resolve().parents[2]
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata")
 
 
@@ -332,4 +335,50 @@ async def test_two_concurrent_workers(
     # The advisory lock lets one pass run at a time; a pass finding it taken skips.
     assert any(r is not None for r in results[:2])
     assert await rollup_pass(engine) is not None
+    await _assert_rollups_equal_raw(sessionmaker, rng, org_id, campaign_id, base)
+
+
+def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PASSERELLE_")}
+    env.update(PASSERELLE_DATABASE_URL=database_url, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_rebuild_command(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(5)
+    org_id, campaign_id, tags = await _setup(sessionmaker)
+    base = floor_hour(_now()) - dt.timedelta(days=2)
+    await write_scans(
+        database_url,
+        tmp_path,
+        [
+            _random_scan(rng, tags, base + dt.timedelta(minutes=rng.randrange(2 * 24 * 60)))
+            for _ in range(60)
+        ],
+    )
+    one = await asyncio.to_thread(
+        _cli, database_url, "rollups", "rebuild", "--campaign", str(campaign_id)
+    )
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.startswith(f"rollups rebuilt for campaign {campaign_id}: ")
+    async with engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM scan_rollups")) > 0
+        # A campaign's rebuild leaves the first full build to the worker.
+        assert await conn.scalar(text("SELECT count(*) FROM rollup_state")) == 0
+    every = await asyncio.to_thread(_cli, database_url, "rollups", "rebuild")
+    assert every.returncode == 0, every.stderr
+    assert every.stdout.startswith("rollups rebuilt for every campaign: ")
     await _assert_rollups_equal_raw(sessionmaker, rng, org_id, campaign_id, base)

@@ -107,6 +107,34 @@ def upgrade() -> None:
         "ix_conversion_rollups_campaign_id_hour", "conversion_rollups", ["campaign_id", "hour"]
     )
     op.create_table(
+        "conversion_day_rollups",
+        sa.Column("campaign_id", sa.BigInteger(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("tag_id", sa.BigInteger(), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=True),
+        _count("conversions"),
+        sa.Column("amount_minor", sa.BigInteger(), server_default="0", nullable=False),
+        _fk("conversion_day_rollups"),
+    )
+    op.create_index(
+        "ix_conversion_day_rollups_campaign_id_day",
+        "conversion_day_rollups",
+        ["campaign_id", "day"],
+    )
+    op.create_table(
+        "campaign_conversion_rollups",
+        *_key("campaign_conversion_rollups"),
+        sa.Column("currency", sa.String(length=3), nullable=True),
+        _count("conversions"),
+        sa.Column("amount_minor", sa.BigInteger(), server_default="0", nullable=False),
+        _fk("campaign_conversion_rollups"),
+    )
+    op.create_index(
+        "ix_campaign_conversion_rollups_campaign_id_hour",
+        "campaign_conversion_rollups",
+        ["campaign_id", "hour"],
+    )
+    op.create_table(
         "conversion_breakdown_rollups",
         *_key("conversion_breakdown_rollups"),
         sa.Column("dimension", sa.Text(), nullable=False),
@@ -143,6 +171,8 @@ def downgrade() -> None:
         "rollup_state",
         "rollup_dirty",
         "conversion_breakdown_rollups",
+        "campaign_conversion_rollups",
+        "conversion_day_rollups",
         "conversion_rollups",
         "scan_breakdown_rollups",
         "campaign_rollups",
