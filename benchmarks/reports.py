@@ -89,7 +89,7 @@ def load(conninfo: str, n_scans: int, n_conversions: int, days: int, n_tags: int
                 times.append(at.timestamp())
                 day = at.toordinal()
                 human = rng.random() >= 0.05
-                visitor = hashlib.md5(
+                visitor = hashlib.md5(  # noqa: S324 - test data, not security
                     f"{day}:{rng.randrange(visitors_per_day)}".encode()
                 ).hexdigest()
                 cookie = (

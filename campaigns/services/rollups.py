@@ -81,7 +81,7 @@ _DAY_SCANS = f"""
                ({_HUMAN}) AS human, ({_COUNTED}) AS counted
         FROM scans
         WHERE campaign_id = :c AND scanned_at >= :d0 AND scanned_at < :d1
-    )"""
+    )"""  # noqa: S608 - constants and bound parameters only
 
 _SCAN_ROLLUPS = f"""
     INSERT INTO scan_rollups (campaign_id, tag_id, hour, scans, bot_scans, burst_scans,

@@ -554,21 +554,16 @@ async def _add_rollups(
         # Whole folded UTC days from the day rows, the other whole hours from hour rows.
         days = "day < :days_to_d" + ("" if split.days_from is None else " AND day >= :days_from_d")
         params["days_to_d"] = split.days_to.date()
-        if split.days_from is not None:
-            params["days_from_d"] = split.days_from.date()
+        params["days_from_d"] = None if split.days_from is None else split.days_from.date()
         parts.append(
-            f"SELECT tag_id, {listed} FROM scan_day_rollups WHERE campaign_id = :c AND {days}"
+            f"SELECT tag_id, {listed} FROM scan_day_rollups WHERE campaign_id = :c AND {days}"  # noqa: S608 - constants and bound parameters only
         )
     hours = _ranges_sql("hour", tuple(hour_ranges(split)), params)
-    parts.append(f"SELECT tag_id, {listed} FROM scan_rollups WHERE campaign_id = :c AND ({hours})")
-    rows = await session.execute(
-        text(
-            "SELECT grouping(tag_id) AS is_total, tag_id, "
-            + ", ".join(f"sum({f}) AS {f}" for f in columns)
-            + f" FROM ({' UNION ALL '.join(parts)}) AS r GROUP BY ROLLUP (tag_id)"
-        ),
-        params,
-    )
+    parts.append(f"SELECT tag_id, {listed} FROM scan_rollups WHERE campaign_id = :c AND ({hours})")  # noqa: S608 - constants and bound parameters only
+    sums = ", ".join(f"sum({f}) AS {f}" for f in columns)
+    union = " UNION ALL ".join(parts)
+    sql = f"SELECT grouping(tag_id) AS is_total, tag_id, {sums} FROM ({union}) AS r"  # noqa: S608
+    rows = await session.execute(text(sql + " GROUP BY ROLLUP (tag_id)"), params)
     empty_reasons = dict.fromkeys(BOT_REASONS, 0)
     for row in rows:
         if row.is_total:
@@ -591,14 +586,13 @@ async def _add_rollups(
 
     visitors: dict[int | None, int] = defaultdict(int)
     if split.days_to is not None:
-        days = "hour < :days_to" + ("" if split.days_from is None else " AND hour >= :days_from")
         day_params = {"c": campaign_id, "days_to": split.days_to, "days_from": split.days_from}
         for row in await session.execute(
             text(
                 "SELECT tag_id, sum(visitors) AS n FROM scan_day_rollups "
                 "WHERE campaign_id = :c AND day < :days_to_d"
-                + ("" if split.days_from is None else " AND day >= :days_from_d")
-                + " GROUP BY tag_id"
+                " AND (CAST(:days_from_d AS date) IS NULL OR day >= :days_from_d)"
+                " GROUP BY tag_id"
             ),
             params,
         ):
@@ -607,7 +601,8 @@ async def _add_rollups(
             await session.scalar(
                 text(
                     "SELECT coalesce(sum(first_visitors), 0) FROM campaign_rollups "
-                    f"WHERE campaign_id = :c AND {days}"
+                    "WHERE campaign_id = :c AND hour < :days_to"
+                    " AND (CAST(:days_from AS timestamptz) IS NULL OR hour >= :days_from)"
                 ),
                 day_params,
             )
@@ -849,8 +844,7 @@ async def plan_series(
         currency_params.update(hour_params)
         sql = _CURRENCIES_SQL.format(
             conversions=_ranges_sql("c.occurred_at", split.raw, currency_params),
-            rollups="UNION SELECT DISTINCT currency FROM campaign_conversion_rollups "
-            f"WHERE campaign_id = :campaign AND currency IS NOT NULL AND {hours}",
+            rollups=_CURRENCY_ROLLUPS + hours,
         )
     currencies = await session.scalars(text(sql), currency_params)
     return SeriesPlan(
@@ -992,6 +986,20 @@ _RAW_PIECE_VISITORS = """
 """
 
 
+_CURRENCY_ROLLUPS = (
+    "UNION SELECT DISTINCT currency FROM campaign_conversion_rollups "
+    "WHERE campaign_id = :campaign AND currency IS NOT NULL AND "
+)
+_SERIES_HOURS = (
+    "SELECT hour, scans, visitors, first_visitors, last_visitors FROM campaign_rollups "
+    "WHERE campaign_id = :c AND "
+)
+_SERIES_MONEY_HOURS = (
+    "SELECT hour, currency, sum(conversions) AS n, sum(amount_minor) AS amount "
+    "FROM campaign_conversion_rollups WHERE campaign_id = :c AND "
+)
+
+
 def _ranges_sql(column: str, ranges: tuple[Range, ...], params: dict[str, Any]) -> str:
     """SQL text for ``column`` within any of ``ranges``; bounds go into ``params``."""
     clauses = []
@@ -1050,21 +1058,14 @@ async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[Series
     hours_where, hour_params = _hour_params(split)
     hourly: dict[dt.datetime, Any] = {}
     for row in await session.execute(
-        text(
-            "SELECT hour, scans, visitors, first_visitors, last_visitors FROM campaign_rollups "
-            f"WHERE campaign_id = :c AND {hours_where}"
-        ),
+        text(_SERIES_HOURS + hours_where),
         {"c": plan.campaign_id, **hour_params},
     ):
         hourly[row.hour] = row
         if (i := bucket(row.hour)) is not None:
             scans[i] += row.scans
     for row in await session.execute(
-        text(
-            "SELECT hour, currency, sum(conversions) AS n, sum(amount_minor) AS amount "
-            f"FROM campaign_conversion_rollups WHERE campaign_id = :c AND {hours_where} "
-            "GROUP BY hour, currency"
-        ),
+        text(_SERIES_MONEY_HOURS + hours_where + " GROUP BY hour, currency"),
         {"c": plan.campaign_id, **hour_params},
     ):
         if (i := bucket(row.hour)) is not None:

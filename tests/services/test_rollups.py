@@ -215,9 +215,11 @@ async def test_rollups_equal_raw_after_random_inserts_and_passes(
             ("campaign_rollups", "last_visitors"),
             ("scan_breakdown_rollups", "scans"),
             ("conversion_rollups", "conversions"),
+            ("conversion_day_rollups", "conversions"),
+            ("campaign_conversion_rollups", "conversions"),
             ("conversion_breakdown_rollups", "conversions"),
         ):
-            await conn.execute(text(f"UPDATE {table} SET {column} = {column} + 1000"))
+            await conn.execute(text(f"UPDATE {table} SET {column} = {column} + 1000"))  # noqa: S608 - constants and bound parameters only
     kwargs = {"interval": "day", "tz": "Europe/Paris"}
     got = await _stats(sessionmaker, org_id, campaign_id, raw=False, **kwargs)
     expected = await _stats(sessionmaker, org_id, campaign_id, raw=True, **kwargs)
