@@ -214,7 +214,8 @@ _TOUCHED = """
     SELECT DISTINCT campaign_id, (occurred_at AT TIME ZONE 'UTC')::date FROM conversions
     WHERE received_at >= :since AND campaign_id IS NOT NULL
     UNION
-    SELECT campaign_id, day FROM rollup_dirty WHERE id <= :dirty
+    SELECT d.campaign_id, d.day FROM rollup_dirty d JOIN campaigns c ON c.id = d.campaign_id
+    WHERE d.id <= :dirty
 """
 
 _ALL_DAYS = """

@@ -160,6 +160,12 @@ class RollupSplit:
     days_from: dt.datetime | None
     days_to: dt.datetime | None
     raw_visitor_days: tuple[Range, ...]
+    #: ``(start, first whole hour, end of its UTC day)``: the window's partial first day,
+    #: a suffix of a folded day.
+    visitor_suffix: tuple[dt.datetime, dt.datetime, dt.datetime] | None = None
+    #: ``(UTC midnight, end of the folded hours, end of the piece)``: the partial last
+    #: day, a prefix of its day.
+    visitor_prefix: tuple[dt.datetime, dt.datetime, dt.datetime] | None = None
 
 
 def hour_ranges(split: RollupSplit) -> list[Range]:
@@ -197,14 +203,20 @@ def split_window(
     days_from = None if start is None else ceil_day(start)
     days_to: dt.datetime | None = floor_day(folded if end is None else min(end, folded))
     visitor_raw: list[Range] = []
+    suffix = prefix = None
     if days_from is not None and days_to is not None and days_from >= days_to:
         days_from = days_to = None
         visitor_raw.append((start, end))
     else:
-        if start is not None and start < days_from:  # type: ignore[operator]
-            visitor_raw.append((start, days_from))
-        if end is None or days_to < end:  # type: ignore[operator]
-            visitor_raw.append((days_to, end))
+        assert days_to is not None
+        if start is not None and days_from is not None and start < days_from:
+            suffix = (start, ceil_hour(start), days_from)
+        next_day = days_to + dt.timedelta(days=1)
+        if end is None or days_to < end:
+            piece_end = next_day if end is None else min(end, next_day)
+            prefix = (days_to, max(days_to, min(floor_hour(piece_end), folded)), piece_end)
+            if end is None or end > next_day:
+                visitor_raw.append((next_day, end))
     return RollupSplit(
         folded=folded,
         hours_from=hours_from,
@@ -213,6 +225,8 @@ def split_window(
         days_from=days_from,
         days_to=days_to,
         raw_visitor_days=tuple(visitor_raw),
+        visitor_suffix=suffix,
+        visitor_prefix=prefix,
     )
 
 
@@ -235,6 +249,10 @@ def _split_where(
     if split is None:
         return _window_where(column, start, end)
     return [_ranges_where(column, split.raw)]
+
+
+#: A human scan in SQL text, for table alias ``{t}``.
+_HUMAN_SQL = "NOT {t}.is_bot AND coalesce({t}.nfc_verification, 'valid') = 'valid'"
 
 
 def _counted() -> ColumnElement[bool]:
@@ -627,6 +645,16 @@ async def _add_rollups(
         )
         for row in raw:
             visitors[None if row.is_total else row.tag_id] += int(row.n)
+    for piece, column in ((split.visitor_suffix, "last"), (split.visitor_prefix, "first")):
+        if piece is not None:
+            await _piece_visitors(
+                session,
+                organization_id=organization_id,
+                campaign_id=campaign_id,
+                piece=piece,
+                suffix=column == "last",
+                into=visitors,
+            )
     total["visitors"] = visitors.pop(None, 0)
     for tag_id, figures in per_tag.items():
         figures["visitors"] = visitors.get(tag_id, 0)
@@ -638,6 +666,90 @@ async def _add_rollups(
                 "by_reason": dict(empty_reasons),
                 "visitors": n,
             }
+
+
+#: Distinct visitors of the human scans in ``[:e0, :e1)`` not seen in ``[:o0, :o1)`` of
+#: the same UTC day: on the campaign (``n``, for the total row) and on the same tag
+#: (``tag_n``, per tag), through the ``(visitor_id, scanned_at)`` index.
+_EDGE_VISITORS = f"""
+    SELECT grouping(tag_id) AS is_total, tag_id,
+           count(DISTINCT visitor_id) FILTER (WHERE NOT seen) AS n,
+           count(DISTINCT visitor_id) FILTER (WHERE NOT tag_seen) AS tag_n
+    FROM (
+        SELECT e.tag_id, e.visitor_id,
+               EXISTS (SELECT 1 FROM scans o WHERE o.visitor_id = e.visitor_id
+                       AND o.scanned_at >= :o0 AND o.scanned_at < :o1
+                       AND o.campaign_id = :campaign AND o.organization_id = :org
+                       AND {_HUMAN_SQL.format(t="o")}) AS seen,
+               EXISTS (SELECT 1 FROM scans o WHERE o.visitor_id = e.visitor_id
+                       AND o.scanned_at >= :o0 AND o.scanned_at < :o1
+                       AND o.campaign_id = :campaign AND o.organization_id = :org
+                       AND o.tag_id = e.tag_id AND {_HUMAN_SQL.format(t="o")}) AS tag_seen
+        FROM scans e
+        WHERE e.organization_id = :org AND e.campaign_id = :campaign
+          AND e.scanned_at >= :e0 AND e.scanned_at < :e1 AND e.visitor_id IS NOT NULL
+          AND {_HUMAN_SQL.format(t="e")}
+    ) AS x
+    GROUP BY ROLLUP (tag_id)
+"""  # noqa: S608 - module constants only
+
+
+async def _piece_visitors(
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    campaign_id: int,
+    piece: tuple[dt.datetime, dt.datetime, dt.datetime],
+    suffix: bool,
+    into: dict[int | None, int],
+) -> None:
+    """Add the distinct visitors of a partial UTC day to ``into`` (per tag; None: the
+    campaign). A suffix ``(start, h, day end)``: ``last_visitors`` of the hours from
+    ``h``, plus the visitors of ``[start, h)`` not seen from ``h`` on. A prefix ``(day
+    start, h, end)``: ``first_visitors`` of the hours before ``h``, plus the visitors of
+    ``[h, end)`` not seen before ``h``."""
+    if suffix:
+        edge, rolled = (piece[0], piece[1]), (piece[1], piece[2])
+        column = "last_visitors"
+    else:
+        edge, rolled = (piece[1], piece[2]), (piece[0], piece[1])
+        column = "first_visitors"
+    params = {"c": campaign_id, "h0": rolled[0], "h1": rolled[1]}
+    if rolled[0] < rolled[1]:
+        for row in await session.execute(
+            text(
+                f"SELECT tag_id, sum({column}) AS n FROM scan_rollups "  # noqa: S608
+                "WHERE campaign_id = :c AND hour >= :h0 AND hour < :h1 GROUP BY tag_id"
+            ),
+            params,
+        ):
+            into[row.tag_id] += int(row.n)
+        into[None] += int(
+            await session.scalar(
+                text(
+                    f"SELECT coalesce(sum({column}), 0) FROM campaign_rollups "  # noqa: S608
+                    "WHERE campaign_id = :c AND hour >= :h0 AND hour < :h1"
+                ),
+                params,
+            )
+            or 0
+        )
+    if edge[0] < edge[1]:
+        for row in await session.execute(
+            text(_EDGE_VISITORS),
+            {
+                "org": organization_id,
+                "campaign": campaign_id,
+                "e0": edge[0],
+                "e1": edge[1],
+                "o0": rolled[0],
+                "o1": rolled[1],
+            },
+        ):
+            if row.is_total:
+                into[None] += int(row.n)
+            else:
+                into[row.tag_id] += int(row.tag_n)
 
 
 async def _cost_and_roas(
