@@ -1112,6 +1112,16 @@ _SERIES_MONEY_HOURS = (
 )
 
 
+def _sum_hours(hourly: dict[dt.datetime, Any], a: dt.datetime, b: dt.datetime, column: str) -> int:
+    """The sum of ``column`` over the hour rows in ``[a, b)``."""
+    total, at = 0, a
+    while at < b:
+        if at in hourly:
+            total += getattr(hourly[at], column)
+        at += dt.timedelta(hours=1)
+    return total
+
+
 def _ranges_sql(column: str, ranges: tuple[Range, ...], params: dict[str, Any]) -> str:
     """SQL text for ``column`` within any of ``ranges``; bounds go into ``params``."""
     clauses = []
@@ -1198,6 +1208,7 @@ async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[Series
 
     visitors = [0] * count
     raw_pieces: list[tuple[int, dt.datetime, dt.datetime]] = []
+    edges: list[tuple[int, tuple[dt.datetime, dt.datetime], tuple[dt.datetime, dt.datetime]]] = []
     low = plan.start or utc_starts[0]
     high = plan.end or utc_starts[count]
     for i in range(count):
@@ -1216,10 +1227,20 @@ async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[Series
                     at += dt.timedelta(hours=1)
             if inside and plan.interval == "hour" and len(hours) == 1:
                 visitors[i] += hourly[hours[0]].visitors if hours[0] in hourly else 0
-            elif inside and p0 == day_start:
-                visitors[i] += sum(hourly[h].first_visitors for h in hours if h in hourly)
-            elif inside and p1 == day_end and day_end <= split.folded:
-                visitors[i] += sum(hourly[h].last_visitors for h in hours if h in hourly)
+            elif p0 == day_start and (split.hours_from is None or p0 >= split.hours_from):
+                # A prefix of the day: first visitors of its folded hours, then the new
+                # visitors of the rest (the unfolded tail, a partial last hour).
+                cut = max(p0, min(floor_hour(p1), split.hours_to))
+                visitors[i] += _sum_hours(hourly, p0, cut, "first_visitors")
+                if cut < p1:
+                    edges.append((i, (cut, p1), (p0, cut)))
+            elif p1 == day_end and day_end <= split.folded and p1 <= split.hours_to:
+                # A suffix of a folded day: last visitors of its whole hours, then the
+                # visitors of a partial first hour not seen later that day.
+                cut = ceil_hour(p0)
+                visitors[i] += _sum_hours(hourly, cut, p1, "last_visitors")
+                if p0 < cut:
+                    edges.append((i, (p0, cut), (cut, p1)))
             else:
                 raw_pieces.append((i, p0, p1))
     if raw_pieces:
@@ -1232,6 +1253,14 @@ async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[Series
             },
         ):
             visitors[raw_pieces[row.i - 1][0]] += int(row.n)
+
+    for i, (e0, e1), (o0, o1) in edges:
+        for row in await session.execute(
+            text(_EDGE_VISITORS),
+            {**params, "e0": e0, "e1": e1, "o0": o0, "o1": o1},
+        ):
+            if row.is_total:
+                visitors[i] += int(row.n)
 
     zone = zoneinfo.ZoneInfo(plan.tz)
     return [
