@@ -145,7 +145,9 @@ async def best(repeat: int, call: Callable[[], Awaitable[Any]]) -> float:
     return min(times)
 
 
-async def measure(url: str, repeat: int, skip_rebuild: bool) -> None:
+async def measure(
+    url: str, repeat: int, skip_rebuild: bool, *, with_attribution: bool = True
+) -> None:
     engine = make_engine(url)
     sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(engine)
     if not skip_rebuild:
@@ -204,6 +206,9 @@ async def measure(url: str, repeat: int, skip_rebuild: bool) -> None:
                 **kwargs,
             )
 
+    if not with_attribution:
+        await engine.dispose()
+        return
     print(f"\n{'attribution':38} {'last day':>9} {'7 days':>9} {'whole':>9}")
     for model in MODELS:
         figures = []
@@ -227,9 +232,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--database-url", help="reuse this filled database (no load)")
+    parser.add_argument("--no-attribution", action="store_true", help="time stats only")
     args = parser.parse_args()
     if args.database_url:
-        asyncio.run(measure(args.database_url, args.repeat, skip_rebuild=True))
+        asyncio.run(
+            measure(
+                args.database_url,
+                args.repeat,
+                skip_rebuild=True,
+                with_attribution=not args.no_attribution,
+            )
+        )
         return
     name = f"passerelle_bench_reports_{secrets.token_hex(4)}"
     url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
