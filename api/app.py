@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -45,6 +46,7 @@ from campaigns.feed.hub import FeedHub
 from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
+from campaigns.services.rollups import RollupWorker
 from campaigns.settings import Settings, get_settings
 from campaigns.webhooks.delivery import WebhookDispatcher
 from geo.geoip import GeoIPReader
@@ -161,10 +163,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await dispatcher.start()
         await feed.start()
         restore_signals = close_streams_on_exit_signal(feed)
+        rollups = RollupWorker(
+            engine,
+            interval_s=settings.rollup_interval_s,
+            margin=dt.timedelta(seconds=settings.rollup_margin_s),
+        )
+        app.state.rollups = rollups
+        rollups.start()
         try:
             yield
         finally:
             restore_signals()
+            await rollups.stop()
             await feed.stop()
             await dispatcher.stop()
             await scans.stop()

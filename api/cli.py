@@ -42,12 +42,16 @@ keys_app = typer.Typer(help="API keys of an organization.", no_args_is_help=True
 locations_app = typer.Typer(help="Locations (stores, venues).", no_args_is_help=True)
 tags_app = typer.Typer(help="Tags (QR codes, NFC stickers).", no_args_is_help=True)
 users_app = typer.Typer(help="People who sign into the web dashboard (/app).", no_args_is_help=True)
+rollups_app = typer.Typer(
+    help="Report rollups (figures per campaign and hour).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(locations_app, name="locations")
 app.add_typer(tags_app, name="tags")
 app.add_typer(org_app, name="organizations")
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
+app.add_typer(rollups_app, name="rollups")
 
 T = TypeVar("T")
 
@@ -323,6 +327,33 @@ def locations_import(
 
     summary = _in_session(work)
     typer.echo(f"{summary.created} location(s) created, {summary.updated} updated")
+
+
+@rollups_app.command("rebuild")
+def rollups_rebuild(
+    campaign: Annotated[
+        int | None, typer.Option(help="Only this campaign's rollups (default: all).")
+    ] = None,
+) -> None:
+    """Recompute the report rollups from the raw scans and conversions, after a bulk load
+    (rows written with old times are out of the rollup worker's sight). Waits for a
+    running rollup pass; safe while the service runs."""
+    import datetime as dt
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from campaigns.services.rollups import rebuild
+
+    margin = dt.timedelta(seconds=_settings().rollup_margin_s)
+
+    async def work(session: AsyncSession) -> int:
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine)
+        return await rebuild(engine, campaign_id=campaign, margin=margin)
+
+    days = _in_session(work)
+    scope = "every campaign" if campaign is None else f"campaign {campaign}"
+    typer.echo(f"rollups rebuilt for {scope}: {days} campaign-day(s)")
 
 
 @tags_app.command("generate")

@@ -11,7 +11,9 @@ wall time per row of:
 - the NFC counter statements of :func:`campaigns.scanning.nfc.accept_counters`
   (``--rows`` taps on as many tags, in batches: tags rows locked, ``nfc_counters``
   read and upserted), and for comparison the counter as a column of ``tags`` updated
-  in one statement per batch (the ``tags`` trigger runs).
+  in one statement per batch (the ``tags`` trigger runs);
+- the ``COPY`` again with a statement-level rollup trigger (transition table, one grouped
+  upsert into ``scan_rollups`` per batch), the rejected option (b) of the report rollups.
 
     python benchmarks/scan_rows_pg.py [--rows 10000] [--batch 100] [--repeat 3]
 
@@ -54,6 +56,23 @@ TAGS_UPDATE_SQL = (
     "FROM unnest(%(tag_ids)s::bigint[], %(counters)s::integer[]) AS offer(id, counter) "
     "WHERE tags.id = offer.id"
 )
+ROLLUP_TRIGGER = [
+    """CREATE FUNCTION bench_fold_scans() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO scan_rollups (campaign_id, tag_id, hour, scans, bot_scans, burst_scans)
+        SELECT campaign_id, tag_id, date_trunc('hour', scanned_at, 'UTC'),
+               count(*) FILTER (WHERE NOT is_bot), count(*) FILTER (WHERE is_bot),
+               count(*) FILTER (WHERE burst)
+        FROM new_scans GROUP BY 1, 2, 3
+        ON CONFLICT (campaign_id, hour, tag_id) DO UPDATE
+        SET scans = scan_rollups.scans + EXCLUDED.scans,
+            bot_scans = scan_rollups.bot_scans + EXCLUDED.bot_scans,
+            burst_scans = scan_rollups.burst_scans + EXCLUDED.burst_scans;
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER bench_fold_scans AFTER INSERT ON scans REFERENCING NEW TABLE AS new_scans "
+    "FOR EACH STATEMENT EXECUTE FUNCTION bench_fold_scans()",
+]
 SECONDARY_INDEXES = (
     "ix_scans_campaign_id_scanned_at",
     "ix_scans_visitor_id_scanned_at",
@@ -153,6 +172,14 @@ def main() -> None:
             report("COPY scans, no secondary indexes", measure(conn, drop, copy, args.repeat))
             no_check = [*drop, "ALTER TABLE scans DROP CONSTRAINT ck_scans_bot_reason"]
             report("COPY scans, no secondary index nor CHECK", measure(conn, no_check, copy, 3))
+
+            # Option (b) of the report rollups (docs/DECISIONS.md): a statement-level
+            # trigger folding each COPY's transition table into the hourly rollup with
+            # one grouped upsert (counts only: the least such a trigger would do).
+            report(
+                "COPY scans + statement rollup trigger",
+                measure(conn, ROLLUP_TRIGGER, copy, args.repeat),
+            )
 
             counter_batches = [
                 tag_ids[i : i + args.batch] for i in range(0, len(tag_ids), args.batch)

@@ -569,6 +569,8 @@ class Conversion(Base):
         Index("ix_conversions_campaign_id_occurred_at", "campaign_id", "occurred_at"),
         # Attribution reports and the conversion list read an organization's window.
         Index("ix_conversions_organization_id_occurred_at", "organization_id", "occurred_at"),
+        # The rollup worker finds the conversions received since its last pass.
+        Index("ix_conversions_received_at", "received_at"),
     )
 
     id: Mapped[int] = _pk()
@@ -683,6 +685,181 @@ class VisitorSalt(Base):
 
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     salt: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+# Rollups (campaigns/services/rollups.py): the reports' figures per campaign and UTC hour,
+# recomputed from raw rows by the rollup worker, one (campaign, UTC day) at a time. Core
+# tables without primary key where a dimension value may be null; every table is read by
+# (campaign_id, hour) and cascades from campaigns (so from organizations).
+
+
+def _rollup_key() -> list[Column[Any]]:
+    return [
+        Column(
+            "campaign_id",
+            BigInteger,
+            ForeignKey("campaigns.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column("hour", DateTime(timezone=True), nullable=False),
+    ]
+
+
+def _count(name: str) -> Column[Any]:
+    return Column(name, Integer, nullable=False, server_default="0")
+
+
+#: Scan figures per (campaign, tag, UTC hour), with the stats definitions: ``scans``
+#: human (and counted) scans, ``bot_scans`` and ``bot_<reason>``, ``burst_scans``,
+#: ``replayed_taps``, ``invalid_taps``; ``visitors`` distinct visitor ids of the hour's
+#: human scans, ``first_visitors`` / ``last_visitors`` those whose first / last human
+#: scan of the UTC day (on this tag) falls in this hour.
+scan_rollups = Table(
+    "scan_rollups",
+    Base.metadata,
+    *_rollup_key(),
+    Column("tag_id", BigInteger, nullable=False),
+    _count("scans"),
+    _count("bot_scans"),
+    _count("burst_scans"),
+    _count("replayed_taps"),
+    _count("invalid_taps"),
+    *(
+        _count(f"bot_{reason}")
+        for reason in ("head", "prefetch", "previewer", "scanner", "crawler", "no_user_agent")
+    ),
+    _count("visitors"),
+    _count("first_visitors"),
+    _count("last_visitors"),
+    UniqueConstraint("campaign_id", "hour", "tag_id"),
+)
+
+#: The same per (campaign, tag, UTC day), from the day's hour rows (``visitors``: the
+#: day's distinct visitors): whole days of a long window are read here, 24 times fewer
+#: rows.
+scan_day_rollups = Table(
+    "scan_day_rollups",
+    Base.metadata,
+    Column(
+        "campaign_id",
+        BigInteger,
+        ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("day", Date, nullable=False),
+    Column("tag_id", BigInteger, nullable=False),
+    _count("scans"),
+    _count("bot_scans"),
+    _count("burst_scans"),
+    _count("replayed_taps"),
+    _count("invalid_taps"),
+    *(
+        _count(f"bot_{reason}")
+        for reason in ("head", "prefetch", "previewer", "scanner", "crawler", "no_user_agent")
+    ),
+    _count("visitors"),
+    UniqueConstraint("campaign_id", "day", "tag_id"),
+)
+
+#: The same human-scan and visitor figures for the whole campaign (visitors do not add
+#: up across tags: one person scanning two tags is one visitor of the campaign).
+campaign_rollups = Table(
+    "campaign_rollups",
+    Base.metadata,
+    *_rollup_key(),
+    _count("scans"),
+    _count("visitors"),
+    _count("first_visitors"),
+    _count("last_visitors"),
+    UniqueConstraint("campaign_id", "hour"),
+)
+
+#: Human scans per (campaign, UTC hour, dimension, value); ``dimension`` one of
+#: ``channel``, ``device_type``, ``os``, ``country`` (``value`` null: unknown).
+scan_breakdown_rollups = Table(
+    "scan_breakdown_rollups",
+    Base.metadata,
+    *_rollup_key(),
+    Column("dimension", Text, nullable=False),
+    Column("value", Text),
+    _count("scans"),
+    Index("ix_scan_breakdown_rollups_campaign_id_hour", "campaign_id", "hour"),
+)
+
+#: Conversions of the campaign per (UTC hour of ``occurred_at``, tag, currency): their
+#: count and the sum of their values (minor units; 0 without a value). ``tag_id`` null:
+#: the tag was deleted; ``currency`` null: conversions without a value.
+conversion_rollups = Table(
+    "conversion_rollups",
+    Base.metadata,
+    *_rollup_key(),
+    Column("tag_id", BigInteger),
+    Column("currency", String(3)),
+    _count("conversions"),
+    Column("amount_minor", BigInteger, nullable=False, server_default="0"),
+    Index("ix_conversion_rollups_campaign_id_hour", "campaign_id", "hour"),
+)
+
+#: The same per (campaign, UTC day, tag, currency), for whole days of long windows.
+conversion_day_rollups = Table(
+    "conversion_day_rollups",
+    Base.metadata,
+    Column(
+        "campaign_id",
+        BigInteger,
+        ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("day", Date, nullable=False),
+    Column("tag_id", BigInteger),
+    Column("currency", String(3)),
+    _count("conversions"),
+    Column("amount_minor", BigInteger, nullable=False, server_default="0"),
+    Index("ix_conversion_day_rollups_campaign_id_day", "campaign_id", "day"),
+)
+
+#: Conversions of the campaign per (UTC hour, currency), all tags: the series' reading.
+campaign_conversion_rollups = Table(
+    "campaign_conversion_rollups",
+    Base.metadata,
+    *_rollup_key(),
+    Column("currency", String(3)),
+    _count("conversions"),
+    Column("amount_minor", BigInteger, nullable=False, server_default="0"),
+    Index("ix_campaign_conversion_rollups_campaign_id_hour", "campaign_id", "hour"),
+)
+
+#: Conversions per (UTC hour of ``occurred_at``, dimension, value of their click scan).
+conversion_breakdown_rollups = Table(
+    "conversion_breakdown_rollups",
+    Base.metadata,
+    *_rollup_key(),
+    Column("dimension", Text, nullable=False),
+    Column("value", Text),
+    _count("conversions"),
+    Index("ix_conversion_breakdown_rollups_campaign_id_hour", "campaign_id", "hour"),
+)
+
+#: (campaign, UTC day) to recompute at the next pass, written where rows arrive out of
+#: the worker's sight (the spool replay); no foreign key, like ``scans``.
+rollup_dirty = Table(
+    "rollup_dirty",
+    Base.metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("campaign_id", BigInteger, nullable=False),
+    Column("day", Date, nullable=False),
+)
+
+#: One row: the worker's last pass. Hours before ``folded_until`` are complete in the
+#: rollups; reports read later hours from the raw tables.
+rollup_state = Table(
+    "rollup_state",
+    Base.metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("last_pass_at", DateTime(timezone=True), nullable=False),
+    Column("folded_until", DateTime(timezone=True), nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
 
 
 #: Views, apart from ``Base.metadata`` (Alembic compares tables only; the migration that

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     feed_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     feed_retention_s: float = Field(default=86_400.0, ge=60)
     feed_queue_max: int = Field(default=10_000, ge=1)
+    #: Report rollups (campaigns/services/rollups.py): seconds between two passes of the
+    #: rollup worker (0: no worker in this process), and how long after ``scanned_at`` a
+    #: scan may still be committed by the normal path (the worker looks back that far).
+    rollup_interval_s: float = Field(default=10.0, ge=0)
+    rollup_margin_s: float = Field(default=300.0, ge=1)
 
     # Per-client token bucket (IPv4, IPv6 /64): sustained rate (requests/second) and burst.
     # On /s/ a scan past it is still redirected, stored with burst = true (never a 429).

@@ -32,7 +32,7 @@ SERVER_URL = os.environ.get(
     "PASSERELLE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 # Everything else cascades from organizations; scans and feed_batches have no foreign keys.
-TABLES = "organizations, visitor_salts, scans, feed_batches"
+TABLES = "organizations, visitor_salts, scans, feed_batches, rollup_dirty, rollup_state"
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +65,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         # Webhook tests start dispatchers themselves (tests/api/test_webhooks.py).
         webhook_delivery_enabled=False,
         webhook_poll_interval_s=0.05,
+        # Reports read raw rows unless a test builds the rollups itself.
+        rollup_interval_s=0,
     )
 
 

@@ -69,6 +69,7 @@ from campaigns.scanning.record import (
     column_lists,
     row,
 )
+from campaigns.services.rollups import MARK_REPLAYED_SQL
 from campaigns.webhooks.outbox import write_scan_events
 
 log = logging.getLogger(__name__)
@@ -711,6 +712,8 @@ class ScanWriter:
             async with conn.transaction():
                 await self._set_timeouts(conn, timeout)
                 await credit_conversions(conn, click_ids)
+                # Late rows, out of the rollup worker's look-back: their days are redone.
+                await conn.execute(MARK_REPLAYED_SQL, {"ids": click_ids})
 
         await asyncio.wait_for(credit(), timeout * 2)
         self.stats.replayed += inserted

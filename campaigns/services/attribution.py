@@ -94,16 +94,21 @@ def _scans_cte() -> str:
 
 
 #: The organization's conversions counted in the window, or with a refund dated in it.
+#: Two branches, so the first is a range of ``(organization_id, occurred_at)`` (one
+#: ``OR`` would read every conversion of the organization) and the row estimate stays
+#: right for the journey joins.
 _CONVERSIONS_CTE = """
     conv AS (
         SELECT c.id, c.click_id, c.occurred_at, c.value_amount_minor, c.value_currency,
-               (c.occurred_at >= :start AND c.occurred_at < :end) AS counted
+               true AS counted
         FROM conversions c
-        WHERE c.organization_id = :org
-          AND ((c.occurred_at >= :start AND c.occurred_at < :end)
-               OR EXISTS (SELECT 1 FROM refunds r
-                          WHERE r.conversion_id = c.id
-                            AND r.refunded_at >= :start AND r.refunded_at < :end))
+        WHERE c.organization_id = :org AND c.occurred_at >= :start AND c.occurred_at < :end
+        UNION
+        SELECT c.id, c.click_id, c.occurred_at, c.value_amount_minor, c.value_currency,
+               (c.occurred_at >= :start AND c.occurred_at < :end) AS counted
+        FROM refunds r JOIN conversions c ON c.id = r.conversion_id
+        WHERE r.organization_id = :org AND c.organization_id = :org
+          AND r.refunded_at >= :start AND r.refunded_at < :end
     )"""
 
 #: Conditions on an earlier touch ``s`` of the click scan ``k``: same organization,

@@ -62,6 +62,7 @@ per-tag and campaign totals in one pass) on the ``(campaign_id, scanned_at)`` an
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import zoneinfo
 from collections import defaultdict
@@ -69,12 +70,33 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, and_, distinct, func, literal, select, text, tuple_, union_all
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    distinct,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.attribution import Model
 from campaigns.errors import InvalidInput
-from campaigns.models import Campaign, Conversion, Refund, Scan, Tag
+from campaigns.models import (
+    Campaign,
+    Conversion,
+    Refund,
+    Scan,
+    Tag,
+    conversion_day_rollups,
+    conversion_rollups,
+)
 from campaigns.scanning.record import BOT_REASONS
 from campaigns.schemas import (
     BreakdownRow,
@@ -88,6 +110,7 @@ from campaigns.schemas import (
 )
 from campaigns.services.attribution import attribution_report
 from campaigns.services.campaigns import check_window, get_campaign
+from campaigns.services.rollups import ceil_day, ceil_hour, floor_day, floor_hour, folded_until
 
 #: Most buckets one series may hold (about 14 months of hours, 27 years of days).
 MAX_BUCKETS: Final = 10_000
@@ -109,7 +132,7 @@ def _revenue(amounts: dict[str, int]) -> list[RevenueRead]:
 
 
 def _window_where(
-    column: Any, start: dt.datetime | None, end: dt.datetime | None
+    column: Any, start: dt.date | None, end: dt.date | None
 ) -> list[ColumnElement[bool]]:
     where = []
     if start is not None:
@@ -117,6 +140,122 @@ def _window_where(
     if end is not None:
         where.append(column < end)
     return where
+
+
+Range = tuple[dt.datetime | None, dt.datetime | None]
+
+
+@dataclass(frozen=True)
+class RollupSplit:
+    """How a window ``[start, end)`` is read when rollups exist
+    (:mod:`campaigns.services.rollups`): whole UTC hours ``[hours_from, hours_to)`` from
+    the hourly rollups and ``raw`` ranges (the partial hours at the edges, the hours not
+    folded yet) from the raw tables; unique visitors of whole folded UTC days
+    ``[days_from, days_to)`` from the rollups and of ``raw_visitor_days`` from the raw
+    scans (sum of daily distinct visitors, as defined). ``None`` bounds are open."""
+
+    folded: dt.datetime
+    hours_from: dt.datetime | None
+    hours_to: dt.datetime
+    raw: tuple[Range, ...]
+    days_from: dt.datetime | None
+    days_to: dt.datetime | None
+    raw_visitor_days: tuple[Range, ...]
+    #: ``(start, first whole hour, end of its UTC day)``: the window's partial first day,
+    #: a suffix of a folded day.
+    visitor_suffix: tuple[dt.datetime, dt.datetime, dt.datetime] | None = None
+    #: ``(UTC midnight, end of the folded hours, end of the piece)``: the partial last
+    #: day, a prefix of its day.
+    visitor_prefix: tuple[dt.datetime, dt.datetime, dt.datetime] | None = None
+
+
+def hour_ranges(split: RollupSplit) -> list[Range]:
+    """The split's whole hours outside its whole days (read from hour rows; the days are
+    read from day rows)."""
+    if split.days_to is None:
+        return [(split.hours_from, split.hours_to)]
+    ranges: list[Range] = []
+    if split.days_from is not None and (
+        split.hours_from is None or split.hours_from < split.days_from
+    ):
+        ranges.append((split.hours_from, split.days_from))
+    if split.days_to < split.hours_to:
+        ranges.append((split.days_to, split.hours_to))
+    return ranges
+
+
+def split_window(
+    start: dt.datetime | None, end: dt.datetime | None, folded: dt.datetime | None
+) -> RollupSplit | None:
+    """The split of ``[start, end)`` between rollups and raw rows, or None when no whole
+    folded hour lies in the window (then everything is read raw: at most an hour or the
+    unfolded tail)."""
+    if folded is None:
+        return None
+    hours_from = None if start is None else ceil_hour(start)
+    hours_to = folded if end is None else min(floor_hour(end), folded)
+    if hours_from is not None and hours_from >= hours_to:
+        return None
+    raw: list[Range] = []
+    if start is not None and start < hours_from:  # type: ignore[operator]
+        raw.append((start, hours_from))
+    if end is None or hours_to < end:
+        raw.append((hours_to, end))
+    days_from = None if start is None else ceil_day(start)
+    days_to: dt.datetime | None = floor_day(folded if end is None else min(end, folded))
+    visitor_raw: list[Range] = []
+    suffix = prefix = None
+    if days_from is not None and days_to is not None and days_from >= days_to:
+        days_from = days_to = None
+        visitor_raw.append((start, end))
+    else:
+        assert days_to is not None
+        if start is not None and days_from is not None and start < days_from:
+            suffix = (start, ceil_hour(start), days_from)
+        next_day = days_to + dt.timedelta(days=1)
+        if end is None or days_to < end:
+            piece_end = next_day if end is None else min(end, next_day)
+            prefix = (days_to, max(days_to, min(floor_hour(piece_end), folded)), piece_end)
+            if end is None or end > next_day:
+                visitor_raw.append((next_day, end))
+    return RollupSplit(
+        folded=folded,
+        hours_from=hours_from,
+        hours_to=hours_to,
+        raw=tuple(raw),
+        days_from=days_from,
+        days_to=days_to,
+        raw_visitor_days=tuple(visitor_raw),
+        visitor_suffix=suffix,
+        visitor_prefix=prefix,
+    )
+
+
+def _ranges_where(column: Any, ranges: tuple[Range, ...]) -> ColumnElement[bool]:
+    """``column`` within any of ``ranges`` (``[a, b)``, None: open)."""
+    if not ranges:
+        return false()
+    return or_(*(and_(true_if(column, a, b)) for a, b in ranges))
+
+
+def true_if(column: Any, a: dt.datetime | None, b: dt.datetime | None) -> ColumnElement[bool]:
+    """``a <= column < b`` with open bounds for None."""
+    # true(), not a bound literal: a parameter in the condition would keep a prepared
+    # statement's generic plan off the (campaign_id, time) index.
+    return and_(true(), *_window_where(column, a, b))
+
+
+def _split_where(
+    column: Any, start: dt.datetime | None, end: dt.datetime | None, split: RollupSplit | None
+) -> list[ColumnElement[bool]]:
+    """The raw rows' condition: the window, or the split's raw ranges."""
+    if split is None:
+        return _window_where(column, start, end)
+    return [_ranges_where(column, split.raw)]
+
+
+#: A human scan in SQL text, for table alias ``{t}``.
+_HUMAN_SQL = "NOT {t}.is_bot AND coalesce({t}.nfc_verification, 'valid') = 'valid'"
 
 
 def _counted() -> ColumnElement[bool]:
@@ -165,10 +304,15 @@ async def campaign_stats(
         )
         series = [point async for point in series_points(session, plan)]
 
+    split = split_window(start, end, await folded_until(session))
     scan_where = [
         Scan.organization_id == organization_id,
         Scan.campaign_id == campaign_id,
-        *_window_where(Scan.scanned_at, start, end),
+        *(
+            _window_where(Scan.scanned_at, start, end)
+            if split is None
+            else [_ranges_where(Scan.scanned_at, split.raw)]
+        ),
     ]
     tags = (
         await session.execute(
@@ -215,8 +359,13 @@ async def campaign_stats(
         ).where(
             Conversion.organization_id == organization_id,
             Conversion.campaign_id == campaign_id,
-            *_window_where(Conversion.occurred_at, start, end),
+            *(
+                _window_where(Conversion.occurred_at, start, end)
+                if split is None
+                else [_ranges_where(Conversion.occurred_at, split.raw)]
+            ),
         ),
+        *_conversion_rollup_events(campaign_id, split),
         select(
             Conversion.tag_id,
             Conversion.value_currency.label("currency"),
@@ -255,7 +404,7 @@ async def campaign_stats(
         "by_reason": dict.fromkeys(BOT_REASONS, 0),
         "visitors": 0,
     }
-    total_scans = empty
+    total_scans = {**empty, "by_reason": dict(empty["by_reason"])}
     tag_scans: dict[int, dict[str, Any]] = {}
     for row in scan_rows:
         figures = {
@@ -286,6 +435,16 @@ async def campaign_stats(
             tag_conversions[row.tag_id] += count
             if row.currency is not None:
                 tag_revenue[row.tag_id][row.currency] = amount
+
+    if split is not None:
+        await _add_rollups(
+            session,
+            organization_id=organization_id,
+            campaign_id=campaign_id,
+            split=split,
+            total=total_scans,
+            per_tag=tag_scans,
+        )
 
     by_tag = []
     for tag in tags:
@@ -337,9 +496,263 @@ async def campaign_stats(
         cost=cost,
         roas=roas,
         breakdowns=await _breakdowns(
-            session, organization_id=organization_id, campaign_id=campaign_id, start=start, end=end
+            session,
+            organization_id=organization_id,
+            campaign_id=campaign_id,
+            start=start,
+            end=end,
+            split=split,
         ),
     )
+
+
+_SCAN_FIGURES = ("scans", "bot_scans", "burst_scans", "replayed_taps", "invalid_taps")
+_FIGURE_KEYS = {"replayed_taps": "replayed", "invalid_taps": "invalid"}
+
+
+def _conversion_rollup_events(campaign_id: int, split: RollupSplit | None) -> list[Any]:
+    """The conversions of the split's whole folded hours, from the day rollups for whole
+    days and the hour rollups for the rest, as money events (tag, currency, n, amount)
+    like the raw rows."""
+    if split is None:
+        return []
+    events = []
+    if split.days_to is not None:
+        d = conversion_day_rollups.c
+        events.append(
+            select(
+                d.tag_id,
+                d.currency.label("currency"),
+                d.conversions.label("n"),
+                d.amount_minor.label("amount"),
+            ).where(
+                d.campaign_id == campaign_id,
+                *_window_where(
+                    d.day,
+                    None if split.days_from is None else split.days_from.date(),
+                    split.days_to.date(),
+                ),
+            )
+        )
+    r = conversion_rollups.c
+    events.append(
+        select(
+            r.tag_id,
+            r.currency.label("currency"),
+            r.conversions.label("n"),
+            r.amount_minor.label("amount"),
+        ).where(r.campaign_id == campaign_id, _ranges_where(r.hour, tuple(hour_ranges(split))))
+    )
+    return events
+
+
+def _hour_params(split: RollupSplit) -> tuple[str, dict[str, Any]]:
+    where = "hour < :hours_to"
+    params: dict[str, Any] = {"hours_to": split.hours_to}
+    if split.hours_from is not None:
+        where += " AND hour >= :hours_from"
+        params["hours_from"] = split.hours_from
+    return where, params
+
+
+async def _add_rollups(
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    campaign_id: int,
+    split: RollupSplit,
+    total: dict[str, Any],
+    per_tag: dict[int, dict[str, Any]],
+) -> None:
+    """Add the rollups' scan figures of the split's whole hours to the raw ones of its raw
+    ranges (``total`` and ``per_tag`` updated in place), and set unique visitors: folded
+    whole UTC days from the rollups plus the other days' pieces from the raw scans."""
+    columns = [*_SCAN_FIGURES, *(f"bot_{r}" for r in BOT_REASONS)]
+    listed = ", ".join(columns)
+    params: dict[str, Any] = {"c": campaign_id}
+    parts = []
+    if split.days_to is not None:
+        # Whole folded UTC days from the day rows, the other whole hours from hour rows.
+        days = "day < :days_to_d" + ("" if split.days_from is None else " AND day >= :days_from_d")
+        params["days_to_d"] = split.days_to.date()
+        params["days_from_d"] = None if split.days_from is None else split.days_from.date()
+        parts.append(
+            f"SELECT tag_id, {listed} FROM scan_day_rollups WHERE campaign_id = :c AND {days}"  # noqa: S608 - constants and bound parameters only
+        )
+    hours = _ranges_sql("hour", tuple(hour_ranges(split)), params)
+    parts.append(f"SELECT tag_id, {listed} FROM scan_rollups WHERE campaign_id = :c AND ({hours})")  # noqa: S608 - constants and bound parameters only
+    sums = ", ".join(f"sum({f}) AS {f}" for f in columns)
+    union = " UNION ALL ".join(parts)
+    sql = f"SELECT grouping(tag_id) AS is_total, tag_id, {sums} FROM ({union}) AS r"  # noqa: S608
+    rows = await session.execute(text(sql + " GROUP BY ROLLUP (tag_id)"), params)
+    empty_reasons = dict.fromkeys(BOT_REASONS, 0)
+    for row in rows:
+        if row.is_total:
+            figures = total
+        else:
+            figures = per_tag.setdefault(
+                row.tag_id,
+                {
+                    **dict.fromkeys(("scans", "bot_scans", "burst_scans"), 0),
+                    "replayed": 0,
+                    "invalid": 0,
+                    "by_reason": dict(empty_reasons),
+                    "visitors": 0,
+                },
+            )
+        for name in _SCAN_FIGURES:
+            figures[_FIGURE_KEYS.get(name, name)] += int(row._mapping[name] or 0)
+        for reason in BOT_REASONS:
+            figures["by_reason"][reason] += int(row._mapping[f"bot_{reason}"] or 0)
+
+    visitors: dict[int | None, int] = defaultdict(int)
+    if split.days_to is not None:
+        day_params = {"c": campaign_id, "days_to": split.days_to, "days_from": split.days_from}
+        for row in await session.execute(
+            text(
+                "SELECT tag_id, sum(visitors) AS n FROM scan_day_rollups "
+                "WHERE campaign_id = :c AND day < :days_to_d"
+                " AND (CAST(:days_from_d AS date) IS NULL OR day >= :days_from_d)"
+                " GROUP BY tag_id"
+            ),
+            params,
+        ):
+            visitors[row.tag_id] += int(row.n)
+        visitors[None] += int(
+            await session.scalar(
+                text(
+                    "SELECT coalesce(sum(first_visitors), 0) FROM campaign_rollups "
+                    "WHERE campaign_id = :c AND hour < :days_to"
+                    " AND (CAST(:days_from AS timestamptz) IS NULL OR hour >= :days_from)"
+                ),
+                day_params,
+            )
+            or 0
+        )
+    if split.raw_visitor_days:
+        # Distinct visitors per UTC day (and tag), summed: ids are salted per day.
+        day = func.date_trunc("day", Scan.scanned_at, "UTC")
+        raw = await session.execute(
+            select(
+                func.grouping(Scan.tag_id).label("is_total"),
+                Scan.tag_id,
+                func.count(distinct(Scan.visitor_id)).label("n"),
+            )
+            .where(
+                Scan.organization_id == organization_id,
+                Scan.campaign_id == campaign_id,
+                _human(),
+                _ranges_where(Scan.scanned_at, split.raw_visitor_days),
+            )
+            .group_by(func.grouping_sets(tuple_(day, Scan.tag_id), tuple_(day)))
+        )
+        for row in raw:
+            visitors[None if row.is_total else row.tag_id] += int(row.n)
+    for piece, column in ((split.visitor_suffix, "last"), (split.visitor_prefix, "first")):
+        if piece is not None:
+            await _piece_visitors(
+                session,
+                organization_id=organization_id,
+                campaign_id=campaign_id,
+                piece=piece,
+                suffix=column == "last",
+                into=visitors,
+            )
+    total["visitors"] = visitors.pop(None, 0)
+    for tag_id, figures in per_tag.items():
+        figures["visitors"] = visitors.get(tag_id, 0)
+    for key, n in visitors.items():
+        if key is not None and key not in per_tag and n:
+            tag_id = key
+            per_tag[tag_id] = {
+                **dict.fromkeys(("scans", "bot_scans", "burst_scans", "replayed", "invalid"), 0),
+                "by_reason": dict(empty_reasons),
+                "visitors": n,
+            }
+
+
+#: Distinct visitors of the human scans in ``[:e0, :e1)`` not seen in ``[:o0, :o1)`` of
+#: the same UTC day: on the campaign (``n``, for the total row) and on the same tag
+#: (``tag_n``, per tag), through the ``(visitor_id, scanned_at)`` index.
+_EDGE_VISITORS = f"""
+    SELECT grouping(tag_id) AS is_total, tag_id,
+           count(DISTINCT visitor_id) FILTER (WHERE NOT seen) AS n,
+           count(DISTINCT visitor_id) FILTER (WHERE NOT tag_seen) AS tag_n
+    FROM (
+        SELECT e.tag_id, e.visitor_id,
+               EXISTS (SELECT 1 FROM scans o WHERE o.visitor_id = e.visitor_id
+                       AND o.scanned_at >= :o0 AND o.scanned_at < :o1
+                       AND o.campaign_id = :campaign AND o.organization_id = :org
+                       AND {_HUMAN_SQL.format(t="o")}) AS seen,
+               EXISTS (SELECT 1 FROM scans o WHERE o.visitor_id = e.visitor_id
+                       AND o.scanned_at >= :o0 AND o.scanned_at < :o1
+                       AND o.campaign_id = :campaign AND o.organization_id = :org
+                       AND o.tag_id = e.tag_id AND {_HUMAN_SQL.format(t="o")}) AS tag_seen
+        FROM scans e
+        WHERE e.organization_id = :org AND e.campaign_id = :campaign
+          AND e.scanned_at >= :e0 AND e.scanned_at < :e1 AND e.visitor_id IS NOT NULL
+          AND {_HUMAN_SQL.format(t="e")}
+    ) AS x
+    GROUP BY ROLLUP (tag_id)
+"""  # noqa: S608 - module constants only
+
+
+async def _piece_visitors(
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    campaign_id: int,
+    piece: tuple[dt.datetime, dt.datetime, dt.datetime],
+    suffix: bool,
+    into: dict[int | None, int],
+) -> None:
+    """Add the distinct visitors of a partial UTC day to ``into`` (per tag; None: the
+    campaign). A suffix ``(start, h, day end)``: ``last_visitors`` of the hours from
+    ``h``, plus the visitors of ``[start, h)`` not seen from ``h`` on. A prefix ``(day
+    start, h, end)``: ``first_visitors`` of the hours before ``h``, plus the visitors of
+    ``[h, end)`` not seen before ``h``."""
+    if suffix:
+        edge, rolled = (piece[0], piece[1]), (piece[1], piece[2])
+        column = "last_visitors"
+    else:
+        edge, rolled = (piece[1], piece[2]), (piece[0], piece[1])
+        column = "first_visitors"
+    params = {"c": campaign_id, "h0": rolled[0], "h1": rolled[1]}
+    if rolled[0] < rolled[1]:
+        for row in await session.execute(
+            text(
+                f"SELECT tag_id, sum({column}) AS n FROM scan_rollups "  # noqa: S608
+                "WHERE campaign_id = :c AND hour >= :h0 AND hour < :h1 GROUP BY tag_id"
+            ),
+            params,
+        ):
+            into[row.tag_id] += int(row.n)
+        into[None] += int(
+            await session.scalar(
+                text(
+                    f"SELECT coalesce(sum({column}), 0) FROM campaign_rollups "  # noqa: S608
+                    "WHERE campaign_id = :c AND hour >= :h0 AND hour < :h1"
+                ),
+                params,
+            )
+            or 0
+        )
+    if edge[0] < edge[1]:
+        for row in await session.execute(
+            text(_EDGE_VISITORS),
+            {
+                "org": organization_id,
+                "campaign": campaign_id,
+                "e0": edge[0],
+                "e1": edge[1],
+                "o0": rolled[0],
+                "o1": rolled[1],
+            },
+        ):
+            if row.is_total:
+                into[None] += int(row.n)
+            else:
+                into[row.tag_id] += int(row.tag_n)
 
 
 async def _cost_and_roas(
@@ -377,6 +790,7 @@ async def _breakdowns(
     campaign_id: int,
     start: dt.datetime | None,
     end: dt.datetime | None,
+    split: RollupSplit | None = None,
 ) -> Breakdowns:
     """Human scans per attribute value and conversions of the window credited to a scan
     with that value (its click scan, ``conversions.scan_id``), in two grouping-sets
@@ -387,7 +801,7 @@ async def _breakdowns(
         *(func.grouping(c).label(f"g_{k}") for k, c in columns.items()),
         *(c.label(k) for k, c in columns.items()),
         func.count().label("n"),
-    ).where(*scope, _human(), *_window_where(Scan.scanned_at, start, end))
+    ).where(*scope, _human(), *_split_where(Scan.scanned_at, start, end, split))
     conversions = (
         select(
             *(func.grouping(c).label(f"g_{k}") for k, c in columns.items()),
@@ -400,7 +814,7 @@ async def _breakdowns(
             *scope,
             Conversion.organization_id == organization_id,
             Conversion.campaign_id == campaign_id,
-            *_window_where(Conversion.occurred_at, start, end),
+            *_split_where(Conversion.occurred_at, start, end, split),
         )
     )
     sets = func.grouping_sets(*(tuple_(c) for c in columns.values()))
@@ -410,7 +824,20 @@ async def _breakdowns(
             # grouping(c) = 0 for the one column this row is grouped by.
             key = next(k for k in columns if row._mapping[f"g_{k}"] == 0)
             counts = figures[key].setdefault(row._mapping[key], [0, 0])
-            counts[index] = int(row.n)
+            counts[index] += int(row.n)
+    if split is not None:
+        hours, params = _hour_params(split)
+        for index, (table, column) in enumerate(
+            (("scan_breakdown_rollups", "scans"), ("conversion_breakdown_rollups", "conversions"))
+        ):
+            for row in await session.execute(
+                text(
+                    f"SELECT dimension, value, sum({column}) AS n FROM {table} "  # noqa: S608
+                    f"WHERE campaign_id = :c AND {hours} GROUP BY dimension, value"
+                ),
+                {"c": campaign_id, **params},
+            ):
+                figures[row.dimension].setdefault(row.value, [0, 0])[index] += int(row.n)
     lists = {
         key: [
             BreakdownRow(key=value, scans=counts[0], conversions=counts[1])
@@ -452,13 +879,20 @@ _FIRST_EVENT_SQL = """
     )
 """
 
+#: Currencies of the window's conversions and refunds: two branches, each on an index
+#: (one ``OR`` would read every conversion of the campaign); ``{conversions}`` is the
+#: conversions' condition (the window, or the rollup split's raw ranges) and
+#: ``{rollups}`` a branch reading ``conversion_rollups`` (or nothing).
 _CURRENCIES_SQL = """
-    SELECT DISTINCT c.value_currency FROM conversions c
+    SELECT c.value_currency FROM conversions c
     WHERE c.organization_id = :org AND c.campaign_id = :campaign
+      AND c.value_currency IS NOT NULL AND ({conversions})
+    UNION
+    SELECT c.value_currency FROM refunds r JOIN conversions c ON c.id = r.conversion_id
+    WHERE r.organization_id = :org AND c.campaign_id = :campaign
       AND c.value_currency IS NOT NULL
-      AND ((c.occurred_at >= :start AND c.occurred_at < :end)
-           OR EXISTS (SELECT 1 FROM refunds r WHERE r.conversion_id = c.id
-                      AND r.refunded_at >= :start AND r.refunded_at < :end))
+      AND r.refunded_at >= :start AND r.refunded_at < :end
+    {rollups}
     ORDER BY 1
 """
 
@@ -514,7 +948,20 @@ async def plan_series(
                 }
             ],
         )
-    currencies = await session.scalars(text(_CURRENCIES_SQL), {**params, **_bounds(start, end)})
+    split = split_window(start, end, await folded_until(session))
+    currency_params: dict[str, Any] = {**params, **_bounds(start, end)}
+    if split is None:
+        sql = _CURRENCIES_SQL.format(
+            conversions="c.occurred_at >= :start AND c.occurred_at < :end", rollups=""
+        )
+    else:
+        hours, hour_params = _hour_params(split)
+        currency_params.update(hour_params)
+        sql = _CURRENCIES_SQL.format(
+            conversions=_ranges_sql("c.occurred_at", split.raw, currency_params),
+            rollups=_CURRENCY_ROLLUPS + hours,
+        )
+    currencies = await session.scalars(text(sql), currency_params)
     return SeriesPlan(
         organization_id=organization_id,
         campaign_id=campaign_id,
@@ -595,6 +1042,11 @@ async def series_points(session: AsyncSession, plan: SeriesPlan) -> AsyncIterato
         return
     buckets = _HOUR_BUCKETS if plan.interval == "hour" else _LOCAL_BUCKETS
     zone = zoneinfo.ZoneInfo(plan.tz)
+    from_rollups = await _rollup_series(session, plan)
+    if from_rollups is not None:
+        for point in from_rollups:
+            yield point
+        return
     params = {
         "org": plan.organization_id,
         "campaign": plan.campaign_id,
@@ -616,3 +1068,211 @@ async def series_points(session: AsyncSession, plan: SeriesPlan) -> AsyncIterato
             conversions=int(row.conversions),
             revenue=_revenue(revenue),
         )
+
+
+_RAW_BUCKET_SCANS = """
+    SELECT date_trunc(:unit, scanned_at, :tz) AS start, count(*) AS n FROM scans
+    WHERE organization_id = :org AND campaign_id = :campaign AND ({ranges})
+      AND NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'
+    GROUP BY 1
+"""
+_RAW_BUCKET_MONEY = """
+    SELECT date_trunc(:unit, occurred_at, :tz) AS start, value_currency AS currency,
+           count(*) AS n, coalesce(sum(value_amount_minor), 0) AS amount
+    FROM conversions
+    WHERE organization_id = :org AND campaign_id = :campaign AND ({ranges})
+    GROUP BY 1, 2
+    UNION ALL
+    SELECT date_trunc(:unit, r.refunded_at, :tz), c.value_currency, 0, -sum(r.amount_minor)
+    FROM refunds r JOIN conversions c ON c.id = r.conversion_id
+    WHERE c.organization_id = :org AND c.campaign_id = :campaign
+      AND r.refunded_at >= :start AND r.refunded_at < :end
+    GROUP BY 1, 2
+"""
+_RAW_PIECE_VISITORS = """
+    SELECT p.i, (
+        SELECT count(DISTINCT visitor_id) FROM scans
+        WHERE organization_id = :org AND campaign_id = :campaign
+          AND scanned_at >= p.a AND scanned_at < p.b
+          AND NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'
+    ) AS n
+    FROM unnest(CAST(:a AS timestamptz[]), CAST(:b AS timestamptz[])) WITH ORDINALITY
+        AS p(a, b, i)
+"""
+
+
+_CURRENCY_ROLLUPS = (
+    "UNION SELECT DISTINCT currency FROM campaign_conversion_rollups "
+    "WHERE campaign_id = :campaign AND currency IS NOT NULL AND "
+)
+_SERIES_HOURS = (
+    "SELECT hour, scans, visitors, first_visitors, last_visitors FROM campaign_rollups "
+    "WHERE campaign_id = :c AND "
+)
+_SERIES_MONEY_HOURS = (
+    "SELECT hour, currency, sum(conversions) AS n, sum(amount_minor) AS amount "
+    "FROM campaign_conversion_rollups WHERE campaign_id = :c AND "
+)
+
+
+def _sum_hours(hourly: dict[dt.datetime, Any], a: dt.datetime, b: dt.datetime, column: str) -> int:
+    """The sum of ``column`` over the hour rows in ``[a, b)``."""
+    total, at = 0, a
+    while at < b:
+        if at in hourly:
+            total += getattr(hourly[at], column)
+        at += dt.timedelta(hours=1)
+    return total
+
+
+def _ranges_sql(column: str, ranges: tuple[Range, ...], params: dict[str, Any]) -> str:
+    """SQL text for ``column`` within any of ``ranges``; bounds go into ``params``."""
+    clauses = []
+    for index, (a, b) in enumerate(ranges):
+        parts = ["true"]
+        if a is not None:
+            params[f"ra{index}"] = a
+            parts.append(f"{column} >= :ra{index}")
+        if b is not None:
+            params[f"rb{index}"] = b
+            parts.append(f"{column} < :rb{index}")
+        clauses.append(" AND ".join(parts))
+    return " OR ".join(f"({c})" for c in clauses) or "false"
+
+
+async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[SeriesPoint] | None:
+    """The series of ``plan`` from the rollups (whole folded UTC hours) and the raw rows
+    (the rest), or None when it must be read raw: rollups not built, no whole folded
+    hour in the window, or buckets not starting on whole UTC hours (time zones with
+    30- or 45-minute offsets, e.g. Asia/Kolkata, Asia/Kathmandu, America/St_Johns).
+
+    Unique visitors of a bucket are the sum over the UTC days it covers of that day's
+    piece: a whole hour (hour buckets), a day's prefix (sum of ``first_visitors``), a
+    folded day's suffix (sum of ``last_visitors``), else counted from the raw scans."""
+    assert plan.first is not None
+    split = split_window(plan.start, plan.end, await folded_until(session))
+    if split is None:
+        return None
+    step = _STEP[plan.interval]
+    params: dict[str, Any] = {
+        "org": plan.organization_id,
+        "campaign": plan.campaign_id,
+        "tz": plan.tz,
+        "unit": plan.interval,
+        "step": f"1 {plan.interval}",
+        "first": plan.first,
+        # One bucket more than the series: the end of the last one.
+        "last": plan.last + step + dt.timedelta(days=2 if plan.interval != "hour" else 0),
+        **_bounds(plan.start, plan.end),
+    }
+    buckets = _HOUR_BUCKETS if plan.interval == "hour" else _LOCAL_BUCKETS
+    starts = [row[0] for row in await session.execute(text(buckets), params)]
+    count = next((i for i, b in enumerate(starts) if b > plan.last), len(starts))
+    if count >= len(starts) or any(b.minute or b.second or b.microsecond for b in starts):
+        return None
+    starts = starts[: count + 1]
+    utc_starts = [b.astimezone(dt.UTC) for b in starts]
+
+    def bucket(at: dt.datetime) -> int | None:
+        i = bisect.bisect_right(utc_starts, at) - 1
+        return i if 0 <= i < count else None
+
+    scans = [0] * count
+    conversions = [0] * count
+    revenue: list[dict[str, int]] = [defaultdict(int) for _ in range(count)]
+    hours_where, hour_params = _hour_params(split)
+    hourly: dict[dt.datetime, Any] = {}
+    for row in await session.execute(
+        text(_SERIES_HOURS + hours_where),
+        {"c": plan.campaign_id, **hour_params},
+    ):
+        hourly[row.hour] = row
+        if (i := bucket(row.hour)) is not None:
+            scans[i] += row.scans
+    for row in await session.execute(
+        text(_SERIES_MONEY_HOURS + hours_where + " GROUP BY hour, currency"),
+        {"c": plan.campaign_id, **hour_params},
+    ):
+        if (i := bucket(row.hour)) is not None:
+            conversions[i] += int(row.n)
+            if row.currency is not None:
+                revenue[i][row.currency] += int(row.amount)
+    raw_params = dict(params)
+    scans_sql = _RAW_BUCKET_SCANS.format(ranges=_ranges_sql("scanned_at", split.raw, raw_params))
+    for row in await session.execute(text(scans_sql), raw_params):
+        if (i := bucket(row.start)) is not None:
+            scans[i] += int(row.n)
+    money_sql = _RAW_BUCKET_MONEY.format(ranges=_ranges_sql("occurred_at", split.raw, raw_params))
+    for row in await session.execute(text(money_sql), raw_params):
+        if (i := bucket(row.start)) is not None:
+            conversions[i] += int(row.n)
+            if row.currency is not None:
+                revenue[i][row.currency] += int(row.amount)
+
+    visitors = [0] * count
+    raw_pieces: list[tuple[int, dt.datetime, dt.datetime]] = []
+    edges: list[tuple[int, tuple[dt.datetime, dt.datetime], tuple[dt.datetime, dt.datetime]]] = []
+    low = plan.start or utc_starts[0]
+    high = plan.end or utc_starts[count]
+    for i in range(count):
+        a, b = max(utc_starts[i], low), min(utc_starts[i + 1], high)
+        while a < b:
+            day_start = floor_day(a)
+            day_end = day_start + dt.timedelta(days=1)
+            p0, p1 = a, min(b, day_end)
+            a = p1
+            inside = (split.hours_from is None or p0 >= split.hours_from) and p1 <= split.hours_to
+            hours = []
+            if inside:
+                at = p0
+                while at < p1:
+                    hours.append(at)
+                    at += dt.timedelta(hours=1)
+            if inside and plan.interval == "hour" and len(hours) == 1:
+                visitors[i] += hourly[hours[0]].visitors if hours[0] in hourly else 0
+            elif p0 == day_start and (split.hours_from is None or p0 >= split.hours_from):
+                # A prefix of the day: first visitors of its folded hours, then the new
+                # visitors of the rest (the unfolded tail, a partial last hour).
+                cut = max(p0, min(floor_hour(p1), split.hours_to))
+                visitors[i] += _sum_hours(hourly, p0, cut, "first_visitors")
+                if cut < p1:
+                    edges.append((i, (cut, p1), (p0, cut)))
+            elif p1 == day_end and day_end <= split.folded and p1 <= split.hours_to:
+                # A suffix of a folded day: last visitors of its whole hours, then the
+                # visitors of a partial first hour not seen later that day.
+                cut = ceil_hour(p0)
+                visitors[i] += _sum_hours(hourly, cut, p1, "last_visitors")
+                if p0 < cut:
+                    edges.append((i, (p0, cut), (cut, p1)))
+            else:
+                raw_pieces.append((i, p0, p1))
+    if raw_pieces:
+        for row in await session.execute(
+            text(_RAW_PIECE_VISITORS),
+            {
+                **params,
+                "a": [p[1] for p in raw_pieces],
+                "b": [p[2] for p in raw_pieces],
+            },
+        ):
+            visitors[raw_pieces[row.i - 1][0]] += int(row.n)
+
+    for i, (e0, e1), (o0, o1) in edges:
+        for row in await session.execute(
+            text(_EDGE_VISITORS),
+            {**params, "e0": e0, "e1": e1, "o0": o0, "o1": o1},
+        ):
+            if row.is_total:
+                visitors[i] += int(row.n)
+
+    zone = zoneinfo.ZoneInfo(plan.tz)
+    return [
+        SeriesPoint(
+            start=starts[i].astimezone(zone),
+            scans=scans[i],
+            unique_visitors=visitors[i],
+            conversions=conversions[i],
+            revenue=_revenue({c: a for c, a in revenue[i].items()}),
+        )
+        for i in range(count)
+    ]
