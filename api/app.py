@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from api.routers import (
     locations,
     nfc,
     organization,
+    privacy,
     qr,
     rules,
     scan_locations,
@@ -37,6 +39,7 @@ from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
+from campaigns.services import retention
 from campaigns.settings import Settings, get_settings
 from geo.geoip import GeoIPReader
 
@@ -73,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scans = ScanService(
             conninfo=libpq_url(settings.database_url),
             data_dir=settings.data_dir,
-            secret_key=settings.secret_key,
+            secret_key=settings.keyring,
             limiter=app.state.rate_limiter,
             geoip=(
                 GeoIPReader(settings.geoip_db, check_interval_s=settings.geoip_check_interval_s)
@@ -92,9 +95,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.scans = scans
         await scans.start()
+        purging = (
+            asyncio.create_task(
+                retention.purge_loop(
+                    engine,
+                    interval_s=settings.purge_check_interval_s,
+                    first_delay_s=min(300.0, settings.purge_check_interval_s),
+                ),
+                name="passerelle-purge",
+            )
+            if settings.purge_enabled
+            else None
+        )
         try:
             yield
         finally:
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
             await scans.stop()
             # Worker processes start with the first render; stop them with the app.
             await asyncio.to_thread(app.state.render_pool.shutdown)
@@ -157,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rules,
         attribution,
         organization,
+        privacy,
         qr,
         nfc,
         artwork,

@@ -62,6 +62,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         secret_key=secrets.token_urlsafe(32),
         data_dir=Path(tmp_path_factory.mktemp("data")),
         rate_limit_enabled=False,
+        # Tests run the purge themselves (tests/api/test_privacy.py).
+        purge_enabled=False,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from campaigns.crypto import SecretKeys, keyring
 from campaigns.scanning.cache import TagCache
 from campaigns.scanning.device import parse_device
 from campaigns.scanning.links import build_destination, new_click_id, scan_utm
@@ -46,7 +47,7 @@ class ScanService:
         *,
         conninfo: str,
         data_dir: Path,
-        secret_key: str,
+        secret_key: SecretKeys,
         limiter: RateLimiter | None = None,
         geoip: GeoIPReader | None = None,
         batch_size: int = 500,
@@ -57,7 +58,7 @@ class ScanService:
         self.cache = TagCache(secret_key=secret_key)
         self.locations = LocationCache()
         self.rules = RuleCache()
-        self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=secret_key)
+        self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=keyring(secret_key).current)
         self.runtime = CacheRuntime(
             conninfo=conninfo,
             data_dir=data_dir,
