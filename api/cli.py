@@ -463,12 +463,14 @@ def purge(
     """Delete scans past their organization's `scan_retention_days` and reduce consented
     GPS positions past `precise_location_retention_days` to the matched store and city,
     in small batches; prints rows removed per table. Safe while the service runs."""
+    from rich.console import Console
     from rich.progress import Progress
 
     from campaigns.services import retention
 
     async def work(engine: AsyncEngine) -> retention.PurgeReport:
-        with Progress(transient=True, disable=as_json) as bar:
+        # The bar on stderr: stdout is the report only.
+        with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
             task = bar.add_task("purging", total=None)
 
             def advance(table: str, rows: int) -> None:
@@ -499,6 +501,7 @@ def secrets_reencrypt(
     """Re-seal every secret stored under a previous key (PASSERELLE_SECRET_KEY_PREVIOUS)
     under PASSERELLE_SECRET_KEY; idempotent. Afterwards the previous keys can be removed.
     Prints, per column, values checked, re-sealed and unreadable (open under no key)."""
+    from rich.console import Console
     from rich.progress import Progress
 
     from campaigns.services import secrets
@@ -507,7 +510,7 @@ def secrets_reencrypt(
 
     async def work(engine: AsyncEngine) -> secrets.ReencryptReport:
         totals = await secrets.count_sealed(engine)
-        with Progress(disable=as_json) as bar:
+        with Progress(console=Console(stderr=True), disable=as_json) as bar:
             tasks = {name: bar.add_task(name, total=total) for name, total in totals.items()}
             return await secrets.reencrypt(
                 engine, keys, progress=lambda name, rows: bar.update(tasks[name], advance=rows)

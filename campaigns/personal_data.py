@@ -9,8 +9,9 @@ an access request (``GET /v1/privacy/scans``) shows every holder's
 an SSE buffer) also gets :attr:`PersonalDataHolder.purge`, called in batches until it
 returns fewer rows than the batch size.
 
-A new table joins with one :func:`register` call at import time of its module (and that
-module imported by :mod:`campaigns.services.privacy`, which lists the known ones).
+A new table joins with one :func:`register` call at the end of this module (its
+functions may live in its own module), so the purge, the erasure and the command line
+all see it.
 Conversions are not a holder: the merchant's sales stay, unlinked from the click
 (:func:`campaigns.services.privacy.erase`).
 """
