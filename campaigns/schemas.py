@@ -146,8 +146,9 @@ _PRECISE_RETENTION = (
     "and city (1 to `scan_retention_days`; default 30)"
 )
 _DATA_SINCE = (
-    "Oldest scan time the report can cover, UTC: the retention horizon (now minus the "
-    "organization's `scan_retention_days`); older scans are purged"
+    "Since when the report covers every scan, UTC: the first midnight at or after the "
+    "retention horizon (now minus the organization's `scan_retention_days`); older scans "
+    "are purged"
 )
 _COOKIE_CONSENT = (
     "Who obtains the cookie consent: `organization` (its own consent management) or `ask` "

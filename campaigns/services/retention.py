@@ -87,19 +87,29 @@ def horizons(organization: Organization, now: dt.datetime) -> Horizons:
     )
 
 
+def horizon_day(now: dt.datetime, retention_days: int) -> dt.datetime:
+    """The first UTC midnight at or after ``now - retention_days``: from then on every
+    scan is retained (a purge deletes only what is older than its own horizon, which is
+    earlier), and the value holds for a whole day, so two reports of the same day agree."""
+    horizon = now.astimezone(dt.UTC) - dt.timedelta(days=retention_days)
+    midnight = horizon.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight if midnight == horizon else midnight + dt.timedelta(days=1)
+
+
 async def data_since(
     session: AsyncSession, *, organization_id: int, now: dt.datetime | None = None
 ) -> dt.datetime:
-    """The oldest scan time reports of the organization may cover: ``now`` minus its
-    ``scan_retention_days`` (the retention horizon; older scans are purged, or will be
-    at the next daily run). Raises :class:`NotFound` for an unknown organization."""
+    """Since when reports of the organization cover every scan (UTC):
+    :func:`horizon_day` of ``now`` and its ``scan_retention_days``; older scans are
+    purged, or will be at the next daily run. Raises :class:`NotFound` for an unknown
+    organization."""
     days = await session.scalar(
         text("SELECT scan_retention_days FROM organizations WHERE id = :org"),
         {"org": organization_id},
     )
     if days is None:
         raise NotFound(f"Organization {organization_id} not found", code="organization_not_found")
-    return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=int(days))
+    return horizon_day(now or dt.datetime.now(dt.UTC), int(days))
 
 
 async def _batch_begin(conn: AsyncConnection) -> None:

@@ -162,9 +162,17 @@ async def test_reports_say_what_they_cover(
     heatmap = await client.get(f"/v1/campaigns/{campaign['id']}/heatmap", headers=org.headers)
     after = dt.datetime.now(dt.UTC)
     assert report.status_code == heatmap.status_code == 200
+    expected = {retention.horizon_day(before, 100), retention.horizon_day(after, 100)}
     for body in (report.json(), heatmap.json()):
-        since = dt.datetime.fromisoformat(body["data_since"])
-        assert before - 100 * DAY <= since <= after - 100 * DAY
+        assert dt.datetime.fromisoformat(body["data_since"]) in expected
+
+
+def test_horizon_day_is_the_next_midnight() -> None:
+    at = dt.datetime(2026, 12, 6, 15, 30, tzinfo=dt.UTC)
+    assert retention.horizon_day(at, 395) == dt.datetime(2025, 11, 7, tzinfo=dt.UTC)
+    midnight = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    assert retention.horizon_day(midnight, 1) == dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
+    assert retention.horizon_day(midnight + SECOND, 1) == midnight
 
 
 # --- access and erasure ---------------------------------------------------------------
