@@ -159,6 +159,18 @@ async def audit_erasure(
     del session, organization_id, erasure
 
 
+async def adjust_rollups_for_erasure(
+    conn: AsyncConnection, *, organization_id: int, scan_ids: Sequence[int]
+) -> int:
+    """Where an erasure takes its scans out of pre-aggregated figures, in its
+    transaction and before the scans are deleted (they are still readable here). Wiring
+    point for report rollups (branch ``rollups``): subtract these scans from their
+    buckets and return the rows adjusted. Not called by the retention purge, whose
+    deletions leave totals and series unchanged. Does nothing yet."""
+    del conn, organization_id, scan_ids
+    return 0
+
+
 async def erase(
     session: AsyncSession, *, organization_id: int, click_id: str | None, visitor: str | None
 ) -> PrivacyErasure:
@@ -185,6 +197,7 @@ async def erase(
     )
     if not found and not unlinked.rowcount:
         raise _not_found()
+    await adjust_rollups_for_erasure(conn, organization_id=organization_id, scan_ids=scan_ids)
     deleted = await conn.execute(delete(Scan).where(Scan.id.in_(scan_ids)))
     counts = {"scans": deleted.rowcount, "conversions": unlinked.rowcount}
     for holder in HOLDERS.values():

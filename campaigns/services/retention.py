@@ -160,7 +160,9 @@ async def purge(
         )
         for holder in HOLDERS.values():
             if holder.purge is not None:
-                own = functools.partial(_holder_batch, holder.purge, org_id, horizon, batch_size)
+                own = functools.partial(
+                    _holder_batch, holder.purge, holder.name, org_id, horizon, batch_size
+                )
                 await _batches(engine, report, holder.name, progress, batch_size, own)
         async with engine.connect() as conn:
             campaign_ids = list(
@@ -177,7 +179,7 @@ async def purge(
                 campaign: int = campaign_id,
                 org: int = org_id,
                 before: dt.datetime = horizon.scans,
-            ) -> int:
+            ) -> Counter[str]:
                 click_ids = list(
                     await conn.scalars(
                         _DELETE_SCANS,
@@ -189,19 +191,26 @@ async def purge(
                         },
                     )
                 )
+                rows = Counter({"scans": len(click_ids)})
                 for holder in HOLDERS.values():
-                    erased = await holder.erase(conn, org, click_ids) if click_ids else 0
-                    report.counts[holder.name] += erased
-                return len(click_ids)
+                    rows[holder.name] += (
+                        await holder.erase(conn, org, click_ids) if click_ids else 0
+                    )
+                return rows
 
             await _batches(engine, report, "scans", progress, batch_size, delete_scans)
     return report
 
 
 async def _holder_batch(
-    purge: Purge, organization_id: int, horizon: Horizons, limit: int, conn: AsyncConnection
-) -> int:
-    return await purge(conn, organization_id, horizon, limit)
+    purge: Purge,
+    name: str,
+    organization_id: int,
+    horizon: Horizons,
+    limit: int,
+    conn: AsyncConnection,
+) -> Counter[str]:
+    return Counter({name: await purge(conn, organization_id, horizon, limit)})
 
 
 async def _batches(
@@ -210,22 +219,24 @@ async def _batches(
     table: str,
     progress: Callable[[str, int], None] | None,
     batch_size: int,
-    batch: Callable[[AsyncConnection], Awaitable[int]],
+    batch: Callable[[AsyncConnection], Awaitable[Counter[str]]],
 ) -> None:
-    """Run ``batch`` (returns rows removed), one short transaction each, until it removes
-    fewer than ``batch_size`` rows or meets a lock."""
+    """Run ``batch`` (returns rows removed per table), one short transaction each, until
+    it removes fewer than ``batch_size`` rows of ``table`` or meets a lock; counts are
+    added to ``report`` once their transaction committed."""
     while True:
         try:
             async with engine.begin() as conn:
                 await _batch_begin(conn)
-                rows = await batch(conn)
+                removed = await batch(conn)
         except DBAPIError as exc:
             if not _lock_refused(exc):
                 raise
             report.skipped_batches += 1
             log.warning("purge: a %s batch met a lock; the next run takes it again", table)
             return
-        report.counts[table] += rows
+        report.counts.update(removed)
+        rows = removed[table]
         if rows and progress is not None:
             progress(table, rows)
         if rows < batch_size:

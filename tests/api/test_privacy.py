@@ -117,6 +117,24 @@ async def test_purge_at_the_retention_edge(
     assert again.as_dict()["counts"] == {"scan_locations": 0, "scans": 0}
 
 
+async def test_a_locked_batch_is_skipped_not_waited_for(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    await set_retention(client, org, scans=1, precise=1)
+    tag = await make_tag(client, org, (await make_campaign(client, org))["id"])
+    old = await insert_scan(engine, org, tag, dt.datetime.now(dt.UTC) - 2 * DAY)
+    async with engine.connect() as locker:
+        await locker.execute(text("SELECT 1 FROM scans WHERE click_id = :c FOR UPDATE"), {"c": old})
+        report = await retention.purge(engine)
+        await locker.rollback()
+    assert report.as_dict() == {
+        "counts": {"scan_locations": 0, "scans": 0},
+        "organizations": 1,
+        "skipped_batches": 1,
+    }
+    assert (await retention.purge(engine)).as_dict()["counts"]["scans"] == 1
+
+
 async def test_the_daily_run_is_once_a_day_and_under_one_lock(
     client: httpx.AsyncClient, org: Org, engine: AsyncEngine
 ) -> None:
