@@ -30,9 +30,10 @@ class Settings(BaseSettings):
     #: Public origin of short links printed in QR codes, e.g. ``https://go.example.com``:
     #: scheme http or https, host, optional port; nothing else (see :meth:`_origin_only`).
     base_url: str = "http://127.0.0.1:8000"
-    #: Derives the visitor-id salt of a day for which the database gave none (normally
-    #: the salt is random, shared through the ``visitor_salts`` table).
-    secret_key: str = DEV_SECRET_KEY
+    #: Seals secrets at rest (NFC keys, :mod:`campaigns.crypto`) and derives the
+    #: visitor-id salt of a day for which the database gave none (normally the salt is
+    #: random, shared through the ``visitor_salts`` table). Rotation: :attr:`keyring`.
+    secret_key: str = Field(default=DEV_SECRET_KEY, repr=False)
     #: Previous secret keys, comma-separated, newest first: values sealed or signed under
     #: them still open and verify; new ones use ``secret_key``. Empty once
     #: ``passerelle secrets reencrypt`` moved everything to the current key.
