@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import signal
 import threading
@@ -30,6 +31,7 @@ from api.routers import (
     locations,
     nfc,
     organization,
+    privacy,
     qr,
     rules,
     scan_locations,
@@ -46,6 +48,7 @@ from campaigns.feed.hub import FeedHub
 from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
+from campaigns.services import retention
 from campaigns.services.rollups import RollupWorker
 from campaigns.settings import Settings, get_settings
 from campaigns.webhooks.delivery import WebhookDispatcher
@@ -118,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scans = ScanService(
             conninfo=libpq_url(settings.database_url),
             data_dir=settings.data_dir,
-            secret_key=settings.secret_key,
+            secret_key=settings.keyring,
             limiter=app.state.rate_limiter,
             geoip=(
                 GeoIPReader(settings.geoip_db, check_interval_s=settings.geoip_check_interval_s)
@@ -148,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await scans.start()
         dispatcher = WebhookDispatcher(
             conninfo=libpq_url(settings.database_url),
-            secret_key=settings.secret_key,
+            secret_key=settings.keyring,
             allow_private=settings.allows_private_webhooks,
             max_attempts=settings.webhook_max_attempts,
             backoff_base_s=settings.webhook_backoff_base_s,
@@ -170,9 +173,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.rollups = rollups
         rollups.start()
+        purging = (
+            asyncio.create_task(
+                retention.purge_loop(
+                    engine,
+                    interval_s=settings.purge_check_interval_s,
+                    first_delay_s=min(300.0, settings.purge_check_interval_s),
+                ),
+                name="passerelle-purge",
+            )
+            if settings.purge_enabled
+            else None
+        )
         try:
             yield
         finally:
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
             restore_signals()
             await rollups.stop()
             await feed.stop()
@@ -241,6 +260,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rules,
         attribution,
         organization,
+        privacy,
         qr,
         nfc,
         artwork,

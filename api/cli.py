@@ -16,7 +16,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from uvicorn.supervisors import Multiprocess
 
 from api.server import GuardedHttpToolsProtocol
@@ -45,6 +45,7 @@ users_app = typer.Typer(help="People who sign into the web dashboard (/app).", n
 rollups_app = typer.Typer(
     help="Report rollups (figures per campaign and hour).", no_args_is_help=True
 )
+secrets_app = typer.Typer(help="Secrets sealed at rest.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(locations_app, name="locations")
 app.add_typer(tags_app, name="tags")
@@ -52,6 +53,7 @@ app.add_typer(org_app, name="organizations")
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(rollups_app, name="rollups")
+app.add_typer(secrets_app, name="secrets")
 
 T = TypeVar("T")
 
@@ -510,6 +512,105 @@ def users_reset(
 
     url = _in_session(work)
     typer.echo(f"sign-in link (single use, valid {settings.dashboard_link_valid_h} h): {url}")
+
+
+def _with_engine(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``work`` with an engine on the configured database; an unreachable database
+    exits with status 2 like :func:`_in_session`."""
+    settings = _settings()
+
+    async def run() -> T:
+        engine = make_engine(settings.database_url, pool_size=2)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (OSError, psycopg.Error, SQLAlchemyError) as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        typer.echo(f"error: database unavailable ({reason})", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command("purge")
+def purge(
+    organization: Annotated[
+        int | None, typer.Option("--organization", help="Only this organization.")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=100_000, help="Rows per transaction.")
+    ] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Delete scans past their organization's `scan_retention_days` and reduce consented
+    GPS positions past `precise_location_retention_days` to the matched store and city,
+    in small batches; prints rows removed per table. Safe while the service runs."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from campaigns.services import retention
+
+    async def work(engine: AsyncEngine) -> retention.PurgeReport:
+        # The bar on stderr: stdout is the report only.
+        with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
+            task = bar.add_task("purging", total=None)
+
+            def advance(table: str, rows: int) -> None:
+                bar.update(task, advance=rows, description=f"purging {table}")
+
+            report = await retention.purge(
+                engine, organization_id=organization, batch_size=batch_size, progress=advance
+            )
+        await retention.audit_purge(report)
+        return report
+
+    report = _with_engine(work).as_dict()
+    if as_json:
+        typer.echo(json.dumps(report, sort_keys=True))
+        return
+    for table, rows in report["counts"].items():
+        typer.echo(f"{table}: {rows} row(s) purged")
+    typer.echo(
+        f"{report['organizations']} organization(s); "
+        f"{report['skipped_batches']} batch(es) skipped (locked, retried next run)"
+    )
+
+
+@secrets_app.command("reencrypt")
+def secrets_reencrypt(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Re-seal every secret stored under a previous key (PASSERELLE_SECRET_KEY_PREVIOUS)
+    under PASSERELLE_SECRET_KEY; idempotent. Afterwards the previous keys can be removed.
+    Prints, per column, values checked, re-sealed and unreadable (open under no key)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from campaigns.services import secrets
+
+    keys = _settings().keyring
+
+    async def work(engine: AsyncEngine) -> secrets.ReencryptReport:
+        totals = await secrets.count_sealed(engine)
+        with Progress(console=Console(stderr=True), disable=as_json) as bar:
+            tasks = {name: bar.add_task(name, total=total) for name, total in totals.items()}
+            return await secrets.reencrypt(
+                engine, keys, progress=lambda name, rows: bar.update(tasks[name], advance=rows)
+            )
+
+    report = _with_engine(work).as_dict()
+    if as_json:
+        typer.echo(json.dumps(report, sort_keys=True))
+    else:
+        for name, counts in report.items():
+            typer.echo(
+                f"{name}: {counts['checked']} checked, {counts['resealed']} re-sealed, "
+                f"{counts['unreadable']} unreadable"
+            )
+    if any(counts["unreadable"] for counts in report.values()):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,10 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "conversion_not_found": (404, "No such conversion, or another organization's"),
     "location_not_found": (404, "No such location, or another organization's"),
     "click_not_found": (404, "No scan has this click id (or its scan is not stored yet)"),
+    "privacy_subject_not_found": (
+        404,
+        "Nothing is held about this click id or visitor (or only by another organization)",
+    ),
     "rule_not_found": (404, "No such redirect rule, or another organization's"),
     "logo_not_found": (404, "`logo=true` but the organization has uploaded no logo"),
     "organization_not_found": (404, "No such organization (command line)"),
@@ -86,6 +90,14 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "invalid_schedule": (422, "`ends_at` is not after `starts_at` (with stored values)"),
     "invalid_cursor": (422, "The pagination cursor is not one the API gave"),
     "invalid_window": (422, "`to` is not after `from`"),
+    "invalid_privacy_query": (
+        422,
+        "Give exactly one of `click_id` and `visitor` (a visitor cookie id is a UUID)",
+    ),
+    "invalid_retention": (
+        422,
+        "`precise_location_retention_days` is longer than `scan_retention_days`",
+    ),
     "too_many_buckets": (422, "The stats series would exceed 10,000 buckets"),
     "occurred_at_in_future": (422, "`occurred_at` is more than 24 hours ahead"),
     "destination_required": (422, "`destination_url` cannot be removed"),

@@ -87,6 +87,11 @@ class Organization(Base):
         CheckConstraint(
             "visitor_cookie_consent IN ('organization', 'ask')", name="visitor_cookie_consent"
         ),
+        CheckConstraint(
+            "scan_retention_days BETWEEN 1 AND 3650 "
+            "AND precise_location_retention_days BETWEEN 1 AND scan_retention_days",
+            name="retention_range",
+        ),
     )
 
     id: Mapped[int] = _pk()
@@ -100,6 +105,14 @@ class Organization(Base):
     #: management covers it) or ``ask`` (the scan path asks the visitor).
     visitor_cookie_consent: Mapped[str] = mapped_column(
         String(16), default="organization", server_default="organization"
+    )
+    #: Days a scan is kept (``passerelle purge`` deletes older ones): 395 by default,
+    #: 13 months, the CNIL's limit for audience-measurement data.
+    scan_retention_days: Mapped[int] = mapped_column(Integer, default=395, server_default="395")
+    #: Days a consented GPS fix is kept before it is reduced to the scan's matched store
+    #: and city (its ``scan_locations`` row deleted); at most ``scan_retention_days``.
+    precise_location_retention_days: Mapped[int] = mapped_column(
+        Integer, default=30, server_default="30"
     )
 
 
@@ -577,13 +590,19 @@ class Conversion(Base):
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     external_id: Mapped[str] = mapped_column(String(200))
     event: Mapped[str] = mapped_column(String(100))
-    click_id: Mapped[str] = mapped_column(String(64), index=True)
+    #: Null once the person behind the click asked for erasure (the conversion is kept,
+    #: unattributed: ``campaigns.services.privacy``).
+    click_id: Mapped[str | None] = mapped_column(String(64), index=True)
     value_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     value_currency: Mapped[str | None] = mapped_column(String(3))
     occurred_at: Mapped[dt.datetime]
     received_at: Mapped[dt.datetime] = _created_at()
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
-    scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    #: Indexed: every scan the purge deletes looks up the conversions crediting it (the
+    #: foreign key's ``SET NULL``).
+    scan_id: Mapped[int | None] = mapped_column(
+        ForeignKey("scans.id", ondelete="SET NULL"), index=True
+    )
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
     tag_id: Mapped[int | None] = mapped_column(ForeignKey("tags.id", ondelete="SET NULL"))
 
@@ -676,6 +695,18 @@ class WebhookDelivery(Base):
         JSONB, default=list, server_default="[]"
     )
     created_at: Mapped[dt.datetime] = _created_at()
+
+
+class MaintenanceRun(Base):
+    """The last run of a periodic job shared by every process (``purge``): when it last
+    ran (UTC) and what it reported (JSON). Read and written under the job's advisory
+    lock (:mod:`campaigns.services.retention`)."""
+
+    __tablename__ = "maintenance_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_run_at: Mapped[dt.datetime]
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class VisitorSalt(Base):

@@ -138,6 +138,18 @@ _VISITOR_COOKIE = (
     "Scans set a first-party visitor cookie linking a visitor's scans across days (EU: needs "
     "consent; default false)"
 )
+_SCAN_RETENTION = (
+    "Days scans are kept before the purge deletes them (1 to 3650; default 395, 13 months)"
+)
+_PRECISE_RETENTION = (
+    "Days a consented GPS position is kept before it is reduced to the scan's matched store "
+    "and city (1 to `scan_retention_days`; default 30)"
+)
+_DATA_SINCE = (
+    "Since when the report covers every scan, UTC: the first midnight at or after the "
+    "retention horizon (now minus the organization's `scan_retention_days`); older scans "
+    "are purged"
+)
 _COOKIE_CONSENT = (
     "Who obtains the cookie consent: `organization` (its own consent management) or `ask` "
     "(Passerelle asks the visitor first)"
@@ -965,7 +977,11 @@ class ConversionRead(Schema):
     model_config = ConfigDict(extra="ignore", from_attributes=True)
 
     id: int = doc(_ID, 1)
-    click_id: str = doc("The click id sent", "aTvF6AbnfnAUZXmG")
+    click_id: str | None = doc(
+        "The click id sent; null once the person behind it had their data erased "
+        "(`DELETE /v1/privacy/scans`)",
+        "aTvF6AbnfnAUZXmG",
+    )
     event: str = doc("What happened", "purchase")
     value: Money | None = doc("What it is worth", {"amount_minor": 4990, "currency": "EUR"})
     external_id: str = doc("Your unique id for it", "order-1001")
@@ -1131,6 +1147,8 @@ class OrganizationRead(Schema):
     created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
     visitor_cookie: bool = doc(_VISITOR_COOKIE, False)
     visitor_cookie_consent: Literal["organization", "ask"] = doc(_COOKIE_CONSENT, "organization")
+    scan_retention_days: int = doc(_SCAN_RETENTION, 395)
+    precise_location_retention_days: int = doc(_PRECISE_RETENTION, 30)
 
 
 class OrganizationUpdate(Schema):
@@ -1140,6 +1158,12 @@ class OrganizationUpdate(Schema):
     visitor_cookie: bool | None = doc(_VISITOR_COOKIE, True, default=None, strict=True)
     visitor_cookie_consent: Literal["organization", "ask"] | None = doc(
         _COOKIE_CONSENT, "ask", default=None
+    )
+    scan_retention_days: int | None = doc(
+        _SCAN_RETENTION, 395, default=None, ge=1, le=3650, strict=True
+    )
+    precise_location_retention_days: int | None = doc(
+        _PRECISE_RETENTION, 30, default=None, ge=1, le=3650, strict=True
     )
 
     @field_validator("*", mode="before")
@@ -1254,6 +1278,7 @@ class AttributionReport(Schema):
         "Credit per group key", [{"tag_id": 1, "conversions": 0.4, "revenue": []}]
     )
     totals: AttributionTotals = doc("Sum of the rows", {"conversions": 0.4, "revenue": []})
+    data_since: dt.datetime = doc(_DATA_SINCE, "2025-11-06T00:00:00Z")
     unattributed: Unattributed = doc(
         "The organization's conversions in the window with no journey",
         {"conversions": 0, "revenue": []},
@@ -1628,3 +1653,84 @@ class WebhookDeliveryRead(Schema):
 
 class WebhookDeliveryPage(Page[WebhookDeliveryRead]):
     """A page of a webhook's deliveries, newest first."""
+
+
+class PrivacyScan(Schema):
+    """Everything stored about one scan (an access request): every column of ``scans``.
+    ``ip_truncated`` is the only address kept (IPv4 /24, IPv6 /48): the full address is
+    never stored. ``visitor_id`` is the day's keyed hash (hex), ``cookie_id`` the visitor
+    cookie. ``position``: ``[lon, lat]`` WGS 84 of the scan's own position (placement or
+    IP), the consented GPS fix being in ``positions``."""
+
+    id: int = doc(_ID, 1042)
+    click_id: str = doc("The click id (`pcid`)", "aTvF6AbnfnAUZXmG")
+    organization_id: int = doc(_ID, 1)
+    campaign_id: int = doc("The campaign", 1)
+    tag_id: int = doc("The tag scanned", 7)
+    scanned_at: dt.datetime = doc("When, UTC", _WHEN)
+    channel: str = doc("`qr` or `nfc`", "qr")
+    method: str = doc("HTTP method", "GET")
+    outcome: str = doc("What the scan got (`redirect`, ...)", "redirect")
+    destination: str = doc("Where it was sent", "https://shop.example.com/summer")
+    user_agent: str | None = doc("The browser's User-Agent", "Mozilla/5.0 (iPhone)")
+    device_type: str | None = doc("`mobile`, `tablet`, `desktop` or null", "mobile")
+    os: str | None = doc("Operating system family", "iOS")
+    browser: str | None = doc("Browser family", "Mobile Safari")
+    is_bot: bool = doc("Not a person's scan", False)
+    bot_reason: str | None = doc("Why it is not a person's", None)
+    burst: bool = doc("From an address past the per-address rate", False)
+    ip_truncated: str | None = doc("Address truncated to /24 (IPv4) or /48 (IPv6)", "203.0.113.0")
+    visitor_id: str | None = doc("Daily visitor id, hex (salt forgotten after the day)", None)
+    cookie_id: str | None = doc("Visitor cookie id (UUID)", None)
+    nfc_counter: int | None = doc("SDMReadCtr of an NFC tap", None)
+    nfc_verification: str | None = doc("NFC verdict", None)
+    country: str | None = doc("ISO 3166-1 alpha-2 (GeoIP)", "FR")
+    region: str | None = doc("ISO 3166-2 subdivision", "IDF")
+    city: str | None = doc("City (GeoIP)", "Paris")
+    ip_lat: float | None = doc("IP position latitude, WGS 84 degrees", 48.86)
+    ip_lon: float | None = doc("IP position longitude, WGS 84 degrees", 2.34)
+    ip_accuracy_m: int | None = doc("IP position accuracy, metres", 20000)
+    position: list[float] | None = doc("Scan's position `[lon, lat]`, WGS 84", [2.3376, 48.8606])
+    geo_source: str | None = doc("`placement` or `ip`", "placement")
+    accuracy_m: float | None = doc("Accuracy of `position`, metres", None)
+    location_id: int | None = doc("Store matched", 3)
+    far_from_placement: bool | None = doc("IP position far from the placement", False)
+    rule_id: int | None = doc("Redirect rule applied", None)
+    variant: str | None = doc("Split variant served", None)
+
+
+class PrivacyPosition(Schema):
+    """A consented GPS fix (``scan_locations``), WGS 84 degrees, accuracy in metres."""
+
+    click_id: str = doc("The scan's click id", "aTvF6AbnfnAUZXmG")
+    lat: float = doc("Latitude, WGS 84 degrees", 48.8606)
+    lon: float = doc("Longitude, WGS 84 degrees", 2.3376)
+    accuracy_m: float = doc("Accuracy radius, metres", 12.0)
+    recorded_at: dt.datetime = doc("When it was recorded, UTC", _WHEN)
+
+
+class PrivacyRecord(Schema):
+    """Answer of ``GET /v1/privacy/scans``: everything held about the person identified
+    by ``click_id`` or ``visitor`` (the visitor cookie id), oldest scan first."""
+
+    click_id: str | None = doc("The click id asked for", "aTvF6AbnfnAUZXmG")
+    visitor: str | None = doc("The visitor cookie id asked for", None)
+    scans: list[PrivacyScan] = doc("Their scans", [])
+    positions: list[PrivacyPosition] = doc("Consented GPS fixes of those scans", [])
+    conversions: list[ConversionRead] = doc("Conversions linked to those scans", [])
+    other: dict[str, list[dict[str, Any]]] = doc(
+        "Rows of other tables keyed by those click ids (webhook deliveries...), per table",
+        {},
+    )
+
+
+class PrivacyErasure(Schema):
+    """Answer of ``DELETE /v1/privacy/scans``: rows per table. ``scans`` and holders such
+    as ``scan_locations``: deleted; ``conversions``: kept but unlinked (click id null,
+    unattributed)."""
+
+    click_id: str | None = doc("The click id erased", "aTvF6AbnfnAUZXmG")
+    visitor: str | None = doc("The visitor cookie id erased", None)
+    counts: dict[str, int] = doc(
+        "Rows per table", {"scans": 1, "scan_locations": 1, "conversions": 1}
+    )

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from campaigns.crypto import Keyring
 from geo.forwarded import TrustedProxies
 
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - refused outside development
@@ -29,9 +30,20 @@ class Settings(BaseSettings):
     #: Public origin of short links printed in QR codes, e.g. ``https://go.example.com``:
     #: scheme http or https, host, optional port; nothing else (see :meth:`_origin_only`).
     base_url: str = "http://127.0.0.1:8000"
-    #: Derives the visitor-id salt of a day for which the database gave none (normally
-    #: the salt is random, shared through the ``visitor_salts`` table).
-    secret_key: str = DEV_SECRET_KEY
+    #: Seals secrets at rest (NFC keys, :mod:`campaigns.crypto`) and derives the
+    #: visitor-id salt of a day for which the database gave none (normally the salt is
+    #: random, shared through the ``visitor_salts`` table). Rotation: :attr:`keyring`.
+    secret_key: str = Field(default=DEV_SECRET_KEY, repr=False)
+    #: Previous secret keys, comma-separated, newest first: values sealed or signed under
+    #: them still open and verify; new ones use ``secret_key``. Empty once
+    #: ``passerelle secrets reencrypt`` moved everything to the current key.
+    secret_key_previous: str = Field(default="", repr=False)
+
+    #: Run the retention purge inside the service (at most once a day across every
+    #: process, :mod:`campaigns.services.retention`); off: run ``passerelle purge``.
+    purge_enabled: bool = True
+    #: How often each process checks whether the daily purge is due, seconds.
+    purge_check_interval_s: float = Field(default=3600.0, gt=0)
 
     #: Directory for the scan spool and the tag snapshot (created on start).
     data_dir: Path = Path("var")
@@ -246,6 +258,12 @@ class Settings(BaseSettings):
     def dashboard_origin(self) -> str:
         """Origin of the dashboard's sign-in links: ``app_url``, else ``base_url``."""
         return (self.app_url or self.base_url).rstrip("/")
+
+    @property
+    def keyring(self) -> Keyring:
+        """:attr:`secret_key` and :attr:`secret_key_previous` as a keyring."""
+        previous = tuple(k.strip() for k in self.secret_key_previous.split(",") if k.strip())
+        return Keyring(self.secret_key, previous)
 
     @property
     def short_link_origin(self) -> str:

@@ -67,6 +67,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         webhook_poll_interval_s=0.05,
         # Reports read raw rows unless a test builds the rollups itself.
         rollup_interval_s=0,
+        # Tests run the purge themselves (tests/api/test_privacy.py).
+        purge_enabled=False,
     )
 
 

@@ -290,3 +290,89 @@ async def test_keys_create_list_revoke(client: httpx.AsyncClient, database_url: 
     unknown = await passerelle(database_url, "keys", "create", "999999")
     assert unknown.returncode == 1
     assert "not found" in unknown.stderr
+
+
+async def test_purge_prints_rows_per_table(
+    client: httpx.AsyncClient, database_url: str, engine: AsyncEngine
+) -> None:
+    async with engine.begin() as conn:
+        org = await conn.scalar(
+            text(
+                "INSERT INTO organizations (name, scan_retention_days, "
+                "precise_location_retention_days) VALUES ('A', 10, 10) RETURNING id"
+            )
+        )
+        campaign = await conn.scalar(
+            text(
+                "INSERT INTO campaigns (organization_id, name, slug, destination_url)"
+                " VALUES (:org, 'c', 'c', 'https://shop.example.com/') RETURNING id"
+            ),
+            {"org": org},
+        )
+        for days in (11, 12, 9):
+            await conn.execute(
+                text(
+                    "INSERT INTO scans (click_id, organization_id, campaign_id, tag_id,"
+                    " scanned_at, channel, outcome, destination, is_bot)"
+                    " VALUES (:click, :org, :campaign, 1, now() - make_interval(days => :days),"
+                    " 'qr', 'redirect', 'https://shop.example.com/', false)"
+                ),
+                {"click": f"click-{days}", "org": org, "campaign": campaign, "days": days},
+            )
+    result = await passerelle(database_url, "purge")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "scan_locations: 0 row(s) purged",
+        "scans: 2 row(s) purged",
+        "1 organization(s); 0 batch(es) skipped (locked, retried next run)",
+    ]
+    result = await passerelle(database_url, "purge", "--json")
+    assert json.loads(result.stdout) == {
+        "counts": {"scan_locations": 0, "scans": 0},
+        "organizations": 1,
+        "skipped_batches": 0,
+    }
+    async with engine.connect() as conn:
+        assert list(await conn.scalars(text("SELECT click_id FROM scans"))) == ["click-9"]
+
+
+async def test_secrets_reencrypt_moves_values_to_the_current_key(
+    client: httpx.AsyncClient, database_url: str, engine: AsyncEngine
+) -> None:
+    from campaigns.payloads.keys import seal_master_secret, unseal_master_secret
+
+    old, new = "o" * 32, "n" * 32
+    async with engine.begin() as conn:
+        org = await conn.scalar(text("INSERT INTO organizations (name) VALUES ('A') RETURNING id"))
+        await conn.execute(
+            text("UPDATE organizations SET nfc_master_secret_encrypted = :v WHERE id = :org"),
+            {"v": seal_master_secret(old, organization_id=org, master=b"m" * 32), "org": org},
+        )
+    keys = {"PASSERELLE_SECRET_KEY": new, "PASSERELLE_SECRET_KEY_PREVIOUS": old}
+    result = await passerelle(database_url, "secrets", "reencrypt", "--json", **keys)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "organizations.nfc_master_secret_encrypted": {
+            "checked": 1,
+            "resealed": 1,
+            "unreadable": 0,
+        },
+        "tags.nfc_keys_encrypted": {"checked": 0, "resealed": 0, "unreadable": 0},
+    }
+    result = await passerelle(database_url, "secrets", "reencrypt", **keys)
+    assert result.returncode == 0, result.stderr
+    assert "organizations.nfc_master_secret_encrypted: 1 checked, 0 re-sealed, 0 unreadable" in (
+        result.stdout
+    )
+    async with engine.connect() as conn:
+        sealed = await conn.scalar(text("SELECT nfc_master_secret_encrypted FROM organizations"))
+    assert unseal_master_secret(new, organization_id=org, sealed=sealed) == b"m" * 32
+    # Without the previous key a value it sealed is unreadable: exit status 1.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE organizations SET nfc_master_secret_encrypted = :v"),
+            {"v": seal_master_secret(old, organization_id=org, master=b"m" * 32)},
+        )
+    result = await passerelle(database_url, "secrets", "reencrypt", PASSERELLE_SECRET_KEY=new)
+    assert result.returncode == 1
+    assert "1 unreadable" in result.stdout

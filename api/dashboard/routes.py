@@ -819,7 +819,7 @@ async def create_tag(
             campaign_id=campaign_id,
             data=data,
             short_link_origin=settings.short_link_origin,
-            secret_key=settings.secret_key,
+            secret_key=settings.keyring,
         )
     except (ValidationError, InvalidInput) as exc:
         f = formatter(request)

@@ -46,7 +46,8 @@ async def scans_per_location(
 _HEATMAP_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "GeoJSON FeatureCollection: one Polygon per hexagon (WGS 84) with "
-        "`properties.scans`, most scans first, and `cell_m`",
+        "`properties.scans`, most scans first, `cell_m`, and `data_since` (oldest scan time "
+        "covered: the organization's retention horizon)",
         "content": {"application/geo+json": {"schema": {"type": "object"}}},
     }
 }

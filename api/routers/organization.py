@@ -22,7 +22,11 @@ async def get_organization(
     return OrganizationRead.model_validate(organization)
 
 
-@router.patch("", response_model=OrganizationRead, responses=problem_responses("validation_error"))
+@router.patch(
+    "",
+    response_model=OrganizationRead,
+    responses=problem_responses("validation_error", "invalid_retention"),
+)
 async def update_organization(
     data: OrganizationUpdate, session: SessionDep, organization_id: OrganizationId
 ) -> OrganizationRead:
@@ -33,6 +37,11 @@ async def update_organization(
       this cookie needs the visitor's consent.
     - ``visitor_cookie_consent``: ``organization`` (default; your consent management
       covers the cookie) or ``ask`` (the visitor is asked before it is set).
+    - ``scan_retention_days`` (1 to 3650, default 395: 13 months): scans older are
+      deleted by the daily purge.
+    - ``precise_location_retention_days`` (1 to 3650, default 30, at most
+      ``scan_retention_days``: else 422 ``invalid_retention``): consented GPS positions
+      older are reduced to the scan's matched store and city.
     """
     organization = await service.update_organization(
         session, organization_id=organization_id, data=data

@@ -63,11 +63,9 @@ async def create_tag(
         campaign_id=campaign_id,
         data=data,
         short_link_origin=settings.short_link_origin,
-        secret_key=settings.secret_key,
+        secret_key=settings.keyring,
     )
-    keys = (
-        service.tag_sun_keys(tag, secret_key=settings.secret_key) if tag.kind == "nfc_sun" else None
-    )
+    keys = service.tag_sun_keys(tag, secret_key=settings.keyring) if tag.kind == "nfc_sun" else None
     return tag_created(tag, settings.short_link_origin, keys)
 
 

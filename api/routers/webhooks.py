@@ -57,7 +57,7 @@ async def create_webhook(
         session,
         organization_id=organization_id,
         data=body,
-        secret_key=settings.secret_key,
+        secret_key=settings.keyring,
         allow_private=settings.allows_private_webhooks,
     )
     return WebhookCreated.model_validate(

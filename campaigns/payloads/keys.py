@@ -27,7 +27,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from campaigns.crypto import seal, unseal
+from campaigns.crypto import SecretKeys, seal, unseal
 
 UID_BYTES: Final = 7
 KEY_BYTES: Final = 16
@@ -95,35 +95,40 @@ def derive_sun_keys(master: bytes, uid: bytes, *, version: int) -> SunKeys:
     return derivation(master, uid)
 
 
-def _tag_aad(organization_id: int, uid: bytes) -> bytes:
+def tag_aad(organization_id: int, uid: bytes) -> bytes:
+    """``aad`` binding sealed SUN keys to their tag row (organization and UID)."""
     return f"org:{organization_id}|uid:{uid.hex().upper()}".encode()
 
 
-def seal_sun_keys(secret_key: str, *, organization_id: int, uid: bytes, keys: SunKeys) -> bytes:
+def seal_sun_keys(
+    secret_key: SecretKeys, *, organization_id: int, uid: bytes, keys: SunKeys
+) -> bytes:
     """``keys`` sealed for ``tags.nfc_keys_encrypted`` (AES-GCM, bound to the
     organization and UID; see :mod:`campaigns.crypto`)."""
     return seal(
         secret_key,
         SUN_KEYS_PURPOSE,
         keys.meta_read + keys.file_read,
-        aad=_tag_aad(organization_id, uid),
+        aad=tag_aad(organization_id, uid),
     )
 
 
-def unseal_sun_keys(secret_key: str, *, organization_id: int, uid: bytes, sealed: bytes) -> SunKeys:
+def unseal_sun_keys(
+    secret_key: SecretKeys, *, organization_id: int, uid: bytes, sealed: bytes
+) -> SunKeys:
     """The keys of a ``tags`` row from its ``organization_id``, ``nfc_uid`` and
     ``nfc_keys_encrypted`` columns (what a tag cache loads). Raises
     :class:`campaigns.crypto.SealedValueError`."""
-    plain = unseal(secret_key, SUN_KEYS_PURPOSE, sealed, aad=_tag_aad(organization_id, uid))
+    plain = unseal(secret_key, SUN_KEYS_PURPOSE, sealed, aad=tag_aad(organization_id, uid))
     return SunKeys(meta_read=plain[:KEY_BYTES], file_read=plain[KEY_BYTES:])
 
 
-def seal_master_secret(secret_key: str, *, organization_id: int, master: bytes) -> bytes:
+def seal_master_secret(secret_key: SecretKeys, *, organization_id: int, master: bytes) -> bytes:
     """An organization's NFC master secret sealed for storage."""
     return seal(secret_key, MASTER_SECRET_PURPOSE, master, aad=f"org:{organization_id}".encode())
 
 
-def unseal_master_secret(secret_key: str, *, organization_id: int, sealed: bytes) -> bytes:
+def unseal_master_secret(secret_key: SecretKeys, *, organization_id: int, sealed: bytes) -> bytes:
     """The master secret sealed by :func:`seal_master_secret`. Raises
     :class:`campaigns.crypto.SealedValueError`."""
     return unseal(secret_key, MASTER_SECRET_PURPOSE, sealed, aad=f"org:{organization_id}".encode())

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import TupleRow
 
-from campaigns.crypto import SealedValueError
+from campaigns.crypto import SealedValueError, SecretKeys
 from campaigns.payloads.keys import SunKeys, unseal_sun_keys
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class TagCache:
     loaded (without it, such tags are cached without keys and their taps are ``invalid``).
     """
 
-    def __init__(self, *, secret_key: str | None = None) -> None:
+    def __init__(self, *, secret_key: SecretKeys | None = None) -> None:
         self._secret_key = secret_key
         self._tags: dict[str, TagEntry] = {}
         self._campaigns: dict[int, CampaignEntry] = {}

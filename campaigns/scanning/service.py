@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from campaigns.crypto import SecretKeys, keyring
 from campaigns.scanning.cache import TagCache
 from campaigns.scanning.click_tokens import ClickTokens
 from campaigns.scanning.cookies import CookieHeaders
@@ -51,7 +52,7 @@ class ScanService:
         *,
         conninfo: str,
         data_dir: Path,
-        secret_key: str,
+        secret_key: SecretKeys,
         limiter: RateLimiter | None = None,
         geoip: GeoIPReader | None = None,
         batch_size: int = 500,
@@ -70,8 +71,8 @@ class ScanService:
         #: ``Set-Cookie`` values of the visitor cookie and of a refusal.
         self.cookie_headers = CookieHeaders(secure=secure_cookies)
         #: Tokens the consent page's requests carry (beacon, cookie answer).
-        self.click_tokens = ClickTokens(secret_key)
-        self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=secret_key)
+        self.click_tokens = ClickTokens(keyring(secret_key).current)
+        self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=keyring(secret_key).current)
         self.runtime = CacheRuntime(
             conninfo=conninfo,
             data_dir=data_dir,

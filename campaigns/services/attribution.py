@@ -67,6 +67,7 @@ from campaigns.schemas import (
     Unattributed,
 )
 from campaigns.services.campaigns import check_window, get_campaign
+from campaigns.services.retention import data_since
 
 GroupBy = Literal["tag", "location", "day"]
 GROUP_BYS: tuple[GroupBy, ...] = ("tag", "location", "day")
@@ -317,6 +318,7 @@ async def attribution_report(
             revenue=_revenue(total_revenue),
         ),
         unattributed=Unattributed(conversions=lost_count, revenue=_revenue(lost_revenue)),
+        data_since=await data_since(session, organization_id=organization_id),
     )
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.schemas import LocationStats, LocationStatsRow
 from campaigns.services.campaigns import check_window, get_campaign
+from campaigns.services.retention import data_since
 
 #: Bounds of ``cell_m`` (metres).
 MIN_CELL_M, MAX_CELL_M = 50, 50_000
@@ -110,7 +111,8 @@ async def heatmap(
     """The campaign's human scans counted in hexagons of ``cell_m`` metres (see the
     module docstring), as a GeoJSON FeatureCollection (RFC 7946): one Polygon Feature per
     hexagon with ``properties`` ``{"scans": n, "i": i, "j": j}`` (the grid's column and
-    row), and the foreign member ``cell_m``. Raises :class:`NotFound`
+    row), and the foreign members ``cell_m`` and ``data_since`` (ISO 8601 UTC: the
+    retention horizon, :func:`campaigns.services.retention.data_since`). Raises :class:`NotFound`
     (``campaign_not_found``), :class:`InvalidInput` (``invalid_window``)."""
     check_window(start, end)
     await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
@@ -132,4 +134,10 @@ async def heatmap(
         }
         for row in rows
     ]
-    return {"type": "FeatureCollection", "cell_m": cell_m, "features": features}
+    since = await data_since(session, organization_id=organization_id)
+    return {
+        "type": "FeatureCollection",
+        "cell_m": cell_m,
+        "data_since": since.isoformat().replace("+00:00", "Z"),
+        "features": features,
+    }

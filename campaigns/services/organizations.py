@@ -117,9 +117,23 @@ async def update_organization(
     session: AsyncSession, *, organization_id: int, data: OrganizationUpdate
 ) -> Organization:
     """Apply the settings present in ``data`` (``name``, ``visitor_cookie``,
-    ``visitor_cookie_consent``; the schema refuses nulls). Raises :class:`NotFound`."""
+    ``visitor_cookie_consent``, ``scan_retention_days``, ``precise_location_retention_days``;
+    the schema refuses nulls). Raises :class:`NotFound`, and :class:`InvalidInput`
+    ``invalid_retention`` when the precise-location term would exceed the scans' (a GPS
+    fix cannot outlive its scan)."""
     organization = await get_organization(session, organization_id=organization_id)
-    for key, value in data.model_dump(exclude_unset=True).items():
+    changes = data.model_dump(exclude_unset=True)
+    scan_days = changes.get("scan_retention_days", organization.scan_retention_days)
+    precise_days = changes.get(
+        "precise_location_retention_days", organization.precise_location_retention_days
+    )
+    if precise_days > scan_days:
+        raise InvalidInput(
+            f"precise_location_retention_days ({precise_days}) must not exceed "
+            f"scan_retention_days ({scan_days})",
+            code="invalid_retention",
+        )
+    for key, value in changes.items():
         setattr(organization, key, value)
     await session.flush()
     return organization

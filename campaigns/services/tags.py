@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from campaigns.crypto import SecretKeys
 from campaigns.db import note_cache_changes
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, Location, Organization, Tag, utcnow
@@ -52,7 +53,7 @@ def sun_tap_base(origin: str, code: str) -> str:
 
 
 async def nfc_master_secret(
-    session: AsyncSession, *, organization_id: int, secret_key: str
+    session: AsyncSession, *, organization_id: int, secret_key: SecretKeys
 ) -> bytes:
     """The organization's NFC master secret (32 bytes), created on first need. Concurrent
     first uses agree: the secret is set only where it is still NULL, then read back."""
@@ -77,7 +78,7 @@ async def nfc_master_secret(
 
 
 async def _sun_fields(
-    session: AsyncSession, *, organization_id: int, nfc: NfcCreate, secret_key: str
+    session: AsyncSession, *, organization_id: int, nfc: NfcCreate, secret_key: SecretKeys
 ) -> dict[str, object]:
     """The ``nfc_*`` columns of a new ``nfc_sun`` tag: supplied keys, or keys derived with
     the current derivation version."""
@@ -128,7 +129,7 @@ async def create_tag(
     campaign_id: int,
     data: TagCreate,
     short_link_origin: str,
-    secret_key: str,
+    secret_key: SecretKeys,
 ) -> Tag:
     """Create a tag with a fresh random code, placed at ``data.location_id`` (its point
     unless ``data.placement`` is given). For kind ``nfc_sun`` the UID and the SDM keys
@@ -183,7 +184,7 @@ async def create_tag(
     raise RuntimeError("could not draw a unique tag code")  # pragma: no cover
 
 
-def tag_sun_keys(tag: Tag, *, secret_key: str) -> SunKeys:
+def tag_sun_keys(tag: Tag, *, secret_key: SecretKeys) -> SunKeys:
     """The SDM keys of an ``nfc_sun`` tag, unsealed. Raises ``ValueError`` for another
     kind, :class:`campaigns.crypto.SealedValueError` if they do not open."""
     if tag.nfc_uid is None or tag.nfc_keys_encrypted is None:

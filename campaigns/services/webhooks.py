@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from campaigns.crypto import seal
+from campaigns.crypto import SecretKeys, seal
 from campaigns.errors import InvalidInput, NotFound
 from campaigns.models import Webhook, WebhookDelivery, utcnow
 from campaigns.schemas import WebhookCreate
@@ -60,7 +60,7 @@ async def create_webhook(
     *,
     organization_id: int,
     data: WebhookCreate,
-    secret_key: str,
+    secret_key: SecretKeys,
     allow_private: bool,
 ) -> CreatedWebhook:
     """Register an endpoint for ``data.events``; the secret is sealed under

@@ -40,7 +40,7 @@ import httpx
 import psycopg
 from psycopg.rows import TupleRow
 
-from campaigns.crypto import SealedValueError, unseal
+from campaigns.crypto import SealedValueError, SecretKeys, unseal
 from campaigns.webhooks.addresses import AddressRefused, IPAddress, checked_addresses
 from campaigns.webhooks.outbox import body_bytes
 from campaigns.webhooks.signing import (
@@ -131,7 +131,7 @@ class WebhookDispatcher:
         self,
         *,
         conninfo: str,
-        secret_key: str,
+        secret_key: SecretKeys,
         allow_private: bool,
         max_attempts: int = 12,
         backoff_base_s: float = 30.0,

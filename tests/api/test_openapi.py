@@ -103,6 +103,8 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
         ("get", "/v1/campaigns/{campaign_id}/attribution.csv"): "attribution_get_csv",
         ("get", "/v1/organization"): "organization_get",
         ("patch", "/v1/organization"): "organization_update",
+        ("get", "/v1/privacy/scans"): "privacy_get_scans",
+        ("delete", "/v1/privacy/scans"): "privacy_erase_scans",
         ("put", "/v1/organization/logo"): "printing_put_logo",
         ("get", "/v1/campaigns/{campaign_id}/print.zip"): "printing_get_print_zip",
         ("get", "/v1/campaigns/{campaign_id}/sheets.pdf"): "printing_get_sheets",

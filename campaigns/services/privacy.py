@@ -1,0 +1,219 @@
+"""Access and erasure requests (GDPR art. 15 and 17) about the person behind scans.
+
+A person is named by one ``click_id`` (the ``pcid`` their redirect carried) or one
+``visitor`` (the visitor cookie id, linking their scans across days). What is held
+about them: their scans (every column), the consented GPS fixes of those scans, the
+conversions linked to them (by click id or credited scan), and the rows of every
+registered holder (:mod:`campaigns.personal_data`).
+
+Erasure, in the caller's one transaction: the scans are deleted, every holder's rows
+are erased, and the conversions are kept but unlinked: ``click_id``, ``scan_id``,
+``campaign_id`` and ``tag_id`` become null (``attributed: false``), so the merchant's
+sales stay while nothing ties them to the person any more.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from campaigns.errors import InvalidInput, NotFound
+from campaigns.models import Conversion, Scan
+from campaigns.personal_data import HOLDERS
+from campaigns.schemas import PrivacyErasure, PrivacyPosition, PrivacyScan
+
+#: Longest click id looked up (``scans.click_id`` is 32, ``conversions.click_id`` 64).
+MAX_CLICK_ID = 64
+
+_SCAN_COLUMNS = [c for c in Scan.__table__.columns if c.name != "position"]
+
+
+def _subject(click_id: str | None, visitor: str | None) -> tuple[str | None, uuid.UUID | None]:
+    """Validate the query: exactly one of the two. Raises :class:`InvalidInput`
+    (``invalid_privacy_query``)."""
+    if (click_id is None) == (visitor is None):
+        raise InvalidInput(
+            "Give exactly one of `click_id` and `visitor`", code="invalid_privacy_query"
+        )
+    if click_id is not None:
+        if not 1 <= len(click_id) <= MAX_CLICK_ID:
+            raise InvalidInput("`click_id` is 1 to 64 characters", code="invalid_privacy_query")
+        return click_id, None
+    try:
+        return None, uuid.UUID(str(visitor))
+    except ValueError:
+        raise InvalidInput(
+            "`visitor` is a visitor cookie id (a UUID)", code="invalid_privacy_query"
+        ) from None
+
+
+def _not_found() -> NotFound:
+    return NotFound("Nothing is held about this person", code="privacy_subject_not_found")
+
+
+async def _scans(
+    conn: AsyncConnection, organization_id: int, click_id: str | None, cookie: uuid.UUID | None
+) -> list[dict[str, Any]]:
+    where = Scan.click_id == click_id if click_id is not None else Scan.cookie_id == cookie
+    query = (
+        select(
+            *_SCAN_COLUMNS,
+            text("ST_X(scans.position::geometry) AS position_x"),
+            text("ST_Y(scans.position::geometry) AS position_y"),
+        )
+        .where(Scan.organization_id == organization_id, where)
+        .order_by(Scan.scanned_at, Scan.id)
+    )
+    return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+def _conversion_filter(
+    organization_id: int, click_ids: Sequence[str], scan_ids: Sequence[int]
+) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return (
+        Conversion.organization_id == organization_id,
+        or_(Conversion.click_id.in_(click_ids), Conversion.scan_id.in_(scan_ids)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What :func:`access` found: the subject as asked, scans, GPS fixes, the linked
+    conversions (ORM rows; the API renders them as ``ConversionRead``), and other
+    holders' rows per table."""
+
+    click_id: str | None
+    visitor: str | None
+    scans: list[PrivacyScan]
+    positions: list[PrivacyPosition]
+    conversions: list[Conversion]
+    other: dict[str, list[dict[str, Any]]]
+
+
+async def access(
+    session: AsyncSession, *, organization_id: int, click_id: str | None, visitor: str | None
+) -> Held:
+    """Everything the organization holds about the person (module docstring). Raises
+    :class:`InvalidInput` (``invalid_privacy_query``: neither or both, a bad visitor
+    id) and :class:`NotFound` (``privacy_subject_not_found``: nothing held, or only
+    another organization's)."""
+    click, cookie = _subject(click_id, visitor)
+    conn = await session.connection()
+    scans = await _scans(conn, organization_id, click, cookie)
+    click_ids = sorted({s["click_id"] for s in scans} | ({click} if click else set()))
+    scan_ids = [s["id"] for s in scans]
+    conversions = list(
+        await session.scalars(
+            select(Conversion)
+            .where(*_conversion_filter(organization_id, click_ids, scan_ids))
+            .order_by(Conversion.id)
+        )
+    )
+    if not scans and not conversions:
+        raise _not_found()
+    positions: list[dict[str, Any]] = []
+    other: dict[str, list[dict[str, Any]]] = {}
+    for holder in HOLDERS.values():
+        if holder.collect is None:
+            continue
+        rows = await holder.collect(conn, organization_id, click_ids)
+        if holder.name == "scan_locations":
+            positions = rows
+        else:
+            other[holder.name] = rows
+    return Held(
+        click_id=click,
+        visitor=str(cookie) if cookie else None,
+        scans=[_privacy_scan(s) for s in scans],
+        positions=[PrivacyPosition(**p) for p in positions],
+        conversions=conversions,
+        other=other,
+    )
+
+
+def _privacy_scan(row: dict[str, Any]) -> PrivacyScan:
+    x, y = row.pop("position_x"), row.pop("position_y")
+    for name in ("position_lat", "position_lon"):
+        row.pop(name)
+    visitor_id, cookie_id, ip = row.pop("visitor_id"), row.pop("cookie_id"), row.pop("ip_truncated")
+    return PrivacyScan(
+        **row,
+        position=[x, y] if x is not None else None,
+        visitor_id=visitor_id.hex() if visitor_id is not None else None,
+        cookie_id=str(cookie_id) if cookie_id is not None else None,
+        ip_truncated=str(ip) if ip is not None else None,
+    )
+
+
+async def audit_erasure(
+    session: AsyncSession, *, organization_id: int, erasure: PrivacyErasure
+) -> None:
+    """Where an erasure is audited, in its transaction. Wiring point for the audit table
+    (branch ``security``): record ``erasure.counts`` with the calling key. Does nothing
+    yet, and never records the click id or visitor id erased."""
+    del session, organization_id, erasure
+
+
+async def adjust_rollups_for_erasure(
+    conn: AsyncConnection, *, organization_id: int, scan_ids: Sequence[int]
+) -> int:
+    """Take an erasure's scans out of the report rollups: in its transaction and before
+    the scans are deleted (they are still readable here), mark their (campaign, UTC day)
+    dirty, so the rollup worker's next pass recomputes those days without them (and
+    without the conversions the erasure unlinks). Returns the days marked. The retention
+    purge does not call it: its deletions leave totals and series unchanged."""
+    del organization_id  # the scan ids are the organization's (checked by the caller)
+    if not scan_ids:
+        return 0
+    result = await conn.execute(
+        text(
+            "INSERT INTO rollup_dirty (campaign_id, day)"
+            " SELECT DISTINCT campaign_id, (scanned_at AT TIME ZONE 'UTC')::date"
+            " FROM scans WHERE id = ANY(:ids)"
+        ),
+        {"ids": list(scan_ids)},
+    )
+    return result.rowcount
+
+
+async def erase(
+    session: AsyncSession, *, organization_id: int, click_id: str | None, visitor: str | None
+) -> PrivacyErasure:
+    """Erase what the organization holds about the person, in the session's transaction
+    (module docstring). Returns rows per table: ``scans`` deleted, each holder's rows,
+    ``conversions`` unlinked. Raises like :func:`access`."""
+    click, cookie = _subject(click_id, visitor)
+    conn = await session.connection()
+    where = Scan.click_id == click if click is not None else Scan.cookie_id == cookie
+    found = (
+        await session.execute(
+            select(Scan.id, Scan.click_id)
+            .where(Scan.organization_id == organization_id, where)
+            .with_for_update()
+        )
+    ).all()
+    scan_ids = [row[0] for row in found]
+    click_ids = sorted({row[1] for row in found} | ({click} if click else set()))
+    # Unlinked first: deleting the scans would null scan_id through the foreign key.
+    unlinked = await conn.execute(
+        update(Conversion)
+        .where(*_conversion_filter(organization_id, click_ids, scan_ids))
+        .values(click_id=None, scan_id=None, campaign_id=None, tag_id=None)
+    )
+    if not found and not unlinked.rowcount:
+        raise _not_found()
+    await adjust_rollups_for_erasure(conn, organization_id=organization_id, scan_ids=scan_ids)
+    deleted = await conn.execute(delete(Scan).where(Scan.id.in_(scan_ids)))
+    counts = {"scans": deleted.rowcount, "conversions": unlinked.rowcount}
+    for holder in HOLDERS.values():
+        counts[holder.name] = await holder.erase(conn, organization_id, click_ids)
+    erasure = PrivacyErasure(
+        click_id=click, visitor=str(cookie) if cookie else None, counts=dict(sorted(counts.items()))
+    )
+    await audit_erasure(session, organization_id=organization_id, erasure=erasure)
+    return erasure
