@@ -33,6 +33,7 @@ MAX_FIELD_ERRORS = 20
 _STATUS_CODES = {
     400: ("bad_request", "Bad request"),
     401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
@@ -54,7 +55,12 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "missing_api_key": (401, "No `Authorization: Bearer` API key"),
     "invalid_api_key": (401, "Unknown or revoked API key"),
     "unauthorized": (401, "Not authenticated"),
+    "insufficient_scope": (
+        403,
+        "The API key lacks the scope this operation needs (named in `required_scope`)",
+    ),
     "not_found": (404, "No such resource or path"),
+    "api_key_not_found": (404, "No such API key, or another organization's"),
     "campaign_not_found": (404, "No such campaign, or another organization's"),
     "tag_not_found": (404, "No such tag, or another organization's"),
     "conversion_not_found": (404, "No such conversion, or another organization's"),
@@ -172,6 +178,11 @@ class Problem(BaseModel):
         description="Stable identifier to switch on (the catalogue is in the API description)",
         examples=["campaign_not_found"],
     )
+    required_scope: str | None = Field(
+        default=None,
+        description="The scope the API key lacks (403 `insufficient_scope` only)",
+        examples=["campaigns:write"],
+    )
     errors: list[FieldProblem] | None = Field(
         default=None,
         description="Field problems of a 422 (at most 20)",
@@ -183,6 +194,7 @@ class Problem(BaseModel):
 MANAGEMENT_CODES = (
     "missing_api_key",
     "invalid_api_key",
+    "insufficient_scope",
     "payload_too_large",
     "validation_error",
     "rate_limited",

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import OrganizationId, SessionDep
+from api.deps import ADMIN, OrganizationId, SessionDep
 from api.errors import problem_responses
 from api.routing import JsonBodyRoute
 from campaigns.schemas import OrganizationRead, OrganizationUpdate
 from campaigns.services import organizations as service
 
-router = APIRouter(prefix="/v1/organization", tags=["organization"], route_class=JsonBodyRoute)
+router = APIRouter(
+    dependencies=[ADMIN],
+    prefix="/v1/organization",
+    tags=["organization"],
+    route_class=JsonBodyRoute,
+)
 
 
 @router.get("", response_model=OrganizationRead)

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from campaigns.db import note_cache_changes
+from campaigns.db import note_cache_changes, note_written_rows
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, Location, Organization, Tag, utcnow
 from campaigns.payloads import keys as sun_keys
@@ -505,6 +505,7 @@ async def create_tags_bulk(
     if progress is not None:
         progress(total, total)
     note_cache_changes(session, tag_ids=created)
+    note_written_rows(session, "tags", ids=created)
     tags = await session.scalars(
         select(Tag).where(
             Tag.campaign_id == campaign_id,
