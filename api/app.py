@@ -15,8 +15,10 @@ from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit, ForwardedFor, HeaderSizeLimit
 from api.openapi import install_openapi, operation_id
 from api.routers import (
+    api_keys,
     artwork,
     attribution,
+    audit,
     campaigns,
     conversions,
     geo_reports,
@@ -160,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         qr,
         nfc,
         artwork,
+        api_keys,
+        audit,
     ):
         app.include_router(module.router)
     return app

@@ -87,7 +87,9 @@ def _actor(request: Request) -> Actor | None:
 
 def _action(request: Request) -> str:
     route = request.scope.get("route")
-    return operation_id(route) if isinstance(route, APIRoute) else request.method.lower()
+    if not isinstance(route, APIRoute):
+        return request.method.lower()
+    return route.operation_id or operation_id(route)
 
 
 async def get_principal(

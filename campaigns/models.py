@@ -138,7 +138,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(32))
     secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{admin}")
     #: ``admin``, ``campaigns:read``... (:data:`campaigns.scopes.SCOPES`).
     created_at: Mapped[dt.datetime] = _created_at()
     last_used_at: Mapped[dt.datetime | None]

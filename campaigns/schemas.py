@@ -1524,3 +1524,73 @@ class RuleList(Schema):
     """A campaign's rules in evaluation order."""
 
     items: list[RuleRead] = doc("The rules, lowest priority number first", [])
+
+
+_SCOPES_DOC = (
+    "What the key may do: `campaigns:read`, `campaigns:write`, `conversions:write`, "
+    "`reports:read`, `admin` (implies all)"
+)
+ScopeName = Literal[
+    "campaigns:read", "campaigns:write", "conversions:write", "reports:read", "admin"
+]
+
+
+class ApiKeyCreate(Schema):
+    """Body of ``POST /v1/api-keys``: a name and at least one scope."""
+
+    name: Name = doc("What the key is for", "shop checkout")
+    scopes: list[ScopeName] = doc(_SCOPES_DOC, ["conversions:write"], min_length=1, max_length=5)
+
+
+class ApiKeyRead(Schema):
+    """An API key as listed: never its secret nor its hash, only the visible ``prefix``.
+    ``last_used_at`` is written at most once a minute per key."""
+
+    id: int = doc(_ID, 3)
+    name: str = doc("What the key is for", "shop checkout")
+    prefix: str = doc("The key's first characters, to recognise it", "psk_Xy12Ab")
+    scopes: list[str] = doc(_SCOPES_DOC, ["conversions:write"])
+    created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
+    last_used_at: dt.datetime | None = doc(
+        "Last use, UTC, to the minute (null: never used)", _WHEN, default=None
+    )
+    revoked_at: dt.datetime | None = doc("Revocation time, UTC (null: live)", None, default=None)
+
+
+class ApiKeyCreated(ApiKeyRead):
+    """A new API key with its ``secret``, shown this once: only its hash is stored."""
+
+    secret: str = doc(
+        "The full key, for `Authorization: Bearer ...`; shown once",
+        "psk_Xy12Ab3cD4eF5gH6iJ7kL8mN9oP0qR1sT2uV3wX4yZ5a",
+    )
+
+
+class ApiKeyList(Schema):
+    """The organization's API keys, revoked ones included, oldest first."""
+
+    items: list[ApiKeyRead] = doc("The keys", [])
+
+
+class AuditEventRead(Schema):
+    """One management write: who (``actor_type`` ``api_key``, ``user``, ``cli`` or
+    ``system``; ``actor_id`` and ``actor_label``: the key's id and prefix, or the user's
+    id and e-mail), when, which operation (``action``), on what (``resource_type``, the
+    table; ``resource_id`` when exactly one row was written) and how many ``rows``."""
+
+    id: int = doc(_ID, 17)
+    occurred_at: dt.datetime = doc("When, UTC", _WHEN)
+    actor_type: Literal["api_key", "user", "cli", "system"] = doc("Kind of actor", "api_key")
+    actor_id: int | None = doc("The key's or user's id", 3)
+    actor_label: str | None = doc("The key's prefix or the user's e-mail", "psk_Xy12Ab")
+    action: str = doc("The API operation id or command", "campaigns_update")
+    resource_type: str = doc("What was written (table)", "campaigns")
+    resource_id: int | None = doc("The row, when exactly one was written", 42)
+    rows: int = doc("How many rows were written", 1)
+
+
+class AuditPage(Schema):
+    """A page of audit events, newest first."""
+
+    items: list[AuditEventRead] = doc("The events", [])
+    next_cursor: str | None = doc("Cursor of the next page; null on the last", None)

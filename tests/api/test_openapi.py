@@ -105,6 +105,10 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
         ("put", "/v1/organization/logo"): "printing_put_logo",
         ("get", "/v1/campaigns/{campaign_id}/print.zip"): "printing_get_print_zip",
         ("get", "/v1/campaigns/{campaign_id}/sheets.pdf"): "printing_get_sheets",
+        ("post", "/v1/api-keys"): "api_keys_create",
+        ("get", "/v1/api-keys"): "api_keys_list",
+        ("delete", "/v1/api-keys/{key_id}"): "api_keys_revoke",
+        ("get", "/v1/audit"): "audit_list",
     }
 
 
@@ -132,6 +136,7 @@ def test_each_operation_lists_the_codes_it_can_answer(document: dict[str, Any]) 
         assert codes["500"] == ["internal_error"]
         if operations(document)[op_id]["path"].startswith("/v1/"):
             assert codes["401"] == ["missing_api_key", "invalid_api_key"]
+            assert codes["403"] == ["insufficient_scope"]
             assert codes["413"] == ["payload_too_large"]
             assert codes["429"] == ["rate_limited"]
             renders = op_id.startswith("printing_get") or op_id == "tags_get_qr"

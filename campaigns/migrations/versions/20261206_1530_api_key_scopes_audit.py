@@ -20,7 +20,9 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # Keys issued before scopes existed (empty array) keep working with every scope: they
     # become admin keys, and from now on every key holds at least one scope.
+    # A key inserted without scopes (by code from before them) is an admin key too.
     op.execute("UPDATE api_keys SET scopes = '{admin}' WHERE cardinality(scopes) = 0")
+    op.alter_column("api_keys", "scopes", server_default="{admin}")
     op.create_check_constraint(
         op.f("ck_api_keys_scopes_not_empty"), "api_keys", "cardinality(scopes) > 0"
     )
@@ -65,3 +67,4 @@ def downgrade() -> None:
     op.drop_table("audit_events")
     op.drop_column("organizations", "allowed_destination_hosts")
     op.drop_constraint(op.f("ck_api_keys_scopes_not_empty"), "api_keys", type_="check")
+    op.alter_column("api_keys", "scopes", server_default="{}")
