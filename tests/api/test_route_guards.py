@@ -95,7 +95,7 @@ CALLS: dict[str, Call] = {
         json={"name": "Store", "point": {"type": "Point", "coordinates": [2.35, 48.85]}}
     ),
     "locations_import": Call(
-        files={"file": ("stores.csv", b"name,latitude,longitude\nA,48.85,2.35\n", "text/csv")}
+        files={"file": ("stores.csv", b"name,lat,lon\nA,48.85,2.35\n", "text/csv")}
     ),
     "locations_update": Call(json={"name": "Renamed store"}),
     "rules_create": Call(
