@@ -106,6 +106,10 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "nfc_invalid_tap_required": (422, "`nfc_invalid_tap` cannot be null"),
     "precise_location_required": (422, "`precise_location` cannot be null"),
     "redirect_loop": (422, "A URL points at this service's own short-link origin"),
+    "destination_not_allowed": (
+        422,
+        "A URL's host is not in the organization's `allowed_destination_hosts`",
+    ),
     "too_small_to_scan": (422, "A module would be under 0.4 mm at this size (`min_size_mm`)"),
     "low_contrast": (422, "`fg` and `bg` contrast below 4:1"),
     "inverted_colours": (422, "Light modules on a dark background without `allow_inverted=true`"),

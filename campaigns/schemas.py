@@ -1114,6 +1114,24 @@ class CampaignStats(Schema):
     )
 
 
+_ALLOWED_HOSTS = (
+    "Hosts destination URLs may point at: exact hosts (`shop.example.com`) or "
+    "`*.example.com` for any subdomain of example.com (not example.com itself); checked "
+    "on every write of a campaign, tag, rule or split arm. Null or empty: unrestricted"
+)
+
+
+def _host_pattern(value: str) -> str:
+    from campaigns.services.destinations import normalise_host_pattern
+
+    return normalise_host_pattern(value)
+
+
+HostPattern = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_host_pattern)
+]
+
+
 class OrganizationRead(Schema):
     """The calling key's organization and its settings (``GET /v1/organization``).
 
@@ -1131,18 +1149,25 @@ class OrganizationRead(Schema):
     created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
     visitor_cookie: bool = doc(_VISITOR_COOKIE, False)
     visitor_cookie_consent: Literal["organization", "ask"] = doc(_COOKIE_CONSENT, "organization")
+    allowed_destination_hosts: list[str] | None = doc(
+        _ALLOWED_HOSTS, ["shop.example.com", "*.example.fr"], default=None
+    )
 
 
 class OrganizationUpdate(Schema):
-    """Body of ``PATCH /v1/organization``: only the fields sent change; none may be null."""
+    """Body of ``PATCH /v1/organization``: only the fields sent change; none may be null
+    but ``allowed_destination_hosts`` (null: unrestricted)."""
 
     name: Name | None = doc(_NAME, "Acme France", default=None)
     visitor_cookie: bool | None = doc(_VISITOR_COOKIE, True, default=None, strict=True)
     visitor_cookie_consent: Literal["organization", "ask"] | None = doc(
         _COOKIE_CONSENT, "ask", default=None
     )
+    allowed_destination_hosts: list[HostPattern] | None = doc(
+        _ALLOWED_HOSTS, ["shop.example.com", "*.example.fr"], default=None, max_length=100
+    )
 
-    @field_validator("*", mode="before")
+    @field_validator("name", "visitor_cookie", "visitor_cookie_consent", mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Runs only for fields that were sent: an explicit null is refused, an absent
@@ -1150,6 +1175,38 @@ class OrganizationUpdate(Schema):
         if value is None:
             raise ValueError("must not be null")
         return value
+
+    @field_validator("allowed_destination_hosts")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        # Stored normalised and without duplicates; an empty list means unrestricted.
+        if value is None:
+            return None
+        return list(dict.fromkeys(value)) or None
+
+
+class NoncompliantDestination(Schema):
+    """A stored URL whose host ``allowed_destination_hosts`` no longer allows."""
+
+    resource_type: Literal["campaign", "tag", "rule"] = doc("What holds the URL", "campaign")
+    id: int = doc(_ID, 42)
+    field: str = doc(
+        "Which URL: `destination_url`, `fallback_url`, `split.<i>.destination_url`",
+        "destination_url",
+    )
+    url: str = doc("The URL", "https://old-shop.example.net/summer")
+
+
+class OrganizationUpdated(OrganizationRead):
+    """The organization after ``PATCH``, with what its new ``allowed_destination_hosts``
+    no longer allows (stored before the list shrank; fix or re-point them)."""
+
+    noncompliant_destinations: list[NoncompliantDestination] = doc(
+        "Live campaigns, tags and rules with a URL outside the allowed hosts "
+        "(empty when the list is unrestricted or was not changed)",
+        [],
+        default_factory=list,
+    )
 
 
 class RefundCreate(Schema):

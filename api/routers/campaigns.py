@@ -28,7 +28,7 @@ class CampaignPage(Page[CampaignRead]):
     dependencies=[CAMPAIGNS_WRITE],
     status_code=201,
     response_model=CampaignRead,
-    responses=problem_responses("slug_taken", "redirect_loop"),
+    responses=problem_responses("slug_taken", "redirect_loop", "destination_not_allowed"),
 )
 async def create_campaign(
     data: CampaignCreate,
@@ -98,6 +98,7 @@ async def get_campaign(
         "slug_required",
         "archived_required",
         "redirect_loop",
+        "destination_not_allowed",
     ),
 )
 async def update_campaign(

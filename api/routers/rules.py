@@ -18,7 +18,9 @@ router = APIRouter(tags=["rules"], route_class=JsonBodyRoute)
     dependencies=[CAMPAIGNS_WRITE],
     status_code=201,
     response_model=RuleRead,
-    responses=problem_responses("campaign_not_found", "location_not_found", "redirect_loop"),
+    responses=problem_responses(
+        "campaign_not_found", "location_not_found", "redirect_loop", "destination_not_allowed"
+    ),
 )
 async def create_rule(
     campaign_id: int,
@@ -61,7 +63,9 @@ async def list_rules(
     "/v1/rules/{rule_id}",
     dependencies=[CAMPAIGNS_WRITE],
     response_model=RuleRead,
-    responses=problem_responses("rule_not_found", "location_not_found", "redirect_loop"),
+    responses=problem_responses(
+        "rule_not_found", "location_not_found", "redirect_loop", "destination_not_allowed"
+    ),
 )
 async def update_rule(
     rule_id: int,

@@ -137,7 +137,9 @@ async def update_organization(
     session: AsyncSession, *, organization_id: int, data: OrganizationUpdate
 ) -> Organization:
     """Apply the settings present in ``data`` (``name``, ``visitor_cookie``,
-    ``visitor_cookie_consent``; the schema refuses nulls). Raises :class:`NotFound`."""
+    ``visitor_cookie_consent``, ``allowed_destination_hosts``; the schema refuses nulls
+    but for the last). Raises :class:`NotFound`. What a new allowed-hosts list no longer
+    allows is :func:`campaigns.services.destinations.noncompliant_destinations`."""
     organization = await get_organization(session, organization_id=organization_id)
     for key, value in data.model_dump(exclude_unset=True).items():
         setattr(organization, key, value)

@@ -145,7 +145,7 @@ async def test_audit_trail(client: httpx.AsyncClient, org: Org, other_org: Org) 
     assert refused.status_code == 422  # a failed write leaves no event
     deleted = await client.delete(f"/v1/campaigns/{campaign['id']}", headers=org.headers)
     assert deleted.status_code == 204
-    await client.get(f"/v1/campaigns", headers=org.headers)  # reads leave none either
+    await client.get("/v1/campaigns", headers=org.headers)  # reads leave none either
 
     page = await client.get("/v1/audit", headers=org.headers)
     assert page.status_code == 200, page.text
