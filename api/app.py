@@ -35,6 +35,7 @@ from api.routers import (
     tags,
 )
 from api.scan_endpoint import ShortLinks
+from api.security_headers import SecurityHeaders
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
@@ -47,11 +48,13 @@ def served_app(app: FastAPI) -> ASGIApp:
     """The ASGI application a server runs for ``app`` (made by :func:`create_app`): the
     header-size guard (431 ``headers_too_large`` on every path), the client address
     behind trusted proxies (:class:`api.middleware.ForwardedFor`), then the short links
-    (:class:`api.scan_endpoint.ShortLinks`), then FastAPI. A scan is answered before any
-    of FastAPI's own layers (its OpenTelemetry hook, Starlette's error and body-limit
-    middleware, the router); every other request and the lifespan go on to ``app``."""
+    (:class:`api.scan_endpoint.ShortLinks`), then the security headers of every other
+    response (:class:`api.security_headers.SecurityHeaders`), then FastAPI. A scan is
+    answered before any of FastAPI's own layers (its OpenTelemetry hook, Starlette's
+    error and body-limit middleware, the router); every other request and the lifespan
+    go on to ``app``."""
     settings = app.state.settings
-    short_links = ShortLinks(app, state=app.state)
+    short_links = ShortLinks(SecurityHeaders(app, base_url=settings.base_url), state=app.state)
     forwarded = ForwardedFor(short_links, trusted=settings.trusted_proxies)
     return HeaderSizeLimit(forwarded, max_bytes=settings.max_header_bytes)
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.security_headers import LOCKED_DOWN_HEADERS
 from campaigns.errors import DomainError
 from campaigns.schemas import GEO_ERROR_CODES
 
@@ -269,6 +270,7 @@ def problem(
         body["errors"] = errors
     for key, value in (members or {}).items():
         body.setdefault(key, value)
+    headers = {**LOCKED_DOWN_HEADERS, **headers} if headers else LOCKED_DOWN_HEADERS
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

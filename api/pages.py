@@ -3,31 +3,56 @@ asking a scan's precise position."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from html import escape
 
 from fastapi.responses import HTMLResponse
 
+from api.security_headers import COMMON_HEADERS
 from campaigns.scanning.rules import preferred_languages
 
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:15vh auto;padding:0 1.5rem;"
+    "color:#222;text-align:center}h1{font-size:1.5rem}p{color:#555;line-height:1.5}"
+)
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
 <title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:15vh auto;padding:0 1.5rem;
-color:#222;text-align:center}}h1{{font-size:1.5rem}}p{{color:#555;line-height:1.5}}</style>
+<style>{style}</style>
 </head><body><h1>{title}</h1><p>{message}</p></body></html>
 """
+#: The static pages' CSP: their one inline style allowed by its hash (CSP Level 3 §8.3).
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+_PAGE_CSP = (
+    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 
-_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", **COMMON_HEADERS}
 
 
 def page(status: int, title: str, message: str) -> HTMLResponse:
     """An HTML page with ``status``; never cached (the code may be re-pointed later)."""
-    body = _TEMPLATE.format(title=escape(title), message=escape(message))
-    return HTMLResponse(body, status_code=status, headers=_HEADERS)
+    body = _TEMPLATE.format(title=escape(title), message=escape(message), style=_STYLE)
+    return HTMLResponse(
+        body, status_code=status, headers={**_HEADERS, "Content-Security-Policy": _PAGE_CSP}
+    )
+
+
+def with_headers(response: HTMLResponse, headers: list[tuple[bytes, bytes]]) -> HTMLResponse:
+    """A copy of a prepared page with ``headers`` added (``Strict-Transport-Security``
+    when the base URL is https: :func:`api.security_headers.hsts_headers`)."""
+    if not headers:
+        return response
+    copy = HTMLResponse(bytes(response.body), status_code=response.status_code)
+    copy.raw_headers = [*response.raw_headers, *headers]
+    return copy
 
 
 def not_found_page() -> HTMLResponse:
@@ -119,13 +144,20 @@ def _script_json(value: str) -> str:
     )
 
 
-def location_page(*, destination: str, click_id: str, accept_language: str | None) -> HTMLResponse:
+def location_page(
+    *,
+    destination: str,
+    click_id: str,
+    accept_language: str | None,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> HTMLResponse:
     """200: the consent page of a campaign with ``precise_location = ask``. It says why,
     asks the browser's Geolocation API once, posts the answer to
     ``/s/{click_id}/location``, then goes on to ``destination``; a refusal, an error or
     :data:`LOCATION_WAIT_S` seconds without an answer go on too, and without JavaScript a
     meta refresh does. Inline style and script only, allowed by a fresh nonce in a
-    strict ``Content-Security-Policy``; ``connect-src 'self'`` lets only the beacon out."""
+    strict ``Content-Security-Policy``; ``connect-src 'self'`` lets only the beacon out.
+    ``extra_headers`` (raw pairs) are added, e.g. HSTS."""
     lang = page_language(accept_language)
     words = _LOCATION_TEXT[lang]
     nonce = secrets.token_urlsafe(18)
@@ -148,9 +180,9 @@ def location_page(*, destination: str, click_id: str, accept_language: str | Non
     headers = {
         **_HEADERS,
         "Content-Security-Policy": csp,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
         "Content-Language": lang,
         "Vary": "Accept-Language",
     }
-    return HTMLResponse(body, status_code=200, headers=headers)
+    response = HTMLResponse(body, status_code=200, headers=headers)
+    response.raw_headers.extend(extra_headers)
+    return response

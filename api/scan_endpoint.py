@@ -33,7 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
 from api.metrics import Metrics
-from api.pages import gone_page, location_page, not_found_page, tap_again_page
+from api.pages import gone_page, location_page, not_found_page, tap_again_page, with_headers
+from api.security_headers import LOCKED_DOWN_CSP, hsts_headers
 from campaigns.models import utcnow
 from campaigns.scanning.nfc import is_blocked
 from campaigns.scanning.request import ScanRequest
@@ -65,6 +66,8 @@ SHORT_LINKS: dict[str, ShortLinkRoute] = {
 _REDIRECT_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", LOCKED_DOWN_CSP.encode()),
     (b"content-length", b"0"),
 ]
 _NOT_FOUND = not_found_page()
@@ -85,6 +88,13 @@ class ShortLinks:
         self.app = app
         self.state = state
         self.routes = SHORT_LINKS if routes is None else routes
+        # Security headers that depend on settings (HSTS when BASE_URL is https), computed
+        # once here: a scan adds nothing per request (api/security_headers.py).
+        self.hsts = hsts_headers(state.settings.base_url)
+        self.redirect_headers = [*_REDIRECT_HEADERS, *self.hsts]
+        self.not_found, self.gone, self.tap_again = (
+            with_headers(page, self.hsts) for page in (_NOT_FOUND, _GONE, _TAP_AGAIN)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -135,7 +145,7 @@ class ShortLinks:
         )
         resolution = scans.resolve(request)
         if resolution is None or resolution.destination is None:
-            page = _NOT_FOUND if resolution is None else _GONE
+            page = self.not_found if resolution is None else self.gone
             metrics.count_response(page.status_code)
             await page(scope, _no_receive, send)
             return
@@ -151,7 +161,7 @@ class ShortLinks:
         metrics.count_scan(record.channel, resolution.outcome, is_bot=record.is_bot)
         if is_blocked(record, policy=resolution.campaign.nfc_invalid_tap):
             metrics.count_response(403)
-            await _TAP_AGAIN(scope, _no_receive, send)
+            await self.tap_again(scope, _no_receive, send)
             return
         if scans.asks_location(record, resolution):
             # precise_location = ask: the consent page, which goes on to the destination.
@@ -160,6 +170,7 @@ class ShortLinks:
                 destination=url,
                 click_id=record.click_id,
                 accept_language=request.accept_language,
+                extra_headers=self.hsts,
             )
             await page(scope, _no_receive, send)
             return
@@ -168,7 +179,7 @@ class ShortLinks:
             {
                 "type": "http.response.start",
                 "status": 302,
-                "headers": [(b"location", url.encode("latin-1")), *_REDIRECT_HEADERS],
+                "headers": [(b"location", url.encode("latin-1")), *self.redirect_headers],
             }
         )
         await send({"type": "http.response.body", "body": b""})
