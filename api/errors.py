@@ -56,6 +56,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "missing_api_key": (401, "No `Authorization: Bearer` API key"),
     "invalid_api_key": (401, "Unknown or revoked API key"),
     "unauthorized": (401, "Not authenticated"),
+    "forbidden": (403, "Authenticated, but not allowed to do this"),
     "insufficient_scope": (
         403,
         "The API key lacks the scope this operation needs (named in `required_scope`)",

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from openapi_spec_validator import validate
 
 from api.errors import _STATUS_CODES, PROBLEM_CODES, PROBLEM_JSON
+from campaigns.schemas import GEO_ERROR_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
@@ -145,8 +146,16 @@ def test_each_operation_lists_the_codes_it_can_answer(document: dict[str, Any]) 
     assert ops["campaigns_create"]["400"] == ["bad_request"]
     assert ops["campaigns_create"]["415"] == ["unsupported_media_type"]
     assert ops["campaigns_create"]["409"] == ["slug_taken"]
-    assert ops["campaigns_create"]["422"] == ["redirect_loop", "validation_error"]
+    geo = sorted(GEO_ERROR_CODES)  # any JSON body may carry a geographic field problem
+    assert ops["campaigns_create"]["422"] == [
+        "redirect_loop",
+        "destination_not_allowed",
+        "validation_error",
+        *geo,
+    ]
     assert set(ops["campaigns_update"]["422"]) == {
+        *geo,
+        "destination_not_allowed",
         "invalid_schedule",
         "destination_required",
         "name_required",
@@ -166,6 +175,7 @@ def test_each_operation_lists_the_codes_it_can_answer(document: dict[str, Any]) 
         "no_locations",
         "too_many_tags",
         "validation_error",
+        *geo,
     ]
     assert ops["conversions_create"]["409"] == ["conversion_conflict"]
     assert "occurred_at_in_future" in ops["conversions_create"]["422"]

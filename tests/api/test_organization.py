@@ -15,7 +15,15 @@ async def test_read_defaults(client: httpx.AsyncClient, org: Org) -> None:
     response = await client.get("/v1/organization", headers=org.headers)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"id", "name", "created_at", "visitor_cookie", "visitor_cookie_consent"}
+    assert set(body) == {
+        "id",
+        "name",
+        "created_at",
+        "visitor_cookie",
+        "visitor_cookie_consent",
+        "allowed_destination_hosts",
+    }
+    assert body["allowed_destination_hosts"] is None
     assert body["id"] == org.id
     assert body["name"] == "Acme"
     assert body["visitor_cookie"] is False
