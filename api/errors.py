@@ -143,7 +143,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "near_required": (422, "`within_m` needs `near=LON,LAT`"),
     "file_required": (422, "The import has no file (multipart field `file`) or body"),
     "qr_content_too_long": (422, "The tag's link does not fit a QR code at this error correction"),
-    "invalid_name": (422, "An organization name is empty or too long (command line)"),
+    "invalid_name": (422, "An organization or API key name is empty, too long or unprintable"),
     "rate_limited": (429, "Too many requests; retry after `Retry-After` seconds"),
     "headers_too_large": (431, "The request headers exceed `PASSERELLE_MAX_HEADER_BYTES`"),
     "internal_error": (500, "Unexpected failure; rolled back and logged"),

@@ -25,7 +25,7 @@ router = APIRouter(
     status_code=201,
     response_model=ApiKeyCreated,
     operation_id="api_keys_create",
-    responses=problem_responses("validation_error"),
+    responses=problem_responses("invalid_name", "validation_error"),
 )
 async def create_api_key(
     data: ApiKeyCreate, session: SessionDep, organization_id: OrganizationId

@@ -23,7 +23,7 @@ from tests.conftest import TABLES
 from tests.e2e.harness import Server
 
 #: Examples per operation (stateless) and steps (stateful): a smoke-sized fuzz run.
-MAX_EXAMPLES = 8
+MAX_EXAMPLES = 4
 CHECKS = [
     schemathesis.checks.not_a_server_error,
     status_code_conformance,
@@ -87,4 +87,34 @@ def test_stateless(case: schemathesis.Case, server: Server) -> None:
         headers={"Authorization": f"Bearer {SECRET}"},
         checks=CHECKS,
         timeout=30,
+    )
+
+
+def test_stateful(api_schema: schemathesis.BaseSchema, server: Server) -> None:
+    """Sequences of calls along the links schemathesis finds (a created resource's id
+    reused by its reads, updates and deletes), a few short runs."""
+    machine = api_schema.as_state_machine()
+
+    class Machine(machine):  # type: ignore[misc,valid-type]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
+            return {
+                "base_url": server.base_url,
+                "headers": {"Authorization": f"Bearer {SECRET}"},
+                "timeout": 30,
+            }
+
+        def validate_response(
+            self, response: object, case: schemathesis.Case, **kwargs: object
+        ) -> None:
+            case.validate_response(response, checks=CHECKS)  # type: ignore[arg-type]
+
+    Machine.run(
+        settings=settings(
+            max_examples=MAX_EXAMPLES,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
     )
