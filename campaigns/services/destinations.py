@@ -203,7 +203,7 @@ async def noncompliant_destinations(
         .order_by(Tag.id)
     )
     for tag_id, url in tags:
-        if not host_allowed(url, patterns):
+        if url is not None and not host_allowed(url, patterns):
             found.append(Noncompliant("tag", tag_id, "destination_url", url))
     rules = await session.execute(
         select(RedirectRule.id, RedirectRule.destination_url, RedirectRule.split)
