@@ -21,8 +21,10 @@ from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit, HeadersAndClient
 from api.openapi import install_openapi, operation_id
 from api.routers import (
+    api_keys,
     artwork,
     attribution,
+    audit,
     campaigns,
     conversions,
     events,
@@ -43,6 +45,7 @@ from api.routers import (
     webhooks,
 )
 from api.scan_endpoint import ShortLinks
+from api.security_headers import SecurityHeaders
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.feed.hub import FeedHub
 from campaigns.payloads.rendering import RenderPool
@@ -60,11 +63,13 @@ def served_app(app: FastAPI) -> ASGIApp:
     header-size guard (431 ``headers_too_large`` on every path) and the client address
     behind trusted proxies (:class:`api.middleware.ForwardedFor`), both in one pass over
     the headers (:class:`api.middleware.HeadersAndClient`), then the short links
-    (:class:`api.scan_endpoint.ShortLinks`), then FastAPI. A scan is answered before any
-    of FastAPI's own layers (its OpenTelemetry hook, Starlette's error and body-limit
-    middleware, the router); every other request and the lifespan go on to ``app``."""
+    (:class:`api.scan_endpoint.ShortLinks`), then the security headers of every other
+    response (:class:`api.security_headers.SecurityHeaders`), then FastAPI. A scan is
+    answered before any of FastAPI's own layers (its OpenTelemetry hook, Starlette's error
+    and body-limit middleware, the router); every other request and the lifespan go on to
+    ``app``."""
     settings = app.state.settings
-    short_links = ShortLinks(app, state=app.state)
+    short_links = ShortLinks(SecurityHeaders(app, base_url=settings.base_url), state=app.state)
     return HeadersAndClient(
         short_links, max_bytes=settings.max_header_bytes, trusted=settings.trusted_proxies
     )
@@ -265,6 +270,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         nfc,
         artwork,
         webhooks,
+        api_keys,
+        audit,
     ):
         app.include_router(module.router)
     dashboard.install(app)

@@ -196,16 +196,26 @@ def serve(
         raise typer.Exit(EXIT_STARTUP_FAILED)
 
 
-def _in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def _in_session(
+    work: Callable[[AsyncSession], Awaitable[T]], *, audit: tuple[int, str] | None = None
+) -> T:
     """Run ``work`` in one committed unit of work; domain errors exit with status 1, an
-    unreachable database with status 2 (``error: database unavailable (...)``)."""
+    unreachable database with status 2 (``error: database unavailable (...)``).
+    ``audit`` (organization id, action) stores the writes in the audit trail, by
+    ``cli``, in the same transaction."""
     settings = _settings()
 
     async def run() -> T:
+        from campaigns.services.audit import Actor, record_changes
+
         engine = make_engine(settings.database_url, pool_size=1)
         try:
             async with unit_of_work(make_sessionmaker(engine)) as session:
-                return await work(session)
+                result = await work(session)
+                if audit is not None:
+                    actor = Actor(organization_id=audit[0], type="cli")
+                    await record_changes(session, actor=actor, action=audit[1])
+                return result
         finally:
             await engine.dispose()
 
@@ -254,18 +264,36 @@ def organizations_create(
 def keys_create(
     organization_id: Annotated[int, typer.Argument(help="The organization's id.")],
     name: Annotated[str, typer.Option(help="What the key is for.")] = "api",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A scope the key holds, repeatable: campaigns:read, campaigns:write, "
+            "conversions:write, reports:read, admin (implies all). Default: admin."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Issue another API key for an organization (rotation: create, deploy, revoke old)."""
+    """Issue another API key for an organization (rotation: create, deploy, revoke old).
+    Without ``--scope`` the key is an ``admin`` key, as every key was before scopes."""
+    scopes = scope or ["admin"]
 
     async def work(session: AsyncSession) -> tuple[int, str]:
-        issued = await issue_api_key(session, organization_id=organization_id, name=name)
+        issued = await issue_api_key(
+            session, organization_id=organization_id, name=name, scopes=scopes
+        )
         return issued.api_key.id, issued.secret
 
-    key_id, secret = _in_session(work)
+    key_id, secret = _in_session(work, audit=(organization_id, "keys_create"))
     if as_json:
         typer.echo(
-            json.dumps({"id": key_id, "organization_id": organization_id, "api_key": secret})
+            json.dumps(
+                {
+                    "id": key_id,
+                    "organization_id": organization_id,
+                    "scopes": sorted(set(scopes)),
+                    "api_key": secret,
+                }
+            )
         )
     else:
         typer.echo(f"API key {key_id} (shown once, keep it secret): {secret}")
@@ -275,11 +303,14 @@ def keys_create(
 def keys_list(
     organization_id: Annotated[int, typer.Argument(help="The organization's id.")],
 ) -> None:
-    """List an organization's keys: id, prefix, name, created, last used, revoked."""
+    """List an organization's keys: id, prefix, name, scopes, created, last used, revoked."""
 
     async def work(session: AsyncSession) -> list[tuple[object, ...]]:
         keys = await list_api_keys(session, organization_id=organization_id)
-        return [(k.id, k.prefix, k.name, k.created_at, k.last_used_at, k.revoked_at) for k in keys]
+        return [
+            (k.id, k.prefix, k.name, ",".join(k.scopes), k.created_at, k.last_used_at, k.revoked_at)
+            for k in keys
+        ]
 
     for row in _in_session(work):
         typer.echo("\t".join("-" if value is None else str(value) for value in row))
@@ -295,7 +326,7 @@ def keys_revoke(
     async def work(session: AsyncSession) -> None:
         await revoke_api_key(session, organization_id=organization_id, key_id=key_id)
 
-    _in_session(work)
+    _in_session(work, audit=(organization_id, "keys_revoke"))
     typer.echo(f"API key {key_id} revoked")
 
 

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from api.openapi import operation_id
+from campaigns import scopes
 from campaigns.db import CACHE_CHANGES, note_cache_changes, unit_of_work
-from campaigns.errors import RateLimited, Unauthorized
+from campaigns.errors import Forbidden, RateLimited, Unauthorized
 from campaigns.feed.store import FEED_COMMITTED
 from campaigns.models import Campaign, Organization, RedirectRule, Tag, Webhook
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
+from campaigns.scopes import SCOPES, grants
+from campaigns.services.audit import Actor, record_changes
 from campaigns.services.organizations import authenticate
 from campaigns.settings import Settings
 
@@ -40,9 +46,13 @@ def _remember_cache_changes(session: Session, _flush_context: object) -> None:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session per request: commit on success, roll back on error (unit of work)."""
+    """A session per request: commit on success, roll back on error (unit of work). The
+    management writes it made are recorded in the audit trail just before the commit, in
+    the same transaction (:func:`campaigns.services.audit.record_changes`), by the
+    request's :class:`Principal` under the route's operation id."""
     async with unit_of_work(request.app.state.sessionmaker) as session:
         yield session
+        await record_changes(session, actor=_actor(request), action=_action(request))
     if session.info.pop(FEED_COMMITTED, False):
         request.app.state.feed.committed()  # the live feed: tell the other processes
     changes = session.info.pop(CACHE_CHANGES, None)
@@ -61,48 +71,111 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def get_organization_id(
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who calls the management API: an API key (``api_key_id``, its visible ``prefix``)
+    of ``organization_id`` holding ``scopes`` (:mod:`campaigns.scopes`)."""
+
+    organization_id: int
+    api_key_id: int
+    prefix: str
+    scopes: frozenset[str]
+
+
+def _actor(request: Request) -> Actor | None:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        return None
+    return Actor(
+        organization_id=principal.organization_id,
+        type="api_key",
+        id=principal.api_key_id,
+        label=principal.prefix,
+    )
+
+
+def _action(request: Request) -> str:
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return request.method.lower()
+    return route.operation_id or operation_id(route)
+
+
+async def get_principal(
     request: Request,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> int:
-    """The organization of the bearer API key. Raises :class:`Unauthorized` (401), and
-    :class:`RateLimited` (429) past the key's token bucket (``app.state.api_rate_limiter``,
-    ``PASSERELLE_API_RATE_LIMIT_PER_S`` and ``_BURST``; None when rate limits are off)."""
+) -> Principal:
+    """The bearer API key, looked up in a short unit of work of its own (committed before
+    the route runs, so routes that wait on CPU work hold no connection, and a revoked key
+    is refused by every process from its next request on: keys are not cached). Raises
+    :class:`Unauthorized` (401), and :class:`RateLimited` (429) past the key's token
+    bucket (``app.state.api_rate_limiter``, ``PASSERELLE_API_RATE_LIMIT_PER_S`` and
+    ``_BURST``; None when rate limits are off)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Missing bearer API key", code="missing_api_key")
-    api_key = await authenticate(session, secret=credentials.credentials)
+    async with unit_of_work(request.app.state.sessionmaker) as session:
+        api_key = await authenticate(session, secret=credentials.credentials)
+        principal = Principal(
+            organization_id=api_key.organization_id,
+            api_key_id=api_key.id,
+            prefix=api_key.prefix,
+            scopes=frozenset(api_key.scopes),
+        )
     limiter: RateLimiter | None = request.app.state.api_rate_limiter
     if limiter is not None:
         # Keyed by key id, not secret: each key has its own budget, several keys of one
         # organization (rotation, separate integrations) do not share one.
-        wait = limiter.check(f"api-key:{api_key.id}")
+        wait = limiter.check(f"api-key:{principal.api_key_id}")
         if wait:
             retry_after = str(max(1, math.ceil(wait)))  # RFC 9110 §10.2.3: whole seconds
             raise RateLimited(
                 f"Too many requests with this API key; retry in {retry_after} s",
                 retry_after=retry_after,
             )
-    return api_key.organization_id
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scope(scope: str) -> Any:
+    """The dependency (``Depends``) that admits only keys holding ``scope`` or ``admin``:
+    ``dependencies=[require_scope("campaigns:write")]`` on a route or a router, the one
+    place a route's scope is written. Raises :class:`Forbidden` (403
+    ``insufficient_scope``, ``required_scope`` naming it)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    async def check_scope(principal: PrincipalDep) -> None:
+        if not grants(principal.scopes, scope):
+            raise Forbidden(
+                f"This API key lacks the `{scope}` scope",
+                code="insufficient_scope",
+                members={"required_scope": scope},
+            )
+
+    check_scope.__name__ = f"require_{scope.replace(':', '_')}"
+    return Depends(check_scope)
+
+
+#: The scope dependencies, one per scope (:func:`require_scope`).
+CAMPAIGNS_READ = require_scope(scopes.CAMPAIGNS_READ)
+CAMPAIGNS_WRITE = require_scope(scopes.CAMPAIGNS_WRITE)
+CONVERSIONS_WRITE = require_scope(scopes.CONVERSIONS_WRITE)
+REPORTS_READ = require_scope(scopes.REPORTS_READ)
+ADMIN = require_scope(scopes.ADMIN)
+
+
+async def get_organization_id(principal: PrincipalDep) -> int:
+    """The organization of the bearer API key (see :func:`get_principal`)."""
+    return principal.organization_id
 
 
 OrganizationId = Annotated[int, Depends(get_organization_id)]
-
-
-async def get_organization_id_released(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> int:
-    """The organization of the bearer API key, authenticated in a unit of work of its
-    own that is committed before the route runs. For routes that wait on CPU work
-    (rendering): they open short units of work themselves (:data:`SessionFactory`) and
-    hold no connection, let alone an open transaction, while they wait. Raises
-    :class:`Unauthorized` (401)."""
-    async with unit_of_work(request.app.state.sessionmaker) as session:
-        return await get_organization_id(request, session, credentials)
-
-
-ReleasedOrganizationId = Annotated[int, Depends(get_organization_id_released)]
+#: The same as :data:`OrganizationId` now that keys are always checked in a unit of work
+#: of their own; kept for the routes that wait on CPU work and say so.
+ReleasedOrganizationId = OrganizationId
 
 
 def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:

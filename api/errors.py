@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.security_headers import LOCKED_DOWN_HEADERS
 from campaigns.errors import DomainError
 from campaigns.schemas import GEO_ERROR_CODES
 
@@ -33,6 +34,7 @@ MAX_FIELD_ERRORS = 20
 _STATUS_CODES = {
     400: ("bad_request", "Bad request"),
     401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
@@ -54,7 +56,13 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "missing_api_key": (401, "No `Authorization: Bearer` API key"),
     "invalid_api_key": (401, "Unknown or revoked API key"),
     "unauthorized": (401, "Not authenticated"),
+    "forbidden": (403, "Authenticated, but not allowed to do this"),
+    "insufficient_scope": (
+        403,
+        "The API key lacks the scope this operation needs (named in `required_scope`)",
+    ),
     "not_found": (404, "No such resource or path"),
+    "api_key_not_found": (404, "No such API key, or another organization's"),
     "campaign_not_found": (404, "No such campaign, or another organization's"),
     "tag_not_found": (404, "No such tag, or another organization's"),
     "conversion_not_found": (404, "No such conversion, or another organization's"),
@@ -114,6 +122,10 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "nfc_invalid_tap_required": (422, "`nfc_invalid_tap` cannot be null"),
     "precise_location_required": (422, "`precise_location` cannot be null"),
     "redirect_loop": (422, "A URL points at this service's own short-link origin"),
+    "destination_not_allowed": (
+        422,
+        "A URL's host is not in the organization's `allowed_destination_hosts`",
+    ),
     "too_small_to_scan": (422, "A module would be under 0.4 mm at this size (`min_size_mm`)"),
     "low_contrast": (422, "`fg` and `bg` contrast below 4:1"),
     "inverted_colours": (422, "Light modules on a dark background without `allow_inverted=true`"),
@@ -145,7 +157,7 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "near_required": (422, "`within_m` needs `near=LON,LAT`"),
     "file_required": (422, "The import has no file (multipart field `file`) or body"),
     "qr_content_too_long": (422, "The tag's link does not fit a QR code at this error correction"),
-    "invalid_name": (422, "An organization name is empty or too long (command line)"),
+    "invalid_name": (422, "An organization or API key name is empty, too long or unprintable"),
     "webhook_url_insecure": (422, "A webhook URL must be https (http only in development/test)"),
     "webhook_url_not_public": (
         422,
@@ -201,6 +213,11 @@ class Problem(BaseModel):
         description="Stable identifier to switch on (the catalogue is in the API description)",
         examples=["campaign_not_found"],
     )
+    required_scope: str | None = Field(
+        default=None,
+        description="The scope the API key lacks (403 `insufficient_scope` only)",
+        examples=["campaigns:write"],
+    )
     errors: list[FieldProblem] | None = Field(
         default=None,
         description="Field problems of a 422 (at most 20)",
@@ -212,6 +229,7 @@ class Problem(BaseModel):
 MANAGEMENT_CODES = (
     "missing_api_key",
     "invalid_api_key",
+    "insufficient_scope",
     "payload_too_large",
     "validation_error",
     "rate_limited",
@@ -282,6 +300,7 @@ def problem(
         body["errors"] = errors
     for key, value in (members or {}).items():
         body.setdefault(key, value)
+    headers = {**LOCKED_DOWN_HEADERS, **headers} if headers else LOCKED_DOWN_HEADERS
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

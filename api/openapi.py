@@ -25,6 +25,7 @@ from api.errors import (
     documented_codes,
     problem_responses,
 )
+from campaigns.schemas import GEO_ERROR_CODES
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 #: FastAPI's own validation-error schemas, replaced by ``Problem``.
@@ -75,6 +76,10 @@ def _normalise_errors(path: str, operation: dict[str, Any]) -> None:
     body = operation.get("requestBody", {}).get("content", {})
     if "application/json" in body:
         codes.extend(JSON_BODY_CODES)
+        # A geographic field problem found by a body schema keeps its own code instead of
+        # validation_error (api/errors.py): any JSON body may hold one (time zones,
+        # GeoJSON, coordinates), so every such operation documents them.
+        codes.extend(sorted(GEO_ERROR_CODES))
     for code_status, response in problem_responses(*codes).items():
         responses.setdefault(str(code_status), response)
 

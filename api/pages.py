@@ -3,32 +3,57 @@ asking a scan's precise position."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from html import escape
 from urllib.parse import urlsplit
 
 from fastapi.responses import HTMLResponse
 
+from api.security_headers import COMMON_HEADERS
 from campaigns.scanning.rules import preferred_languages
 
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:15vh auto;padding:0 1.5rem;"
+    "color:#222;text-align:center}h1{font-size:1.5rem}p{color:#555;line-height:1.5}"
+)
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
 <title>{title}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:15vh auto;padding:0 1.5rem;
-color:#222;text-align:center}}h1{{font-size:1.5rem}}p{{color:#555;line-height:1.5}}</style>
+<style>{style}</style>
 </head><body><h1>{title}</h1><p>{message}</p></body></html>
 """
+#: The static pages' CSP: their one inline style allowed by its hash (CSP Level 3 §8.3).
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+_PAGE_CSP = (
+    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 
-_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", **COMMON_HEADERS}
 
 
 def page(status: int, title: str, message: str) -> HTMLResponse:
     """An HTML page with ``status``; never cached (the code may be re-pointed later)."""
-    body = _TEMPLATE.format(title=escape(title), message=escape(message))
-    return HTMLResponse(body, status_code=status, headers=_HEADERS)
+    body = _TEMPLATE.format(title=escape(title), message=escape(message), style=_STYLE)
+    return HTMLResponse(
+        body, status_code=status, headers={**_HEADERS, "Content-Security-Policy": _PAGE_CSP}
+    )
+
+
+def with_headers(response: HTMLResponse, headers: list[tuple[bytes, bytes]]) -> HTMLResponse:
+    """A copy of a prepared page with ``headers`` added (``Strict-Transport-Security``
+    when the base URL is https: :func:`api.security_headers.hsts_headers`)."""
+    if not headers:
+        return response
+    copy = HTMLResponse(bytes(response.body), status_code=response.status_code)
+    copy.raw_headers = [*response.raw_headers, *headers]
+    return copy
 
 
 def not_found_page() -> HTMLResponse:
@@ -126,6 +151,7 @@ def location_page(
     click_id: str,
     accept_language: str | None,
     token: str | None = None,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> HTMLResponse:
     """200: the consent page of a campaign with ``precise_location = ask``. It says why,
     asks the browser's Geolocation API once, posts the answer to
@@ -134,7 +160,8 @@ def location_page(
     refusal, an error or
     :data:`LOCATION_WAIT_S` seconds without an answer go on too, and without JavaScript a
     meta refresh does. Inline style and script only, allowed by a fresh nonce in a
-    strict ``Content-Security-Policy``; ``connect-src 'self'`` lets only the beacon out."""
+    strict ``Content-Security-Policy``; ``connect-src 'self'`` lets only the beacon out.
+    ``extra_headers`` (raw pairs) are added, e.g. HSTS."""
     lang = page_language(accept_language)
     words = _LOCATION_TEXT[lang]
     nonce = secrets.token_urlsafe(18)
@@ -157,12 +184,12 @@ def location_page(
     headers = {
         **_HEADERS,
         "Content-Security-Policy": csp,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
         "Content-Language": lang,
         "Vary": "Accept-Language",
     }
-    return HTMLResponse(body, status_code=200, headers=headers)
+    response = HTMLResponse(body, status_code=200, headers=headers)
+    response.raw_headers.extend(extra_headers)
+    return response
 
 
 def _beacon_url(click_id: str, token: str | None) -> str:
@@ -234,6 +261,7 @@ def cookie_consent_page(
     token: str,
     accept_language: str | None,
     location_token: str | None = None,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> HTMLResponse:
     """200: the consent page of an organization with ``visitor_cookie_consent = ask``,
     shown to a person's scan without the visitor cookie nor a refusal. It says why and
@@ -283,4 +311,6 @@ def cookie_consent_page(
         "Content-Language": lang,
         "Vary": "Accept-Language",
     }
-    return HTMLResponse(body, status_code=200, headers=headers)
+    response = HTMLResponse(body, status_code=200, headers=headers)
+    response.raw_headers.extend(extra_headers)
+    return response

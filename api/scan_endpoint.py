@@ -47,7 +47,9 @@ from api.pages import (
     location_page,
     not_found_page,
     tap_again_page,
+    with_headers,
 )
+from api.security_headers import LOCKED_DOWN_CSP, hsts_headers
 from campaigns.models import utcnow
 from campaigns.scanning.nfc import is_blocked
 from campaigns.scanning.request import ScanRequest
@@ -79,6 +81,8 @@ SHORT_LINKS: dict[str, ShortLinkRoute] = {
 _REDIRECT_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", LOCKED_DOWN_CSP.encode()),
     (b"content-length", b"0"),
 ]
 _NOT_FOUND = not_found_page()
@@ -99,6 +103,13 @@ class ShortLinks:
         self.app = app
         self.state = state
         self.routes = SHORT_LINKS if routes is None else routes
+        # Security headers that depend on settings (HSTS when BASE_URL is https), computed
+        # once here: a scan adds nothing per request (api/security_headers.py).
+        self.hsts = hsts_headers(state.settings.base_url)
+        self.redirect_headers = [*_REDIRECT_HEADERS, *self.hsts]
+        self.not_found, self.gone, self.tap_again = (
+            with_headers(page, self.hsts) for page in (_NOT_FOUND, _GONE, _TAP_AGAIN)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -149,7 +160,7 @@ class ShortLinks:
         )
         resolution = scans.resolve(request)
         if resolution is None or resolution.destination is None:
-            page = _NOT_FOUND if resolution is None else _GONE
+            page = self.not_found if resolution is None else self.gone
             metrics.count_response(page.status_code)
             await page(scope, _no_receive, send)
             return
@@ -169,7 +180,7 @@ class ShortLinks:
             set_cookie = scans.cookie_headers.visitor(record.cookie_id).encode("latin-1")
         if is_blocked(record, policy=resolution.campaign.nfc_invalid_tap):
             metrics.count_response(403)
-            await _page(_TAP_AGAIN, scope, send, set_cookie)
+            await _page(self.tap_again, scope, send, set_cookie)
             return
         asks_location = scans.asks_location(record, resolution)
         if cookie == "ask" and record.method == "GET":
@@ -195,6 +206,7 @@ class ShortLinks:
                 )
                 if asks_location
                 else None,
+                extra_headers=self.hsts,
             )
             await page(scope, _no_receive, send)
             return
@@ -211,11 +223,12 @@ class ShortLinks:
                     organization_id=record.organization_id,
                     scanned_at=record.scanned_at,
                 ),
+                extra_headers=self.hsts,
             )
             await _page(page, scope, send, set_cookie)
             return
         metrics.count_response(302)
-        headers = [(b"location", url.encode("latin-1")), *_REDIRECT_HEADERS]
+        headers = [(b"location", url.encode("latin-1")), *self.redirect_headers]
         if set_cookie is not None:
             headers.append((b"set-cookie", set_cookie))
         await send({"type": "http.response.start", "status": 302, "headers": headers})

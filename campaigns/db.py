@@ -92,6 +92,25 @@ def note_cache_changes(
     changed["organizations"].update(organization_ids)
 
 
+#: ``session.info`` key of the rows a unit of work wrote, for its audit events:
+#: ``{table: (set of ids, count of rows without an id)}``
+#: (:func:`campaigns.services.audit.record_changes`).
+AUDIT_ROWS = "audit_rows"
+
+
+def note_written_rows(
+    session: AsyncSession | Session, table: str, *, ids: Iterable[int] = (), count: int = 0
+) -> None:
+    """Remember rows of ``table`` the unit of work wrote, for the audit trail. ORM writes
+    are noted by a flush hook (``campaigns.services.audit``); services that write with
+    Core statements (bulk tags, location imports) call this with the ids they wrote, or
+    with ``count`` when the statement returns none."""
+    noted: dict[str, tuple[set[int], list[int]]] = session.info.setdefault(AUDIT_ROWS, {})
+    known, extra = noted.setdefault(table, (set(), [0]))
+    known.update(ids)
+    extra[0] += count
+
+
 async def flush_unique(
     session: AsyncSession, *, add: Any = None, constraint: str, conflict: Exception
 ) -> None:

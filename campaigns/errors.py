@@ -84,6 +84,15 @@ class Unauthorized(DomainError):
         super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(DomainError):
+    """Authenticated, but not allowed to do this (403), e.g. an API key without the
+    scope a route needs (``insufficient_scope``, member ``required_scope``)."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
 class RateLimited(DomainError):
     """Too many requests for one API key (429); ``Retry-After`` says when to come back."""
 

@@ -114,6 +114,10 @@ class Organization(Base):
     precise_location_retention_days: Mapped[int] = mapped_column(
         Integer, default=30, server_default="30"
     )
+    #: Hosts destination URLs may point at (``shop.example.com`` exactly, or
+    #: ``*.example.com`` for its subdomains); ``None`` (or empty) leaves them unrestricted.
+    #: Checked by :func:`campaigns.services.destinations.check_allowed_hosts`.
+    allowed_destination_hosts: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
 
 class OrganizationLogo(Base):
@@ -138,6 +142,9 @@ class ApiKey(Base):
     """A management API key. Only the SHA-256 of the secret is stored; ``prefix`` is shown."""
 
     __tablename__ = "api_keys"
+    # Every key holds at least one scope (campaigns.scopes); keys from before scopes
+    # existed were given ``admin`` by the migration that added this check.
+    __table_args__ = (CheckConstraint("cardinality(scopes) > 0", name="scopes_not_empty"),)
 
     id: Mapped[int] = _pk()
     organization_id: Mapped[int] = mapped_column(
@@ -146,10 +153,40 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(32))
     secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{admin}")
+    #: ``admin``, ``campaigns:read``... (:data:`campaigns.scopes.SCOPES`).
     created_at: Mapped[dt.datetime] = _created_at()
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class AuditEvent(Base):
+    """One management write (issue 12), stored in the transaction of the write itself
+    (:func:`campaigns.services.audit.record_changes`).
+
+    Who: ``actor_type`` ``api_key`` (``actor_id`` the key's id, ``actor_label`` its
+    prefix), ``user`` (a dashboard user), ``cli`` or ``system`` (scheduled jobs). What:
+    ``action`` (the API operation id, such as ``campaigns_update``, or the command),
+    ``resource_type`` (the table written), ``resource_id`` when exactly one row of it
+    was written, ``rows`` how many were.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_organization_id_id", "organization_id", "id"),
+        CheckConstraint("actor_type IN ('api_key', 'user', 'cli', 'system')", name="actor_type"),
+    )
+
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    occurred_at: Mapped[dt.datetime] = mapped_column(server_default=func.now(), default=utcnow)
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_label: Mapped[str | None] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[int | None] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(Integer)
 
 
 class Campaign(Base):

@@ -1130,6 +1130,24 @@ class CampaignStats(Schema):
     )
 
 
+_ALLOWED_HOSTS = (
+    "Hosts destination URLs may point at: exact hosts (`shop.example.com`) or "
+    "`*.example.com` for any subdomain of example.com (not example.com itself); checked "
+    "on every write of a campaign, tag, rule or split arm. Null or empty: unrestricted"
+)
+
+
+def _host_pattern(value: str) -> str:
+    from campaigns.services.destinations import normalise_host_pattern
+
+    return normalise_host_pattern(value)
+
+
+HostPattern = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_host_pattern)
+]
+
+
 class OrganizationRead(Schema):
     """The calling key's organization and its settings (``GET /v1/organization``).
 
@@ -1149,10 +1167,14 @@ class OrganizationRead(Schema):
     visitor_cookie_consent: Literal["organization", "ask"] = doc(_COOKIE_CONSENT, "organization")
     scan_retention_days: int = doc(_SCAN_RETENTION, 395)
     precise_location_retention_days: int = doc(_PRECISE_RETENTION, 30)
+    allowed_destination_hosts: list[str] | None = doc(
+        _ALLOWED_HOSTS, ["shop.example.com", "*.example.fr"], default=None
+    )
 
 
 class OrganizationUpdate(Schema):
-    """Body of ``PATCH /v1/organization``: only the fields sent change; none may be null."""
+    """Body of ``PATCH /v1/organization``: only the fields sent change; none may be null
+    but ``allowed_destination_hosts`` (null: unrestricted)."""
 
     name: Name | None = doc(_NAME, "Acme France", default=None)
     visitor_cookie: bool | None = doc(_VISITOR_COOKIE, True, default=None, strict=True)
@@ -1165,8 +1187,11 @@ class OrganizationUpdate(Schema):
     precise_location_retention_days: int | None = doc(
         _PRECISE_RETENTION, 30, default=None, ge=1, le=3650, strict=True
     )
+    allowed_destination_hosts: list[HostPattern] | None = doc(
+        _ALLOWED_HOSTS, ["shop.example.com", "*.example.fr"], default=None, max_length=100
+    )
 
-    @field_validator("*", mode="before")
+    @field_validator("name", "visitor_cookie", "visitor_cookie_consent", mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Runs only for fields that were sent: an explicit null is refused, an absent
@@ -1174,6 +1199,38 @@ class OrganizationUpdate(Schema):
         if value is None:
             raise ValueError("must not be null")
         return value
+
+    @field_validator("allowed_destination_hosts")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        # Stored normalised and without duplicates; an empty list means unrestricted.
+        if value is None:
+            return None
+        return list(dict.fromkeys(value)) or None
+
+
+class NoncompliantDestination(Schema):
+    """A stored URL whose host ``allowed_destination_hosts`` no longer allows."""
+
+    resource_type: Literal["campaign", "tag", "rule"] = doc("What holds the URL", "campaign")
+    id: int = doc(_ID, 42)
+    field: str = doc(
+        "Which URL: `destination_url`, `fallback_url`, `split.<i>.destination_url`",
+        "destination_url",
+    )
+    url: str = doc("The URL", "https://old-shop.example.net/summer")
+
+
+class OrganizationUpdated(OrganizationRead):
+    """The organization after ``PATCH``, with what its new ``allowed_destination_hosts``
+    no longer allows (stored before the list shrank; fix or re-point them)."""
+
+    noncompliant_destinations: list[NoncompliantDestination] = doc(
+        "Live campaigns, tags and rules with a URL outside the allowed hosts "
+        "(empty when the list is unrestricted or was not changed)",
+        [],
+        default_factory=list,
+    )
 
 
 class RefundCreate(Schema):
@@ -1734,3 +1791,73 @@ class PrivacyErasure(Schema):
     counts: dict[str, int] = doc(
         "Rows per table", {"scans": 1, "scan_locations": 1, "conversions": 1}
     )
+
+
+_SCOPES_DOC = (
+    "What the key may do: `campaigns:read`, `campaigns:write`, `conversions:write`, "
+    "`reports:read`, `admin` (implies all)"
+)
+ScopeName = Literal[
+    "campaigns:read", "campaigns:write", "conversions:write", "reports:read", "admin"
+]
+
+
+class ApiKeyCreate(Schema):
+    """Body of ``POST /v1/api-keys``: a name and at least one scope."""
+
+    name: Name = doc("What the key is for", "shop checkout")
+    scopes: list[ScopeName] = doc(_SCOPES_DOC, ["conversions:write"], min_length=1, max_length=5)
+
+
+class ApiKeyRead(Schema):
+    """An API key as listed: never its secret nor its hash, only the visible ``prefix``.
+    ``last_used_at`` is written at most once a minute per key."""
+
+    id: int = doc(_ID, 3)
+    name: str = doc("What the key is for", "shop checkout")
+    prefix: str = doc("The key's first characters, to recognise it", "psk_Xy12Ab")
+    scopes: list[str] = doc(_SCOPES_DOC, ["conversions:write"])
+    created_at: dt.datetime = doc("Creation time, UTC", _WHEN)
+    last_used_at: dt.datetime | None = doc(
+        "Last use, UTC, to the minute (null: never used)", _WHEN, default=None
+    )
+    revoked_at: dt.datetime | None = doc("Revocation time, UTC (null: live)", None, default=None)
+
+
+class ApiKeyCreated(ApiKeyRead):
+    """A new API key with its ``secret``, shown this once: only its hash is stored."""
+
+    secret: str = doc(
+        "The full key, for `Authorization: Bearer ...`; shown once",
+        "psk_Xy12Ab3cD4eF5gH6iJ7kL8mN9oP0qR1sT2uV3wX4yZ5a",
+    )
+
+
+class ApiKeyList(Schema):
+    """The organization's API keys, revoked ones included, oldest first."""
+
+    items: list[ApiKeyRead] = doc("The keys", [])
+
+
+class AuditEventRead(Schema):
+    """One management write: who (``actor_type`` ``api_key``, ``user``, ``cli`` or
+    ``system``; ``actor_id`` and ``actor_label``: the key's id and prefix, or the user's
+    id and e-mail), when, which operation (``action``), on what (``resource_type``, the
+    table; ``resource_id`` when exactly one row was written) and how many ``rows``."""
+
+    id: int = doc(_ID, 17)
+    occurred_at: dt.datetime = doc("When, UTC", _WHEN)
+    actor_type: Literal["api_key", "user", "cli", "system"] = doc("Kind of actor", "api_key")
+    actor_id: int | None = doc("The key's or user's id", 3)
+    actor_label: str | None = doc("The key's prefix or the user's e-mail", "psk_Xy12Ab")
+    action: str = doc("The API operation id or command", "campaigns_update")
+    resource_type: str = doc("What was written (table)", "campaigns")
+    resource_id: int | None = doc("The row, when exactly one was written", 42)
+    rows: int = doc("How many rows were written", 1)
+
+
+class AuditPage(Schema):
+    """A page of audit events, newest first."""
+
+    items: list[AuditEventRead] = doc("The events", [])
+    next_cursor: str | None = doc("Cursor of the next page; null on the last", None)

@@ -376,3 +376,33 @@ async def test_secrets_reencrypt_moves_values_to_the_current_key(
     result = await passerelle(database_url, "secrets", "reencrypt", PASSERELLE_SECRET_KEY=new)
     assert result.returncode == 1
     assert "1 unreadable" in result.stdout
+
+
+async def test_keys_create_with_scopes(client: httpx.AsyncClient, database_url: str) -> None:
+    created = json.loads(
+        (await passerelle(database_url, "organizations", "create", "Shop", "--json")).stdout
+    )
+    org = str(created["id"])
+    shop = await passerelle(
+        database_url, "keys", "create", org, "--scope", "conversions:write", "--json"
+    )
+    assert shop.returncode == 0, shop.stderr
+    key = json.loads(shop.stdout)
+    assert key["scopes"] == ["conversions:write"]
+    headers = {"Authorization": f"Bearer {key['api_key']}"}
+    refused = await client.get("/v1/campaigns", headers=headers)
+    assert refused.status_code == 403
+    assert refused.json()["required_scope"] == "campaigns:read"
+    default = json.loads((await passerelle(database_url, "keys", "create", org, "--json")).stdout)
+    assert default["scopes"] == ["admin"]
+    listing = await passerelle(database_url, "keys", "list", org)
+    scopes = [line.split("\t")[3] for line in listing.stdout.strip().splitlines()]
+    assert scopes == ["admin", "conversions:write", "admin"]
+    unknown = await passerelle(database_url, "keys", "create", org, "--scope", "root")
+    assert unknown.returncode == 1
+    assert "scopes must be one or more of" in unknown.stderr
+    audit = await client.get("/v1/audit", headers={"Authorization": f"Bearer {created['api_key']}"})
+    assert [(e["action"], e["actor_type"]) for e in audit.json()["items"]] == [
+        ("keys_create", "cli"),
+        ("keys_create", "cli"),
+    ]

@@ -169,6 +169,7 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "remove": ("Remove", "Retirer"),
     "change_role": ("Change role", "Changer le rôle"),
     "key_name": ("What the key is for", "Usage de la clé"),
+    "key_scopes": ("What it may do (scopes)", "Ce qu'elle peut faire (portées)"),
     "new_key": ("New key", "Nouvelle clé"),
     "key_shown_once": (
         "Copy this key now: it will not be shown again.",

@@ -45,6 +45,7 @@ from campaigns.models import Campaign, Location
 from campaigns.scanning.links import qr_url, short_url
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.schemas import CampaignCreate, CampaignUpdate, TagCreate, TagUpdate
+from campaigns.scopes import SCOPES
 from campaigns.services import attribution as attribution_service
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import geo_reports, locations, organizations, sessions, stats, tags, users
@@ -1083,7 +1084,7 @@ async def remove_user(
 @router.get("/keys")
 async def keys_page(request: Request, current: Admin, session: SessionDep) -> Response:
     found = await organizations.list_api_keys(session, organization_id=current.user.organization_id)
-    return render(request, "keys.html", keys=found)
+    return render(request, "keys.html", keys=found, scopes=SCOPES)
 
 
 @router.post("/keys")
@@ -1092,14 +1093,20 @@ async def create_key(
     current: Admin,
     session: SessionDep,
     name: Annotated[str, Form(min_length=1, max_length=200)],
+    scopes: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
-    """Issue an API key (``passerelle keys create``'s service); the secret is shown once."""
+    """Issue an API key (``passerelle keys create``'s service) holding the scopes ticked
+    (:data:`campaigns.scopes.SCOPES`; none ticked is the service's 422 page); the secret
+    is shown once."""
     organization_id = current.user.organization_id
     issued = await organizations.issue_api_key(
-        session, organization_id=organization_id, name=name.strip() or "dashboard"
+        session,
+        organization_id=organization_id,
+        name=name.strip() or "dashboard",
+        scopes=scopes or [],
     )
     found = await organizations.list_api_keys(session, organization_id=organization_id)
-    return render(request, "keys.html", keys=found, secret=issued.secret)
+    return render(request, "keys.html", keys=found, secret=issued.secret, scopes=SCOPES)
 
 
 @router.post("/keys/{key_id}/revoke")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.deps import ReleasedOrganizationId, SessionFactory, SettingsDep
+from api.deps import ADMIN, CAMPAIGNS_READ, ReleasedOrganizationId, SessionFactory, SettingsDep
 from api.errors import problem_responses
 from api.routers.qr import StyleDep, load_logo
 from campaigns.db import unit_of_work
@@ -45,6 +45,7 @@ class LogoRead(BaseModel):
 
 @router.put(
     "/v1/organization/logo",
+    dependencies=[ADMIN],
     response_model=LogoRead,
     summary="Upload the organization's logo (PNG or SVG body)",
     responses=problem_responses("unsupported_media_type", "invalid_logo", "payload_too_large"),
@@ -87,6 +88,7 @@ def _sample_content(origin: str) -> str:
 
 @router.get(
     "/v1/campaigns/{campaign_id}/print.zip",
+    dependencies=[CAMPAIGNS_READ],
     response_class=StreamingResponse,
     responses={
         200: {
@@ -142,6 +144,7 @@ async def get_print_zip(
 
 @router.get(
     "/v1/campaigns/{campaign_id}/sheets.pdf",
+    dependencies=[CAMPAIGNS_READ],
     response_class=Response,
     responses={
         200: {

@@ -7,7 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import OrganizationId, ReleasedOrganizationId, SessionDep, SessionFactory
+from api.deps import (
+    REPORTS_READ,
+    OrganizationId,
+    ReleasedOrganizationId,
+    SessionDep,
+    SessionFactory,
+)
 from api.errors import problem_responses
 from api.routers.stats import CSV_RESPONSE, csv_response
 from api.routing import JsonBodyRoute
@@ -17,7 +23,12 @@ from campaigns.db import unit_of_work
 from campaigns.schemas import AttributionReport, Timestamp
 from campaigns.services import attribution as service
 
-router = APIRouter(prefix="/v1/campaigns", tags=["attribution"], route_class=JsonBodyRoute)
+router = APIRouter(
+    dependencies=[REPORTS_READ],
+    prefix="/v1/campaigns",
+    tags=["attribution"],
+    route_class=JsonBodyRoute,
+)
 
 
 ModelQuery = Annotated[Model, Query(description="Attribution model")]

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
-from api.deps import OrganizationId, SessionDep, SettingsDep
+from api.deps import CAMPAIGNS_READ, CAMPAIGNS_WRITE, OrganizationId, SessionDep, SettingsDep
 from api.errors import problem_responses
 from api.routing import JsonBodyRoute
 from api.views import campaign_read
@@ -25,9 +25,10 @@ class CampaignPage(Page[CampaignRead]):
 
 @router.post(
     "",
+    dependencies=[CAMPAIGNS_WRITE],
     status_code=201,
     response_model=CampaignRead,
-    responses=problem_responses("slug_taken", "redirect_loop"),
+    responses=problem_responses("slug_taken", "redirect_loop", "destination_not_allowed"),
 )
 async def create_campaign(
     data: CampaignCreate,
@@ -46,7 +47,12 @@ async def create_campaign(
     return campaign_read(campaign)
 
 
-@router.get("", response_model=CampaignPage, responses=problem_responses("invalid_cursor"))
+@router.get(
+    "",
+    dependencies=[CAMPAIGNS_READ],
+    response_model=CampaignPage,
+    responses=problem_responses("invalid_cursor"),
+)
 async def list_campaigns(
     session: SessionDep,
     organization_id: OrganizationId,
@@ -65,6 +71,7 @@ async def list_campaigns(
 
 @router.get(
     "/{campaign_id}",
+    dependencies=[CAMPAIGNS_READ],
     response_model=CampaignRead,
     responses=problem_responses("campaign_not_found"),
 )
@@ -80,6 +87,7 @@ async def get_campaign(
 
 @router.patch(
     "/{campaign_id}",
+    dependencies=[CAMPAIGNS_WRITE],
     response_model=CampaignRead,
     responses=problem_responses(
         "campaign_not_found",
@@ -90,6 +98,7 @@ async def get_campaign(
         "slug_required",
         "archived_required",
         "redirect_loop",
+        "destination_not_allowed",
     ),
 )
 async def update_campaign(
@@ -110,7 +119,12 @@ async def update_campaign(
     return campaign_read(campaign)
 
 
-@router.delete("/{campaign_id}", status_code=204, responses=problem_responses("campaign_not_found"))
+@router.delete(
+    "/{campaign_id}",
+    dependencies=[CAMPAIGNS_WRITE],
+    status_code=204,
+    responses=problem_responses("campaign_not_found"),
+)
 async def delete_campaign(
     campaign_id: int, session: SessionDep, organization_id: OrganizationId
 ) -> Response:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
-from api.deps import OrganizationId, SessionDep
+from api.deps import CONVERSIONS_WRITE, REPORTS_READ, OrganizationId, SessionDep
 from api.errors import problem_responses
 from api.routing import JsonBodyRoute
 from api.views import conversion_read, refund_read
@@ -34,6 +34,7 @@ class ConversionPage(Page[ConversionRead]):
 
 @router.post(
     "",
+    dependencies=[CONVERSIONS_WRITE],
     status_code=201,
     response_model=ConversionRead,
     responses={
@@ -69,6 +70,7 @@ async def create_conversion(
 
 @router.get(
     "",
+    dependencies=[REPORTS_READ],
     response_model=ConversionPage,
     responses=problem_responses("validation_error", "invalid_window", "invalid_cursor"),
 )
@@ -109,6 +111,7 @@ async def list_conversions(
 
 @router.post(
     "/{conversion_id}/refunds",
+    dependencies=[CONVERSIONS_WRITE],
     status_code=201,
     response_model=RefundRead,
     responses={

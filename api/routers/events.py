@@ -13,7 +13,7 @@ import psycopg
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import ReleasedOrganizationId, SessionFactory
+from api.deps import REPORTS_READ, ReleasedOrganizationId, SessionFactory
 from api.errors import problem_responses
 from campaigns.db import unit_of_work
 from campaigns.feed.cursor import Position
@@ -22,7 +22,7 @@ from campaigns.services.campaigns import get_campaign
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/campaigns", tags=["events"])
+router = APIRouter(prefix="/v1/campaigns", tags=["events"], dependencies=[REPORTS_READ])
 
 
 class EventStreamResponse(StreamingResponse):

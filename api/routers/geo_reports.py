@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import OrganizationId, SessionDep
+from api.deps import REPORTS_READ, OrganizationId, SessionDep
 from api.errors import problem_responses
 from campaigns.schemas import LocationStats, Timestamp
 from campaigns.services import geo_reports as service
 
-router = APIRouter(prefix="/v1/campaigns", tags=["stats"])
+router = APIRouter(dependencies=[REPORTS_READ], prefix="/v1/campaigns", tags=["stats"])
 
 _From = Annotated[
     Timestamp | None, Query(alias="from", description="Inclusive start, ISO 8601 with a timezone")

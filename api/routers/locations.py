@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
-from api.deps import OrganizationId, SessionDep
+from api.deps import CAMPAIGNS_READ, CAMPAIGNS_WRITE, OrganizationId, SessionDep
 from api.errors import problem_responses
 from api.routing import JsonBodyRoute
 from api.views import location_read
@@ -54,6 +54,7 @@ class UnsupportedMediaType(DomainError):
 
 @router.post(
     "",
+    dependencies=[CAMPAIGNS_WRITE],
     status_code=201,
     response_model=LocationRead,
     responses=problem_responses("location_external_id_taken", *_GEO),
@@ -70,6 +71,7 @@ async def create_location(
 
 @router.get(
     "",
+    dependencies=[CAMPAIGNS_READ],
     response_model=LocationPage,
     responses=problem_responses("near_required", "invalid_cursor", "invalid_coordinates"),
 )
@@ -142,6 +144,7 @@ def _format_of(media_type: str, filename: str = "") -> service.ImportFormat | No
 
 @router.post(
     "/import",
+    dependencies=[CAMPAIGNS_WRITE],
     response_model=LocationImportRead,
     openapi_extra=_IMPORT_BODY,
     responses=problem_responses("file_required", "unsupported_media_type", "payload_too_large"),
@@ -178,6 +181,7 @@ async def import_locations(
 
 @router.get(
     "/{location_id}",
+    dependencies=[CAMPAIGNS_READ],
     response_model=LocationRead,
     responses=problem_responses("location_not_found"),
 )
@@ -193,6 +197,7 @@ async def get_location(
 
 @router.patch(
     "/{location_id}",
+    dependencies=[CAMPAIGNS_WRITE],
     response_model=LocationRead,
     responses=problem_responses("location_not_found", "location_external_id_taken", *_GEO),
 )
@@ -208,6 +213,7 @@ async def update_location(
 
 @router.delete(
     "/{location_id}",
+    dependencies=[CAMPAIGNS_WRITE],
     status_code=204,
     responses=problem_responses("location_not_found", "location_in_use"),
 )

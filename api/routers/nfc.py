@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import OrganizationId, SessionDep, SettingsDep
+from api.deps import CAMPAIGNS_READ, OrganizationId, SessionDep, SettingsDep
 from api.errors import problem_responses
 from campaigns.payloads import ndef
 from campaigns.schemas import NdefRead, SdmKeyNumbers, SdmRead
@@ -31,6 +31,7 @@ _NDEF_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/v1/tags/{tag_id}/ndef",
+    dependencies=[CAMPAIGNS_READ],
     response_class=Response,
     responses=_NDEF_RESPONSES,
     summary="NDEF payload of a plain NFC tag",
@@ -86,6 +87,7 @@ async def get_tag_ndef(
 
 @router.get(
     "/v1/tags/{tag_id}/sdm",
+    dependencies=[CAMPAIGNS_READ],
     response_model=SdmRead,
     summary="NTAG 424 DNA SDM settings",
     responses=problem_responses("tag_not_found", "not_sun_tag"),

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import ReleasedOrganizationId, SessionFactory, SettingsDep
+from api.deps import CAMPAIGNS_READ, ReleasedOrganizationId, SessionFactory, SettingsDep
 from api.errors import problem_responses
 from campaigns.db import unit_of_work
 from campaigns.errors import NotFound
@@ -151,6 +151,7 @@ StyleDep = Annotated[artwork.Style, Depends(style_params)]
 
 @router.get(
     "/v1/tags/{tag_id}/qr",
+    dependencies=[CAMPAIGNS_READ],
     response_class=Response,
     responses=_IMAGE_RESPONSES,
     summary="QR code of a tag",

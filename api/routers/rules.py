@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import OrganizationId, SessionDep, SettingsDep
+from api.deps import CAMPAIGNS_READ, CAMPAIGNS_WRITE, OrganizationId, SessionDep, SettingsDep
 from api.errors import problem_responses
 from api.routing import JsonBodyRoute
 from campaigns.schemas import RuleCreate, RuleList, RuleRead, RuleUpdate
@@ -15,9 +15,12 @@ router = APIRouter(tags=["rules"], route_class=JsonBodyRoute)
 
 @router.post(
     "/v1/campaigns/{campaign_id}/rules",
+    dependencies=[CAMPAIGNS_WRITE],
     status_code=201,
     response_model=RuleRead,
-    responses=problem_responses("campaign_not_found", "location_not_found", "redirect_loop"),
+    responses=problem_responses(
+        "campaign_not_found", "location_not_found", "redirect_loop", "destination_not_allowed"
+    ),
 )
 async def create_rule(
     campaign_id: int,
@@ -42,6 +45,7 @@ async def create_rule(
 
 @router.get(
     "/v1/campaigns/{campaign_id}/rules",
+    dependencies=[CAMPAIGNS_READ],
     response_model=RuleList,
     responses=problem_responses("campaign_not_found"),
 )
@@ -57,8 +61,11 @@ async def list_rules(
 
 @router.patch(
     "/v1/rules/{rule_id}",
+    dependencies=[CAMPAIGNS_WRITE],
     response_model=RuleRead,
-    responses=problem_responses("rule_not_found", "location_not_found", "redirect_loop"),
+    responses=problem_responses(
+        "rule_not_found", "location_not_found", "redirect_loop", "destination_not_allowed"
+    ),
 )
 async def update_rule(
     rule_id: int,
@@ -80,6 +87,7 @@ async def update_rule(
 
 @router.delete(
     "/v1/rules/{rule_id}",
+    dependencies=[CAMPAIGNS_WRITE],
     status_code=204,
     response_class=Response,
     responses=problem_responses("rule_not_found"),

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.deps import OrganizationId, SessionDep, get_session_factory
+from api.deps import REPORTS_READ, OrganizationId, SessionDep, get_session_factory
 from api.errors import problem_responses
 from campaigns.schemas import ScanPage, ScanRead, Timestamp
 from campaigns.services import scans as service
 
-router = APIRouter(prefix="/v1/campaigns", tags=["scans"])
+router = APIRouter(dependencies=[REPORTS_READ], prefix="/v1/campaigns", tags=["scans"])
 
 #: Scans written per chunk of a streamed export.
 _CHUNK = 500

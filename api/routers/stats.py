@@ -9,7 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import OrganizationId, ReleasedOrganizationId, SessionDep, SessionFactory
+from api.deps import (
+    REPORTS_READ,
+    OrganizationId,
+    ReleasedOrganizationId,
+    SessionDep,
+    SessionFactory,
+)
 from api.errors import problem_responses
 from campaigns import csv_reports
 from campaigns.attribution import Model
@@ -17,7 +23,7 @@ from campaigns.db import unit_of_work
 from campaigns.schemas import CampaignStats, Interval, Timestamp, Timezone
 from campaigns.services import stats as service
 
-router = APIRouter(prefix="/v1/campaigns", tags=["stats"])
+router = APIRouter(dependencies=[REPORTS_READ], prefix="/v1/campaigns", tags=["stats"])
 
 Start = Annotated[
     Timestamp | None, Query(alias="from", description="Inclusive start, ISO 8601 with a timezone")

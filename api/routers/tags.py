@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
-from api.deps import OrganizationId, SessionDep, SettingsDep
+from api.deps import CAMPAIGNS_READ, CAMPAIGNS_WRITE, OrganizationId, SessionDep, SettingsDep
 from api.errors import problem_responses
 from api.routing import JsonBodyRoute
 from api.views import tag_created, tag_read
@@ -35,12 +35,14 @@ class TagPage(Page[TagRead]):
 
 @router.post(
     "/v1/campaigns/{campaign_id}/tags",
+    dependencies=[CAMPAIGNS_WRITE],
     status_code=201,
     response_model=TagCreated,
     responses=problem_responses(
         "campaign_not_found",
         "location_not_found",
         "redirect_loop",
+        "destination_not_allowed",
         "invalid_coordinates",
         "invalid_geojson",
         "nfc_uid_taken",
@@ -71,6 +73,7 @@ async def create_tag(
 
 @router.post(
     "/v1/campaigns/{campaign_id}/tags/bulk",
+    dependencies=[CAMPAIGNS_WRITE],
     status_code=201,
     response_model=TagBulkRead,
     responses={
@@ -117,6 +120,7 @@ async def create_tags_bulk(
 
 @router.get(
     "/v1/campaigns/{campaign_id}/tags",
+    dependencies=[CAMPAIGNS_READ],
     response_model=TagPage,
     responses=problem_responses("campaign_not_found", "invalid_cursor"),
 )
@@ -141,7 +145,10 @@ async def list_tags(
 
 
 @router.get(
-    "/v1/tags/{tag_id}", response_model=TagRead, responses=problem_responses("tag_not_found")
+    "/v1/tags/{tag_id}",
+    dependencies=[CAMPAIGNS_READ],
+    response_model=TagRead,
+    responses=problem_responses("tag_not_found"),
 )
 async def get_tag(
     tag_id: int, session: SessionDep, organization_id: OrganizationId, settings: SettingsDep
@@ -153,12 +160,14 @@ async def get_tag(
 
 @router.patch(
     "/v1/tags/{tag_id}",
+    dependencies=[CAMPAIGNS_WRITE],
     response_model=TagRead,
     responses=problem_responses(
         "tag_not_found",
         "location_not_found",
         "status_required",
         "redirect_loop",
+        "destination_not_allowed",
         "invalid_coordinates",
         "invalid_geojson",
         "tag_label_taken",

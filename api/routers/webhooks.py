@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from api.deps import OrganizationId, SessionDep, SettingsDep
+from api.deps import ADMIN, OrganizationId, SessionDep, SettingsDep
 from api.errors import problem_responses
 from api.routing import JsonBodyRoute
 from campaigns.schemas import (
@@ -21,7 +21,9 @@ from campaigns.schemas import (
 from campaigns.services import webhooks as service
 from campaigns.services.campaigns import MAX_PAGE_SIZE
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=JsonBodyRoute)
+router = APIRouter(
+    prefix="/v1/webhooks", tags=["webhooks"], route_class=JsonBodyRoute, dependencies=[ADMIN]
+)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size, 1 to 200")]
 Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of a page")]

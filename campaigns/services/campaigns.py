@@ -17,7 +17,7 @@ from campaigns.db import flush_unique
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, utcnow
 from campaigns.schemas import CampaignCreate, CampaignUpdate
-from campaigns.services.destinations import check_not_own_origin
+from campaigns.services.destinations import check_destinations
 
 MAX_PAGE_SIZE = 200
 #: Tries at a generated slug. The first is the next free ``-N``; the others add a random
@@ -92,8 +92,12 @@ async def create_campaign(
     :class:`Conflict` (``slug_taken``) when a given slug is already used by a live
     campaign of the organization, :class:`InvalidInput` (``redirect_loop``) when
     ``destination_url`` or ``fallback_url`` points at the short-link origin."""
-    check_not_own_origin(
-        short_link_origin, destination_url=data.destination_url, fallback_url=data.fallback_url
+    await check_destinations(
+        session,
+        organization_id=organization_id,
+        short_link_origin=short_link_origin,
+        destination_url=data.destination_url,
+        fallback_url=data.fallback_url,
     )
     base = slugify(data.name)
     for attempt in range(SLUG_ATTEMPTS):
@@ -246,8 +250,10 @@ async def update_campaign(
     origin)."""
     campaign = await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
     fields = data.model_dump(exclude_unset=True)
-    check_not_own_origin(
-        short_link_origin,
+    await check_destinations(
+        session,
+        organization_id=organization_id,
+        short_link_origin=short_link_origin,
         destination_url=fields.get("destination_url"),
         fallback_url=fields.get("fallback_url"),
     )

@@ -22,7 +22,7 @@ from shapely.geometry import Point
 from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from campaigns.db import flush_unique
+from campaigns.db import flush_unique, note_written_rows
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, Location, Tag, utcnow
 from campaigns.schemas import (
@@ -571,4 +571,5 @@ async def _upsert(
     )
     inserted = [bool(row[0]) for row in result]
     created = sum(inserted)
+    note_written_rows(session, "locations", count=len(inserted))
     return created, len(inserted) - created

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from campaigns.errors import InvalidInput, NotFound, Unauthorized
 from campaigns.models import ApiKey, Organization, utcnow
 from campaigns.schemas import OrganizationUpdate
+from campaigns.scopes import ADMIN, SCOPES
 
 #: Visible part of every key; lets secret scanners (and people) recognise a Passerelle key.
 KEY_PREFIX = "psk_"
@@ -44,13 +46,29 @@ async def create_organization(
     organization = Organization(name=name)
     session.add(organization)
     await session.flush()
-    issued = await issue_api_key(session, organization_id=organization.id, name="default")
+    issued = await issue_api_key(
+        session, organization_id=organization.id, name="default", scopes=[ADMIN]
+    )
     return organization, issued
 
 
-async def issue_api_key(session: AsyncSession, *, organization_id: int, name: str) -> IssuedKey:
-    """Issue a new key: ``psk_`` + 43 characters of URL-safe base64 (256 random bits).
-    Raises :class:`NotFound` for an unknown organization."""
+async def issue_api_key(
+    session: AsyncSession, *, organization_id: int, name: str, scopes: Sequence[str]
+) -> IssuedKey:
+    """Issue a new key holding ``scopes`` (:data:`campaigns.scopes.SCOPES`, at least one):
+    ``psk_`` + 43 characters of URL-safe base64 (256 random bits). Raises
+    :class:`InvalidInput` (``validation_error``) for no scope or an unknown one,
+    ``invalid_name`` for an empty or over-long name, and :class:`NotFound` for an
+    unknown organization."""
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if not scopes or unknown:
+        raise InvalidInput(
+            f"scopes must be one or more of {', '.join(SCOPES)}",
+            errors=[{"loc": ["body", "scopes"], "msg": "unknown or no scope", "type": "scopes"}],
+        )
+    name = name.strip()
+    if not 1 <= len(name) <= 200 or not name.isprintable():
+        raise InvalidInput("name must be 1 to 200 printable characters", code="invalid_name")
     if await session.get(Organization, organization_id) is None:
         raise NotFound(f"Organization {organization_id} not found", code="organization_not_found")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -59,6 +77,8 @@ async def issue_api_key(session: AsyncSession, *, organization_id: int, name: st
         name=name,
         prefix=secret[: len(KEY_PREFIX) + 6],
         secret_hash=hash_secret(secret),
+        # Canonical order, no duplicates: what the list shows is what was granted.
+        scopes=[scope for scope in SCOPES if scope in scopes],
     )
     session.add(api_key)
     await session.flush()
@@ -71,7 +91,7 @@ async def revoke_api_key(session: AsyncSession, *, organization_id: int, key_id:
         select(ApiKey).where(ApiKey.id == key_id, ApiKey.organization_id == organization_id)
     )
     if api_key is None:
-        raise NotFound(f"API key {key_id} not found")
+        raise NotFound(f"API key {key_id} not found", code="api_key_not_found")
     api_key.revoked_at = api_key.revoked_at or utcnow()
     await session.flush()
     return api_key
@@ -117,10 +137,12 @@ async def update_organization(
     session: AsyncSession, *, organization_id: int, data: OrganizationUpdate
 ) -> Organization:
     """Apply the settings present in ``data`` (``name``, ``visitor_cookie``,
-    ``visitor_cookie_consent``, ``scan_retention_days``, ``precise_location_retention_days``;
-    the schema refuses nulls). Raises :class:`NotFound`, and :class:`InvalidInput`
-    ``invalid_retention`` when the precise-location term would exceed the scans' (a GPS
-    fix cannot outlive its scan)."""
+    ``visitor_cookie_consent``, ``scan_retention_days``, ``precise_location_retention_days``,
+    ``allowed_destination_hosts``; the schema refuses nulls but for the last). Raises
+    :class:`NotFound`, and :class:`InvalidInput` ``invalid_retention`` when the
+    precise-location term would exceed the scans' (a GPS fix cannot outlive its scan).
+    What a new allowed-hosts list no longer allows is
+    :func:`campaigns.services.destinations.noncompliant_destinations`."""
     organization = await get_organization(session, organization_id=organization_id)
     changes = data.model_dump(exclude_unset=True)
     scan_days = changes.get("scan_retention_days", organization.scan_retention_days)

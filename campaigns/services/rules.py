@@ -16,7 +16,7 @@ from campaigns.errors import InvalidInput, NotFound
 from campaigns.models import Location, RedirectRule
 from campaigns.schemas import RuleConditions, RuleCreate, RuleUpdate, SplitVariant
 from campaigns.services.campaigns import MAX_ID, get_campaign
-from campaigns.services.destinations import check_not_own_origin
+from campaigns.services.destinations import check_destinations
 
 #: Fields a PATCH may not set to null.
 _NOT_NULL = ("priority", "when", "destination_url", "split")
@@ -40,7 +40,9 @@ async def _check_targets(
     urls: dict[str, str | None] = {"destination_url": destination_url}
     for index, variant in enumerate(split or ()):
         urls[f"split.{index}.destination_url"] = variant.destination_url
-    check_not_own_origin(short_link_origin, **urls)
+    await check_destinations(
+        session, organization_id=organization_id, short_link_origin=short_link_origin, **urls
+    )
     wanted = set(conditions.location_ids or ()) if conditions is not None else set()
     if wanted:
         found = set(

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.crypto import SecretKeys
-from campaigns.db import note_cache_changes
+from campaigns.db import note_cache_changes, note_written_rows
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, Location, Organization, Tag, utcnow
 from campaigns.payloads import keys as sun_keys
@@ -24,7 +24,7 @@ from campaigns.payloads.keys import SunKeys
 from campaigns.scanning.links import new_code, short_url
 from campaigns.schemas import MAX_BULK_TAGS, NfcCreate, TagCreate, TagUpdate, shape_of_point
 from campaigns.services.campaigns import MAX_ID, get_campaign, keyset_page
-from campaigns.services.destinations import check_not_own_origin
+from campaigns.services.destinations import check_destinations
 from campaigns.services.locations import get_location
 from geo.geojson import to_wkb_element
 
@@ -142,7 +142,12 @@ async def create_tag(
     ``nfc_sun`` tag of the organization has the UID, ``tag_label_taken`` when another
     tag of the campaign at ``data.location_id`` has ``data.label``."""
     await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
-    check_not_own_origin(short_link_origin, destination_url=data.destination_url)
+    await check_destinations(
+        session,
+        organization_id=organization_id,
+        short_link_origin=short_link_origin,
+        destination_url=data.destination_url,
+    )
     placement = await _placement(
         session,
         organization_id=organization_id,
@@ -250,7 +255,12 @@ async def update_tag(
     the label)."""
     tag = await get_tag(session, organization_id=organization_id, tag_id=tag_id)
     fields = data.model_dump(exclude_unset=True)
-    check_not_own_origin(short_link_origin, destination_url=fields.get("destination_url"))
+    await check_destinations(
+        session,
+        organization_id=organization_id,
+        short_link_origin=short_link_origin,
+        destination_url=fields.get("destination_url"),
+    )
     if "status" in fields and fields["status"] is None:
         raise InvalidInput("status cannot be removed", code="status_required")
     if "label" in fields:
@@ -506,6 +516,7 @@ async def create_tags_bulk(
     if progress is not None:
         progress(total, total)
     note_cache_changes(session, tag_ids=created)
+    note_written_rows(session, "tags", ids=created)
     tags = await session.scalars(
         select(Tag).where(
             Tag.campaign_id == campaign_id,

@@ -126,7 +126,7 @@ async def test_revoked_key_is_refused_while_other_keys_still_work(
     engine: AsyncEngine,
 ) -> None:
     async with unit_of_work(sessionmaker) as session:
-        second = await issue_api_key(session, organization_id=org.id, name="ci")
+        second = await issue_api_key(session, organization_id=org.id, name="ci", scopes=["admin"])
     second_headers = {"Authorization": f"Bearer {second.secret}"}
     campaign = await make_campaign(client, org)
     response = await client.get(f"/v1/campaigns/{campaign['id']}", headers=second_headers)

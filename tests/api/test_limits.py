@@ -57,7 +57,9 @@ async def test_each_api_key_has_its_own_bucket(
         ]
         limited = await c.get("/v1/campaigns", headers=org.headers)
         async with unit_of_work(sessionmaker) as session:
-            second = await issue_api_key(session, organization_id=org.id, name="second")
+            second = await issue_api_key(
+                session, organization_id=org.id, name="second", scopes=["admin"]
+            )
         other_key = await c.get(
             "/v1/campaigns", headers={"Authorization": f"Bearer {second.secret}"}
         )

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from openapi_spec_validator import validate
 
 from api.errors import _STATUS_CODES, PROBLEM_CODES, PROBLEM_JSON
+from campaigns.schemas import GEO_ERROR_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
@@ -117,6 +118,10 @@ def test_operation_ids_are_readable_and_stable(document: dict[str, Any]) -> None
         ),
         ("post", "/v1/webhooks/{webhook_id}/ping"): "webhooks_ping",
         ("get", "/v1/campaigns/{campaign_id}/events"): "events_stream",
+        ("post", "/v1/api-keys"): "api_keys_create",
+        ("get", "/v1/api-keys"): "api_keys_list",
+        ("delete", "/v1/api-keys/{key_id}"): "api_keys_revoke",
+        ("get", "/v1/audit"): "audit_list",
     }
 
 
@@ -153,6 +158,7 @@ def test_each_operation_lists_the_codes_it_can_answer(document: dict[str, Any]) 
         assert codes["500"] == ["internal_error"]
         if operations(document)[op_id]["path"].startswith("/v1/"):
             assert codes["401"] == ["missing_api_key", "invalid_api_key"]
+            assert codes["403"] == ["insufficient_scope"]
             assert codes["413"] == ["payload_too_large"]
             assert codes["429"] == ["rate_limited"]
             renders = op_id.startswith("printing_get") or op_id == "tags_get_qr"
@@ -161,8 +167,16 @@ def test_each_operation_lists_the_codes_it_can_answer(document: dict[str, Any]) 
     assert ops["campaigns_create"]["400"] == ["bad_request"]
     assert ops["campaigns_create"]["415"] == ["unsupported_media_type"]
     assert ops["campaigns_create"]["409"] == ["slug_taken"]
-    assert ops["campaigns_create"]["422"] == ["redirect_loop", "validation_error"]
+    geo = sorted(GEO_ERROR_CODES)  # any JSON body may carry a geographic field problem
+    assert ops["campaigns_create"]["422"] == [
+        "redirect_loop",
+        "destination_not_allowed",
+        "validation_error",
+        *geo,
+    ]
     assert set(ops["campaigns_update"]["422"]) == {
+        *geo,
+        "destination_not_allowed",
         "invalid_schedule",
         "destination_required",
         "name_required",
@@ -182,6 +196,7 @@ def test_each_operation_lists_the_codes_it_can_answer(document: dict[str, Any]) 
         "no_locations",
         "too_many_tags",
         "validation_error",
+        *geo,
     ]
     assert ops["conversions_create"]["409"] == ["conversion_conflict"]
     assert "occurred_at_in_future" in ops["conversions_create"]["422"]

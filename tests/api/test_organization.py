@@ -23,7 +23,9 @@ async def test_read_defaults(client: httpx.AsyncClient, org: Org) -> None:
         "visitor_cookie_consent",
         "scan_retention_days",
         "precise_location_retention_days",
+        "allowed_destination_hosts",
     }
+    assert body["allowed_destination_hosts"] is None
     assert body["id"] == org.id
     assert body["name"] == "Acme"
     assert body["visitor_cookie"] is False

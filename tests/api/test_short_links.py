@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from api.app import served_app
 from api.middleware import ForwardedFor, HeadersAndClient
 from api.scan_endpoint import SHORT_LINKS, ShortLinkRoute, ShortLinks
+from api.security_headers import SecurityHeaders
 from campaigns.scanning.writer import WriterOverloaded
 from tests.conftest import Org, make_campaign, make_tag
 from tests.fixtures.user_agents import IPHONE_SAFARI
@@ -34,7 +35,9 @@ async def test_scans_never_enter_the_fastapi_stack(
     assert isinstance(served.forwarded, ForwardedFor)
     short_links = served.app
     assert isinstance(short_links, ShortLinks)  # then the short links
-    assert short_links.app is app  # then FastAPI: its telemetry, middleware, router
+    headers = short_links.app
+    assert isinstance(headers, SecurityHeaders)  # then the headers of every other response
+    assert headers.app is app  # then FastAPI: its telemetry, middleware, router
     entered: list[str] = []
 
     async def fastapi_stand_in(scope: Scope, receive: Receive, send: Send) -> None:
