@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "9c4a7e2f5d18"
-down_revision: str | None = "5b8e2d4c7a19"
+down_revision: str | None = "8c4f1e2a9d73"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
