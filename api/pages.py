@@ -21,7 +21,7 @@ _STYLE = (
     "color:#222;text-align:center}h1{font-size:1.5rem}p{color:#555;line-height:1.5}"
 )
 _TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
 <title>{title}</title>
@@ -38,12 +38,17 @@ _PAGE_CSP = (
 _HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", **COMMON_HEADERS}
 
 
-def page(status: int, title: str, message: str) -> HTMLResponse:
-    """An HTML page with ``status``; never cached (the code may be re-pointed later)."""
-    body = _TEMPLATE.format(title=escape(title), message=escape(message), style=_STYLE)
-    return HTMLResponse(
-        body, status_code=status, headers={**_HEADERS, "Content-Security-Policy": _PAGE_CSP}
-    )
+def page(status: int, title: str, message: str, *, lang: str = "en") -> HTMLResponse:
+    """An HTML page with ``status`` in language ``lang`` (``en`` or ``fr``); never cached
+    (the code may be re-pointed later)."""
+    body = _TEMPLATE.format(title=escape(title), message=escape(message), style=_STYLE, lang=lang)
+    headers = {
+        **_HEADERS,
+        "Content-Security-Policy": _PAGE_CSP,
+        "Content-Language": lang,
+        "Vary": "Accept-Language",
+    }
+    return HTMLResponse(body, status_code=status, headers=headers)
 
 
 def with_headers(response: HTMLResponse, headers: list[tuple[bytes, bytes]]) -> HTMLResponse:
@@ -56,25 +61,56 @@ def with_headers(response: HTMLResponse, headers: list[tuple[bytes, bytes]]) -> 
     return copy
 
 
-def not_found_page() -> HTMLResponse:
-    """404 for an unknown, malformed or disabled code."""
-    return page(404, "Code not found", "This code is not (or no longer) in use.")
+#: The words of the pages shown instead of a redirect: status -> language -> (title,
+#: message). French for France's and Belgium's shoppers, English otherwise.
+_STATIC_TEXT: dict[int, dict[str, tuple[str, str]]] = {
+    404: {
+        "en": ("Code not found", "This code is not (or no longer) in use."),
+        "fr": ("Code introuvable", "Ce code n'est pas (ou plus) utilisé."),
+    },
+    410: {
+        "en": ("This offer is not available", "The campaign behind this code is not running."),
+        "fr": (
+            "Cette offre n'est pas disponible",
+            "L'opération derrière ce code n'est pas en cours.",
+        ),
+    },
+    403: {
+        "en": (
+            "Please tap the tag again",
+            "This link has already been used or could not be verified. Hold your phone to "
+            "the tag again to open it.",
+        ),
+        "fr": (
+            "Approchez à nouveau votre téléphone",
+            "Ce lien a déjà servi ou n'a pas pu être vérifié. Approchez à nouveau votre "
+            "téléphone de l'étiquette pour l'ouvrir.",
+        ),
+    },
+}
 
 
-def gone_page() -> HTMLResponse:
-    """410 for a code whose campaign has not started, has ended or is archived."""
-    return page(410, "This offer is not available", "The campaign behind this code is not running.")
+def _static(status: int) -> dict[str, HTMLResponse]:
+    return {lang: page(status, *words, lang=lang) for lang, words in _STATIC_TEXT[status].items()}
 
 
-def tap_again_page() -> HTMLResponse:
+def not_found_page() -> dict[str, HTMLResponse]:
+    """404 for an unknown, malformed or disabled code, by language (``en``, ``fr``: pick
+    with :func:`page_language`)."""
+    return _static(404)
+
+
+def gone_page() -> dict[str, HTMLResponse]:
+    """410 for a code whose campaign has not started, has ended or is archived, by
+    language."""
+    return _static(410)
+
+
+def tap_again_page() -> dict[str, HTMLResponse]:
     """403 for an NFC tap whose SUN message failed or was already used, under the
-    campaign's ``nfc_invalid_tap: block`` (reloading the page replays the message)."""
-    return page(
-        403,
-        "Please tap the tag again",
-        "This link has already been used or could not be verified. Hold your phone to the "
-        "tag again to open it.",
-    )
+    campaign's ``nfc_invalid_tap: block`` (reloading the page replays the message), by
+    language."""
+    return _static(403)
 
 
 #: The consent page's words, by language (``Accept-Language``; English otherwise).

@@ -46,6 +46,7 @@ from api.pages import (
     gone_page,
     location_page,
     not_found_page,
+    page_language,
     tap_again_page,
     with_headers,
 )
@@ -107,8 +108,10 @@ class ShortLinks:
         # once here: a scan adds nothing per request (api/security_headers.py).
         self.hsts = hsts_headers(state.settings.base_url)
         self.redirect_headers = [*_REDIRECT_HEADERS, *self.hsts]
+        # Each page in English and French, the security headers added once.
         self.not_found, self.gone, self.tap_again = (
-            with_headers(page, self.hsts) for page in (_NOT_FOUND, _GONE, _TAP_AGAIN)
+            {lang: with_headers(page, self.hsts) for lang, page in pages.items()}
+            for pages in (_NOT_FOUND, _GONE, _TAP_AGAIN)
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -160,7 +163,8 @@ class ShortLinks:
         )
         resolution = scans.resolve(request)
         if resolution is None or resolution.destination is None:
-            page = self.not_found if resolution is None else self.gone
+            pages = self.not_found if resolution is None else self.gone
+            page = pages[page_language(request.accept_language)]
             metrics.count_response(page.status_code)
             await page(scope, _no_receive, send)
             return
@@ -180,7 +184,8 @@ class ShortLinks:
             set_cookie = scans.cookie_headers.visitor(record.cookie_id).encode("latin-1")
         if is_blocked(record, policy=resolution.campaign.nfc_invalid_tap):
             metrics.count_response(403)
-            await _page(self.tap_again, scope, send, set_cookie)
+            tap_again = self.tap_again[page_language(request.accept_language)]
+            await _page(tap_again, scope, send, set_cookie)
             return
         asks_location = scans.asks_location(record, resolution)
         if cookie == "ask" and record.method == "GET":

@@ -252,3 +252,18 @@ async def test_stats_count_valid_taps_only(
     figures = ("scans", "bot_scans", "replayed_taps", "invalid_taps", "unique_visitors")
     assert tuple(by_tag[sun["id"]][f] for f in figures) == (2, 1, 2, 1, 1)
     assert tuple(by_tag[poster["id"]][f] for f in figures) == (1, 0, 0, 0, 1)
+
+
+async def test_the_tap_again_page_in_french(client: httpx.AsyncClient, org: Org) -> None:
+    campaign = await make_campaign(client, org, nfc_invalid_tap="block")
+    tag = await create_sun_tag(client, org, campaign["id"], Ntag424.random())
+    # A forged message (a MAC of zeros): refused under "block", in the phone's language.
+    response = await client.get(
+        f"/n/{tag['code']}",
+        params={"e": "00" * 16, "c": "00" * 8},
+        headers={**PHONE, "accept-language": "fr-FR,fr;q=0.9"},
+    )
+    assert response.status_code == 403
+    assert '<html lang="fr">' in response.text
+    assert "Approchez à nouveau votre téléphone" in response.text
+    assert response.headers["content-language"] == "fr"

@@ -578,3 +578,37 @@ async def test_redirect_is_never_permanent_and_sets_no_cookie(
     assert response.status_code == 302
     assert "set-cookie" not in response.headers
     assert response.headers.get("referrer-policy") == "no-referrer"
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "lang", "title"),
+    [
+        (None, "en", "Code not found"),
+        ("fr-FR,fr;q=0.9,en;q=0.8", "fr", "Code introuvable"),
+        ("fr-BE", "fr", "Code introuvable"),
+        ("de-DE,en;q=0.5,fr;q=0.4", "en", "Code not found"),
+        ("en-GB,fr;q=0.9", "en", "Code not found"),
+        ("x" * 5000, "en", "Code not found"),
+    ],
+)
+async def test_the_404_page_speaks_the_phones_language(
+    client: httpx.AsyncClient, accept_language: str | None, lang: str, title: str
+) -> None:
+    headers = {"accept-language": accept_language} if accept_language else {}
+    response = await client.get(f"/s/{links.new_code()}", headers=headers)
+    assert_page(response, 404)
+    assert f'<html lang="{lang}">' in response.text
+    assert f"<h1>{title}</h1>" in response.text
+    assert response.headers["content-language"] == lang
+    assert response.headers["vary"] == "Accept-Language"
+
+
+async def test_the_410_page_in_french(client: httpx.AsyncClient, org: Org) -> None:
+    campaign = await make_campaign(client, org)
+    tag = await make_tag(client, org, campaign["id"])
+    await client.patch(
+        f"/v1/campaigns/{campaign['id']}", json={"archived": True}, headers=org.headers
+    )
+    response = await client.get(f"/s/{tag['code']}", headers={"accept-language": "fr"})
+    assert_page(response, 410)
+    assert "<h1>Cette offre n&#x27;est pas disponible</h1>" in response.text

@@ -86,7 +86,7 @@ async def test_a_hostile_code_is_not_reflected(client: httpx.AsyncClient, path: 
     response = await client.get(path)
     assert response.status_code == 404
     assert "<script" not in response.text and "alert" not in response.text
-    assert response.text == not_found_page().body.decode()
+    assert response.text == not_found_page()["en"].body.decode()
 
 
 def test_consent_page_escapes_what_it_shows() -> None:
