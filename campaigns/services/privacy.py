@@ -195,10 +195,11 @@ async def adjust_rollups_for_erasure(
         text(
             "INSERT INTO rollup_dirty (campaign_id, day)"
             " SELECT DISTINCT campaign_id, (scanned_at AT TIME ZONE 'UTC')::date"
-            " FROM scans WHERE id = ANY(:ids) AND organization_id = :org"
+            " FROM scans WHERE id = ANY(CAST(:ids AS bigint[])) AND organization_id = :org"
             " UNION SELECT DISTINCT campaign_id, (occurred_at AT TIME ZONE 'UTC')::date"
             " FROM conversions WHERE organization_id = :org AND campaign_id IS NOT NULL"
-            " AND (scan_id = ANY(:ids) OR click_id = ANY(CAST(:clicks AS text[])))"
+            " AND (scan_id = ANY(CAST(:ids AS bigint[]))"
+            " OR click_id = ANY(CAST(:clicks AS text[])))"
         ),
         {"ids": list(scan_ids), "clicks": list(click_ids), "org": organization_id},
     )

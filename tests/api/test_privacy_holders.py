@@ -169,3 +169,23 @@ async def test_purge_command_removes_old_deliveries(
     assert "scans: 1 row(s) purged" in result.stdout
     assert await event_ids(engine) == [f"evt_scan_{recent}"]
     assert await column(engine, "SELECT click_id FROM scans") == [recent]
+
+
+async def test_erasure_of_a_purged_click_reaches_its_conversion_event(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    await create_webhook(client, org)
+    tag = await make_tag(client, org, (await make_campaign(client, org))["id"])
+    click = await scan(client, tag["code"])
+    conversion = await convert(client, org, click, "order-1", dt.datetime.now(dt.UTC))
+    # The scan is gone (purged, say); the conversion still names the click id.
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM scans WHERE click_id = :c"), {"c": click})
+    assert await event_ids(engine) == [f"evt_scan_{click}", f"evt_conversion_{conversion['id']}"]
+    response = await client.delete(f"/v1/privacy/scans?click_id={click}", headers=org.headers)
+    assert response.status_code == 200, response.text
+    counts = response.json()["counts"]
+    assert (counts["scans"], counts["conversions"], counts["webhook_deliveries"]) == (0, 1, 2)
+    assert await event_ids(engine) == []
+    # The conversion's day was marked dirty before it was unlinked.
+    assert await column(engine, "SELECT count(*) FROM rollup_dirty") == [1]
