@@ -369,6 +369,7 @@ async def test_secrets_reencrypt_moves_values_to_the_current_key(
             "unreadable": 0,
         },
         "tags.nfc_keys_encrypted": {"checked": 0, "resealed": 0, "unreadable": 0},
+        "webhooks.secret_encrypted": {"checked": 0, "resealed": 0, "unreadable": 0},
     }
     result = await passerelle(database_url, "secrets", "reencrypt", **keys)
     assert result.returncode == 0, result.stderr
