@@ -577,7 +577,9 @@ def purge(
 ) -> None:
     """Delete scans past their organization's `scan_retention_days` and reduce consented
     GPS positions past `precise_location_retention_days` to the matched store and city,
-    in small batches; prints rows removed per table. Safe while the service runs."""
+    in small batches; prints rows removed per table and the rollup days sealed (their
+    figures recomputed, then kept, before their scans went). Safe while the service
+    runs."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -605,6 +607,7 @@ def purge(
         typer.echo(f"{table}: {rows} row(s) purged")
     typer.echo(
         f"{report['organizations']} organization(s); "
+        f"{report['sealed_days']} rollup day(s) sealed; "
         f"{report['skipped_batches']} batch(es) skipped (locked, retried next run)"
     )
 

@@ -176,24 +176,33 @@ COOKIE_CONSENTS = register(
 
 # -- webhook_deliveries: the outbox's payloads carry the scan's click id ----------------
 
-_ERASE_DELIVERIES_SQL = """
-DELETE FROM webhook_deliveries WHERE id IN (
-    SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-    WHERE w.organization_id = :org AND d.payload -> 'data' ->> 'click_id' = ANY(:ids))
+#: The deliveries carrying the click ids ``:ids``: ``scan.created`` events of those scans
+#: and ``conversion.created`` events of the conversions naming them, found by event id
+#: through the (webhook_id, event_id) unique index (event ids derive from the click id
+#: and the conversion id, campaigns.webhooks.outbox), never by reading every payload.
+_DELIVERIES_OF = """
+    d.webhook_id IN (SELECT id FROM webhooks WHERE organization_id = :org)
+    AND d.event_id = ANY(
+        ARRAY(SELECT 'evt_scan_' || c FROM unnest(CAST(:ids AS text[])) AS c)
+        || ARRAY(SELECT 'evt_conversion_' || v.id FROM conversions v
+                 WHERE v.organization_id = :org AND v.click_id = ANY(CAST(:ids AS text[]))))
 """
-_COLLECT_DELIVERIES_SQL = """
-SELECT d.payload -> 'data' ->> 'click_id' AS click_id, d.webhook_id, w.url, d.event_type,
-       d.status, d.created_at, d.last_attempt_at
+_ERASE_DELIVERIES_SQL = f"DELETE FROM webhook_deliveries d WHERE {_DELIVERIES_OF}"  # noqa: S608
+_COLLECT_DELIVERIES_SQL = f"""
+SELECT d.payload -> 'data' ->> 'click_id' AS click_id, d.webhook_id, w.url, d.event_id,
+       d.event_type, d.status, d.payload, d.created_at, d.last_attempt_at
 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-WHERE w.organization_id = :org AND d.payload -> 'data' ->> 'click_id' = ANY(:ids)
+WHERE {_DELIVERIES_OF}
 ORDER BY d.id
-"""
+"""  # noqa: S608
 
 
 async def _erase_deliveries(
     conn: AsyncConnection, organization_id: int, click_ids: Sequence[str]
 ) -> int:
     # Deleted, not scrubbed: an erased person's event must not be sent (again) either.
+    # Called before the erasure unlinks conversions (campaigns.services.privacy.erase),
+    # so a conversion's event is still found through its click id.
     result = await conn.execute(
         text(_ERASE_DELIVERIES_SQL),
         {"org": organization_id, "ids": list(click_ids)},

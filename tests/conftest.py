@@ -32,7 +32,10 @@ SERVER_URL = os.environ.get(
     "PASSERELLE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 # Everything else cascades from organizations; scans and feed_batches have no foreign keys.
-TABLES = "organizations, visitor_salts, scans, feed_batches, rollup_dirty, rollup_state"
+TABLES = (
+    "organizations, visitor_salts, scans, feed_batches, rollup_dirty, rollup_state,"
+    " maintenance_runs"
+)
 
 
 @pytest.fixture(scope="session")

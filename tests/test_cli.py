@@ -322,14 +322,25 @@ async def test_purge_prints_rows_per_table(
     result = await passerelle(database_url, "purge")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
+        "feed_batches: 0 row(s) purged",
         "scan_locations: 0 row(s) purged",
         "scans: 2 row(s) purged",
-        "1 organization(s); 0 batch(es) skipped (locked, retried next run)",
+        "visitor_cookie_consents: 0 row(s) purged",
+        "webhook_deliveries: 0 row(s) purged",
+        # The two days of the purged scans: their rollups built before they went.
+        "1 organization(s); 2 rollup day(s) sealed; 0 batch(es) skipped (locked, retried next run)",
     ]
     result = await passerelle(database_url, "purge", "--json")
     assert json.loads(result.stdout) == {
-        "counts": {"scan_locations": 0, "scans": 0},
+        "counts": {
+            "feed_batches": 0,
+            "scan_locations": 0,
+            "scans": 0,
+            "visitor_cookie_consents": 0,
+            "webhook_deliveries": 0,
+        },
         "organizations": 1,
+        "sealed_days": 0,
         "skipped_batches": 0,
     }
     async with engine.connect() as conn:
@@ -358,6 +369,7 @@ async def test_secrets_reencrypt_moves_values_to_the_current_key(
             "unreadable": 0,
         },
         "tags.nfc_keys_encrypted": {"checked": 0, "resealed": 0, "unreadable": 0},
+        "webhooks.secret_encrypted": {"checked": 0, "resealed": 0, "unreadable": 0},
     }
     result = await passerelle(database_url, "secrets", "reencrypt", **keys)
     assert result.returncode == 0, result.stderr

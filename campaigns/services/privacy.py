@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, delete, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from campaigns.errors import InvalidInput, NotFound
-from campaigns.models import Conversion, Scan
+from campaigns.models import Conversion, Scan, VisitorCookieConsent
 from campaigns.personal_data import HOLDERS
 from campaigns.schemas import PrivacyErasure, PrivacyPosition, PrivacyScan
 
@@ -52,6 +52,20 @@ def _subject(click_id: str | None, visitor: str | None) -> tuple[str | None, uui
         ) from None
 
 
+def _whose(
+    organization_id: int, click_id: str | None, cookie: uuid.UUID | None
+) -> ColumnElement[bool]:
+    """The subject's scans: by click id, or by visitor cookie id, which a scan carries
+    itself or (the scan that showed the consent page) through its consent row."""
+    if click_id is not None:
+        return Scan.click_id == click_id
+    consented = select(VisitorCookieConsent.click_id).where(
+        VisitorCookieConsent.organization_id == organization_id,
+        VisitorCookieConsent.cookie_id == cookie,
+    )
+    return or_(Scan.cookie_id == cookie, Scan.click_id.in_(consented))
+
+
 def _not_found() -> NotFound:
     return NotFound("Nothing is held about this person", code="privacy_subject_not_found")
 
@@ -59,7 +73,7 @@ def _not_found() -> NotFound:
 async def _scans(
     conn: AsyncConnection, organization_id: int, click_id: str | None, cookie: uuid.UUID | None
 ) -> list[dict[str, Any]]:
-    where = Scan.click_id == click_id if click_id is not None else Scan.cookie_id == cookie
+    where = _whose(organization_id, click_id, cookie)
     query = (
         select(
             *_SCAN_COLUMNS,
@@ -160,23 +174,34 @@ async def audit_erasure(
 
 
 async def adjust_rollups_for_erasure(
-    conn: AsyncConnection, *, organization_id: int, scan_ids: Sequence[int]
+    conn: AsyncConnection,
+    *,
+    organization_id: int,
+    scan_ids: Sequence[int],
+    click_ids: Sequence[str] = (),
 ) -> int:
-    """Take an erasure's scans out of the report rollups: in its transaction and before
-    the scans are deleted (they are still readable here), mark their (campaign, UTC day)
-    dirty, so the rollup worker's next pass recomputes those days without them (and
-    without the conversions the erasure unlinks). Returns the days marked. The retention
-    purge does not call it: its deletions leave totals and series unchanged."""
-    del organization_id  # the scan ids are the organization's (checked by the caller)
-    if not scan_ids:
+    """Take an erasure out of the report rollups: in its transaction, before the scans
+    are deleted and the conversions unlinked (both still readable here), mark dirty the
+    (campaign, UTC day) of each scan and of each conversion (``occurred_at``) linked to
+    them or to ``click_ids``, so the rollup worker's next pass recomputes those days
+    without them. Returns the marks written. A frozen day (its scans past the
+    retention term, :mod:`campaigns.services.rollups`) is not recomputed by the worker:
+    its mark is kept for the next purge, which recomputes it while its raw rows are
+    complete. The retention purge does not call it: its deletions leave totals and
+    series unchanged."""
+    if not scan_ids and not click_ids:
         return 0
     result = await conn.execute(
         text(
             "INSERT INTO rollup_dirty (campaign_id, day)"
             " SELECT DISTINCT campaign_id, (scanned_at AT TIME ZONE 'UTC')::date"
-            " FROM scans WHERE id = ANY(:ids)"
+            " FROM scans WHERE id = ANY(CAST(:ids AS bigint[])) AND organization_id = :org"
+            " UNION SELECT DISTINCT campaign_id, (occurred_at AT TIME ZONE 'UTC')::date"
+            " FROM conversions WHERE organization_id = :org AND campaign_id IS NOT NULL"
+            " AND (scan_id = ANY(CAST(:ids AS bigint[]))"
+            " OR click_id = ANY(CAST(:clicks AS text[])))"
         ),
-        {"ids": list(scan_ids)},
+        {"ids": list(scan_ids), "clicks": list(click_ids), "org": organization_id},
     )
     return result.rowcount
 
@@ -189,7 +214,7 @@ async def erase(
     ``conversions`` unlinked. Raises like :func:`access`."""
     click, cookie = _subject(click_id, visitor)
     conn = await session.connection()
-    where = Scan.click_id == click if click is not None else Scan.cookie_id == cookie
+    where = _whose(organization_id, click, cookie)
     found = (
         await session.execute(
             select(Scan.id, Scan.click_id)
@@ -199,7 +224,15 @@ async def erase(
     ).all()
     scan_ids = [row[0] for row in found]
     click_ids = sorted({row[1] for row in found} | ({click} if click else set()))
-    # Unlinked first: deleting the scans would null scan_id through the foreign key.
+    # Holders and rollup marks first, while the conversions still name the click ids
+    # (a conversion's webhook delivery is found through it).
+    counts: dict[str, int] = {}
+    for holder in HOLDERS.values():
+        counts[holder.name] = await holder.erase(conn, organization_id, click_ids)
+    await adjust_rollups_for_erasure(
+        conn, organization_id=organization_id, scan_ids=scan_ids, click_ids=click_ids
+    )
+    # Unlinked before the scans go: deleting them would null scan_id through the key.
     unlinked = await conn.execute(
         update(Conversion)
         .where(*_conversion_filter(organization_id, click_ids, scan_ids))
@@ -207,11 +240,8 @@ async def erase(
     )
     if not found and not unlinked.rowcount:
         raise _not_found()
-    await adjust_rollups_for_erasure(conn, organization_id=organization_id, scan_ids=scan_ids)
     deleted = await conn.execute(delete(Scan).where(Scan.id.in_(scan_ids)))
-    counts = {"scans": deleted.rowcount, "conversions": unlinked.rowcount}
-    for holder in HOLDERS.values():
-        counts[holder.name] = await holder.erase(conn, organization_id, click_ids)
+    counts.update(scans=deleted.rowcount, conversions=unlinked.rowcount)
     erasure = PrivacyErasure(
         click_id=click, visitor=str(cookie) if cookie else None, counts=dict(sorted(counts.items()))
     )

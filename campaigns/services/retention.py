@@ -13,6 +13,12 @@ Per organization, with ``now`` the time of the run:
   foreign key);
 - every holder's own ``purge`` runs too.
 
+Stats totals and series stay unchanged: before deleting any scan of an organization,
+:func:`campaigns.services.rollups.seal_before_purge` makes the rollups of every day the
+purge touches complete (recomputed from the raw rows where missing or dirty, even if the
+rollup worker is off or behind) and permanent (those days are frozen: no later pass or
+rebuild recomputes them from what is left).
+
 Never in the way of the scan path: batches of ``batch_size`` rows, each its own short
 transaction under ``lock_timeout`` and ``statement_timeout``; a batch that meets a
 lock gives up and the next run takes it again (counted in ``skipped_batches``). Scans
@@ -42,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from campaigns.errors import NotFound
 from campaigns.models import Organization
 from campaigns.personal_data import HOLDERS, Horizons, Purge
+from campaigns.services.rollups import seal_before_purge
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +68,23 @@ STATEMENT_TIMEOUT_MS: Final = 30_000
 class PurgeReport:
     """What a purge removed: ``counts`` rows per table (``scans``, ``scan_locations``,
     and each holder's name), ``organizations`` visited, ``skipped_batches`` that met a
-    lock (retried at the next run)."""
+    lock (retried at the next run), ``sealed_days`` (campaign, UTC day) rollups
+    recomputed before their scans were deleted."""
 
     counts: Counter[str] = field(default_factory=Counter)
     organizations: int = 0
     skipped_batches: int = 0
+    sealed_days: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"counts": {table: rows}, "organizations": n, "skipped_batches": n}``
-        (every known table listed, zeros included)."""
+        """JSON-ready: ``{"counts": {table: rows}, "organizations": n, "sealed_days": n,
+        "skipped_batches": n}`` (every known table listed, zeros included)."""
         counts = {name: 0 for name in ("scans", *HOLDERS)}
         counts.update(self.counts)
         return {
             "counts": dict(sorted(counts.items())),
             "organizations": self.organizations,
+            "sealed_days": self.sealed_days,
             "skipped_batches": self.skipped_batches,
         }
 
@@ -172,6 +182,11 @@ async def purge(
                 )
             )
             await conn.rollback()
+        # Rollups first: the figures of every day about to lose scans are complete and
+        # frozen before the first batch (rollups.seal_before_purge).
+        report.sealed_days += await seal_before_purge(
+            engine, organization_id=org_id, scans_before=horizon.scans
+        )
         for campaign_id in campaign_ids:
 
             async def delete_scans(

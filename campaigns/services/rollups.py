@@ -18,6 +18,16 @@ raw rows, every (campaign, UTC day) that may have changed since its previous pas
 - days marked in ``rollup_dirty`` (the spool replay writes scans late, and credits
   conversions late).
 
+Frozen days (docs/DECISIONS.md, "Frozen rollup days"): a (campaign, UTC day) that
+starts before its organization's freeze line (:func:`freeze_lines`: the first UTC
+midnight after ``now - scan_retention_days``, or after the horizon of the last purge
+when that is later) is frozen. Its raw scans are, or are about to be, deleted by the
+retention purge, so its rollup rows are permanent: :func:`recompute` skips it (worker
+pass, dirty marks, late conversions) and :func:`rebuild` neither deletes nor recomputes
+it; a dirty mark of a frozen day is kept for the purge. Before deleting scans, the
+purge calls :func:`seal_before_purge`, which recomputes (bypassing the freeze) the
+frozen days still complete in the raw tables that have no rollup rows or are dirty.
+
 A recompute deletes the day's rollup rows of the campaign and inserts the recomputed
 ones in one transaction: idempotent, and readers see the old day or the new one. After a
 pass, ``rollup_state.folded_until`` (the start of the UTC hour holding pass start minus
@@ -272,12 +282,73 @@ async def folded_until(session: AsyncSession | AsyncConnection) -> dt.datetime |
     return folded
 
 
-async def recompute(conn: AsyncConnection, pairs: Iterable[tuple[int, dt.date]]) -> int:
+#: ``maintenance_runs.name`` prefix of one organization's purge horizon (followed by
+#: its id): ``result->>'scans_before'`` is the latest instant before which the purge
+#: deleted (or started deleting) that organization's scans.
+PURGED_PREFIX: Final = "purged:"
+
+_FREEZE = """
+    SELECT c.id AS campaign_id, o.scan_retention_days AS days,
+           CAST(m.result ->> 'scans_before' AS timestamptz) AS purged
+    FROM campaigns c JOIN organizations o ON o.id = c.organization_id
+    LEFT JOIN maintenance_runs m ON m.name = :prefix || o.id::text
+    WHERE CAST(:ids AS bigint[]) IS NULL OR c.id = ANY(:ids)
+"""
+
+
+def freeze_line(
+    now: dt.datetime, retention_days: int, purged_before: dt.datetime | None
+) -> dt.datetime:
+    """The UTC midnight before which a campaign's days are frozen: the first midnight at
+    or after ``now - retention_days`` (the retention horizon; the day holding it is
+    frozen), or at or after ``purged_before`` (the last purge's horizon: retention may
+    have been lengthened since) when that is later."""
+    line = ceil_day(now - dt.timedelta(days=retention_days))
+    if purged_before is not None:
+        line = max(line, ceil_day(purged_before))
+    return line
+
+
+async def freeze_lines(
+    conn: AsyncConnection, campaign_ids: Iterable[int] | None, now: dt.datetime
+) -> dict[int, dt.datetime]:
+    """:func:`freeze_line` of each campaign of ``campaign_ids`` (None: every campaign)
+    at ``now``; a campaign that does not exist is absent."""
+    ids = None if campaign_ids is None else sorted(set(campaign_ids))
+    rows = await conn.execute(text(_FREEZE), {"ids": ids, "prefix": PURGED_PREFIX})
+    return {int(r.campaign_id): freeze_line(now, int(r.days), r.purged) for r in rows}
+
+
+def _is_frozen(lines: dict[int, dt.datetime], campaign_id: int, day: dt.date) -> bool:
+    line = lines.get(campaign_id)
+    return line is not None and dt.datetime.combine(day, dt.time(), dt.UTC) < line
+
+
+async def _now(conn: AsyncConnection) -> dt.datetime:
+    now: dt.datetime = await conn.scalar(text("SELECT now()"))
+    return now
+
+
+async def recompute(
+    conn: AsyncConnection,
+    pairs: Iterable[tuple[int, dt.date]],
+    *,
+    now: dt.datetime | None = None,
+    frozen: bool = True,
+) -> int:
     """Replace the rollup rows of each (campaign id, UTC day) of ``pairs`` by figures
     recomputed from ``scans`` and ``conversions``, one transaction per pair (committed
-    here). Idempotent. Returns the number of pairs."""
+    here). Idempotent. Frozen pairs at ``now`` (default: the database's clock) are
+    skipped unless ``frozen`` is false (only :func:`seal_before_purge` bypasses the
+    freeze, for days whose raw rows are complete). Call it holding :data:`LOCK_KEY`.
+    Returns the number of pairs recomputed."""
+    todo = sorted(set(pairs))
+    if frozen and todo:
+        lines = await freeze_lines(conn, {c for c, _ in todo}, now or await _now(conn))
+        await conn.commit()
+        todo = [(c, day) for c, day in todo if not _is_frozen(lines, c, day)]
     done = 0
-    for campaign_id, day in sorted(set(pairs)):
+    for campaign_id, day in todo:
         d0 = dt.datetime.combine(day, dt.time(), dt.UTC)
         params = {"c": campaign_id, "d0": d0, "d1": d0 + DAY}
         for table in TABLES:
@@ -298,6 +369,26 @@ async def recompute(conn: AsyncConnection, pairs: Iterable[tuple[int, dt.date]])
         await conn.commit()
         done += 1
     return done
+
+
+#: Drops the dirty marks up to ``:up_to`` but those of frozen days (kept for the purge's
+#: seal); marks of campaigns absent from the lines (deleted) go too.
+_DROP_DIRTY = """
+    DELETE FROM rollup_dirty d WHERE d.id <= :up_to AND NOT EXISTS (
+        SELECT 1 FROM unnest(CAST(:cs AS bigint[]), CAST(:lines AS date[])) AS f(c, line)
+        WHERE f.c = d.campaign_id AND d.day < f.line)
+"""
+
+
+async def _drop_dirty(conn: AsyncConnection, up_to: int, lines: dict[int, dt.datetime]) -> None:
+    await conn.execute(
+        text(_DROP_DIRTY),
+        {
+            "up_to": up_to,
+            "cs": list(lines),
+            "lines": [line.astimezone(dt.UTC).date() for line in lines.values()],
+        },
+    )
 
 
 async def _set_state(conn: AsyncConnection, started: dt.datetime, margin: dt.timedelta) -> None:
@@ -322,24 +413,26 @@ class PassResult:
 
 
 async def rollup_pass(
-    engine: AsyncEngine, *, margin: dt.timedelta = DEFAULT_MARGIN
+    engine: AsyncEngine, *, margin: dt.timedelta = DEFAULT_MARGIN, now: dt.datetime | None = None
 ) -> PassResult | None:
-    """Fold what changed since the previous pass into the rollups (module docstring).
-    Returns None, doing nothing, when another process holds the rollup lock. The first
-    pass ever builds everything (:func:`rebuild`). Raises ``SQLAlchemyError``."""
+    """Fold what changed since the previous pass into the rollups (module docstring),
+    frozen days at ``now`` (default: the database's clock) left as they are. Returns
+    None, doing nothing, when another process holds the rollup lock. The first pass ever
+    builds everything (:func:`rebuild`). Raises ``SQLAlchemyError``."""
     async with engine.connect() as conn:
         if not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}):
             await conn.rollback()
             return None
         try:
             await conn.commit()
-            started = await conn.scalar(text("SELECT now()"))
+            started = await _now(conn)
+            clock = now or started
             state = (
                 await conn.execute(text("SELECT last_pass_at FROM rollup_state WHERE id = 1"))
             ).first()
             if state is None:
                 await conn.commit()
-                days = await _rebuild_locked(conn, None)
+                days = await _rebuild_locked(conn, None, clock)
                 await _set_state(conn, started, margin)
                 return PassResult(days=days, rebuilt=True)
             dirty = await conn.scalar(text("SELECT coalesce(max(id), 0) FROM rollup_dirty"))
@@ -349,9 +442,10 @@ async def rollup_pass(
                     text(_TOUCHED), {"since": state.last_pass_at - margin, "dirty": dirty}
                 )
             ]
+            lines = await freeze_lines(conn, {c for c, _ in pairs}, clock)
             await conn.commit()
-            days = await recompute(conn, pairs)
-            await conn.execute(text("DELETE FROM rollup_dirty WHERE id <= :d"), {"d": dirty})
+            days = await recompute(conn, pairs, now=clock)
+            await _drop_dirty(conn, dirty, lines)
             await _set_state(conn, started, margin)
             return PassResult(days=days, rebuilt=False)
         finally:
@@ -360,16 +454,38 @@ async def rollup_pass(
             await conn.commit()
 
 
-async def _rebuild_locked(conn: AsyncConnection, campaign_id: int | None) -> int:
-    scope = "" if campaign_id is None else " WHERE campaign_id = :campaign"
-    for table in (*TABLES, *DAY_TABLES):
-        await conn.execute(text(f"DELETE FROM {table}{scope}"), {"campaign": campaign_id})  # noqa: S608
+async def _rebuild_locked(conn: AsyncConnection, campaign_id: int | None, now: dt.datetime) -> int:
+    """Delete the rollup rows of retained (unfrozen) days, of every campaign or of
+    ``campaign_id``, and recompute those days; frozen days' rows stay as they are (their
+    raw scans may be gone). Rows of campaigns no longer there go."""
+    lines = await freeze_lines(conn, None if campaign_id is None else [campaign_id], now)
+    scope = "CAST(:campaign AS bigint) IS NULL OR t.campaign_id = :campaign"
+    frozen = {
+        "cs": list(lines),
+        "lines": list(lines.values()),
+        "days": [line.astimezone(dt.UTC).date() for line in lines.values()],
+        "campaign": campaign_id,
+    }
+    for table, column, line in (
+        *((t, "hour", "lines") for t in TABLES),
+        *((t, "day", "days") for t in DAY_TABLES),
+    ):
+        cast = "timestamptz[]" if column == "hour" else "date[]"
+        await conn.execute(
+            text(
+                f"DELETE FROM {table} AS t WHERE ({scope}) AND NOT EXISTS ("  # noqa: S608 - constants
+                f" SELECT 1 FROM unnest(CAST(:cs AS bigint[]), CAST(:{line} AS {cast}))"
+                f" AS f(c, line) WHERE f.c = t.campaign_id AND t.{column} < f.line)"
+            ),
+            frozen,
+        )
     pairs = [
         (int(r.campaign_id), r.day)
         for r in await conn.execute(text(_ALL_DAYS), {"campaign": campaign_id})
+        if not _is_frozen(lines, int(r.campaign_id), r.day)
     ]
     await conn.commit()
-    return await recompute(conn, pairs)
+    return await recompute(conn, pairs, now=now)
 
 
 async def rebuild(
@@ -377,22 +493,117 @@ async def rebuild(
     *,
     campaign_id: int | None = None,
     margin: dt.timedelta = DEFAULT_MARGIN,
+    now: dt.datetime | None = None,
 ) -> int:
     """Rebuild the rollups from the raw tables: every campaign, or only ``campaign_id``
-    (after a bulk load). Waits for a running pass (same advisory lock). A full rebuild
-    also resets ``rollup_state``; a campaign's rebuild leaves it (and, when the rollups
-    were never built, leaves them to the worker's first pass). Returns the number of
-    (campaign, UTC day) pairs recomputed. Raises ``SQLAlchemyError``."""
+    (after a bulk load). Only retained days are rebuilt: frozen days at ``now``
+    (default: the database's clock) keep their rows, neither deleted nor recomputed.
+    Waits for a running pass (same advisory lock). A full rebuild also resets
+    ``rollup_state`` and drops the dirty marks of retained days; a campaign's rebuild
+    leaves them (and, when the rollups were never built, leaves them to the worker's
+    first pass). Returns the number of (campaign, UTC day) pairs recomputed. Raises
+    ``SQLAlchemyError``."""
     async with engine.connect() as conn:
         await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
         await conn.commit()
         try:
-            started = await conn.scalar(text("SELECT now()"))
+            started = await _now(conn)
+            clock = now or started
             await conn.commit()
-            days = await _rebuild_locked(conn, campaign_id)
+            days = await _rebuild_locked(conn, campaign_id, clock)
             if campaign_id is None:
-                await conn.execute(text("DELETE FROM rollup_dirty"))
+                lines = await freeze_lines(conn, None, clock)
+                up_to = await conn.scalar(text("SELECT coalesce(max(id), 0) FROM rollup_dirty"))
+                await _drop_dirty(conn, int(up_to), lines)
                 await _set_state(conn, started, margin)
+            return days
+        finally:
+            await conn.rollback()
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+            await conn.commit()
+
+
+#: The (campaign, UTC day) pairs of an organization's scans in ``[:intact, :line)`` (days
+#: still complete in the raw tables, frozen or about to be) that have no rollup rows or
+#: are marked dirty (marks up to ``:dirty``).
+_SEAL_PAIRS = """
+    SELECT c.id AS campaign_id, d.day FROM campaigns c
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT (s.scanned_at AT TIME ZONE 'UTC')::date AS day FROM scans s
+        WHERE s.campaign_id = c.id AND s.scanned_at >= :intact AND s.scanned_at < :line
+    ) AS d
+    WHERE c.organization_id = :org AND (
+        NOT EXISTS (SELECT 1 FROM scan_day_rollups r
+                    WHERE r.campaign_id = c.id AND r.day = d.day)
+        OR EXISTS (SELECT 1 FROM rollup_dirty m
+                   WHERE m.campaign_id = c.id AND m.day = d.day AND m.id <= :dirty))
+"""
+
+_RECORD_PURGED = """
+    INSERT INTO maintenance_runs (name, last_run_at, result)
+    VALUES (:name, now(), jsonb_build_object('scans_before', CAST(:before AS text)))
+    ON CONFLICT (name) DO UPDATE SET last_run_at = EXCLUDED.last_run_at,
+        result = CASE WHEN CAST(maintenance_runs.result ->> 'scans_before' AS timestamptz)
+                           >= CAST(:before AS timestamptz)
+                      THEN maintenance_runs.result ELSE EXCLUDED.result END
+"""
+
+#: The long-ago start of the days still complete when no purge ever ran.
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+async def seal_before_purge(
+    engine: AsyncEngine, *, organization_id: int, scans_before: dt.datetime
+) -> int:
+    """Make the rollups of the days a purge of ``organization_id`` is about to touch
+    (scans before ``scans_before``, UTC) complete and permanent, before it deletes any
+    scan. Under the rollup lock (:data:`LOCK_KEY`, waiting for a running pass or
+    rebuild): every (campaign, UTC day) before the freeze line of ``scans_before`` whose
+    raw scans are still complete (on or after the previous purge's horizon) and that
+    has no rollup rows or is marked dirty is recomputed, bypassing the freeze (whether
+    or not the worker ever ran); then the organization's purge horizon is recorded
+    (``maintenance_runs`` row :data:`PURGED_PREFIX` + id; it only moves forward, so days
+    a purge touched stay frozen even if the retention is lengthened later), and the dirty
+    marks of its frozen days are dropped (a day already partly purged cannot be
+    recomputed). Returns the pairs recomputed. Raises ``SQLAlchemyError``."""
+    name = f"{PURGED_PREFIX}{organization_id}"
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+        await conn.commit()
+        try:
+            purged = await conn.scalar(
+                text(
+                    "SELECT CAST(result ->> 'scans_before' AS timestamptz)"
+                    " FROM maintenance_runs WHERE name = :name"
+                ),
+                {"name": name},
+            )
+            intact = _EPOCH if purged is None else ceil_day(purged)
+            line = ceil_day(scans_before)
+            if purged is not None:
+                line = max(line, intact)
+            dirty = await conn.scalar(text("SELECT coalesce(max(id), 0) FROM rollup_dirty"))
+            pairs = [
+                (int(r.campaign_id), r.day)
+                for r in await conn.execute(
+                    text(_SEAL_PAIRS),
+                    {"org": organization_id, "intact": intact, "line": line, "dirty": dirty},
+                )
+            ]
+            await conn.commit()
+            days = await recompute(conn, pairs, frozen=False)
+            await conn.execute(
+                text(_RECORD_PURGED), {"name": name, "before": scans_before.isoformat()}
+            )
+            await conn.execute(
+                text(
+                    "DELETE FROM rollup_dirty d USING campaigns c"
+                    " WHERE c.id = d.campaign_id AND c.organization_id = :org"
+                    " AND d.id <= :dirty AND d.day < :day"
+                ),
+                {"org": organization_id, "dirty": dirty, "day": line.date()},
+            )
+            await conn.commit()
             return days
         finally:
             await conn.rollback()

@@ -879,6 +879,14 @@ _FIRST_EVENT_SQL = """
     )
 """
 
+#: The first hour of the campaign's scans in the rollups, when reports read them: scans
+#: past the retention term are gone from ``scans`` but stay in the frozen rollups
+#: (campaigns.services.rollups), so an open series still starts with them.
+_FIRST_ROLLED_SQL = """
+    SELECT min(hour) FROM scan_rollups
+    WHERE campaign_id = :campaign AND EXISTS (SELECT 1 FROM rollup_state)
+"""
+
 #: Currencies of the window's conversions and refunds: two branches, each on an index
 #: (one ``OR`` would read every conversion of the campaign); ``{conversions}`` is the
 #: conversions' condition (the window, or the rollup split's raw ranges) and
@@ -930,7 +938,7 @@ async def plan_series(
     check_window(start, end)
     campaign = await get_campaign(session, organization_id=organization_id, campaign_id=campaign_id)
     params = {"org": organization_id, "campaign": campaign_id}
-    first = start or await session.scalar(text(_FIRST_EVENT_SQL), params)
+    first = start or await _first_event(session, params)
     now = dt.datetime.now(dt.UTC)
     # The bucket holding the last instant of the window (``end`` is exclusive).
     last = end - dt.timedelta(microseconds=1) if end is not None else max(now, first or now)
@@ -973,6 +981,16 @@ async def plan_series(
         last=last,
         currencies=tuple(currencies),
     )
+
+
+async def _first_event(session: AsyncSession, params: dict[str, Any]) -> dt.datetime | None:
+    """The first event of the campaign: its raw scans, conversions and refunds, or the
+    first rolled-up hour when that is earlier than any raw scan's hour (purged scans)."""
+    raw: dt.datetime | None = await session.scalar(text(_FIRST_EVENT_SQL), params)
+    rolled: dt.datetime | None = await session.scalar(text(_FIRST_ROLLED_SQL), params)
+    if rolled is not None and (raw is None or rolled < floor_hour(raw)):
+        return rolled
+    return raw
 
 
 def _bounds(start: dt.datetime | None, end: dt.datetime | None) -> dict[str, dt.datetime]:

@@ -164,10 +164,11 @@ async def test_rotation_keeps_nfc_taps_verifying(
                 "unreadable": 0,
             },
             "tags.nfc_keys_encrypted": {"checked": 3, "resealed": 2, "unreadable": 0},
+            "webhooks.secret_encrypted": {"checked": 0, "resealed": 0, "unreadable": 0},
         }
         # Idempotent.
         again = await sealed.reencrypt(engine, Keyring(new, (old,)))
-        assert [c["resealed"] for c in again.as_dict().values()] == [0, 0]
+        assert [c["resealed"] for c in again.as_dict().values()] == [0, 0, 0]
         assert await tap(rotated, given, supplied) == 302
 
     # Every value now opens under the new key alone, none under the old one.
