@@ -1191,11 +1191,18 @@ class OrganizationUpdate(Schema):
         _ALLOWED_HOSTS, ["shop.example.com", "*.example.fr"], default=None, max_length=100
     )
 
-    @field_validator("name", "visitor_cookie", "visitor_cookie_consent", mode="before")
+    @field_validator(
+        "name",
+        "visitor_cookie",
+        "visitor_cookie_consent",
+        "scan_retention_days",
+        "precise_location_retention_days",
+        mode="before",
+    )
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Runs only for fields that were sent: an explicit null is refused, an absent
-        # field stays unchanged.
+        # field stays unchanged (allowed_destination_hosts alone takes null: unrestricted).
         if value is None:
             raise ValueError("must not be null")
         return value
