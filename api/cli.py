@@ -596,7 +596,7 @@ def purge(
             report = await retention.purge(
                 engine, organization_id=organization, batch_size=batch_size, progress=advance
             )
-        await retention.audit_purge(report)
+        await retention.audit_purge(engine, report)
         return report
 
     report = _with_engine(work).as_dict()

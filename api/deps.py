@@ -85,7 +85,9 @@ class Principal:
 def _actor(request: Request) -> Actor | None:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
-        return None
+        # A dashboard user (api/dashboard/security.py), or nobody accountable.
+        user: Actor | None = getattr(request.state, "dashboard_actor", None)
+        return user
     return Actor(
         organization_id=principal.organization_id,
         type="api_key",

@@ -27,6 +27,7 @@ from starlette.datastructures import FormData
 
 from api.deps import SessionDep
 from campaigns.db import unit_of_work
+from campaigns.services.audit import Actor
 from campaigns.services.sessions import Current, current_session
 from campaigns.settings import Settings
 
@@ -132,6 +133,13 @@ async def signed_in(request: Request, session: SessionDep) -> Current:
     if request.method not in SAFE_METHODS and not current.csrf_ok(await presented_csrf(request)):
         raise Forbidden("csrf")
     # Plain values for the page: error pages are rendered after the unit of work is over.
+    # Who the dashboard's writes are audited as (api.deps records them at commit).
+    request.state.dashboard_actor = Actor(
+        organization_id=current.user.organization_id,
+        type="user",
+        id=current.user.id,
+        label=current.user.email,
+    )
     request.state.viewer = Signed(
         email=current.user.email,
         role=current.user.role,

@@ -8,7 +8,8 @@ transaction as the write (rolled back with it). One event per table written: ``r
 rows, ``resource_id`` the row's id when there was exactly one.
 
 Audited: API keys, organization settings and logo, campaigns, tags, locations, redirect
-rules (webhooks, erasures and purges join when they exist). Conversions and refunds are
+rules, webhooks, privacy erasures (counts only, never the erased ids) and purges (by the
+system, one event per organization and table). Conversions and refunds are
 business data posted by shop servers, not management, and are not audited.
 """
 
@@ -35,6 +36,7 @@ from campaigns.models import (
     OrganizationLogo,
     RedirectRule,
     Tag,
+    Webhook,
 )
 
 #: ORM classes whose writes are audited; a new management resource joins here.
@@ -46,6 +48,7 @@ AUDITED: tuple[type, ...] = (
     Tag,
     Location,
     RedirectRule,
+    Webhook,
 )
 
 #: At most this many events per page of ``GET /v1/audit``.

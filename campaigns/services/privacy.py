@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from campaigns.db import note_written_rows
 from campaigns.errors import InvalidInput, NotFound
 from campaigns.models import Conversion, Scan, VisitorCookieConsent
 from campaigns.personal_data import HOLDERS
@@ -167,10 +168,13 @@ def _privacy_scan(row: dict[str, Any]) -> PrivacyScan:
 async def audit_erasure(
     session: AsyncSession, *, organization_id: int, erasure: PrivacyErasure
 ) -> None:
-    """Where an erasure is audited, in its transaction. Wiring point for the audit table
-    (branch ``security``): record ``erasure.counts`` with the calling key. Does nothing
-    yet, and never records the click id or visitor id erased."""
-    del session, organization_id, erasure
+    """Note the erasure's rows for the audit trail (recorded by the unit of work at
+    commit, with the calling key or user: :func:`campaigns.services.audit.record_changes`),
+    one event per table with its count; never the click id or visitor id erased."""
+    del organization_id
+    for table, rows in erasure.counts.items():
+        if rows:
+            note_written_rows(session, table, count=rows)
 
 
 async def adjust_rollups_for_erasure(

@@ -72,6 +72,8 @@ class PurgeReport:
     recomputed before their scans were deleted."""
 
     counts: Counter[str] = field(default_factory=Counter)
+    #: The same counts per organization (for the audit trail).
+    by_organization: dict[int, Counter[str]] = field(default_factory=dict)
     organizations: int = 0
     skipped_batches: int = 0
     sealed_days: int = 0
@@ -164,6 +166,7 @@ async def purge(
         await conn.rollback()
     for org_id, scan_days, precise_days in orgs:
         report.organizations += 1
+        before = Counter(report.counts)
         horizon = Horizons(
             scans=now - dt.timedelta(days=scan_days),
             precise_locations=now - dt.timedelta(days=precise_days),
@@ -214,6 +217,7 @@ async def purge(
                 return rows
 
             await _batches(engine, report, "scans", progress, batch_size, delete_scans)
+        report.by_organization[org_id] = report.counts - before
     return report
 
 
@@ -258,10 +262,28 @@ async def _batches(
             return
 
 
-async def audit_purge(report: PurgeReport) -> None:
-    """Where a purge is audited. Wiring point for the audit table (branch ``security``):
-    record ``report.as_dict()`` as a management write by the system. Does nothing yet."""
-    del report
+async def audit_purge(engine: AsyncEngine, report: PurgeReport) -> int:
+    """Record a purge in the audit trail, as the ``system`` actor: one event per
+    organization and table with the rows purged (``action`` ``purge``). Returns the
+    events stored."""
+    from campaigns.models import AuditEvent
+
+    events = [
+        AuditEvent(
+            organization_id=org_id,
+            actor_type="system",
+            action="purge",
+            resource_type=table,
+            rows=rows,
+        )
+        for org_id, tables in sorted(report.by_organization.items())
+        for table, rows in sorted(tables.items())
+        if rows
+    ]
+    if events:
+        async with AsyncSession(engine) as session, session.begin():
+            session.add_all(events)
+    return len(events)
 
 
 async def run_if_due(
@@ -295,7 +317,7 @@ async def run_if_due(
                 ),
                 {"name": RUN_NAME, "now": now, "result": _json(report.as_dict())},
             )
-            await audit_purge(report)
+            await audit_purge(engine, report)
             return report
         finally:
             await lock_conn.execute(

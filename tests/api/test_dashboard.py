@@ -462,3 +462,37 @@ async def test_admin_invites_changes_roles_and_removes_users(
     async with engine.connect() as conn:
         rows = (await conn.execute(select(DashboardUser.email, DashboardUser.role))).all()
     assert [tuple(r) for r in rows] == [("lea@acme.example", "admin")]
+
+
+async def test_dashboard_writes_are_audited_as_their_user(
+    client: httpx.AsyncClient,
+    org: Org,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    await make_user(sessionmaker, org, "editor@example.com", "editor")
+    signed = await sign_in(client, "editor@example.com")
+    assert signed.status_code == 303, signed.text
+    form = await client.get("/app/campaigns/new")
+    created = await client.post(
+        "/app/campaigns",
+        data={
+            "csrf": csrf_of(form.text),
+            "name": "Windows",
+            "destination_url": "https://shop.example.com/w",
+            "timezone": "Europe/Paris",
+            "cost": "",
+            "currency": "EUR",
+        },
+    )
+    assert created.status_code == 303, created.text
+    async with engine.connect() as conn:
+        events = (
+            await conn.execute(
+                text(
+                    "SELECT actor_type, actor_label FROM audit_events"
+                    " WHERE resource_type = 'campaigns'"
+                )
+            )
+        ).all()
+    assert [tuple(e) for e in events] == [("user", "editor@example.com")]
