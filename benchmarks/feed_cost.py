@@ -23,8 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import psycopg
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ from benchmarks.scan_path_cpu import SERVER_URL, backend_cpu_s  # noqa: E402
 from campaigns import migrate  # noqa: E402
 from campaigns.db import libpq_url  # noqa: E402
 from campaigns.feed.hub import FeedHub  # noqa: E402
+from campaigns.scanning import writer as writer_module  # noqa: E402
 from campaigns.scanning.links import new_click_id  # noqa: E402
 from campaigns.scanning.record import ScanRecord  # noqa: E402
 from campaigns.scanning.writer import ScanWriter  # noqa: E402
@@ -59,21 +60,20 @@ def scan(campaign_id: int) -> ScanRecord:
     )
 
 
-async def _feed_trigger(conninfo: str, *, enabled: bool) -> None:
-    """Switch the feed's batch-row trigger on scans (the "no feed" pass runs without)."""
-    action = "ENABLE" if enabled else "DISABLE"
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        await conn.execute(f"ALTER TABLE scans {action} TRIGGER scans_feed_batch")
-
-
 async def one_pass(url: str, data_dir: Path, n: int, concurrency: int, feed: bool) -> str:
     conninfo = libpq_url(url)
     writer = ScanWriter(conninfo, data_dir / ("feed" if feed else "plain"))
     hub = FeedHub(conninfo) if feed else None
+    original = writer_module.record_scans
     if hub is not None:
         writer.on_commit = hub.committed
         await hub.start()
-    await _feed_trigger(conninfo, enabled=feed)
+    else:
+
+        async def no_feed(*_: Any) -> None:
+            return None
+
+        writer_module.record_scans = no_feed  # type: ignore[assignment]
     await writer.start()
     try:
         records = [scan(1 + i % 5) for i in range(n + 500)]
@@ -98,7 +98,7 @@ async def one_pass(url: str, data_dir: Path, n: int, concurrency: int, feed: boo
         await writer.stop()
         if hub is not None:
             await hub.stop()
-        await _feed_trigger(conninfo, enabled=True)
+        writer_module.record_scans = original
     return (
         f"{'with feed' if feed else 'no feed  '}: process {spent / n * 1e6:6.1f} µs   "
         f"PostgreSQL backends {db / n * 1e6:6.1f} µs   mean batch {n / max(batches, 1):5.1f}"

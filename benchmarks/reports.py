@@ -83,8 +83,6 @@ def load(conninfo: str, n_scans: int, n_conversions: int, days: int, n_tags: int
         visitors_per_day = max(1, int(per_day / 1.6))
         t0 = time.perf_counter()
         times: list[float] = []
-        # A bulk load is not live traffic: no live-feed batch row of millions of click ids.
-        conn.execute("ALTER TABLE scans DISABLE TRIGGER scans_feed_batch")
         with conn.cursor() as cur, cur.copy(f"COPY scans ({SCAN_COLUMNS}) FROM STDIN") as copy:
             for i in range(1, n_scans + 1):
                 at = start + dt.timedelta(seconds=span * i / (n_scans + 1))
@@ -108,7 +106,6 @@ def load(conninfo: str, n_scans: int, n_conversions: int, days: int, n_tags: int
                     f"{rng.choice(COUNTRIES)}\n"
                 )
         conn.execute("SELECT setval(pg_get_serial_sequence('scans', 'id'), %s)", (n_scans,))
-        conn.execute("ALTER TABLE scans ENABLE TRIGGER scans_feed_batch")
         conn.commit()
         print(f"COPY {n_scans:,} scans: {time.perf_counter() - t0:.0f} s", flush=True)
         t0 = time.perf_counter()

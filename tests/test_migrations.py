@@ -26,9 +26,6 @@ def fresh_url() -> Iterator[str]:
         migrate.drop_database(url)
 
 
-#: The live feed's batch row, one per statement storing scans.
-FEED_TRIGGERS = {"scans_feed_batch"}
-
 NOTIFY_TRIGGERS = {
     f"{table}_notify_cache_{event}"
     for table in ("tags", "campaigns", "locations", "redirect_rules", "webhooks", "organizations")
@@ -47,14 +44,14 @@ def _triggers(url: str) -> set[str]:
 
 def test_upgrade_downgrade_upgrade(fresh_url: str) -> None:
     migrate.upgrade(fresh_url)
-    assert _triggers(fresh_url) == NOTIFY_TRIGGERS | FEED_TRIGGERS
+    assert _triggers(fresh_url) == NOTIFY_TRIGGERS
     migrate.downgrade(fresh_url, "base")
     assert _triggers(fresh_url) == set()
     migrate.upgrade(fresh_url)
     with psycopg.connect(libpq_url(fresh_url)) as conn:
         version = conn.execute("SELECT postgis_lib_version()").fetchone()
     assert version is not None and version[0].startswith("3.")
-    assert _triggers(fresh_url) == NOTIFY_TRIGGERS | FEED_TRIGGERS
+    assert _triggers(fresh_url) == NOTIFY_TRIGGERS
 
 
 def test_ensure_database_is_idempotent(fresh_url: str) -> None:

@@ -1,12 +1,9 @@
 """The live feed in the database: one ``feed_batches`` row per committed batch, written
 in the batch's own transaction, and the queries that read events back by snapshot.
 
-Scans get their batch row from a statement-level trigger on ``scans``
-(``scans_feed_batch``, migration ``20261206_1645_feed_batch_trigger``): every statement
-that stores scans (the group commit's ``COPY``, the replay's idempotent ``INSERT``) writes
-one row with the click ids it really inserted, in its own transaction, never one per
-scan; conversions are recorded where they are credited to a campaign
-(``campaigns.crediting``). Nothing here sends ``NOTIFY``: a
+Writers call :func:`record_scans` in the group commit's transaction (the scans' click
+ids, one row per batch: never one per scan) and conversions are recorded where they are
+credited to a campaign (``campaigns.crediting``). Nothing here sends ``NOTIFY``: a
 ``NOTIFY`` takes a cluster-wide lock held until the commit is flushed, which would
 serialize the group commits of every process, so the process that committed tells the
 others afterwards (:class:`campaigns.feed.hub.FeedHub`). Readers find batches by
@@ -17,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +28,10 @@ FEED_COMMITTED = "feed_committed"
 
 # The click ids go as one text parameter split by the server: dumping a 64-element text
 # array costs the writer ~1.5 µs per scan (click ids are URL-safe base64: no space).
+_SCAN_BATCH_SQL = (
+    "INSERT INTO feed_batches (kind, campaign_ids, click_ids) "
+    "VALUES ('scan', string_to_array(%s, ' ')::bigint[], string_to_array(%s, ' '))"
+)
 
 #: The events of the batches visible in ``cur`` and not in ``prev`` for the campaigns
 #: ``campaigns``, after ``(xid, kind, id) > after``, in that order; ``cur`` is either a
@@ -122,6 +123,17 @@ RETURNING (SELECT count(*) FROM gone)
 
 #: Any constant: the key of the advisory lock that keeps the retention to one process.
 PRUNE_LOCK_KEY = 0x7061_7373_6665_6564  # "passfeed"
+
+
+async def record_scans(
+    conn: psycopg.AsyncConnection[Any], click_ids: Sequence[str], campaign_ids: Iterable[int]
+) -> None:
+    """Record one feed batch for scans being stored in ``conn``'s current transaction:
+    their click ids (URL-safe: no space) and the distinct campaigns they belong to. One
+    statement per batch, none when ``click_ids`` is empty. Raises ``psycopg.Error``."""
+    if click_ids:
+        campaigns = " ".join(map(str, set(campaign_ids)))
+        await conn.execute(_SCAN_BATCH_SQL, (campaigns, " ".join(click_ids)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ import psycopg
 import psycopg.errors
 
 from campaigns.crediting import credit_conversions
+from campaigns.feed.store import record_scans
 from campaigns.scanning.hooked import HookedOrganizations
 from campaigns.scanning.nfc import judge_taps
 from campaigns.scanning.record import (
@@ -80,6 +81,13 @@ _ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 _REPLAY_CHUNK = 1000
 
 _Pending = tuple[ScanRecord, "asyncio.Future[ScanRecord]"]
+
+_INSERT_RETURNING_SQL = INSERT_SQL + " RETURNING click_id, campaign_id"
+
+
+async def _feed(conn: psycopg.AsyncConnection[Any], stored: list[ScanRecord]) -> None:
+    """The live feed's batch row, in the group commit's transaction (one per batch)."""
+    await record_scans(conn, [r.click_id for r in stored], [r.campaign_id for r in stored])
 
 
 class WriterOverloaded(RuntimeError):
@@ -498,25 +506,14 @@ class ScanWriter:
 
     async def _copy(self, records: list[ScanRecord]) -> list[ScanRecord]:
         conn = await self._connection()
-        hooked = self._hooked.scans if self._hooked is not None else frozenset()
-        if not any(
-            record.counter_to_accept is not None or record.organization_id in hooked
-            for record in records
-        ):
-            # No tap to judge, no webhook outbox row: the COPY alone, which on this
-            # autocommit connection is its own transaction, committed (WAL flushed)
-            # before the server reports it complete; the live feed's batch row is
-            # written by its trigger in that same transaction. One round trip where
-            # BEGIN, COPY, COMMIT took three.
-            await self._copy_rows(conn, records)
-            return list(records)
         async with conn.transaction():
             # Before the COPY, in its transaction: verdicts and rows commit together.
             stored = await judge_taps(conn, records)
             await self._copy_rows(conn, stored)
-            # The webhooks' outbox (only for organizations having one) commits with the
-            # scans (and the feed's batch row, from the trigger on scans).
+            # The webhooks' outbox (only for organizations having one) and the live
+            # feed's batch row commit with the scans.
             await write_scan_events(conn, stored, self._hooked)
+            await _feed(conn, stored)
         return stored
 
     def _committed(self) -> None:
@@ -741,10 +738,10 @@ class ScanWriter:
             async with conn.transaction():
                 await self._set_timeouts(conn, timeout_s)
                 stored = await judge_taps(conn, records)
-                # Rows already stored are skipped (ON CONFLICT): the feed trigger's
-                # transition table holds only the new ones, so a scan is fed once.
-                cur = await conn.execute(INSERT_SQL, column_lists(stored))
-                inserted = max(cur.rowcount, 0)
+                cur = await conn.execute(_INSERT_RETURNING_SQL, column_lists(stored))
+                new = await cur.fetchall()  # only rows not stored before: fed once
+                inserted = len(new)
+                await record_scans(conn, [r[0] for r in new], [r[1] for r in new])
                 await write_scan_events(conn, stored, self._hooked)
             if judged is not None:
                 judged.update((record.click_id, record) for record in stored)

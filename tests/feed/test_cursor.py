@@ -52,9 +52,9 @@ async def connect(conninfo: str) -> psycopg.AsyncConnection[Any]:
 
 
 async def write_batch(conn: psycopg.AsyncConnection[Any], records: list[ScanRecord]) -> None:
-    """What the writer does in a group commit, in an open transaction of ``conn``: the
-    scans' statement, whose trigger writes the feed's batch row."""
+    """What the writer does in a group commit, in an open transaction of ``conn``."""
     await conn.execute(INSERT_SQL, column_lists(records))
+    await store.record_scans(conn, [r.click_id for r in records], [r.campaign_id for r in records])
 
 
 async def current(conn: psycopg.AsyncConnection[Any]) -> Snapshot:
