@@ -90,8 +90,15 @@ def _object(data: Any, types: Sequence[str]) -> tuple[str, Any]:
     if not isinstance(data, Mapping):
         raise GeoError("invalid_geojson", "GeoJSON geometry must be an object")
     kind = data.get("type")
+    wanted = " or ".join(types)
+    if kind is None:
+        raise GeoError(
+            "invalid_geojson",
+            f'GeoJSON geometry has no "type" (expected {wanted}, e.g. '
+            '{"type": "Point", "coordinates": [longitude, latitude]})',
+        )
     if not isinstance(kind, str) or kind not in types:
-        raise GeoError("invalid_geojson", f"GeoJSON type must be {' or '.join(types)}")
+        raise GeoError("invalid_geojson", f"GeoJSON type must be {wanted} (got {kind!r:.40})")
     if "coordinates" not in data:
         raise GeoError("invalid_geojson", "GeoJSON geometry has no coordinates")
     return kind, data["coordinates"]

@@ -152,3 +152,13 @@ def test_ewkt_and_wkb() -> None:
     element = to_wkb_element(point)
     assert element.srid == 4326
     assert from_wkb_element(element).equals(point)
+
+
+def test_a_geometry_without_type_says_what_is_expected() -> None:
+    with pytest.raises(GeoError) as missing:
+        point_from_geojson({"lat": 95, "lon": 2.35})
+    assert missing.value.code == "invalid_geojson"
+    assert 'has no "type" (expected Point' in str(missing.value)
+    with pytest.raises(GeoError) as wrong:
+        point_from_geojson({"type": "LineString", "coordinates": [[0, 0], [1, 1]]})
+    assert str(wrong.value).endswith("GeoJSON type must be Point (got 'LineString')")
