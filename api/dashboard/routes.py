@@ -430,6 +430,27 @@ async def new_campaign_page(request: Request, current: Editor) -> Response:
 CampaignField = Annotated[str, Form(max_length=2000)]
 
 
+def _campaign_form_refused(
+    request: Request,
+    exc: ValidationError | DomainError,
+    *,
+    campaign: Campaign | None,
+    values: dict[str, str],
+) -> Response:
+    """The campaign form again (422) with what was posted and the errors of ``exc``; a
+    404 (the campaign is gone, or another organization's) propagates to its page."""
+    if isinstance(exc, DomainError) and exc.status == 404:
+        raise exc
+    return render(
+        request,
+        "campaign_form.html",
+        status=422,
+        campaign=campaign,
+        values=values,
+        errors=_messages(exc),
+    )
+
+
 @router.post("/campaigns")
 async def create_campaign(
     request: Request,
@@ -463,16 +484,7 @@ async def create_campaign(
             short_link_origin=settings.short_link_origin,
         )
     except (ValidationError, DomainError) as exc:
-        if isinstance(exc, DomainError) and exc.status == 404:
-            raise
-        return render(
-            request,
-            "campaign_form.html",
-            status=422,
-            campaign=None,
-            values=values,
-            errors=_messages(exc),
-        )
+        return _campaign_form_refused(request, exc, campaign=None, values=values)
     return see_other(f"/app/campaigns/{campaign.id}")
 
 
@@ -527,16 +539,7 @@ async def edit_campaign(
             short_link_origin=settings.short_link_origin,
         )
     except (ValidationError, DomainError) as exc:
-        if isinstance(exc, DomainError) and exc.status == 404:
-            raise
-        return render(
-            request,
-            "campaign_form.html",
-            status=422,
-            campaign=campaign,
-            values=values,
-            errors=_messages(exc),
-        )
+        return _campaign_form_refused(request, exc, campaign=campaign, values=values)
     return see_other(f"/app/campaigns/{campaign_id}")
 
 

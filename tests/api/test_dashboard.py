@@ -496,3 +496,31 @@ async def test_dashboard_writes_are_audited_as_their_user(
             )
         ).all()
     assert [tuple(e) for e in events] == [("user", "editor@example.com")]
+
+
+async def test_a_refused_campaign_form_comes_back_with_its_errors_and_stores_nothing(
+    client: httpx.AsyncClient,
+    org: Org,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    await make_user(sessionmaker, org, "form@example.com", "editor")
+    assert (await sign_in(client, "form@example.com")).status_code == 303
+    before = await table_snapshot(engine, "campaigns")
+    form = await client.get("/app/campaigns/new")
+    posted = {
+        "csrf": csrf_of(form.text),
+        "name": "Bad",
+        "destination_url": "javascript:alert(1)",
+        "timezone": "Europe/Paris",
+        "cost": "",
+        "currency": "EUR",
+    }
+    refused = await client.post("/app/campaigns", data=posted)
+    assert refused.status_code == 422
+    assert 'value="javascript:alert(1)"' in refused.text  # what was posted, escaped
+    assert "<script" not in refused.text.split("</head>")[1]
+    assert await table_snapshot(engine, "campaigns") == before
+    # A campaign that does not exist is its 404 page, not the form.
+    missing = await client.post("/app/campaigns/999999/edit", data=posted)
+    assert missing.status_code == 404
