@@ -35,6 +35,10 @@ Webhooks: in the same transaction as the ``COPY`` (or the replay's ``INSERT``),
 scans whose organization has a ``scan.created`` webhook (``hooked``); none at all, not
 even a statement, when no organization of the batch has one.
 
+Live feed: each group commit (and each replayed chunk) also writes one ``feed_batches``
+row in its transaction (:mod:`campaigns.feed.store`), and :attr:`ScanWriter.on_commit`
+tells the process's feed hub after the commit.
+
 Load shedding: past ``queue_max`` waiting scans, or with the database away and
 ``spool_max_bytes`` on disk, :meth:`ScanWriter.submit` raises :class:`WriterOverloaded`
 (answer 503 with ``Retry-After``).

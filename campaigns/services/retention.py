@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from campaigns.errors import NotFound
-from campaigns.models import Organization
+from campaigns.models import AuditEvent, Organization
 from campaigns.personal_data import HOLDERS, Horizons, Purge
 from campaigns.services.rollups import seal_before_purge
 
