@@ -266,8 +266,6 @@ async def audit_purge(engine: AsyncEngine, report: PurgeReport) -> int:
     """Record a purge in the audit trail, as the ``system`` actor: one event per
     organization and table with the rows purged (``action`` ``purge``). Returns the
     events stored."""
-    from campaigns.models import AuditEvent
-
     events = [
         AuditEvent(
             organization_id=org_id,
