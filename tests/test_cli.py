@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,35 +15,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli_env(database_url: str, **extra: str) -> dict[str, str]:
-    """The environment without PASSERELLE_* variables, plus the database URL, ``extra``
-    and this checkout first on the import path."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PASSERELLE_")}
-    env["PASSERELLE_DATABASE_URL"] = database_url
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
-async def passerelle(
-    database_url: str, *args: str, cwd: Path | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m api.cli ARGS`` from this checkout (not an installed ``passerelle``
-    script, which may be another checkout's) in a thread, so the app's event loop (scan
-    writer, cache listener) keeps running."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "api.cli", *args],
-        env=cli_env(database_url, **env),
-        cwd=cwd or ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.fixtures.cli import cli_env, passerelle
 
 
 async def test_organizations_create_json_prints_a_working_key(

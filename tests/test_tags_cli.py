@@ -11,10 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from campaigns.scanning.links import qr_url
-from tests.api.test_bulk_tags import make_stores
 from tests.conftest import Org, make_campaign, table_snapshot
-from tests.payloads.test_qr import decode_artwork
-from tests.test_cli import passerelle
+from tests.fixtures.artwork import decode_artwork
+from tests.fixtures.cli import passerelle
+from tests.fixtures.stores import make_stores
 
 ORIGIN = "https://go.example.com"
 

@@ -12,28 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from campaigns.services import tags as tag_service
-from tests.api.test_tags import assert_problem
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
+from tests.fixtures.http import assert_problem
+from tests.fixtures.stores import make_stores
 
 BASE_URL = "https://go.example.com"
-STORES = [("S-001", [2.3522, 48.8566]), ("S-002", [4.8357, 45.764]), ("S-003", [5.3698, 43.2965])]
 TABLES = ("tags", "locations")
-
-
-async def make_stores(client: httpx.AsyncClient, org: Org, count: int = 3) -> list[dict[str, Any]]:
-    """``count`` locations (external ids ``S-001`` ...) created through the API."""
-    stores = []
-    for i in range(count):
-        external_id, lon_lat = STORES[i % len(STORES)]
-        body = {
-            "name": f"Store {i + 1}",
-            "external_id": f"{external_id}-{i}" if i >= len(STORES) else external_id,
-            "point": {"type": "Point", "coordinates": lon_lat},
-        }
-        response = await client.post("/v1/locations", json=body, headers=org.headers)
-        assert response.status_code == 201, response.text
-        stores.append(response.json())
-    return stores
 
 
 async def bulk(

@@ -21,7 +21,7 @@ from campaigns.models import DashboardSession, DashboardUser, utcnow
 from campaigns.services import sessions as session_service
 from campaigns.services import users as user_service
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
-from tests.test_cli import passerelle
+from tests.fixtures.cli import passerelle
 
 PASSWORD = "a long enough passphrase"
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import subprocess
 import uuid
-from typing import Any
 
 import httpx
 import pytest
@@ -17,26 +15,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import served_app
-from campaigns.db import libpq_url
 from campaigns.services import retention
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
 from tests.fixtures.http import assert_problem
 from tests.fixtures.journeys import convert, insert_scan
+from tests.fixtures.privacy import column, pg_dump, set_retention
 from tests.fixtures.user_agents import IPHONE_SAFARI
 
 DAY = dt.timedelta(days=1)
 SECOND = dt.timedelta(seconds=1)
 #: Counts of the holders a test without webhooks, live feed batches or consents touches.
 NO_HOLDER_ROWS = {"feed_batches": 0, "visitor_cookie_consents": 0, "webhook_deliveries": 0}
-
-
-async def set_retention(client: httpx.AsyncClient, org: Org, scans: int, precise: int) -> None:
-    response = await client.patch(
-        "/v1/organization",
-        json={"scan_retention_days": scans, "precise_location_retention_days": precise},
-        headers=org.headers,
-    )
-    assert response.status_code == 200, response.text
 
 
 async def add_fix(engine: AsyncEngine, org: Org, click_id: str, at: dt.datetime) -> None:
@@ -50,22 +39,6 @@ async def add_fix(engine: AsyncEngine, org: Org, click_id: str, at: dt.datetime)
             ),
             {"click": click_id, "org": org.id, "at": at},
         )
-
-
-async def column(engine: AsyncEngine, query: str, **params: Any) -> list[Any]:
-    async with engine.connect() as conn:
-        return list((await conn.execute(text(query), params)).scalars())
-
-
-def pg_dump(database_url: str) -> str:
-    """``pg_dump --data-only`` of the test database, as text."""
-    result = subprocess.run(
-        ["pg_dump", "--data-only", "--no-owner", libpq_url(database_url)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout
 
 
 # --- retention ------------------------------------------------------------------------

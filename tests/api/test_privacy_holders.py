@@ -18,9 +18,9 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.test_privacy import column, pg_dump, set_retention
 from tests.conftest import Org, make_campaign, make_tag
 from tests.fixtures.journeys import convert, eur
+from tests.fixtures.privacy import column, pg_dump, set_retention
 from tests.fixtures.user_agents import IPHONE_SAFARI
 
 ROOT = Path(__file__).resolve().parents[2]

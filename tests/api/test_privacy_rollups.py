@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from campaigns.services import retention
 from campaigns.services.rollups import floor_day, rebuild, rollup_pass
-from tests.api.test_privacy import column, set_retention
 from tests.conftest import Org, make_campaign, make_tag
 from tests.fixtures.journeys import convert, eur, insert_scan
+from tests.fixtures.privacy import column, set_retention
 
 DAY = dt.timedelta(days=1)
 SECOND = dt.timedelta(seconds=1)

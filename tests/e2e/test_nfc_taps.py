@@ -12,8 +12,8 @@ import psycopg
 
 from campaigns.payloads.keys import SunKeys, seal_sun_keys
 from tests.e2e.harness import PrivateCluster, Server
-from tests.e2e.test_resilience import wait_for
 from tests.fixtures.ntag424 import Ntag424
+from tests.fixtures.polling import wait_for
 from tests.fixtures.user_agents import IPHONE_SAFARI
 
 SECRET_KEY = "e2e-secret-key-for-nfc-taps-0123456789abcdef"

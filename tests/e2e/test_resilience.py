@@ -5,7 +5,6 @@ reaching a second server process."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import time
@@ -19,6 +18,7 @@ import psycopg
 from campaigns.services.organizations import hash_secret
 from tests.e2e.conftest import seed
 from tests.e2e.harness import PrivateCluster, Server
+from tests.fixtures.polling import wait_for
 from tests.fixtures.user_agents import IPHONE_SAFARI
 
 
@@ -60,16 +60,6 @@ class Load:
 def stored_click_ids(pg: PrivateCluster) -> set[str]:
     with psycopg.connect(pg.conninfo, connect_timeout=5) as conn:
         return {row[0] for row in conn.execute("SELECT click_id FROM scans")}
-
-
-async def wait_for(predicate: object, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(psycopg.Error):
-            if predicate():  # type: ignore[operator]
-                return True
-        await asyncio.sleep(0.2)
-    return False
 
 
 def metric(server: Server, name: str) -> float:

@@ -12,8 +12,7 @@ from campaigns.scanning.cache import SunTag
 from campaigns.scanning.steps.base import ScanDraft
 from campaigns.scanning.steps.nfc import NfcVerification, query_param
 from tests.fixtures.ntag424 import Ntag424
-from tests.scanning.test_steps import request, resolution
-from tests.scanning.test_writer import record
+from tests.fixtures.scanning import record, request, resolution
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from campaigns.db import libpq_url
 from campaigns.scanning.record import ScanRecord
 from campaigns.scanning.writer import ScanWriter
 from tests.conftest import Org, make_campaign, make_tag
-from tests.scanning.test_writer import NOWHERE, record
+from tests.fixtures.scanning import NOWHERE, record
 
 T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 

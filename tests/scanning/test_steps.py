@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from campaigns.scanning.cache import CampaignEntry, TagEntry
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.request import MAX_HEADER_CHARS, ScanRequest
 from campaigns.scanning.resolution import Resolution
@@ -23,41 +21,8 @@ from campaigns.scanning.steps.burst import Burst
 from campaigns.scanning.steps.device import DeviceAndBot
 from campaigns.scanning.steps.visitor import Visitor
 from campaigns.scanning.visitors import VisitorIds
+from tests.fixtures.scanning import NOW, request, resolution
 from tests.fixtures.user_agents import IPHONE_SAFARI
-
-NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
-
-
-def request(**overrides: Any) -> ScanRequest:
-    headers: dict[str, str] = {"user-agent": IPHONE_SAFARI, **overrides.pop("headers", {})}
-    parts: dict[str, Any] = {
-        "code": "ABCDEFGH",
-        "prefix": "/s/",
-        "channel": None,
-        "method": "GET",
-        "client_host": "203.0.113.77",
-        "headers": [(k.encode(), v.encode("latin-1")) for k, v in headers.items()],
-        "query_string": b"",
-        "received_at": NOW,
-    }
-    parts.update(overrides)
-    return ScanRequest.from_http(**parts)
-
-
-def resolution(*, organization_id: int = 1, campaign_id: int = 10) -> Resolution:
-    campaign = CampaignEntry(
-        campaign_id,
-        organization_id,
-        "summer",
-        "https://shop.example.com/",
-        None,
-        None,
-        None,
-        {},
-        False,
-    )
-    tag = TagEntry(100 + campaign_id, "ABCDEFGH", campaign_id, "qr", None, None)
-    return Resolution(tag, campaign, "redirect", campaign.destination_url)
 
 
 def draft(req: ScanRequest | None = None, res: Resolution | None = None) -> ScanDraft:

@@ -8,7 +8,6 @@ import datetime as dt
 import fcntl
 import json
 import logging
-import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,31 +21,7 @@ from campaigns.scanning.links import new_click_id
 from campaigns.scanning.record import COLUMNS, ScanRecord
 from campaigns.scanning.writer import FailureLog, ScanWriter, WriterOverloaded
 from tests.conftest import Org, make_campaign, make_tag
-
-NOWHERE = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
-
-
-def record(**overrides: object) -> ScanRecord:
-    values: dict[str, object] = {
-        "click_id": new_click_id(),
-        "organization_id": 1,
-        "campaign_id": 1,
-        "tag_id": 1,
-        "scanned_at": dt.datetime.now(dt.UTC),
-        "channel": "qr",
-        "method": "GET",
-        "outcome": "redirect",
-        "destination": "https://shop.example.com/?pcid=x",
-        "user_agent": "Mozilla/5.0 (iPhone)",
-        "device_type": "mobile",
-        "os": "iOS",
-        "browser": "Mobile Safari",
-        "is_bot": False,
-        "ip_truncated": "203.0.113.0",
-        "visitor_id": os.urandom(16),
-    }
-    values.update(overrides)
-    return ScanRecord(**values)  # type: ignore[arg-type]
+from tests.fixtures.scanning import NOWHERE, record
 
 
 @pytest.fixture
