@@ -23,6 +23,7 @@ from api.server import GuardedHttpToolsProtocol
 from campaigns import migrate
 from campaigns.db import make_engine, make_sessionmaker, unit_of_work
 from campaigns.errors import DomainError
+from campaigns.mail import MailLanguage, MailNotSent
 from campaigns.scanning.links import qr_url
 from campaigns.schemas import TagBulkCreate
 from campaigns.services.locations import ImportFormat, ImportSummary, import_locations
@@ -33,6 +34,7 @@ from campaigns.services.organizations import (
     revoke_api_key,
 )
 from campaigns.services.tags import BulkTags, create_tags_bulk
+from campaigns.services.users import mail_or_url
 from campaigns.settings import Settings, get_settings
 
 app = typer.Typer(help="Passerelle: QR/NFC campaigns, scans and attribution.", no_args_is_help=True)
@@ -497,6 +499,40 @@ def tags_generate(
 RoleOption = Annotated[
     str, typer.Option("--role", help="admin (users and keys too), editor or viewer (reads only).")
 ]
+LanguageOption = Annotated[
+    str,
+    typer.Option(
+        "--language", help="Language of the e-mail when PASSERELLE_SMTP_URL is set: en or fr."
+    ),
+]
+#: Exit status when a sign-in link could not be e-mailed (nothing was changed).
+EXIT_MAIL_NOT_SENT = 4
+
+
+def _language(value: str) -> MailLanguage:
+    if value not in ("en", "fr"):
+        typer.echo("error: --language must be en or fr", err=True)
+        raise typer.Exit(1)
+    return value  # type: ignore[return-value]
+
+
+def _link_out(settings: Settings, email: str, delivered: str | None) -> None:
+    """Say where the link went: e-mailed (the link itself is never printed then), or the
+    link on stdout."""
+    hours = settings.dashboard_link_valid_h
+    if delivered is None:
+        typer.echo(f"sign-in link (single use, valid {hours} h) e-mailed to {email}")
+    else:
+        typer.echo(f"sign-in link (single use, valid {hours} h): {delivered}")
+
+
+def _mail_failed(exc: MailNotSent) -> typer.Exit:
+    typer.echo(
+        f"error: the sign-in link was not e-mailed ({exc.reason}); nothing was changed, "
+        "run the command again once the SMTP server (PASSERELLE_SMTP_URL) works",
+        err=True,
+    )
+    return typer.Exit(EXIT_MAIL_NOT_SENT)
 
 
 @users_app.command("create")
@@ -504,16 +540,19 @@ def users_create(
     email: Annotated[str, typer.Argument(help="The person's e-mail (unique across the service).")],
     organization_id: Annotated[int, typer.Option("--organization", help="The organization's id.")],
     role: RoleOption = "editor",
+    language: LanguageOption = "en",
 ) -> None:
-    """Create a dashboard user and print their one-time sign-in link (24 h, single use),
-    whose page asks them to choose a password."""
+    """Create a dashboard user and give them a one-time sign-in link (24 h, single use),
+    whose page asks them to choose a password: printed, or e-mailed when
+    PASSERELLE_SMTP_URL is set (then the user exists only if the e-mail was accepted)."""
     from campaigns.services.organizations import get_organization
     from campaigns.services.users import create_user
 
     settings = _settings()
+    chosen = _language(language)
 
-    async def work(session: AsyncSession) -> str:
-        await get_organization(session, organization_id=organization_id)
+    async def work(session: AsyncSession) -> str | None:
+        organization = await get_organization(session, organization_id=organization_id)
         link = await create_user(
             session,
             organization_id=organization_id,
@@ -521,28 +560,40 @@ def users_create(
             role=role,
             valid_hours=settings.dashboard_link_valid_h,
         )
-        return link.url(settings.dashboard_origin)
+        # Sent before the commit: if the server refuses, the user is rolled back.
+        return await mail_or_url(
+            settings, link, kind="invite", language=chosen, organization=organization.name
+        )
 
-    url = _in_session(work)
-    typer.echo(f"sign-in link (single use, valid {settings.dashboard_link_valid_h} h): {url}")
+    try:
+        delivered = _in_session(work)
+    except MailNotSent as exc:
+        raise _mail_failed(exc) from None
+    _link_out(settings, email.strip().lower(), delivered)
 
 
 @users_app.command("reset")
 def users_reset(
     email: Annotated[str, typer.Argument(help="The user's e-mail.")],
+    language: LanguageOption = "en",
 ) -> None:
-    """Print a fresh sign-in link for a dashboard user (forgotten password); the previous
-    link stops working."""
+    """Give a dashboard user a fresh sign-in link (forgotten password): printed, or
+    e-mailed when PASSERELLE_SMTP_URL is set. The previous link stops working (unless
+    the e-mail could not be sent: then nothing changes)."""
     from campaigns.services.users import reset_link
 
     settings = _settings()
+    chosen = _language(language)
 
-    async def work(session: AsyncSession) -> str:
+    async def work(session: AsyncSession) -> str | None:
         link = await reset_link(session, email=email, valid_hours=settings.dashboard_link_valid_h)
-        return link.url(settings.dashboard_origin)
+        return await mail_or_url(settings, link, kind="reset", language=chosen)
 
-    url = _in_session(work)
-    typer.echo(f"sign-in link (single use, valid {settings.dashboard_link_valid_h} h): {url}")
+    try:
+        delivered = _in_session(work)
+    except MailNotSent as exc:
+        raise _mail_failed(exc) from None
+    _link_out(settings, email.strip().lower(), delivered)
 
 
 def _with_engine(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:

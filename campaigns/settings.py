@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -11,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from campaigns.crypto import Keyring
+from campaigns.mail import SmtpServer, parse_smtp_url
 from geo.forwarded import TrustedProxies
 
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - refused outside development
@@ -158,6 +160,15 @@ class Settings(BaseSettings):
     #: XYZ tile URL template of the dashboard's maps (``https://tile.example/{z}/{x}/{y}.png``);
     #: None: stores, geofences and heat cells over a plain background.
     map_tiles_url: str | None = None
+    #: SMTP server that e-mails sign-in links (``smtps://user:pass@host:465``,
+    #: ``smtp://user:pass@host:587`` with STARTTLS, ``smtp://host:25`` for a local relay;
+    #: :mod:`campaigns.mail`); None: links are printed or shown instead.
+    smtp_url: str | None = Field(default=None, repr=False)
+    #: Sender of those e-mails (``Passerelle <noreply@example.com>``); None:
+    #: ``Passerelle <noreply@{dashboard host}>``.
+    smtp_from: str | None = None
+    #: Seconds to wait for the SMTP server (connect and each reply).
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("base_url")
     @classmethod
@@ -192,6 +203,25 @@ class Settings(BaseSettings):
         # case, so short links, NDEF records and redirect-loop checks agree.
         origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
         return origin
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        """Parsed once at start so a typo is refused then (the message never repeats the
+        password); empty means unset."""
+        if value is None or not value.strip():
+            return None
+        parse_smtp_url(value)
+        return value.strip()
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _smtp_from(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if "@" not in parseaddr(value)[1]:
+            raise ValueError("PASSERELLE_SMTP_FROM must be an e-mail address")
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod
@@ -258,6 +288,22 @@ class Settings(BaseSettings):
     def dashboard_origin(self) -> str:
         """Origin of the dashboard's sign-in links: ``app_url``, else ``base_url``."""
         return (self.app_url or self.base_url).rstrip("/")
+
+    @property
+    def smtp_server(self) -> SmtpServer | None:
+        """:attr:`smtp_url` parsed, or None when sign-in links are not e-mailed."""
+        if self.smtp_url is None:
+            return None
+        return parse_smtp_url(self.smtp_url, timeout_s=self.smtp_timeout_s)
+
+    @property
+    def mail_sender(self) -> str:
+        """``From`` of the e-mails: :attr:`smtp_from`, else ``Passerelle
+        <noreply@{host of dashboard_origin}>``."""
+        if self.smtp_from:
+            return self.smtp_from
+        host = urlsplit(self.dashboard_origin).hostname or "localhost"
+        return f"Passerelle <noreply@{host}>"
 
     @property
     def keyring(self) -> Keyring:

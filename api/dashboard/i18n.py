@@ -166,6 +166,17 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
         "Send this sign-in link to {email} (single use, valid {hours} h):",
         "Envoyez ce lien de connexion à {email} (usage unique, valable {hours} h) :",
     ),
+    "link_mailed": (
+        "A sign-in link was e-mailed to {email} (single use, valid {hours} h).",
+        "Un lien de connexion a été envoyé à {email} (usage unique, valable {hours} h).",
+    ),
+    "mail_failed": (
+        "The sign-in link could not be e-mailed to {email} ({reason}). Nothing was changed: "
+        "try again later.",
+        "Le lien de connexion n'a pas pu être envoyé à {email} ({reason}). Rien n'a été "
+        "modifié : réessayez plus tard.",
+    ),
+    "new_link": ("New sign-in link", "Nouveau lien de connexion"),
     "remove": ("Remove", "Retirer"),
     "change_role": ("Change role", "Changer le rôle"),
     "key_name": ("What the key is for", "Usage de la clé"),

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Form, Header, Query, Request, Response, UploadFil
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dashboard.i18n import LANG_COOKIE, LANGUAGES, Formatter, pick_language
 from api.dashboard.security import (
@@ -41,6 +42,7 @@ from api.routers.qr import get_tag_qr, style_params
 from campaigns.attribution import MODELS, Model
 from campaigns.db import unit_of_work
 from campaigns.errors import DomainError, InvalidInput, Unauthorized
+from campaigns.mail import LinkKind, MailNotSent
 from campaigns.models import Campaign, Location
 from campaigns.scanning.links import qr_url, short_url
 from campaigns.scanning.ratelimit import RateLimiter
@@ -49,6 +51,7 @@ from campaigns.scopes import SCOPES
 from campaigns.services import attribution as attribution_service
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import geo_reports, locations, organizations, sessions, stats, tags, users
+from campaigns.services.sessions import Current
 from campaigns.settings import Settings
 
 router = APIRouter(prefix="/app", include_in_schema=False)
@@ -1000,6 +1003,70 @@ async def users_page(request: Request, current: Admin, session: SessionDep) -> R
     return render(request, "users.html", users=found, roles=users.ROLES)
 
 
+async def _users_answer(
+    request: Request,
+    session: AsyncSession,
+    settings: Settings,
+    organization_id: int,
+    *,
+    status: int = 200,
+    invited: dict[str, str] | None = None,
+    mailed: str | None = None,
+    error: str | None = None,
+) -> Response:
+    found = await users.list_users(session, organization_id=organization_id)
+    return render(
+        request,
+        "users.html",
+        status=status,
+        users=found,
+        roles=users.ROLES,
+        invited=invited,
+        mailed=mailed,
+        error=error,
+        hours=settings.dashboard_link_valid_h,
+    )
+
+
+async def _deliver(
+    request: Request,
+    session: AsyncSession,
+    settings: Settings,
+    link: users.SignInLink,
+    *,
+    current: Current,
+    kind: LinkKind,
+) -> Response:
+    """E-mail ``link`` when ``PASSERELLE_SMTP_URL`` is set (then the page says so and
+    never shows it), else show it once. The mail goes out before the request's unit of
+    work commits: when the SMTP server fails, everything the request did is rolled back
+    and the page says so (502)."""
+    f = formatter(request)
+    organization_id = current.user.organization_id
+    inviter = current.user.email
+    organization = await organizations.get_organization(session, organization_id=organization_id)
+    email = link.user.email
+    try:
+        url = await users.mail_or_url(
+            settings,
+            link,
+            kind=kind,
+            language=f.language,
+            organization=organization.name,
+            inviter=inviter,
+        )
+    except MailNotSent as exc:
+        await session.rollback()
+        message = f.t("mail_failed", email=email, reason=exc.reason)
+        return await _users_answer(
+            request, session, settings, organization_id, status=502, error=message
+        )
+    if url is None:
+        return await _users_answer(request, session, settings, organization_id, mailed=email)
+    invited = {"email": email, "url": url}
+    return await _users_answer(request, session, settings, organization_id, invited=invited)
+
+
 @router.post("/users")
 async def invite_user(
     request: Request,
@@ -1009,9 +1076,9 @@ async def invite_user(
     email: Annotated[str, Form(max_length=320)],
     role: Annotated[str, Form(max_length=20)] = "editor",
 ) -> Response:
-    """Invite: the same service as ``passerelle users create``; the link is shown once."""
+    """Invite: the same service as ``passerelle users create``; the link is e-mailed
+    (``PASSERELLE_SMTP_URL``), else shown once."""
     organization_id = current.user.organization_id
-    error = invited = None
     try:
         link = await users.create_user(
             session,
@@ -1020,20 +1087,31 @@ async def invite_user(
             role=role,
             valid_hours=settings.dashboard_link_valid_h,
         )
-        invited = {"email": link.user.email, "url": link.url(settings.dashboard_origin)}
     except DomainError as exc:
-        error = exc.detail
-    found = await users.list_users(session, organization_id=organization_id)
-    return render(
-        request,
-        "users.html",
-        status=422 if error else 200,
-        users=found,
-        roles=users.ROLES,
-        invited=invited,
-        error=error,
-        hours=settings.dashboard_link_valid_h,
+        return await _users_answer(
+            request, session, settings, organization_id, status=422, error=exc.detail
+        )
+    return await _deliver(request, session, settings, link, current=current, kind="invite")
+
+
+@router.post("/users/{user_id}/link")
+async def new_link(
+    user_id: int,
+    request: Request,
+    current: Admin,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """A fresh sign-in link for one of the organization's users (``passerelle users
+    reset``'s service): a lost invitation or a forgotten password. Their previous link
+    stops working once this one is delivered."""
+    found = await users.get_user(
+        session, organization_id=current.user.organization_id, user_id=user_id
     )
+    link = await users.reset_link(
+        session, email=found.email, valid_hours=settings.dashboard_link_valid_h
+    )
+    return await _deliver(request, session, settings, link, current=current, kind="reset")
 
 
 @router.post("/users/{user_id}/role")

@@ -8,6 +8,10 @@
   (``secrets.token_urlsafe``), valid :data:`LINK_VALID` hours (setting), single use; only
   its SHA-256 is stored, so a database read yields no usable link. Issuing a new link
   replaces the pending one.
+- When ``PASSERELLE_SMTP_URL`` is set, links are e-mailed (:func:`mail_or_url`,
+  :mod:`campaigns.mail`) inside the transaction that issues them, before its commit: an
+  SMTP failure rolls the new user or link back, so the command or form can simply be
+  tried again (the previous link of a reset keeps working).
 - Roles: ``admin`` (everything, users and API keys included), ``editor`` (campaigns,
   tags, stores), ``viewer`` (reads only).
 """
@@ -19,7 +23,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -28,7 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.db import flush_unique
 from campaigns.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from campaigns.mail import LinkKind, MailLanguage, send_async, sign_in_message
 from campaigns.models import DashboardUser, utcnow
+
+if TYPE_CHECKING:
+    from campaigns.settings import Settings
 
 Role = Literal["admin", "editor", "viewer"]
 ROLES: Final[tuple[str, ...]] = get_args(Role)
@@ -95,6 +103,36 @@ def _new_link(user: DashboardUser, valid_hours: int) -> SignInLink:
     user.link_token_hash = token_hash(token)
     user.link_expires_at = utcnow() + dt.timedelta(hours=valid_hours)
     return SignInLink(user=user, token=token, expires_at=user.link_expires_at)
+
+
+async def mail_or_url(
+    settings: Settings,
+    link: SignInLink,
+    *,
+    kind: LinkKind,
+    language: MailLanguage = "en",
+    organization: str | None = None,
+    inviter: str | None = None,
+) -> str | None:
+    """E-mail ``link`` to its user when ``settings.smtp_url`` is set and answer None;
+    else answer the link's URL (to print or show once). Call it before the transaction
+    that issued the link commits. Raises :class:`campaigns.mail.MailNotSent`."""
+    url = link.url(settings.dashboard_origin)
+    server = settings.smtp_server
+    if server is None:
+        return url
+    message = sign_in_message(
+        sender=settings.mail_sender,
+        to=link.user.email,
+        url=url,
+        kind=kind,
+        valid_hours=settings.dashboard_link_valid_h,
+        language=language,
+        organization=organization,
+        inviter=inviter,
+    )
+    await send_async(server, message)
+    return None
 
 
 async def create_user(

@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from campaigns.services import sessions as session_service
 from campaigns.services import users as user_service
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
 from tests.fixtures.cli import passerelle
+from tests.fixtures.smtp import SmtpServer, free_port, smtp_server
 
 PASSWORD = "a long enough passphrase"
 
@@ -524,3 +526,193 @@ async def test_a_refused_campaign_form_comes_back_with_its_errors_and_stores_not
     # A campaign that does not exist is its 404 page, not the form.
     missing = await client.post("/app/campaigns/999999/edit", data=posted)
     assert missing.status_code == 404
+
+
+# --- E-mailed sign-in links (PASSERELLE_SMTP_URL) ---------------------------------------
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1."""
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture
+def mailing_app(app: FastAPI, smtp: SmtpServer) -> Iterator[FastAPI]:
+    """The app with ``PASSERELLE_SMTP_URL`` pointing at :func:`smtp`, for one test."""
+    before = app.state.settings
+    app.state.settings = before.model_copy(
+        update={"smtp_url": smtp.url, "smtp_from": "Passerelle <noreply@go.example.com>"}
+    )
+    yield app
+    app.state.settings = before
+
+
+async def choose_password(client: httpx.AsyncClient, link: str) -> httpx.Response:
+    """Follow ``link`` (any origin: its path on the test app) and choose :data:`PASSWORD`."""
+    path = urlsplit(link).path
+    page = await client.get(path)
+    assert page.status_code == 200, page.text
+    return await client.post(path, data={"password": PASSWORD, "csrf": csrf_of(page.text)})
+
+
+async def test_users_commands_e_mail_the_link_when_smtp_is_set(
+    client: httpx.AsyncClient,
+    org: Org,
+    database_url: str,
+    engine: AsyncEngine,
+    smtp: SmtpServer,
+    fresh_limits: None,
+) -> None:
+    in_org = ("--organization", str(org.id))
+    mail_env = {
+        "PASSERELLE_SMTP_URL": smtp.url,
+        "PASSERELLE_SMTP_FROM": "Passerelle <noreply@acme.example>",
+        "PASSERELLE_APP_URL": "https://app.example.com",
+    }
+    created = await passerelle(
+        database_url, "users", "create", "Ida@Acme.example", *in_org, **mail_env
+    )
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == (
+        "sign-in link (single use, valid 24 h) e-mailed to ida@acme.example\n"
+    )  # the link itself is never printed
+    [invitation] = smtp.received
+    assert invitation.rcpt_tos == ["ida@acme.example"]
+    assert invitation.message["From"] == "Passerelle <noreply@acme.example>"
+    assert invitation.message["Subject"] == "Your invitation to the Passerelle dashboard"
+    assert "the Passerelle dashboard of Acme" in invitation.part("plain")
+    link = invitation.link()
+    assert link.startswith("https://app.example.com/app/sign-in/")
+    assert link.rsplit("/", 1)[1] not in created.stdout + created.stderr
+    # The e-mailed link works: a password is chosen, then the password signs in.
+    assert (await choose_password(client, link)).status_code == 303
+    client.cookies.clear()
+    assert (await sign_in(client, "ida@acme.example")).status_code == 303
+
+    # A reset in French.
+    reset = await passerelle(
+        database_url, "users", "reset", "ida@acme.example", "--language", "fr", **mail_env
+    )
+    assert reset.returncode == 0, reset.stderr
+    assert smtp.received[1].message["Subject"] == "Votre nouveau lien de connexion Passerelle"
+    fresh = smtp.received[1].link()
+
+    # The SMTP server refuses: exit 4, a clear message, nothing changed (no user; the
+    # pending link still works).
+    smtp.sink.refuse = "554 5.7.1 Relay denied"
+    before = await table_snapshot(engine, "dashboard_users")
+    failed = await passerelle(
+        database_url, "users", "create", "jo@acme.example", *in_org, **mail_env
+    )
+    assert failed.returncode == 4
+    assert failed.stdout == ""
+    assert failed.stderr.startswith(
+        "error: the sign-in link was not e-mailed (the SMTP server "
+        f"127.0.0.1:{smtp.port} answered 554 5.7.1 Relay denied); nothing was changed"
+    ), failed.stderr
+    again = await passerelle(database_url, "users", "reset", "ida@acme.example", **mail_env)
+    assert again.returncode == 4, again.stderr
+    assert await table_snapshot(engine, "dashboard_users") == before
+    assert len(smtp.received) == 2
+    client.cookies.clear()
+    assert (await choose_password(client, fresh)).status_code == 303
+    # An unreachable server is the same clear failure.
+    unreachable = {**mail_env, "PASSERELLE_SMTP_URL": f"smtp://127.0.0.1:{free_port()}"}
+    gone = await passerelle(
+        database_url, "users", "create", "jo@acme.example", *in_org, **unreachable
+    )
+    assert gone.returncode == 4
+    assert "cannot send through the SMTP server 127.0.0.1" in gone.stderr
+    async with engine.connect() as conn:
+        emails = (await conn.execute(select(DashboardUser.email))).scalars().all()
+    assert emails == ["ida@acme.example"]
+
+
+async def test_a_dashboard_invitation_is_e_mailed_when_smtp_is_set(
+    client: httpx.AsyncClient,
+    org: Org,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    mailing_app: FastAPI,
+    smtp: SmtpServer,
+    fresh_limits: None,
+) -> None:
+    await make_user(sessionmaker, org, "lea@acme.example", "admin")
+    await sign_in(client, "lea@acme.example")
+    csrf = csrf_of((await client.get("/app/users")).text)
+    invited = await client.post(
+        "/app/users",
+        data={"csrf": csrf, "email": "Max@Acme.example", "role": "viewer"},
+        headers={"accept-language": "fr-FR,fr;q=0.9"},
+    )
+    assert invited.status_code == 200, invited.text
+    assert 'id="invite-url"' not in invited.text  # mailed, never shown
+    assert (
+        "Un lien de connexion a été envoyé à max@acme.example (usage unique, valable 24 h)."
+    ) in invited.text
+    [mail] = smtp.received
+    assert mail.rcpt_tos == ["max@acme.example"]
+    # In the inviter's language, naming the inviter.
+    assert mail.message["Subject"] == "Votre invitation au tableau de bord Passerelle"
+    assert "lea@acme.example vous invite au tableau de bord Passerelle" in mail.part("plain")
+    link = mail.link()
+    assert link.startswith("https://go.example.com/app/sign-in/")
+    assert link not in invited.text
+
+    # A new link for Max (a lost invitation): the first stops working, the new one works.
+    async with engine.connect() as conn:
+        max_id = (
+            await conn.execute(
+                select(DashboardUser.id).where(DashboardUser.email == "max@acme.example")
+            )
+        ).scalar_one()
+    resent = await client.post(f"/app/users/{max_id}/link", data={"csrf": csrf})
+    assert resent.status_code == 200
+    assert "A sign-in link was e-mailed to max@acme.example" in resent.text
+    second = smtp.received[1]
+    assert second.message["Subject"] == "Your new Passerelle sign-in link"
+    assert (await client.get(urlsplit(link).path)).status_code == 404
+
+    # The SMTP server fails: a 502 page saying so, nothing stored, the pending link works.
+    smtp.sink.refuse = "451 4.3.0 Try again later"
+    before = await table_snapshot(engine, "dashboard_users")
+    refused = await client.post(
+        "/app/users", data={"csrf": csrf, "email": "zoe@acme.example", "role": "editor"}
+    )
+    assert refused.status_code == 502
+    assert "The sign-in link could not be e-mailed to zoe@acme.example" in refused.text
+    assert "451 4.3.0 Try again later" in refused.text
+    failed = await client.post(f"/app/users/{max_id}/link", data={"csrf": csrf})
+    assert failed.status_code == 502
+    assert await table_snapshot(engine, "dashboard_users") == before
+    other = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+    async with other:
+        assert (await choose_password(other, second.link())).status_code == 303
+    # Another organization's user is a 404 page.
+    assert (await client.post("/app/users/999999/link", data={"csrf": csrf})).status_code == 404
+
+
+async def test_without_smtp_a_new_link_is_shown_once(
+    client: httpx.AsyncClient,
+    org: Org,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    fresh_limits: None,
+) -> None:
+    await make_user(sessionmaker, org, "lea@acme.example", "admin")
+    await make_user(sessionmaker, org, "kim@acme.example", "viewer")
+    await sign_in(client, "lea@acme.example")
+    csrf = csrf_of((await client.get("/app/users")).text)
+    async with engine.connect() as conn:
+        kim = (
+            await conn.execute(
+                select(DashboardUser.id).where(DashboardUser.email == "kim@acme.example")
+            )
+        ).scalar_one()
+    shown = await client.post(f"/app/users/{kim}/link", data={"csrf": csrf})
+    assert shown.status_code == 200
+    link = re.search(r'id="invite-url" class="secret">([^<]+)<', shown.text)
+    assert link and link.group(1).startswith("https://go.example.com/app/sign-in/")
+    assert (await client.get("/app/users")).text.count("/app/sign-in/") == 0
