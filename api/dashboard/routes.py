@@ -37,6 +37,7 @@ from api.dashboard.security import (
     security_headers,
 )
 from api.deps import SessionDep, SessionFactory, SettingsDep
+from api.routers.artwork import get_print_zip, get_sheets
 from api.routers.events import event_stream
 from api.routers.qr import get_tag_qr, style_params
 from campaigns.attribution import MODELS, Model
@@ -44,6 +45,7 @@ from campaigns.db import unit_of_work
 from campaigns.errors import DomainError, InvalidInput, Unauthorized
 from campaigns.mail import LinkKind, MailNotSent
 from campaigns.models import Campaign, Location
+from campaigns.payloads import qr
 from campaigns.scanning.links import qr_url, short_url
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.schemas import CampaignCreate, CampaignUpdate, TagCreate, TagUpdate
@@ -928,6 +930,64 @@ async def tag_qr(
         )
     response.headers["Vary"] = "Cookie"
     return response
+
+
+def _as_attachment(response: Response) -> Response:
+    """``Content-Disposition: attachment`` (a download, not a page), per session."""
+    disposition = response.headers.get("Content-Disposition")
+    if disposition:
+        response.headers["Content-Disposition"] = disposition.replace("inline", "attachment")
+    response.headers["Vary"] = "Cookie"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@router.get("/campaigns/{campaign_id}/print.zip")
+async def campaign_print_zip(
+    campaign_id: int,
+    request: Request,
+    organization_id: ReleasedOrganization,
+    sessions_: SessionFactory,
+    settings: SettingsDep,
+    fmt: Annotated[str, Query(alias="format", pattern="^(png|svg|pdf)$")] = "png",
+) -> Response:
+    """Every QR tag's artwork and ``manifest.csv`` as a zip, in the default style: the
+    ``GET /v1/campaigns/{id}/print.zip`` route's own function with the session's
+    organization (same streaming, render pool and fair queueing)."""
+    style = style_params(fmt=fmt)  # type: ignore[arg-type]
+    response = await get_print_zip(
+        campaign_id, request, organization_id, sessions_, settings, style
+    )
+    return _as_attachment(response)
+
+
+@router.get("/campaigns/{campaign_id}/sheets.pdf")
+async def campaign_sheets(
+    campaign_id: int,
+    request: Request,
+    organization_id: ReleasedOrganization,
+    sessions_: SessionFactory,
+    settings: SettingsDep,
+    paper: Annotated[str, Query(pattern="^(A4|Letter)$")] = "A4",
+    layout: Annotated[str, Query(max_length=5)] = "3x8",
+    caption: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    """Label sheets of the campaign's QR tags (``GET /v1/campaigns/{id}/sheets.pdf``'s
+    function): ``paper`` A4 or Letter, ``layout`` ``COLUMNSxROWS``, ``caption`` on every
+    label (empty: each tag's label). A layout too dense to scan is the 422 page."""
+    response = await get_sheets(
+        campaign_id,
+        request,
+        organization_id,
+        sessions_,
+        settings,
+        paper=paper,  # type: ignore[arg-type]
+        layout=layout,
+        caption=_form_text(caption),
+        ecc=qr.DEFAULT_ECC,
+        border=qr.DEFAULT_BORDER,
+    )
+    return _as_attachment(response)
 
 
 # --- Stores ---------------------------------------------------------------------------

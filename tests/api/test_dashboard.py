@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import re
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
@@ -22,6 +24,7 @@ from campaigns.models import DashboardSession, DashboardUser, utcnow
 from campaigns.services import sessions as session_service
 from campaigns.services import users as user_service
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
+from tests.fixtures.artwork import decode_artwork
 from tests.fixtures.cli import passerelle
 from tests.fixtures.smtp import SmtpServer, free_port, smtp_server
 
@@ -224,6 +227,8 @@ async def test_another_organizations_resources_are_404_pages(
         f"/app/campaigns/{theirs['id']}/map.json",
         f"/app/campaigns/{theirs['id']}/events",
         f"/app/tags/{tag['id']}/qr",
+        f"/app/campaigns/{theirs['id']}/print.zip",
+        f"/app/campaigns/{theirs['id']}/sheets.pdf",
         "/app/no-such-page",
     ):
         response = await client.get(path)
@@ -716,3 +721,44 @@ async def test_without_smtp_a_new_link_is_shown_once(
     link = re.search(r'id="invite-url" class="secret">([^<]+)<', shown.text)
     assert link and link.group(1).startswith("https://go.example.com/app/sign-in/")
     assert (await client.get("/app/users")).text.count("/app/sign-in/") == 0
+
+
+async def test_print_downloads_need_a_session_and_any_role(
+    client: httpx.AsyncClient,
+    org: Org,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fresh_limits: None,
+) -> None:
+    """The tags page's ZIP and label sheets: the ``/v1`` routes' functions behind the
+    session (a viewer may download; without a session, the sign-in page)."""
+    campaign = await make_campaign(client, org)
+    tag = await make_tag(client, org, campaign["id"])
+    zip_path = f"/app/campaigns/{campaign['id']}/print.zip?format=svg"
+    sheets_path = f"/app/campaigns/{campaign['id']}/sheets.pdf?paper=A4&layout=3x8"
+    for path in (zip_path, sheets_path):
+        anonymous = await client.get(path)
+        assert anonymous.status_code == 303
+        assert anonymous.headers["location"].startswith("/app/sign-in?next=")
+    await make_user(sessionmaker, org, "vic@acme.example", "viewer")
+    await sign_in(client, "vic@acme.example")
+    archive = await client.get(zip_path)
+    assert archive.status_code == 200
+    assert archive.headers["content-type"] == "application/zip"
+    assert archive.headers["content-disposition"] == (
+        f'attachment; filename="campaign-{campaign["id"]}-svg.zip"'
+    )
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as unpacked:
+        assert sorted(unpacked.namelist()) == [
+            "manifest.csv",
+            f"nostore_window-1_{tag['code']}.svg",
+        ]
+        svg = unpacked.read(f"nostore_window-1_{tag['code']}.svg")
+    assert decode_artwork("svg", svg).text == tag["qr_content"]
+    sheets = await client.get(sheets_path)
+    assert sheets.status_code == 200
+    assert sheets.headers["content-type"] == "application/pdf"
+    assert sheets.content.startswith(b"%PDF-")
+    assert decode_artwork("pdf", sheets.content).text == tag["qr_content"]
+    refused = await client.get(f"/app/campaigns/{campaign['id']}/sheets.pdf?layout=99")
+    assert refused.status_code == 422
+    assert "layout" in refused.text

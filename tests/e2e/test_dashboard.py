@@ -9,12 +9,14 @@ tests are skipped with that reason. Every test saves a screenshot under
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
 import secrets
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import psycopg
+import pypdfium2
 import pytest
 import zxingcpp
 from PIL import Image
@@ -30,6 +33,7 @@ from sqlalchemy.engine import make_url
 from campaigns import migrate
 from campaigns.db import libpq_url
 from tests.e2e.harness import ROOT, Server
+from tests.fixtures.artwork import decode_artwork, pdf_page_png
 from tests.fixtures.user_agents import ANDROID_CHROME, IPHONE_SAFARI
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -776,4 +780,128 @@ def test_admin_invites_a_user_and_manages_api_keys(
         ).status_code
         == 401
     )
+    context.close()
+
+
+def download(page: Any, selector: str) -> tuple[str, bytes]:
+    """Click ``selector`` (a link or a form's button answering an attachment); the
+    suggested file name and the bytes the browser saved."""
+    with page.expect_download() as info:
+        page.click(selector)
+    saved = info.value
+    return saved.suggested_filename, Path(saved.path()).read_bytes()
+
+
+def test_print_downloads_and_the_ndef_copy(
+    server: Server, organization: dict[str, Any], browser: Any
+) -> None:
+    """The tags page's print panel: the campaign's artwork ZIP in each format and the label
+    sheets, downloaded by the browser, each QR decoded back to its tag's URL; an NFC
+    sticker's NDEF hex copied to the clipboard."""
+    email = user(server, organization, browser, "editor")
+    context, page, watch = new_page(browser)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
+    sign_in(page, server, email)
+    campaign_id = create_campaign_in_page(page, server, "Print run")
+    door = create_tag_in_page(page, server, campaign_id, "door")
+    till = create_tag_in_page(page, server, campaign_id, "till")
+    page.fill("#label", "sticker")
+    page.select_option("#kind", "nfc")
+    page.click("main form.panel button[type=submit]")
+    page.wait_for_url(re.compile(rf".*/app/campaigns/{campaign_id}/tags$"))
+    expected = {door["code"]: door["qr"], till["code"]: till["qr"]}
+    labelled = (("door", door), ("till", till))
+    base = f"{server.base_url}/app/campaigns/{campaign_id}"
+
+    for fmt in ("png", "svg", "pdf"):
+        name, body = download(page, f"#print-zip a[href$='format={fmt}']")
+        assert name == f"campaign-{campaign_id}-{fmt}.zip"
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            names = sorted(archive.namelist())
+            files = [f"nostore_{label}_{tag['code']}.{fmt}" for label, tag in labelled]
+            assert names == sorted([*files, "manifest.csv"])
+            for code, content in expected.items():
+                artwork = archive.read(next(n for n in names if code in n))
+                assert decode_artwork(fmt, artwork).text == content
+            manifest = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
+        assert [row["kind"] for row in manifest] == ["qr", "qr", "nfc"]
+        assert manifest[2]["file"] == ""
+        assert manifest[2]["ndef_hex"]
+        # The same URL answers the right media type.
+        answer = page.request.get(f"{base}/print.zip?format={fmt}")
+        assert answer.headers["content-type"] == "application/zip"
+        assert answer.headers["content-disposition"].startswith("attachment;")
+
+    page.select_option("#paper", "Letter")
+    page.select_option("#layout", "2x7")
+    page.fill("#sheet-caption", "Scan me")
+    name, pdf = download(page, "#sheets-form button[type=submit]")
+    assert name == f"campaign-{campaign_id}-labels.pdf"
+    assert pdf.startswith(b"%PDF-")
+    document = pypdfium2.PdfDocument(pdf)
+    width, height = document[0].get_size()
+    assert (round(width), round(height)) == (612, 792)  # US Letter, points
+    decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(pdf_page_png(pdf))))
+    assert sorted(d.text for d in decoded) == sorted(expected.values())
+    assert "Scan me" in document[0].get_textpage().get_text_range()
+    sheets = page.request.get(f"{base}/sheets.pdf?paper=A4&layout=3x8")
+    assert sheets.headers["content-type"] == "application/pdf"
+    # A layout too dense to scan is the error page, in words.
+    dense = page.request.get(f"{base}/sheets.pdf?layout=10x20")
+    assert dense.status == 422
+    assert "text/html" in dense.headers["content-type"]
+
+    # The NFC sticker's NDEF message, copied with the button.
+    sticker = page.locator("li.tag", has_text="sticker")
+    hex_text = sticker.locator("code.secret").inner_text()
+    sticker.locator("button.copy").click()
+    sticker.locator("button.copy", has_text="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == hex_text
+    shot(page, "tags-print")
+    assert watch.errors == []
+    context.close()
+
+
+def test_chart_and_map_speak_french(
+    server: Server, organization: dict[str, Any], browser: Any
+) -> None:
+    """Every text the chart and the map draw comes from the page: no English "Time" in the
+    French legend, French month names in its date, French zoom buttons."""
+    email = user(server, organization, browser, "viewer")
+    with api(server, organization) as client:
+        created = client.post(
+            "/v1/campaigns",
+            json={
+                "name": "Soldes d'hiver",
+                "destination_url": "https://shop.example.com/soldes",
+                "timezone": "Europe/Paris",
+            },
+        ).json()
+        tag = client.post(f"/v1/campaigns/{created['id']}/tags", json={}).json()
+    scan(server, tag["code"])
+    context, page, watch = new_page(browser, locale="fr-FR")
+    sign_in(page, server, email)
+    page.goto(f"{server.base_url}/app/campaigns/{created['id']}")
+    page.locator("#chart[data-ready=true]").wait_for()
+    labels = page.locator("#chart .u-legend .u-series .u-label").all_inner_texts()
+    assert labels == ["Date", "Scans", "Conversions"]
+    # Hover the last point: the legend shows its date in French.
+    box = page.locator("#chart .u-over").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
+    when = page.locator("#chart .u-legend .u-series").first.locator(".u-value").inner_text()
+    french_months = ("janv.", "févr.", "mars", "avr.", "mai", "juin", "juil.", "août",
+                     "sept.", "oct.", "nov.", "déc.")  # fmt: skip
+    assert any(f" {month} " in f" {when} " for month in french_months), when
+    page.locator("#map[data-ready=true]").wait_for()
+    assert page.locator(".leaflet-control-zoom-in").get_attribute("title") == "Zoom avant"
+    assert page.locator(".leaflet-control-zoom-out").get_attribute("title") == "Zoom arrière"
+    assert "Time" not in page.locator("#chart").inner_text()
+    shot(page, "campaign-chart-french")
+    # The hourly chart says "Heure".
+    page.goto(f"{server.base_url}/app/campaigns/{created['id']}?interval=hour")
+    page.locator("#chart[data-ready=true]").wait_for()
+    first = page.locator("#chart .u-legend .u-series .u-label").first.inner_text()
+    assert first == "Heure"
+    assert watch.errors == []
     context.close()

@@ -12,22 +12,56 @@
   });
 
   // --- Chart -------------------------------------------------------------------------
+  // Every text uPlot would draw in English comes from the page (data-texts) or from Intl
+  // in the page's language: the legend's labels and date, month and day names, the
+  // day/month order and the 24-hour clock of the axis (both en-GB and fr-FR).
+  var monthNames = function (style) {
+    var f = new Intl.DateTimeFormat(locale, {month: style, timeZone: "UTC"});
+    var out = [];
+    for (var m = 0; m < 12; m++) { out.push(f.format(new Date(Date.UTC(2026, m, 1)))); }
+    return out;
+  };
+  var dayNames = function (style) {
+    var f = new Intl.DateTimeFormat(locale, {weekday: style, timeZone: "UTC"});
+    var out = [];
+    // 2026-01-04 is a Sunday: uPlot's day names start on Sunday (Date.getDay).
+    for (var d = 0; d < 7; d++) { out.push(f.format(new Date(Date.UTC(2026, 0, 4 + d)))); }
+    return out;
+  };
+  var dateNames = {MMMM: monthNames("long"), MMM: monthNames("short"),
+                   WWWW: dayNames("long"), WWW: dayNames("short")};
+  function localTemplate(tpl) {
+    return tpl.replace("{M}/{D}", "{D}/{M}")
+      .replace("{h}:{mm}{aa}", "{HH}:{mm}")
+      .replace("{h}{aa}", "{HH}:00")
+      .replace("{h}", "{HH}")
+      .replace("{aa}", "");
+  }
+
   var chartBox = document.getElementById("chart");
   if (chartBox && window.uPlot) {
     fetch(chartBox.getAttribute("data-url"), {credentials: "same-origin"})
       .then(function (r) { return r.json(); })
       .then(function (data) {
-        var labels = JSON.parse(chartBox.getAttribute("data-labels"));
+        var texts = JSON.parse(chartBox.getAttribute("data-texts"));
+        var hourly = chartBox.getAttribute("data-interval") === "hour";
         var width = function () { return Math.max(260, chartBox.clientWidth); };
         var counts = new Intl.NumberFormat(locale, {maximumFractionDigits: 0});
+        var when = new Intl.DateTimeFormat(locale, hourly
+          ? {dateStyle: "medium", timeStyle: "short", timeZone: data.timezone}
+          : {dateStyle: "medium", timeZone: data.timezone});
+        var count = function (u, v) { return v == null ? "—" : counts.format(v); };
         var plot = new uPlot({
           width: width(),
           height: 260,
           tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), data.timezone); },
+          fmtDate: function (tpl) { return uPlot.fmtDate(localTemplate(tpl), dateNames); },
           series: [
-            {},
-            {label: labels[0], stroke: "#1f5fbf", width: 2, fill: "rgba(31,95,191,0.08)"},
-            {label: labels[1], stroke: "#b3261e", width: 2}
+            {label: texts.when,
+             value: function (u, ts) { return ts == null ? "—" : when.format(new Date(ts * 1e3)); }},
+            {label: texts.scans, stroke: "#1f5fbf", width: 2, fill: "rgba(31,95,191,0.08)",
+             value: count},
+            {label: texts.conversions, stroke: "#b3261e", width: 2, value: count}
           ],
           // Counts: whole-number ticks only, from zero.
           scales: {y: {range: function (u, min, max) { return [0, Math.max(4, max)]; }}},
@@ -35,6 +69,7 @@
                               20000, 50000, 100000, 200000, 500000, 1000000],
                       values: function (u, ticks) { return ticks.map(counts.format); }}]
         }, [data.t, data.scans, data.conversions], chartBox);
+        chartBox.setAttribute("data-ready", "true");
         window.addEventListener("resize", function () {
           plot.setSize({width: width(), height: 260});
         });

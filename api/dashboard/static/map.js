@@ -10,7 +10,17 @@
     fetch(mapBox.getAttribute("data-url"), {credentials: "same-origin"})
       .then(function (r) { return r.json(); })
       .then(function (data) {
-        var map = L.map(mapBox, {attributionControl: !!data.tiles});
+        var texts = JSON.parse(mapBox.getAttribute("data-texts") || "{}");
+        var map = L.map(mapBox, {attributionControl: !!data.tiles, zoomControl: false});
+        // Leaflet's own texts are English: the zoom buttons' and popups' in the page's language.
+        L.control.zoom({zoomInTitle: texts.zoom_in, zoomOutTitle: texts.zoom_out}).addTo(map);
+        map.on("popupopen", function (event) {
+          var close = event.popup.getElement().querySelector(".leaflet-popup-close-button");
+          if (close) {
+            close.setAttribute("aria-label", texts.close);
+            close.setAttribute("title", texts.close);
+          }
+        });
         if (data.tiles) {
           L.tileLayer(data.tiles, {maxZoom: 19}).addTo(map);
         } else {
@@ -35,7 +45,7 @@
         var circles = data.stores.features.filter(function (f) {
           return f.properties.radius_m && !fenced[f.properties.id];
         });
-        var scansLabel = mapBox.getAttribute("data-scans-label");
+        var scansLabel = texts.scans;
         var stores = L.geoJSON(data.stores, {
           pointToLayer: function (f, latlng) {
             return L.circleMarker(latlng, {className: "store-marker", radius: 7,
