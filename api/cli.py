@@ -34,7 +34,6 @@ from campaigns.services.organizations import (
     revoke_api_key,
 )
 from campaigns.services.tags import BulkTags, create_tags_bulk
-from campaigns.services.users import mail_or_url
 from campaigns.settings import Settings, get_settings
 
 app = typer.Typer(help="Passerelle: QR/NFC campaigns, scans and attribution.", no_args_is_help=True)
@@ -546,7 +545,7 @@ def users_create(
     whose page asks them to choose a password: printed, or e-mailed when
     PASSERELLE_SMTP_URL is set (then the user exists only if the e-mail was accepted)."""
     from campaigns.services.organizations import get_organization
-    from campaigns.services.users import create_user
+    from campaigns.services.users import create_user, mail_or_url
 
     settings = _settings()
     chosen = _language(language)
@@ -580,7 +579,7 @@ def users_reset(
     """Give a dashboard user a fresh sign-in link (forgotten password): printed, or
     e-mailed when PASSERELLE_SMTP_URL is set. The previous link stops working (unless
     the e-mail could not be sent: then nothing changes)."""
-    from campaigns.services.users import reset_link
+    from campaigns.services.users import mail_or_url, reset_link
 
     settings = _settings()
     chosen = _language(language)

@@ -115,11 +115,11 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "hello": ("Hello,", "Bonjour,"),
     "invite": (
         "{inviter} invites you to the Passerelle dashboard of {organization}.",
-        "{inviter} vous invite au tableau de bord Passerelle de {organization}.",
+        "{inviter} vous invite au tableau de bord Passerelle de l'organisation {organization}.",
     ),
     "invite_anonymous": (
         "You are invited to the Passerelle dashboard of {organization}.",
-        "Vous êtes invité(e) au tableau de bord Passerelle de {organization}.",
+        "Vous êtes invité(e) au tableau de bord Passerelle de l'organisation {organization}.",
     ),
     "reset": (
         "Here is a new link to sign in to the Passerelle dashboard.",

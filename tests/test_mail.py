@@ -86,7 +86,10 @@ def test_the_message_has_both_parts_in_the_chosen_language() -> None:
     rich = message.get_body(preferencelist=("html",))
     assert plain is not None and rich is not None
     text, page = plain.get_content(), rich.get_content()
-    assert "boss@acme.example vous invite au tableau de bord Passerelle de Acme & Fils." in text
+    assert (
+        "boss@acme.example vous invite au tableau de bord Passerelle de l'organisation Acme & Fils."
+        in text
+    )
     assert URL in text and "pendant 24 heures" in text
     assert f'href="{URL}"' in page
     assert "Acme &amp; Fils" in page and 'lang="fr"' in page

@@ -34,6 +34,7 @@ from campaigns import migrate
 from campaigns.db import libpq_url
 from tests.e2e.harness import ROOT, Server
 from tests.fixtures.artwork import decode_artwork, pdf_page_png
+from tests.fixtures.smtp import smtp_server
 from tests.fixtures.user_agents import ANDROID_CHROME, IPHONE_SAFARI
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -601,9 +602,7 @@ def test_a_scan_and_a_conversion_arrive_over_the_real_feed(
         tag = client.post(f"/v1/campaigns/{created['id']}/tags", json={}).json()
     page.goto(f"{server.base_url}/app/campaigns/{created['id']}")
     status = page.locator("#live-status")
-    connected = page.evaluate(
-        "JSON.parse(document.querySelector('[data-texts]').dataset.texts).connected"
-    )
+    connected = page.evaluate("JSON.parse(document.getElementById('live').dataset.texts).connected")
     page.wait_for_function(
         "text => document.getElementById('live-status').textContent === text", arg=connected
     )
@@ -905,3 +904,54 @@ def test_chart_and_map_speak_french(
     assert first == "Heure"
     assert watch.errors == []
     context.close()
+
+
+def test_an_invitation_e_mailed_from_the_users_page(
+    dashboard_db: str,
+    server: Server,
+    organization: dict[str, Any],
+    browser: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A second server process with ``PASSERELLE_SMTP_URL`` (a real SMTP server,
+    aiosmtpd): the Users page e-mails the invitation (in the admin's language) instead of
+    showing it, and the link from the message lets the new user choose a password."""
+    email = user(server, organization, browser, "admin")
+    with smtp_server() as smtp:
+        mailer = Server(dashboard_db, tmp_path_factory.mktemp("mailer-data"))
+        mailer.env = {
+            **server.env,
+            "PASSERELLE_DATA_DIR": str(mailer.data_dir),
+            "PASSERELLE_BASE_URL": mailer.base_url,
+            "PASSERELLE_SMTP_URL": smtp.url,
+            "PASSERELLE_SMTP_FROM": "Passerelle <noreply@acme.example>",
+        }
+        mailer.start()
+        try:
+            context, page, watch = new_page(browser, locale="fr-FR")
+            sign_in(page, mailer, email)
+            page.goto(mailer.base_url + "/app/users")
+            page.fill("#email", "mailed@acme.example")
+            page.select_option("#role", "editor")
+            page.click("main form.panel button[type=submit]")
+            assert page.locator("#link-mailed").inner_text() == (
+                "Un lien de connexion a été envoyé à mailed@acme.example "
+                "(usage unique, valable 24 h)."
+            )
+            assert page.locator("#invite-url").count() == 0
+            shot(page, "users-invitation-mailed")
+            [mail] = smtp.received
+            assert mail.rcpt_tos == ["mailed@acme.example"]
+            assert mail.message["Subject"] == "Votre invitation au tableau de bord Passerelle"
+            link = mail.link()
+            assert link.startswith(mailer.base_url + "/app/sign-in/")
+            assert link not in page.content()
+            context.close()
+            # The new user follows the e-mailed link in their own browser.
+            context, page, _ = new_page(browser)
+            accept_link(page, link)
+            assert page.locator("h1").inner_text() == "Campaigns"
+            context.close()
+            assert watch.errors == []
+        finally:
+            mailer.stop()
