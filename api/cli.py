@@ -358,7 +358,7 @@ def locations_import(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
 
-    summary = _in_session(work)
+    summary = _in_session(work, audit=(organization, "locations_import"))
     typer.echo(f"{summary.created} location(s) created, {summary.updated} updated")
 
 
@@ -466,7 +466,7 @@ def tags_generate(
         )
         return result, items
 
-    result, items = _in_session(work)
+    result, items = _in_session(work, audit=(organization, "tags_create_bulk"))
 
     async def render() -> int:
         pool = RenderPool(cache_bytes=0)
@@ -523,7 +523,7 @@ def users_create(
         )
         return link.url(settings.dashboard_origin)
 
-    url = _in_session(work)
+    url = _in_session(work, audit=(organization_id, "users_create"))
     typer.echo(f"sign-in link (single use, valid {settings.dashboard_link_valid_h} h): {url}")
 
 
