@@ -45,7 +45,7 @@ from api.routers import (
     webhooks,
 )
 from api.scan_endpoint import ShortLinks
-from api.security_headers import SecurityHeaders
+from api.security_headers import SecurityHeaders, hsts_header
 from campaigns.db import libpq_url, make_engine, make_sessionmaker
 from campaigns.feed.hub import FeedHub
 from campaigns.payloads.rendering import RenderPool
@@ -71,7 +71,10 @@ def served_app(app: FastAPI) -> ASGIApp:
     settings = app.state.settings
     short_links = ShortLinks(SecurityHeaders(app, base_url=settings.base_url), state=app.state)
     return HeadersAndClient(
-        short_links, max_bytes=settings.max_header_bytes, trusted=settings.trusted_proxies
+        short_links,
+        max_bytes=settings.max_header_bytes,
+        trusted=settings.trusted_proxies,
+        extra_headers=hsts_header(settings.base_url),
     )
 
 

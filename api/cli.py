@@ -359,7 +359,7 @@ def locations_import(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
 
-    summary = _in_session(work)
+    summary = _in_session(work, audit=(organization, "locations_import"))
     typer.echo(f"{summary.created} location(s) created, {summary.updated} updated")
 
 
@@ -467,7 +467,7 @@ def tags_generate(
         )
         return result, items
 
-    result, items = _in_session(work)
+    result, items = _in_session(work, audit=(organization, "tags_create_bulk"))
 
     async def render() -> int:
         pool = RenderPool(cache_bytes=0)
@@ -565,7 +565,7 @@ def users_create(
         )
 
     try:
-        delivered = _in_session(work)
+        delivered = _in_session(work, audit=(organization_id, "users_create"))
     except MailNotSent as exc:
         raise _mail_failed(exc) from None
     _link_out(settings, email.strip().lower(), delivered)

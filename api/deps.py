@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -65,6 +66,19 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             webhook_ids=changes["webhooks"],
             organization_ids=changes["organizations"],
         )
+
+
+@asynccontextmanager
+async def audited_unit_of_work(
+    request: Request, factory: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[AsyncSession]:
+    """A unit of work of its own (for a route that holds no session while it waits,
+    :data:`SessionFactory`) whose management writes are recorded in the audit trail
+    before the commit, as :func:`get_session` does: by the request's caller, under the
+    route's operation id."""
+    async with unit_of_work(factory) as session:
+        yield session
+        await record_changes(session, actor=_actor(request), action=_action(request))
 
 
 # scope="function": commit before the response is sent, so a 2xx means stored.

@@ -91,12 +91,14 @@ async def reject_large_headers(scope: Scope, send: Send, *, max_bytes: int) -> b
     return True
 
 
-async def _headers_too_large(scope: Scope, send: Send, *, max_bytes: int) -> None:
+async def _headers_too_large(
+    scope: Scope, send: Send, *, max_bytes: int, headers: dict[str, str] | None = None
+) -> None:
     response = problem(
         431,
         detail=f"Request headers are limited to {max_bytes} bytes in total; send fewer "
         "or smaller headers (cookies included)",
-        headers={"Connection": "close"},
+        headers={"Connection": "close", **(headers or {})},
     )
     await response(scope, _disconnected, send)
 
@@ -165,12 +167,22 @@ class ForwardedFor:
 
 class HeadersAndClient:
     """:class:`HeaderSizeLimit` then :class:`ForwardedFor`, in one pass over the headers
-    (both run on every request, each scan included): the same answers, the 431 first."""
+    (both run on every request, each scan included): the same answers, the 431 first,
+    with ``extra_headers`` (HSTS when the base URL is https: this answer is sent before
+    :class:`api.security_headers.SecurityHeaders` could add it)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, trusted: TrustedProxies) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        trusted: TrustedProxies,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.forwarded = ForwardedFor(app, trusted=trusted)
+        self.extra_headers = extra_headers or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -182,7 +194,9 @@ class HeadersAndClient:
                 if name == b"x-forwarded-for":
                     forwarded_for.append(value.decode("latin-1"))
             if kind == "http" and size > self.max_bytes:
-                await _headers_too_large(scope, send, max_bytes=self.max_bytes)
+                await _headers_too_large(
+                    scope, send, max_bytes=self.max_bytes, headers=self.extra_headers
+                )
                 return
             scope = self.forwarded.with_client(scope, forwarded_for)
         await self.app(scope, receive, send)

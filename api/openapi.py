@@ -5,7 +5,8 @@ route with parameters, which is not what the service answers. :func:`install_ope
 replaces the generator so that each operation lists the problems it can answer, each
 status once, under ``application/problem+json`` only, with its ``code`` values (see
 :func:`api.errors.problem_responses`): the codes a route declares, plus those shared by
-every management route, every JSON-body route and every path.
+every management route, every JSON-body route and every path. Success responses carry
+OpenAPI links (:data:`LINKS`) from a created or listed resource to the operations on it.
 """
 
 from __future__ import annotations
@@ -84,6 +85,91 @@ def _normalise_errors(path: str, operation: dict[str, Any]) -> None:
         responses.setdefault(str(code_status), response)
 
 
+_CREATED = "$response.body#/id"
+_FIRST = "$response.body#/items/0/id"
+
+#: OpenAPI 3.1 links (§4.8.20) from an operation's success to the operations that take
+#: the id it returns: ``{source operationId: {link name: (target operationId,
+#: {path parameter: runtime expression})}}``. Clients (and schemathesis' stateful
+#: phase) follow them from a created or listed resource to its reads, updates and
+#: deletes. A new resource with an id joins here.
+LINKS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
+    "campaigns_create": {
+        "GetCampaign": ("campaigns_get", {"campaign_id": _CREATED}),
+        "UpdateCampaign": ("campaigns_update", {"campaign_id": _CREATED}),
+        "DeleteCampaign": ("campaigns_delete", {"campaign_id": _CREATED}),
+        "CreateTag": ("tags_create", {"campaign_id": _CREATED}),
+        "ListTags": ("tags_list", {"campaign_id": _CREATED}),
+        "CreateRule": ("rules_create", {"campaign_id": _CREATED}),
+        "GetStats": ("stats_get", {"campaign_id": _CREATED}),
+    },
+    "campaigns_list": {
+        "GetCampaign": ("campaigns_get", {"campaign_id": _FIRST}),
+        "UpdateCampaign": ("campaigns_update", {"campaign_id": _FIRST}),
+        "ListTags": ("tags_list", {"campaign_id": _FIRST}),
+        "CreateTag": ("tags_create", {"campaign_id": _FIRST}),
+        "ListRules": ("rules_list", {"campaign_id": _FIRST}),
+    },
+    "tags_create": {
+        "GetTag": ("tags_get", {"tag_id": _CREATED}),
+        "UpdateTag": ("tags_update", {"tag_id": _CREATED}),
+        "GetTagQr": ("tags_get_qr", {"tag_id": _CREATED}),
+    },
+    "tags_list": {
+        "GetTag": ("tags_get", {"tag_id": _FIRST}),
+        "UpdateTag": ("tags_update", {"tag_id": _FIRST}),
+    },
+    "locations_create": {
+        "GetLocation": ("locations_get", {"location_id": _CREATED}),
+        "UpdateLocation": ("locations_update", {"location_id": _CREATED}),
+        "DeleteLocation": ("locations_delete", {"location_id": _CREATED}),
+    },
+    "locations_list": {
+        "GetLocation": ("locations_get", {"location_id": _FIRST}),
+        "UpdateLocation": ("locations_update", {"location_id": _FIRST}),
+    },
+    "rules_create": {
+        "UpdateRule": ("rules_update", {"rule_id": _CREATED}),
+        "DeleteRule": ("rules_delete", {"rule_id": _CREATED}),
+    },
+    "rules_list": {"UpdateRule": ("rules_update", {"rule_id": _FIRST})},
+    "webhooks_create": {
+        "ListDeliveries": ("webhooks_list_deliveries", {"webhook_id": _CREATED}),
+        "Ping": ("webhooks_ping", {"webhook_id": _CREATED}),
+        "DeleteWebhook": ("webhooks_delete", {"webhook_id": _CREATED}),
+    },
+    "webhooks_list": {
+        "ListDeliveries": ("webhooks_list_deliveries", {"webhook_id": _FIRST}),
+        "Ping": ("webhooks_ping", {"webhook_id": _FIRST}),
+    },
+    "api_keys_create": {"RevokeKey": ("api_keys_revoke", {"key_id": _CREATED})},
+    "conversions_create": {
+        "CreateRefund": ("conversions_create_refund", {"conversion_id": _CREATED})
+    },
+    "conversions_list": {"CreateRefund": ("conversions_create_refund", {"conversion_id": _FIRST})},
+}
+
+
+def _add_links(document: dict[str, Any]) -> None:
+    """Put :data:`LINKS` on each source operation's success responses (2xx with a JSON
+    body). Raises ``KeyError`` for an operation id the document lacks."""
+    operations = {
+        operation["operationId"]: operation
+        for item in document.get("paths", {}).values()
+        for method, operation in item.items()
+        if method in _METHODS
+    }
+    for source, links in LINKS.items():
+        built = {}
+        for name, (target, parameters) in links.items():
+            if target not in operations:
+                raise KeyError(f"link {source}.{name}: no operation {target}")
+            built[name] = {"operationId": target, "parameters": dict(parameters)}
+        for status, response in operations[source]["responses"].items():
+            if status.startswith("2") and "application/json" in response.get("content", {}):
+                response["links"] = built
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, post-processed as described in the module docstring."""
     document = FastAPI.openapi(app)
@@ -95,6 +181,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         for method in _METHODS:
             if method in item:
                 _normalise_errors(path, item[method])
+    _add_links(document)
     info = document.setdefault("info", {})
     info["description"] = _catalogue()
     return document

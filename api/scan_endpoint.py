@@ -50,7 +50,7 @@ from api.pages import (
     tap_again_page,
     with_headers,
 )
-from api.security_headers import LOCKED_DOWN_CSP, hsts_headers
+from api.security_headers import LOCKED_DOWN_CSP, hsts_header, hsts_headers
 from campaigns.models import utcnow
 from campaigns.scanning.nfc import is_blocked
 from campaigns.scanning.request import ScanRequest
@@ -107,6 +107,8 @@ class ShortLinks:
         # Security headers that depend on settings (HSTS when BASE_URL is https), computed
         # once here: a scan adds nothing per request (api/security_headers.py).
         self.hsts = hsts_headers(state.settings.base_url)
+        #: HSTS for the problem documents (500, 503), which set the other headers.
+        self.problem_headers = hsts_header(state.settings.base_url)
         self.redirect_headers = [*_REDIRECT_HEADERS, *self.hsts]
         # Each page in English and French, the security headers added once.
         self.not_found, self.gone, self.tap_again = (
@@ -145,7 +147,7 @@ class ShortLinks:
             if started:
                 raise  # the server closes the connection
             self.state.metrics.count_response(500)
-            await problem(500)(scope, _no_receive, send)
+            await problem(500, headers=self.problem_headers)(scope, _no_receive, send)
 
     async def _scan(self, scope: Scope, send: Send, prefix: str, route: ShortLinkRoute) -> None:
         scans: ScanService = self.state.scans
@@ -171,11 +173,11 @@ class ShortLinks:
         try:
             url, record, cookie = await scans.record(request, resolution)
         except WriterOverloaded as exc:  # shedding load: queue and spool past their bounds
-            await _unavailable(scope, send, metrics, exc.retry_after_s)
+            await _unavailable(scope, send, metrics, exc.retry_after_s, self.problem_headers)
             return
         except (OSError, RuntimeError):
             log.exception("scan could not be stored")
-            await _unavailable(scope, send, metrics, 1)
+            await _unavailable(scope, send, metrics, 1, self.problem_headers)
             return
         metrics.count_scan(record.channel, resolution.outcome, is_bot=record.is_bot)
         set_cookie: bytes | None = None
@@ -255,12 +257,14 @@ async def _page(page: Response, scope: Scope, send: Send, set_cookie: bytes | No
     await page(scope, _no_receive, with_cookie)
 
 
-async def _unavailable(scope: Scope, send: Send, metrics: Metrics, retry_after_s: int) -> None:
+async def _unavailable(
+    scope: Scope, send: Send, metrics: Metrics, retry_after_s: int, headers: dict[str, str]
+) -> None:
     metrics.count_response(503)
     response = problem(
         503,
         detail="The scan could not be recorded; try again.",
-        headers={"Retry-After": str(max(1, retry_after_s))},
+        headers={"Retry-After": str(max(1, retry_after_s)), **headers},
     )
     await response(scope, _no_receive, send)
 

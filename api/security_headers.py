@@ -10,7 +10,9 @@ Where they are set:
 - the pages of :mod:`api.pages`: in their (precomputed) headers; the 404/410/403 pages'
   inline style is allowed by its SHA-256 (CSP Level 3 §8.3 hash sources), the consent
   page's by a fresh nonce;
-- problem+json documents (:func:`api.errors.problem`): in their headers;
+- problem+json documents (:func:`api.errors.problem`): in their headers, HSTS added
+  (:func:`hsts_header`) by those answered before :class:`SecurityHeaders` (the scan
+  path's 500 and 503, the 431 of :class:`api.middleware.HeadersAndClient`);
 - every other response of the FastAPI app: :class:`SecurityHeaders`, which adds what a
   response lacks. The interactive docs (``/docs``, ``/redoc``) load Swagger UI and ReDoc
   with inline scripts, so they get no CSP.
@@ -54,6 +56,14 @@ def hsts_headers(base_url: str) -> list[tuple[bytes, bytes]]:
     """``[(b"strict-transport-security", ...)]`` when ``base_url`` is https, else ``[]``
     (HSTS over plain http is ignored by browsers, RFC 6797 §8.1, and would be a lie)."""
     return [(b"strict-transport-security", HSTS.encode())] if is_https(base_url) else []
+
+
+def hsts_header(base_url: str) -> dict[str, str]:
+    """``{"Strict-Transport-Security": ...}`` when ``base_url`` is https, else ``{}``:
+    for the problem documents answered outside :class:`SecurityHeaders` (the scan path's
+    500 and 503, the 431 of oversized headers), whose other headers
+    :func:`api.errors.problem` sets."""
+    return {"Strict-Transport-Security": HSTS} if is_https(base_url) else {}
 
 
 class SecurityHeaders:

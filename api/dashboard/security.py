@@ -95,7 +95,8 @@ def security_headers(settings: Settings, nonce: str) -> dict[str, str]:
     return {
         "Content-Security-Policy": csp(settings, nonce),
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "same-origin",
+        # Issue 12: no page tells anyone where it was; nothing here reads Referer.
+        "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-store",
         "X-Frame-Options": "DENY",
     }

@@ -10,7 +10,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.deps import ADMIN, CAMPAIGNS_READ, ReleasedOrganizationId, SessionFactory, SettingsDep
+from api.deps import (
+    ADMIN,
+    CAMPAIGNS_READ,
+    ReleasedOrganizationId,
+    SessionFactory,
+    SettingsDep,
+    audited_unit_of_work,
+)
 from api.errors import problem_responses
 from api.routers.qr import StyleDep, load_logo
 from campaigns.db import unit_of_work
@@ -75,7 +82,7 @@ async def put_logo(
     pool: RenderPool = request.app.state.render_pool
     # Decoding an untrusted image is CPU work: in the pool, outside any transaction.
     await pool.run(organization_id, logo.validate_logo, upload)
-    async with unit_of_work(sessions) as session:
+    async with audited_unit_of_work(request, sessions) as session:
         await logos.put_logo(session, organization_id=organization_id, logo=upload)
     return LogoRead(media_type=media_type, size_bytes=len(upload.content), sha256=upload.sha256)
 

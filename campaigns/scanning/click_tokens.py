@@ -9,6 +9,10 @@ moment after the page was answered. So the page carries, next to the click id, a
 cookie answer's destination), truncated to 128 bits, base64url without padding, under a
 key derived from ``PASSERELLE_SECRET_KEY``. A valid token is a scan this service issued:
 its organization and time are read from it, without the database.
+
+Rotation: tokens are signed under the current secret key and verified under it or any
+previous one (:class:`campaigns.crypto.Keyring`), so a page served before a restart
+with a new key still posts back a token that verifies.
 """
 
 from __future__ import annotations
@@ -18,23 +22,28 @@ import datetime as dt
 import hashlib
 import hmac
 
+from campaigns.crypto import SecretKeys, keyring
 from campaigns.scanning.recent import RecentClick
 
 #: Longest token read (organization id, milliseconds and a 22-character MAC fit well).
 MAX_TOKEN_CHARS = 96
 
 
+def _token_key(secret_key: str) -> bytes:
+    return hmac.new(secret_key.encode(), b"passerelle click tokens v1", hashlib.sha256).digest()
+
+
 class ClickTokens:
-    """Signs and checks click tokens under ``secret_key`` (the settings' secret)."""
+    """Signs click tokens under the current key of ``secret_key`` (the settings' secret
+    key or keyring) and checks them under the current and previous keys."""
 
-    def __init__(self, secret_key: str) -> None:
-        self._key = hmac.new(
-            secret_key.encode(), b"passerelle click tokens v1", hashlib.sha256
-        ).digest()
+    def __init__(self, secret_key: SecretKeys) -> None:
+        self._keys = tuple(_token_key(key) for key in keyring(secret_key).all)
 
-    def _mac(self, purpose: str, click_id: str, head: str, bound: str) -> str:
+    @staticmethod
+    def _mac(key: bytes, purpose: str, click_id: str, head: str, bound: str) -> str:
         message = "\n".join((purpose, click_id, head, bound)).encode()
-        digest = hmac.new(self._key, message, hashlib.sha256).digest()[:16]
+        digest = hmac.new(key, message, hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def sign(
@@ -49,7 +58,7 @@ class ClickTokens:
         """The token of the scan ``click_id`` for ``purpose`` (``location``, ``consent``),
         binding ``bound`` too."""
         head = f"{organization_id}.{int(scanned_at.timestamp() * 1000)}"
-        return f"{head}.{self._mac(purpose, click_id, head, bound)}"
+        return f"{head}.{self._mac(self._keys[0], purpose, click_id, head, bound)}"
 
     def verify(
         self, purpose: str, token: str | None, *, click_id: str, bound: str = ""
@@ -63,8 +72,10 @@ class ClickTokens:
         if not (org.isdigit() and millis.isdigit() and org.isascii() and millis.isascii()):
             return None
         head = f"{org}.{millis}"
-        expected = self._mac(purpose, click_id, head, bound)
-        if not mac.isascii() or not hmac.compare_digest(mac, expected):
+        if not mac.isascii() or not any(
+            hmac.compare_digest(mac, self._mac(key, purpose, click_id, head, bound))
+            for key in self._keys
+        ):
             return None
         try:
             at = dt.datetime.fromtimestamp(int(millis) / 1000, dt.UTC)

@@ -71,7 +71,7 @@ class ScanService:
         #: ``Set-Cookie`` values of the visitor cookie and of a refusal.
         self.cookie_headers = CookieHeaders(secure=secure_cookies)
         #: Tokens the consent page's requests carry (beacon, cookie answer).
-        self.click_tokens = ClickTokens(keyring(secret_key).current)
+        self.click_tokens = ClickTokens(secret_key)
         self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=keyring(secret_key).current)
         self.runtime = CacheRuntime(
             conninfo=conninfo,

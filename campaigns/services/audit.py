@@ -8,8 +8,9 @@ transaction as the write (rolled back with it). One event per table written: ``r
 rows, ``resource_id`` the row's id when there was exactly one.
 
 Audited: API keys, organization settings and logo, campaigns, tags, locations, redirect
-rules, webhooks, privacy erasures (counts only, never the erased ids) and purges (by the
-system, one event per organization and table). Conversions and refunds are
+rules, webhooks (and the deliveries an admin retries or pings), dashboard users, privacy
+erasures (counts only, never the erased ids) and purges (by the system, one event per
+organization and table). Conversions and refunds are
 business data posted by shop servers, not management, and are not audited.
 """
 
@@ -31,6 +32,7 @@ from campaigns.models import (
     ApiKey,
     AuditEvent,
     Campaign,
+    DashboardUser,
     Location,
     Organization,
     OrganizationLogo,
@@ -49,6 +51,7 @@ AUDITED: tuple[type, ...] = (
     Location,
     RedirectRule,
     Webhook,
+    DashboardUser,
 )
 
 #: At most this many events per page of ``GET /v1/audit``.

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from campaigns.db import note_written_rows
 from campaigns.models import OrganizationLogo, utcnow
 from campaigns.payloads.logo import Logo
 
@@ -13,7 +14,8 @@ from campaigns.payloads.logo import Logo
 async def put_logo(session: AsyncSession, *, organization_id: int, logo: Logo) -> OrganizationLogo:
     """Store (or replace) the organization's logo. ``logo`` must have passed
     :func:`campaigns.payloads.logo.validate_logo` (CPU-bound, so the caller runs it
-    off the event loop before opening the transaction)."""
+    off the event loop before opening the transaction). An upsert statement, which the
+    ORM flush hook does not see: the row is noted for the audit trail here."""
     values = {
         "media_type": logo.media_type,
         "content": logo.content,
@@ -28,6 +30,7 @@ async def put_logo(session: AsyncSession, *, organization_id: int, logo: Logo) -
     )
     stored = await session.scalar(statement, execution_options={"populate_existing": True})
     assert stored is not None  # RETURNING of an upsert always yields the row
+    note_written_rows(session, OrganizationLogo.__tablename__, ids=(organization_id,))
     return stored
 
 

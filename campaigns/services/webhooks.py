@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.crypto import SecretKeys, seal
+from campaigns.db import note_written_rows
 from campaigns.errors import InvalidInput, NotFound
 from campaigns.models import Webhook, WebhookDelivery, utcnow
 from campaigns.schemas import WebhookCreate
@@ -157,6 +158,8 @@ async def retry_delivery(
     )
     if delivery is None:
         raise missing
+    # A Core UPDATE, which the ORM flush hook does not see: noted for the audit trail.
+    note_written_rows(session, WebhookDelivery.__tablename__, ids=(delivery.id,))
     return delivery
 
 
@@ -181,4 +184,5 @@ async def ping_webhook(
     )
     session.add(delivery)
     await session.flush()
+    note_written_rows(session, WebhookDelivery.__tablename__, ids=(delivery.id,))
     return delivery

@@ -252,3 +252,20 @@ async def test_docs_load_their_assets_locally(client: httpx.AsyncClient) -> None
         assert asset.status_code == 200, source
     script = await client.get("/static-offline-docs/swagger-ui-bundle.js")
     assert len(script.content) > 100_000
+
+
+def test_links_name_each_path_parameter_of_their_target(document: dict[str, Any]) -> None:
+    """Every link (``api.openapi.LINKS``) fills exactly its target's path parameters
+    from the source's answer, and sits on the source's success response."""
+    ops = operations(document)
+    found = 0
+    for source, operation in ops.items():
+        for status, response in operation["responses"].items():
+            for link in response.get("links", {}).values():
+                assert status.startswith("2"), (source, status)
+                target = ops[link["operationId"]]
+                wanted = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+                assert set(link["parameters"]) == wanted, (source, link)
+                assert all(v.startswith("$response.body#/") for v in link["parameters"].values())
+                found += 1
+    assert found >= 30

@@ -104,9 +104,18 @@ class PrivateCluster:
 class Server:
     """A Passerelle server process (``passerelle serve``)."""
 
-    def __init__(self, database_url: str, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
+        #: When set, the process's stdout and stderr (its logs) are appended there.
+        self.log_path = log_path
         self.env = {
             **os.environ,
             "PASSERELLE_DATABASE_URL": database_url,
@@ -124,6 +133,7 @@ class Server:
 
     def start(self, *, wait_ready: bool = True, timeout: float = 30) -> None:
         # The real `passerelle serve`, without its migration step (the test migrated).
+        log = open(self.log_path, "ab") if self.log_path else None
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -139,8 +149,11 @@ class Server:
             cwd=ROOT,
             env=self.env,
             start_new_session=True,
-            stdout=subprocess.DEVNULL,
+            stdout=log or subprocess.DEVNULL,
+            stderr=log,
         )
+        if log is not None:
+            log.close()  # the child holds its own descriptor
         path = "/health/ready" if wait_ready else "/health/live"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
