@@ -9,6 +9,10 @@ merchant may report the order before the scan reaches the database.
 
 Only a scan of the conversion's own organization is credited: another tenant's click id
 is treated as unknown, so no tenant can learn or credit another's click ids.
+
+An internal scan (``scans.internal``: a phone signed into the dashboard, staff testing a
+poster) is never credited either: a conversion after a staff member's test scan is not
+the campaign's, and stays unattributed (``campaign_id`` null) in every report.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ _CREDIT_SQL = """
 WITH credited AS (
     UPDATE conversions AS c SET scan_id = s.id, campaign_id = s.campaign_id, tag_id = s.tag_id
     FROM scans AS s WHERE s.click_id = ANY(%s) AND c.click_id = s.click_id
-    AND c.organization_id = s.organization_id AND c.scan_id IS NULL
+    AND c.organization_id = s.organization_id AND c.scan_id IS NULL AND NOT s.internal
     RETURNING c.id, c.campaign_id
 ),
 feed AS (
@@ -38,9 +42,9 @@ SELECT count(*) FROM credited
 
 async def credit_conversions(conn: psycopg.AsyncConnection[Any], click_ids: Sequence[str]) -> int:
     """Credit every not yet attributed conversion carrying one of ``click_ids`` to the
-    scan of that click id in the same organization (setting its ``scan_id``,
-    ``campaign_id`` and ``tag_id``), and record them as one live-feed batch. Runs in
-    ``conn``'s current transaction, if any.
+    scan of that click id in the same organization, unless that scan is internal
+    (setting its ``scan_id``, ``campaign_id`` and ``tag_id``), and record them as one
+    live-feed batch. Runs in ``conn``'s current transaction, if any.
 
     Returns the number of conversions credited. Raises ``psycopg.Error``.
     """

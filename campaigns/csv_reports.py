@@ -12,9 +12,10 @@ cell is no revenue in that currency.
 unique_visitors, conversions, revenue_minor_<CUR>...`` (``start`` ISO 8601 with the
 offset of the report's time zone). Without ``interval``: one row per tag then a total
 row, ``row, tag_id, code, label, scans, bot_scans, burst_scans, replayed_taps,
-invalid_taps, unique_visitors, conversions, conversion_rate, revenue_minor_<CUR>...,
-cost_minor, cost_currency, roas`` (``row`` is ``tag`` or ``total``; the cost and ROAS
-only on the total row).
+invalid_taps, internal_scans, unique_visitors, conversions, conversion_rate,
+revenue_minor_<CUR>..., cost_minor, cost_currency, roas`` (``row`` is ``tag`` or
+``total``; the cost and ROAS only on the total row). Scans of phones signed into the
+dashboard (staff) count only in ``internal_scans``, as in the JSON.
 
 **attribution.csv**: one row per group key, ``<tag_id|location_id|day>, conversions,
 revenue_minor_<CUR>...``, then a ``total`` row (the report's ``totals``) and an
@@ -43,6 +44,7 @@ TAG_COLUMNS = (
     "burst_scans",
     "replayed_taps",
     "invalid_taps",
+    "internal_scans",
     "unique_visitors",
     "conversions",
     "conversion_rate",
@@ -100,6 +102,7 @@ def stats_csv(stats: CampaignStats) -> Iterator[bytes]:
                 tag.burst_scans,
                 tag.replayed_taps,
                 tag.invalid_taps,
+                tag.internal_scans,
                 tag.unique_visitors,
                 tag.conversions,
                 tag.conversion_rate,
@@ -120,6 +123,7 @@ def stats_csv(stats: CampaignStats) -> Iterator[bytes]:
             stats.burst_scans,
             stats.replayed_taps,
             stats.invalid_taps,
+            stats.internal_scans,
             stats.unique_visitors,
             stats.conversions,
             stats.conversion_rate,

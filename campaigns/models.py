@@ -524,6 +524,10 @@ class Scan(Base):
     #: for a weighted split, the variant served.
     rule_id: Mapped[int | None] = mapped_column(BigInteger)
     variant: Mapped[str | None] = mapped_column(Text)
+    #: From a phone signed into the organization's dashboard (store staff testing the
+    #: poster they hang, issue 11; ``campaigns.scanning.installers``): stored, but left
+    #: out of every figure and counted apart as ``internal_scans``.
+    internal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     position: Mapped[WKBElement | None] = mapped_column(
         Geography(geometry_type="POINT", srid=4326, spatial_index=False),
         Computed(
@@ -779,7 +783,8 @@ def _count(name: str) -> Column[Any]:
 
 #: Scan figures per (campaign, tag, UTC hour), with the stats definitions: ``scans``
 #: human (and counted) scans, ``bot_scans`` and ``bot_<reason>``, ``burst_scans``,
-#: ``replayed_taps``, ``invalid_taps``; ``visitors`` distinct visitor ids of the hour's
+#: ``replayed_taps``, ``invalid_taps``, ``internal_scans`` (staff's, counted nowhere
+#: else); ``visitors`` distinct visitor ids of the hour's
 #: human scans, ``first_visitors`` / ``last_visitors`` those whose first / last human
 #: scan of the UTC day (on this tag) falls in this hour.
 scan_rollups = Table(
@@ -796,6 +801,7 @@ scan_rollups = Table(
         _count(f"bot_{reason}")
         for reason in ("head", "prefetch", "previewer", "scanner", "crawler", "no_user_agent")
     ),
+    _count("internal_scans"),
     _count("visitors"),
     _count("first_visitors"),
     _count("last_visitors"),
@@ -825,6 +831,7 @@ scan_day_rollups = Table(
         _count(f"bot_{reason}")
         for reason in ("head", "prefetch", "previewer", "scanner", "crawler", "no_user_agent")
     ),
+    _count("internal_scans"),
     _count("visitors"),
     UniqueConstraint("campaign_id", "day", "tag_id"),
 )
@@ -962,6 +969,7 @@ scan_positions = Table(
     Column("city", Text),
     Column("rule_id", BigInteger),
     Column("variant", Text),
+    Column("internal", Boolean),
 )
 
 

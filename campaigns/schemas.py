@@ -228,6 +228,10 @@ _REPLAYED_TAPS = (
     "NFC taps of NTAG 424 DNA tags whose SUN message was authentic but already used "
     "(counter not above the last accepted one): counted in neither `scans` nor `bot_scans`"
 )
+_INTERNAL_SCANS = (
+    "Scans from a phone signed into the organization's dashboard (store staff testing the "
+    "posters they hang): counted in no other figure of any report"
+)
 _INVALID_TAPS = (
     "NFC taps of NTAG 424 DNA tags whose SUN message failed (bad MAC, another tag's "
     "message, missing or malformed parameters): counted in neither `scans` nor `bot_scans`"
@@ -986,7 +990,11 @@ class ConversionRead(Schema):
     value: Money | None = doc("What it is worth", {"amount_minor": 4990, "currency": "EUR"})
     external_id: str = doc("Your unique id for it", "order-1001")
     occurred_at: dt.datetime = doc("When it happened, UTC", _WHEN)
-    attributed: bool = doc("True when `click_id` is a scan of this organization", True)
+    attributed: bool = doc(
+        "True when `click_id` is a scan of this organization (not an internal one: staff "
+        "testing a poster from a phone signed into the dashboard)",
+        True,
+    )
     scan_id: int | None = doc("The scan credited (last touch); null if unattributed", 42)
     campaign_id: int | None = doc("That scan's campaign", 1)
     tag_id: int | None = doc("That scan's tag", 1)
@@ -1015,6 +1023,7 @@ class TagStats(Schema):
     burst_scans: int = doc(_BURST, 0)
     replayed_taps: int = doc(_REPLAYED_TAPS, 1)
     invalid_taps: int = doc(_INVALID_TAPS, 0)
+    internal_scans: int = doc(_INTERNAL_SCANS, 2)
     unique_visitors: int = doc(_UNIQUES, 96)
     conversions: int = doc(_CONVERSIONS, 6)
     revenue: list[RevenueRead] = doc(_REVENUE, [{"currency": "EUR", "amount_minor": 29940}])
@@ -1071,7 +1080,8 @@ class CampaignStats(Schema):
     included); ``burst_scans`` counts the human scans from an address past the per-address
     rate (included in ``scans``); NFC taps of NTAG 424 DNA tags count in ``scans`` (or
     ``bot_scans``) only when ``valid``, the others in ``replayed_taps`` or
-    ``invalid_taps``; ``unique_visitors`` is the number of distinct
+    ``invalid_taps``; scans from a phone signed into the dashboard (staff) count only in
+    ``internal_scans``; ``unique_visitors`` is the number of distinct
     daily visitor ids among human scans, so over several days it is the sum of daily
     uniques; ``conversions`` and ``revenue`` are conversions attributed to the campaign
     with ``occurred_at`` in the window; ``conversion_rate`` is ``conversions / scans``
@@ -1099,6 +1109,7 @@ class CampaignStats(Schema):
     burst_scans: int = doc(_BURST, 0)
     replayed_taps: int = doc(_REPLAYED_TAPS, 2)
     invalid_taps: int = doc(_INVALID_TAPS, 1)
+    internal_scans: int = doc(_INTERNAL_SCANS, 4)
     unique_visitors: int = doc(_UNIQUES, 190)
     conversions: int = doc(_CONVERSIONS, 9)
     revenue: list[RevenueRead] = doc(_REVENUE, [{"currency": "EUR", "amount_minor": 44910}])
@@ -1438,6 +1449,11 @@ class ScanRead(Schema):
     )
     rule_id: int | None = doc("The redirect rule that chose the destination", None)
     variant: str | None = doc("The split variant served", None)
+    internal: bool = doc(
+        "From a phone signed into the organization's dashboard (staff testing a poster): "
+        "left out of every figure",
+        False,
+    )
 
 
 class ScanPage(Page[ScanRead]):
@@ -1761,6 +1777,7 @@ class PrivacyScan(Schema):
     far_from_placement: bool | None = doc("IP position far from the placement", False)
     rule_id: int | None = doc("Redirect rule applied", None)
     variant: str | None = doc("Split variant served", None)
+    internal: bool = doc("From a phone signed into the organization's dashboard", False)
 
 
 class PrivacyPosition(Schema):

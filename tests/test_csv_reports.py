@@ -49,6 +49,7 @@ def test_text_cells_are_guarded() -> None:
         burst_scans=0,
         replayed_taps=0,
         invalid_taps=0,
+        internal_scans=0,
         unique_visitors=0,
         conversions=0,
         revenue=[],

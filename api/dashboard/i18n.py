@@ -249,6 +249,14 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "event": ("Event", "Événement"),
     "scan": ("Scan", "Scan"),
     "conversion": ("Conversion", "Conversion"),
+    "internal_scans": ("Staff scans", "Scans internes"),
+    "internal_scans_help": (
+        "Scans from phones signed into this dashboard (staff testing the posters they "
+        "hang): left out of every other figure.",
+        "Scans des téléphones connectés à ce tableau de bord (le personnel qui teste les "
+        "affiches posées) : exclus de tous les autres chiffres.",
+    ),
+    "internal_scan": ("Staff scan", "Scan interne"),
 }
 
 

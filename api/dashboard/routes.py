@@ -31,10 +31,12 @@ from api.dashboard.security import (
     Editor,
     ReleasedOrganization,
     Viewer,
+    clear_installer_cookie,
     cookie_secure,
     new_nonce,
     safe_next,
     security_headers,
+    set_installer_cookie,
 )
 from api.deps import SessionDep, SessionFactory, SettingsDep
 from api.routers.artwork import get_print_zip, get_sheets
@@ -113,7 +115,13 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     )
     headers = security_headers(settings, nonce)
     headers["Content-Language"] = f.language
-    return HTMLResponse(html, status_code=status, headers=headers)
+    response = HTMLResponse(html, status_code=status, headers=headers)
+    if viewer is not None:
+        # Each page keeps the phone's installer mark alive as long as the session.
+        set_installer_cookie(
+            response, settings, organization_id=viewer.organization_id, user_id=viewer.user_id
+        )
+    return response
 
 
 def see_other(url: str) -> RedirectResponse:
@@ -152,7 +160,10 @@ def _anon_csrf_ok(request: Request, presented: str) -> bool:
     return bool(cookie) and hmac.compare_digest(cookie.encode(), presented.encode())  # type: ignore[union-attr]
 
 
-def _start_session(response: Response, token: str, settings: Settings) -> Response:
+def _start_session(
+    response: Response, token: str, settings: Settings, *, organization_id: int, user_id: int
+) -> Response:
+    set_installer_cookie(response, settings, organization_id=organization_id, user_id=user_id)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -249,16 +260,24 @@ async def sign_in(
         )
         return page
     opened = await sessions.open_session(session, user_id=user.id)
-    return _start_session(see_other(safe_next(next)), opened.token, settings)
+    return _start_session(
+        see_other(safe_next(next)),
+        opened.token,
+        settings,
+        organization_id=user.organization_id,
+        user_id=user.id,
+    )
 
 
 @router.post("/sign-out")
-async def sign_out(request: Request, current: Viewer, session: SessionDep) -> Response:
+async def sign_out(
+    request: Request, current: Viewer, session: SessionDep, settings: SettingsDep
+) -> Response:
     token = request.cookies.get(SESSION_COOKIE, "")
     await sessions.close_session(session, token=token)
     response = see_other("/app/sign-in")
     response.delete_cookie(SESSION_COOKIE, path="/app")
-    return response
+    return clear_installer_cookie(response, settings)
 
 
 @router.get("/sign-in/{token}")
@@ -304,7 +323,13 @@ async def link_set_password(
     except DomainError:
         return error_page(request, 404, f.t("error"), f.t("invalid_link"))
     opened = await sessions.open_session(session, user_id=user.id)
-    return _start_session(see_other("/app/campaigns"), opened.token, settings)
+    return _start_session(
+        see_other("/app/campaigns"),
+        opened.token,
+        settings,
+        organization_id=user.organization_id,
+        user_id=user.id,
+    )
 
 
 @router.get("/lang/{language}")

@@ -3,6 +3,10 @@
 - The session cookie (:data:`SESSION_COOKIE`) is ``HttpOnly; SameSite=Lax; Path=/app``,
   ``Secure`` when the base URL is https, and carries a random token whose SHA-256 keys a
   ``dashboard_sessions`` row (:mod:`campaigns.services.sessions`).
+- The installer cookie (:data:`~campaigns.scanning.installers.INSTALLER_COOKIE`,
+  ``Path=/``): set with the session and on every page a signed-in user loads, cleared on
+  sign-out; it makes the phone's scans of its organization's tags internal (staff
+  testing posters, issue 11), see :mod:`campaigns.scanning.installers`.
 - CSRF: every unsafe request (anything but GET, HEAD, OPTIONS) of a signed-in user must
   carry the session's token, as the form field ``csrf`` or the ``X-CSRF-Token`` header
   (synchroniser token, OWASP CSRF Prevention Cheat Sheet). The anonymous forms (sign-in,
@@ -16,17 +20,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Final
 from urllib.parse import quote, urlsplit
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from starlette.datastructures import FormData
 
 from api.deps import SessionDep
 from campaigns.db import unit_of_work
+from campaigns.scanning.installers import INSTALLER_COOKIE, MAX_LIFETIME_S, installer_token
 from campaigns.services.audit import Actor
 from campaigns.services.sessions import Current, current_session
 from campaigns.settings import Settings
@@ -44,6 +50,7 @@ class Signed:
     role: str
     organization_id: int
     csrf: str
+    user_id: int
 
 
 class SignInRequired(Exception):
@@ -66,6 +73,44 @@ class Forbidden(Exception):
 def cookie_secure(settings: Settings) -> bool:
     """Cookies get ``Secure`` when the service's base URL is https."""
     return urlsplit(settings.base_url).scheme == "https"
+
+
+def set_installer_cookie(
+    response: Response,
+    settings: Settings,
+    *,
+    organization_id: int,
+    user_id: int,
+    now: dt.datetime | None = None,
+) -> Response:
+    """Add the installer cookie of ``user_id`` of ``organization_id`` to ``response``:
+    a token signed under the current secret key, valid for the dashboard's idle timeout
+    (at most :data:`~campaigns.scanning.installers.MAX_LIFETIME_S`) from ``now``;
+    ``Path=/`` (every short-link prefix, in any case), ``HttpOnly``, ``SameSite=Lax``,
+    ``Secure`` when the base URL is https."""
+    lifetime = min(settings.dashboard_session_idle_s, MAX_LIFETIME_S)
+    expires_at = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=lifetime)
+    token = installer_token(
+        settings.keyring, organization_id=organization_id, user_id=user_id, expires_at=expires_at
+    )
+    response.set_cookie(
+        INSTALLER_COOKIE,
+        token,
+        max_age=lifetime,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=cookie_secure(settings),
+    )
+    return response
+
+
+def clear_installer_cookie(response: Response, settings: Settings) -> Response:
+    """Add the ``Set-Cookie`` that removes the installer cookie (sign-out)."""
+    response.delete_cookie(
+        INSTALLER_COOKIE, path="/", httponly=True, samesite="lax", secure=cookie_secure(settings)
+    )
+    return response
 
 
 def csp(settings: Settings, nonce: str) -> str:
@@ -146,6 +191,7 @@ async def signed_in(request: Request, session: SessionDep) -> Current:
         role=current.user.role,
         organization_id=current.user.organization_id,
         csrf=current.session.csrf_token,
+        user_id=current.user.id,
     )
     return current
 

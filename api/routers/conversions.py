@@ -52,8 +52,9 @@ async def create_conversion(
 
     - **201**: stored. ``attributed`` is true when ``click_id`` is the click id of a scan
       of this organization; then ``scan_id``, ``campaign_id`` and ``tag_id`` are set.
-      An unknown click id (or another organization's) is stored with ``attributed:
-      false``.
+      An unknown click id (or another organization's, or an internal scan's: staff
+      testing a poster from a phone signed into the dashboard) is stored with
+      ``attributed: false``.
     - **200**: the same ``external_id`` was already stored with the same body (click_id,
       event, value, occurred_at): the stored conversion, counted once. Safe to retry.
     - **409** ``conversion_conflict``: the ``external_id`` is stored with a different

@@ -34,12 +34,14 @@ class EventStreamResponse(StreamingResponse):
 
 
 _STREAM_DOC = (
-    "Server-Sent Events, one per scan (`event: scan`) or conversion (`event: conversion`):"
+    "Server-Sent Events, one per scan (`event: scan`) or conversion (`event: conversion`). "
+    "Scans from a phone signed into the dashboard (staff testing a poster) are shown too, "
+    "with `internal: true`; they count in no report:"
     "\n\n```\nevent: scan\nid: 7812:7815:7813|s1042\n"
     'data: {"id":1042,"click_id":"…","campaign_id":3,"tag_id":12,'
     '"scanned_at":"2026-12-06T15:02:11.52Z","channel":"qr","device_type":"mobile",'
     '"os":"iOS","country":"FR","city":"Paris","location_id":4,"is_bot":false,'
-    '"bot_reason":null,"burst":false,"nfc_verification":null}\n\n'
+    '"bot_reason":null,"burst":false,"nfc_verification":null,"internal":false}\n\n'
     "event: conversion\nid: 7815:7818:|c77\n"
     'data: {"id":77,"click_id":"…","campaign_id":3,"tag_id":12,"scan_id":1042,'
     '"event":"purchase","value":{"amount_minor":4990,"currency":"EUR"},'

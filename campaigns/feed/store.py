@@ -52,7 +52,7 @@ events AS (
     SELECT b.xid::text::numeric AS xid, 'scan' AS kind, s.id, s.campaign_id, s.click_id,
            s.tag_id, s.scanned_at AS at, s.channel, s.device_type, s.os, s.country, s.city,
            s.location_id, s.is_bot, s.bot_reason, s.burst, s.nfc_verification,
-           NULL::text AS event, NULL::bigint AS value_amount_minor,
+           s.internal, NULL::text AS event, NULL::bigint AS value_amount_minor,
            NULL::text AS value_currency, NULL::bigint AS scan_id
     FROM batches AS b
     CROSS JOIN LATERAL unnest(b.click_ids) AS u(click_id)
@@ -61,7 +61,7 @@ events AS (
     UNION ALL
     SELECT b.xid::text::numeric, 'conversion', c.id, c.campaign_id, c.click_id,
            c.tag_id, c.occurred_at, NULL, NULL, NULL, NULL, NULL,
-           NULL, NULL, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL, NULL, NULL,
            c.event, c.value_amount_minor, c.value_currency, c.scan_id
     FROM batches AS b
     CROSS JOIN LATERAL unnest(b.conversion_ids) AS u(id)
@@ -158,7 +158,7 @@ def _event(row: Sequence[Any]) -> Event:
     """An :class:`Event` from a row of :data:`LIVE_SQL` or :data:`REPLAY_SQL` (after the
     snapshot column)."""
     (xid, kind, id_, campaign_id, click_id, tag_id, at, channel, device_type, os_, country,
-     city, location_id, is_bot, bot_reason, burst, nfc_verification, event, amount,
+     city, location_id, is_bot, bot_reason, burst, nfc_verification, internal, event, amount,
      currency, scan_id) = row  # fmt: skip
     payload: dict[str, Any]
     if kind == "scan":
@@ -178,6 +178,7 @@ def _event(row: Sequence[Any]) -> Event:
             "bot_reason": bot_reason,
             "burst": burst,
             "nfc_verification": nfc_verification,
+            "internal": internal,
         }
     else:
         payload = {

@@ -22,11 +22,13 @@ Spool format (one JSON document per line, UTF-8, ``\\n``-terminated):
 keep replaying with the right values (``tests/scanning/test_writer.py``).
 
 Reading: columns missing from a line take their defaults, so adding an optional column
-needs no new version. A line from a newer format, a ``"v"`` above :data:`SPOOL_VERSION`
-or a column this code does not know, raises :class:`NewerSpoolFormat`: the writer keeps
-it in the dead-letter file for an operator (replaying it with this code would drop the
-unknown columns). A version is bumped only for changes an older reader cannot take by
-ignoring (a rename, a new encoding); such a bump must keep reading the older versions.
+needs no new version (``internal``, added with issue 11, is read as false from the lines
+written before it: ``tests/fixtures/spool/scans-v1.jsonl`` has none). A line from a
+newer format, a ``"v"`` above :data:`SPOOL_VERSION` or a column this code does not know,
+raises :class:`NewerSpoolFormat`: the writer keeps it in the dead-letter file for an
+operator (replaying it with this code would drop the unknown columns). A version is
+bumped only for changes an older reader cannot take by ignoring (a rename, a new
+encoding); such a bump must keep reading the older versions.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ class ScanRecord:
     #: The redirect rule that chose the destination, and the split variant served.
     rule_id: int | None = field(default=None, metadata=_pg("bigint"))
     variant: str | None = field(default=None, metadata=_pg("text"))
+    #: A scan from a phone signed into the organization's dashboard (staff testing a
+    #: poster, issue 11): stored, left out of every figure.
+    internal: bool = field(default=False, metadata=_pg("bool"))
 
     @property
     def counter_to_accept(self) -> int | None:

@@ -20,6 +20,7 @@ from campaigns.scanning.click_tokens import ClickTokens
 from campaigns.scanning.cookies import CookieHeaders
 from campaigns.scanning.device import parse_device
 from campaigns.scanning.hooked import HookedOrganizations
+from campaigns.scanning.installers import InstallerTokens
 from campaigns.scanning.links import build_destination, new_click_id, scan_utm
 from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.organizations import CookieSettings
@@ -72,6 +73,8 @@ class ScanService:
         self.cookie_headers = CookieHeaders(secure=secure_cookies)
         #: Tokens the consent page's requests carry (beacon, cookie answer).
         self.click_tokens = ClickTokens(secret_key)
+        #: Checks the installer cookie of phones signed into the dashboard (every key).
+        self.installers = InstallerTokens(secret_key)
         self.visitors = VisitorIds(data_dir / SALT_FILE, secret_key=keyring(secret_key).current)
         self.runtime = CacheRuntime(
             conninfo=conninfo,
@@ -104,6 +107,7 @@ class ScanService:
                 locations=self.locations,
                 rules=self.rules,
                 cookies=self.cookies,
+                installers=self.installers,
             )
         )
 
@@ -227,6 +231,7 @@ class ScanService:
             far_from_placement=draft.far_from_placement,
             rule_id=draft.rule_id,
             variant=draft.variant,
+            internal=draft.internal,
         )
         stored = await self.writer.submit(record)
         if self.asks_location(stored, resolution):

@@ -9,6 +9,8 @@ Definitions (the public contract of ``GET /v1/campaigns/{id}/attribution``):
   ``lookback_days`` before ``occurred_at``, oldest first, ending with the click scan.
 
   - *Human*: ``is_bot`` false and no flagged NFC tap (verification null or ``valid``).
+    Internal scans (``scans.internal``: a phone signed into the dashboard, staff testing
+    a poster) are never touches.
   - *Same visitor*: scans carrying the click scan's ``cookie_id`` when it has one; else
     scans with its ``visitor_id`` on the same UTC day (visitor ids are salted per day, so
     they cannot match across days); else the click scan alone. A scan's cookie is its
@@ -18,7 +20,8 @@ Definitions (the public contract of ``GET /v1/campaigns/{id}/attribution``):
   - The click scan is always in the journey, even older than the lookback or flagged as a
     bot or a burst (the conversion proves the click), unless it is an invalid NFC tap:
     then, as when the click id names no scan of the organization, the conversion has no
-    journey and is **unattributed**.
+    journey and is **unattributed**. So is a conversion whose click scan is internal
+    (:mod:`campaigns.crediting` never credits it either).
 
 - **Credit**: each touch's share of the conversion under the chosen model
   (:mod:`campaigns.attribution`); a conversion's credits sum to 1. Rows show only the
@@ -89,7 +92,7 @@ def _scans_cte() -> str:
     return f"""
     s_all AS NOT MATERIALIZED (
         SELECT id, click_id, organization_id, campaign_id, tag_id, scanned_at, is_bot,
-               cookie_id, visitor_id, {NFC_VERIFICATION} AS nfc_verification
+               cookie_id, visitor_id, {NFC_VERIFICATION} AS nfc_verification, internal
         FROM scans
     )"""  # noqa: S608 - a constant of this module, no input
 
@@ -119,6 +122,7 @@ _EARLIER = """
         AND (s.scanned_at, s.id) < (k.scanned_at, k.scan_id)
         AND s.scanned_at >= k.occurred_at - make_interval(days => :lookback)
         AND NOT s.is_bot
+        AND NOT s.internal
         AND coalesce(s.nfc_verification, 'valid') = 'valid'"""
 
 
@@ -134,7 +138,7 @@ def _journeys_sql() -> str:
         FROM conv
         JOIN s_all s ON s.click_id = conv.click_id AND s.organization_id = :org
         LEFT JOIN visitor_cookie_consents vc ON vc.click_id = s.click_id
-        WHERE s.nfc_verification IS DISTINCT FROM 'invalid'
+        WHERE s.nfc_verification IS DISTINCT FROM 'invalid' AND NOT s.internal
     ),
     journey AS (
         SELECT k.conversion_id, s.id AS scan_id, s.campaign_id, s.tag_id, s.scanned_at
@@ -190,7 +194,7 @@ def _unattributed_sql() -> str:
     WHERE NOT EXISTS (
         SELECT 1 FROM s_all s
         WHERE s.click_id = conv.click_id AND s.organization_id = :org
-          AND s.nfc_verification IS DISTINCT FROM 'invalid'
+          AND s.nfc_verification IS DISTINCT FROM 'invalid' AND NOT s.internal
     )
     GROUP BY conv.value_currency
     """  # noqa: S608 - module constants only; every value is a bound parameter

@@ -5,6 +5,8 @@ destination. The click id names exactly one scan, so last-touch attribution cred
 scan, its tag and its campaign. A click id that is unknown, or that belongs to another
 organization, is stored unattributed (``scan_id``/``campaign_id``/``tag_id`` null): the
 merchant's order is never lost, and no tenant can learn or credit another's click ids.
+So is a conversion whose click id is an internal scan (staff testing a poster from a phone
+signed into the dashboard): it is not the campaign's.
 The crediting itself is :func:`campaigns.crediting.credit_conversions`, shared with the
 spool replay (a scan stored after its conversion).
 

@@ -80,15 +80,17 @@ TABLES: Final = (
 #: Rollup tables holding one (campaign, day) per recompute.
 DAY_TABLES: Final = ("scan_day_rollups", "conversion_day_rollups")
 
-_HUMAN = "NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'"
-_COUNTED = "coalesce(nfc_verification, 'valid') = 'valid'"
+#: As in :mod:`campaigns.services.stats`: internal scans (staff's) count in no figure but
+#: ``internal_scans``.
+_HUMAN = "NOT internal AND NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'"
+_COUNTED = "NOT internal AND coalesce(nfc_verification, 'valid') = 'valid'"
 
 #: The day's scans of one campaign with their UTC hour.
 _DAY_SCANS = f"""
     s AS (
         SELECT tag_id, date_trunc('hour', scanned_at, 'UTC') AS hour, is_bot, burst,
                nfc_verification, bot_reason, visitor_id, channel, device_type, os, country,
-               ({_HUMAN}) AS human, ({_COUNTED}) AS counted
+               internal, ({_HUMAN}) AS human, ({_COUNTED}) AS counted
         FROM scans
         WHERE campaign_id = :c AND scanned_at >= :d0 AND scanned_at < :d1
     )"""  # noqa: S608 - constants and bound parameters only
@@ -96,16 +98,19 @@ _DAY_SCANS = f"""
 _SCAN_ROLLUPS = f"""
     INSERT INTO scan_rollups (campaign_id, tag_id, hour, scans, bot_scans, burst_scans,
         replayed_taps, invalid_taps, {", ".join(f"bot_{r}" for r in BOT_REASONS)},
-        visitors, first_visitors, last_visitors)
+        internal_scans, visitors, first_visitors, last_visitors)
     WITH {_DAY_SCANS},
     counts AS (
         SELECT tag_id, hour,
                count(*) FILTER (WHERE human) AS scans,
                count(*) FILTER (WHERE is_bot AND counted) AS bot_scans,
                count(*) FILTER (WHERE human AND burst) AS burst_scans,
-               count(*) FILTER (WHERE nfc_verification = 'replayed') AS replayed,
-               count(*) FILTER (WHERE nfc_verification = 'invalid') AS invalid,
+               count(*) FILTER (WHERE nfc_verification = 'replayed' AND NOT internal)
+                 AS replayed,
+               count(*) FILTER (WHERE nfc_verification = 'invalid' AND NOT internal)
+                 AS invalid,
                {", ".join(f"count(*) FILTER (WHERE bot_reason = '{r}' AND counted)" for r in BOT_REASONS)},
+               count(*) FILTER (WHERE internal) AS internal_scans,
                count(DISTINCT visitor_id) FILTER (WHERE human) AS visitors
         FROM s GROUP BY tag_id, hour
     ),
@@ -119,8 +124,8 @@ _SCAN_ROLLUPS = f"""
     FROM counts LEFT JOIN f USING (tag_id, hour) LEFT JOIN l USING (tag_id, hour)
 """  # noqa: S608, E501 - module constants only
 
-_FIGURES = "scans, bot_scans, burst_scans, replayed_taps, invalid_taps, " + ", ".join(
-    f"bot_{r}" for r in BOT_REASONS
+_FIGURES = "scans, bot_scans, burst_scans, replayed_taps, invalid_taps, internal_scans, " + (
+    ", ".join(f"bot_{r}" for r in BOT_REASONS)
 )
 _SCAN_DAY_ROLLUPS = f"""
     INSERT INTO scan_day_rollups (campaign_id, day, tag_id, {_FIGURES}, visitors)

@@ -46,6 +46,7 @@ CSV_COLUMNS = (
     "far_from_placement",
     "rule_id",
     "variant",
+    "internal",
 )
 
 _V = scan_positions.c
@@ -71,6 +72,7 @@ _COLUMNS = (
     _V.far_from_placement,
     _V.rule_id,
     _V.variant,
+    _V.internal,
 )
 
 

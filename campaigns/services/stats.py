@@ -18,6 +18,12 @@ Definitions (the public contract of ``GET /v1/campaigns/{id}/stats``):
   messages already used (a reload, a copied URL), ``invalid_taps`` the ones that failed
   verification (forged, another tag's, missing or malformed parameters), bots or not,
   and neither counts anywhere else. Other scans have no verdict and count as before.
+- Internal scans (``scans.internal``: from a phone signed into the organization's
+  dashboard, store staff testing the posters they hang) count in ``internal_scans`` and
+  in nothing else: not in ``scans``, ``bot_scans`` (nor its reasons), ``burst_scans``,
+  ``replayed_taps``, ``invalid_taps``, ``unique_visitors``, the breakdowns or the
+  series, whatever their other flags. A conversion whose click id is an internal scan is
+  never credited to the campaign (:mod:`campaigns.crediting`), so it counts nowhere here.
 - ``unique_visitors`` counts distinct ``visitor_id`` among human scans. A visitor id is
   a MAC of (organization, IPv4 address or IPv6 /64, user agent) under a salt that
   changes every UTC day and is then forgotten (campaigns.scanning.visitors), so the same
@@ -255,12 +261,15 @@ def _split_where(
 
 
 #: A human scan in SQL text, for table alias ``{t}``.
-_HUMAN_SQL = "NOT {t}.is_bot AND coalesce({t}.nfc_verification, 'valid') = 'valid'"
+_HUMAN_SQL = (
+    "NOT {t}.internal AND NOT {t}.is_bot AND coalesce({t}.nfc_verification, 'valid') = 'valid'"
+)
 
 
 def _counted() -> ColumnElement[bool]:
-    """A scan counts unless it is an NFC tap that failed or was replayed."""
-    return func.coalesce(Scan.nfc_verification, "valid") == "valid"
+    """A scan counts unless it is internal (staff's) or an NFC tap that failed or was
+    replayed."""
+    return and_(Scan.internal.is_(False), func.coalesce(Scan.nfc_verification, "valid") == "valid")
 
 
 def _human() -> ColumnElement[bool]:
@@ -333,8 +342,13 @@ async def campaign_stats(
                 func.count().filter(human).label("scans"),
                 func.count().filter(Scan.is_bot.is_(True), counted).label("bot_scans"),
                 func.count().filter(human, Scan.burst.is_(True)).label("burst_scans"),
-                func.count().filter(Scan.nfc_verification == "replayed").label("replayed"),
-                func.count().filter(Scan.nfc_verification == "invalid").label("invalid"),
+                func.count()
+                .filter(Scan.nfc_verification == "replayed", Scan.internal.is_(False))
+                .label("replayed"),
+                func.count()
+                .filter(Scan.nfc_verification == "invalid", Scan.internal.is_(False))
+                .label("invalid"),
+                func.count().filter(Scan.internal.is_(True)).label("internal_scans"),
                 *(
                     func.count().filter(Scan.bot_reason == reason, counted).label(f"bot_{reason}")
                     for reason in BOT_REASONS
@@ -401,6 +415,7 @@ async def campaign_stats(
         "burst_scans": 0,
         "replayed": 0,
         "invalid": 0,
+        "internal_scans": 0,
         "by_reason": dict.fromkeys(BOT_REASONS, 0),
         "visitors": 0,
     }
@@ -413,6 +428,7 @@ async def campaign_stats(
             "burst_scans": row.burst_scans,
             "replayed": row.replayed,
             "invalid": row.invalid,
+            "internal_scans": row.internal_scans,
             "by_reason": {reason: row._mapping[f"bot_{reason}"] for reason in BOT_REASONS},
             "visitors": row.visitors,
         }
@@ -460,6 +476,7 @@ async def campaign_stats(
                 burst_scans=figures["burst_scans"],
                 replayed_taps=figures["replayed"],
                 invalid_taps=figures["invalid"],
+                internal_scans=figures["internal_scans"],
                 unique_visitors=figures["visitors"],
                 conversions=tag_conversions[tag.id],
                 revenue=_revenue(tag_revenue[tag.id]),
@@ -485,6 +502,7 @@ async def campaign_stats(
         burst_scans=total_scans["burst_scans"],
         replayed_taps=total_scans["replayed"],
         invalid_taps=total_scans["invalid"],
+        internal_scans=total_scans["internal_scans"],
         unique_visitors=total_scans["visitors"],
         conversions=total_conversions,
         revenue=_revenue(total_revenue),
@@ -506,7 +524,14 @@ async def campaign_stats(
     )
 
 
-_SCAN_FIGURES = ("scans", "bot_scans", "burst_scans", "replayed_taps", "invalid_taps")
+_SCAN_FIGURES = (
+    "scans",
+    "bot_scans",
+    "burst_scans",
+    "replayed_taps",
+    "invalid_taps",
+    "internal_scans",
+)
 _FIGURE_KEYS = {"replayed_taps": "replayed", "invalid_taps": "invalid"}
 
 
@@ -596,6 +621,7 @@ async def _add_rollups(
                     **dict.fromkeys(("scans", "bot_scans", "burst_scans"), 0),
                     "replayed": 0,
                     "invalid": 0,
+                    "internal_scans": 0,
                     "by_reason": dict(empty_reasons),
                     "visitors": 0,
                 },
@@ -665,7 +691,10 @@ async def _add_rollups(
         if key is not None and key not in per_tag and n:
             tag_id = key
             per_tag[tag_id] = {
-                **dict.fromkeys(("scans", "bot_scans", "burst_scans", "replayed", "invalid"), 0),
+                **dict.fromkeys(
+                    ("scans", "bot_scans", "burst_scans", "replayed", "invalid", "internal_scans"),
+                    0,
+                ),
                 "by_reason": dict(empty_reasons),
                 "visitors": n,
             }
@@ -1020,7 +1049,7 @@ _SERIES_SQL = """
         FROM scans
         WHERE organization_id = :org AND campaign_id = :campaign
           AND scanned_at >= :start AND scanned_at < :end
-          AND NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'
+          AND NOT internal AND NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'
         GROUP BY 1
     ),
     money AS (
@@ -1091,7 +1120,7 @@ async def series_points(session: AsyncSession, plan: SeriesPlan) -> AsyncIterato
 _RAW_BUCKET_SCANS = """
     SELECT date_trunc(:unit, scanned_at, :tz) AS start, count(*) AS n FROM scans
     WHERE organization_id = :org AND campaign_id = :campaign AND ({ranges})
-      AND NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'
+      AND NOT internal AND NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'
     GROUP BY 1
 """
 _RAW_BUCKET_MONEY = """
@@ -1112,7 +1141,7 @@ _RAW_PIECE_VISITORS = """
         SELECT count(DISTINCT visitor_id) FROM scans
         WHERE organization_id = :org AND campaign_id = :campaign
           AND scanned_at >= p.a AND scanned_at < p.b
-          AND NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'
+          AND NOT internal AND NOT is_bot AND coalesce(nfc_verification, 'valid') = 'valid'
     ) AS n
     FROM unnest(CAST(:a AS timestamptz[]), CAST(:b AS timestamptz[])) WITH ORDINALITY
         AS p(a, b, i)

@@ -15,8 +15,9 @@ Event bodies (JSON; times ISO 8601 UTC with microseconds)::
 ``data`` of ``scan.created``: ``click_id``, ``campaign_id``, ``tag_id``, ``scanned_at``,
 ``channel``, ``method``, ``outcome``, ``is_bot``, ``bot_reason``, ``burst``,
 ``device_type``, ``os``, ``browser``, ``country``, ``region``, ``city``,
-``location_id``, ``geo_source``, ``nfc_verification``, ``rule_id``, ``variant`` (no
-address, visitor id nor user agent). ``data`` of ``conversion.created``: ``id``,
+``location_id``, ``geo_source``, ``nfc_verification``, ``rule_id``, ``variant``,
+``internal`` (a phone signed into the dashboard: staff testing a poster) (no address,
+visitor id nor user agent). ``data`` of ``conversion.created``: ``id``,
 ``click_id``, ``event``, ``value`` (``{"amount_minor", "currency"}`` or null),
 ``external_id``, ``occurred_at``, ``attributed``, ``scan_id``, ``campaign_id``,
 ``tag_id`` (as credited when the conversion was recorded).
@@ -57,7 +58,8 @@ SCAN_EVENTS_SQL: Final = (
     "'burst', s.burst, 'device_type', s.device_type, 'os', s.os, 'browser', s.browser, "
     "'country', s.country, 'region', s.region, 'city', s.city, "
     "'location_id', s.location_id, 'geo_source', s.geo_source, "
-    "'nfc_verification', s.nfc_verification, 'rule_id', s.rule_id, 'variant', s.variant)) "
+    "'nfc_verification', s.nfc_verification, 'rule_id', s.rule_id, 'variant', s.variant, "
+    "'internal', s.internal)) "
     "FROM scans AS s JOIN webhooks AS w "
     "ON w.organization_id = s.organization_id AND 'scan.created' = ANY(w.events) "
     "WHERE s.click_id = ANY(%(click_ids)s) "

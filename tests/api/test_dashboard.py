@@ -26,37 +26,8 @@ from campaigns.services import users as user_service
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
 from tests.fixtures.artwork import decode_artwork
 from tests.fixtures.cli import passerelle
+from tests.fixtures.dashboard import PASSWORD, csrf_of, make_user, sign_in
 from tests.fixtures.smtp import SmtpServer, free_port, smtp_server
-
-PASSWORD = "a long enough passphrase"
-
-
-async def make_user(
-    sessionmaker: async_sessionmaker[AsyncSession], org: Org, email: str, role: str
-) -> None:
-    """A user of ``org`` who has chosen :data:`PASSWORD` through their link."""
-    async with unit_of_work(sessionmaker) as session:
-        link = await user_service.create_user(
-            session, organization_id=org.id, email=email, role=role
-        )
-    async with unit_of_work(sessionmaker) as session:
-        await user_service.set_password_with_link(session, token=link.token, password=PASSWORD)
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match, page
-    return match.group(1)
-
-
-async def sign_in(
-    client: httpx.AsyncClient, email: str, password: str = PASSWORD
-) -> httpx.Response:
-    page = await client.get("/app/sign-in")
-    return await client.post(
-        "/app/sign-in",
-        data={"email": email, "password": password, "csrf": csrf_of(page.text)},
-    )
 
 
 @pytest.fixture

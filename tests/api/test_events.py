@@ -87,6 +87,7 @@ async def test_scans_and_conversions_arrive_with_resumable_ids(
             "bot_reason": None,
             "burst": False,
             "nfc_verification": None,
+            "internal": False,
         }
         assert message.id is not None and message.id.endswith(f"|s{scan_id}")
         Position.parse(message.id)

@@ -48,6 +48,7 @@ def expected(made: dict[str, Any]) -> list[dict[str, Any]]:
         "far_from_placement": None,
         "rule_id": None,
         "variant": None,
+        "internal": False,
     }
     ids = made["click_ids"]
     return [

@@ -632,6 +632,51 @@ def test_a_scan_and_a_conversion_arrive_over_the_real_feed(
     context.close()
 
 
+def test_a_phone_signed_into_the_dashboard_scans_as_staff(
+    server: Server, organization: dict[str, Any], browser: Any
+) -> None:
+    """Issue 11: a browser signed into the dashboard that opens a poster's QR URL (the
+    upper-case ``/S/`` form, a top-level navigation) carries the installer cookie, so its
+    scan is staff's: counted as "Staff scans", not as scans; a customer's scan counts.
+    After signing out the same browser is a customer."""
+    email = user(server, organization, browser, "viewer")
+    context, page, watch = new_page(browser, phone=True)  # a person's browser, not a bot's
+    sign_in(page, server, email)
+    with api(server, organization) as client:
+        created = client.post(
+            "/v1/campaigns",
+            json={"name": "Staff test", "destination_url": "https://shop.example.com/staff"},
+        ).json()
+        tag = client.post(f"/v1/campaigns/{created['id']}/tags", json={}).json()
+    # The navigation's own request (Chromium's Cookie header) goes to the server; its 302
+    # to the shop, unreachable from here, is shown as text instead of followed.
+    locations: list[str] = []
+
+    def scan_only(route: Any) -> None:
+        answer = route.fetch(max_redirects=0)
+        locations.append(answer.headers.get("location", ""))
+        route.fulfill(status=200, content_type="text/plain", body="scanned")
+
+    page.route(re.compile(r"/S/[0-9A-Z]+$"), scan_only)
+    page.goto(tag["qr_content"])
+    assert locations[-1].startswith("https://shop.example.com/staff?")
+    scan(server, tag["code"])  # a customer's phone
+    campaign_url = f"{server.base_url}/app/campaigns/{created['id']}"
+    wait_for_figure(page, "[data-counter=internal_scans]", "1", campaign_url)
+    assert page.locator("[data-counter=scans]").get_attribute("data-value") == "1"
+    assert page.locator("#internal-scans-help").is_visible()
+    shot(page, "staff-scans")
+
+    page.click("header form button")  # sign out
+    page.wait_for_url(re.compile(r".*/app/sign-in$"))
+    page.goto(tag["qr_content"])
+    with api(server, organization) as client:
+        figures = client.get(f"/v1/campaigns/{created['id']}/stats").json()
+    assert (figures["scans"], figures["bot_scans"], figures["internal_scans"]) == (2, 0, 1)
+    assert watch.errors == []
+    context.close()
+
+
 def test_a_viewer_cannot_edit(server: Server, organization: dict[str, Any], browser: Any) -> None:
     email = user(server, organization, browser, "viewer")
     context, page, _ = new_page(browser)

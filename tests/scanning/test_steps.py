@@ -176,6 +176,7 @@ def test_steps_run_in_registry_order(visitors: VisitorIds) -> None:
     steps = build_steps(StepContext(visitors=visitors, limiter=RateLimiter(1.0, 1)))
     assert [step.name for step in steps] == [
         "device and bot",
+        "internal",
         "visitor",
         "visitor cookie",
         "burst",

@@ -186,10 +186,10 @@ async def test_a_version_0_spool_from_older_code_replays_with_the_right_values(
         values = json.loads(line)
         values[4] = dt.datetime.fromisoformat(values[4])
         values[15] = bytes.fromhex(values[15]) if values[15] is not None else None
-        # bot_reason, burst, nfc_counter, nfc_verification, cookie_id and the geolocation
-        # columns: their defaults
+        # bot_reason, burst, nfc_counter, nfc_verification, cookie_id, the geolocation
+        # columns and internal: their defaults
         geo = (None,) * len(GEO_COLUMNS)
-        expected[values[0]] = (*values, None, False, None, None, None, *geo)
+        expected[values[0]] = (*values, None, False, None, None, None, *geo, False)
     assert await rows_by_click_id(conninfo) == expected
     assert not list(tmp_path.iterdir())
 
@@ -208,11 +208,14 @@ async def test_a_version_1_spool_fixture_replays_with_the_right_values(
         doc["scanned_at"] = dt.datetime.fromisoformat(doc["scanned_at"])
         if doc["visitor_id"] is not None:
             doc["visitor_id"] = bytes.fromhex(doc["visitor_id"])
-        # Columns added after version 1 was written (NFC, cookie, geolocation) take their
-        # default, null.
+        # Columns added after version 1 was written (NFC, cookie, geolocation, internal)
+        # take their default: null, false for internal (issue 11: no version bump).
         newer = {"nfc_counter", "nfc_verification", "cookie_id", *GEO_COLUMNS}
-        assert newer.isdisjoint(doc)
-        expected[doc["click_id"]] = tuple(None if c.name in newer else doc[c.name] for c in COLUMNS)
+        defaults = dict.fromkeys(newer) | {"internal": False}
+        assert defaults.keys().isdisjoint(doc)
+        expected[doc["click_id"]] = tuple(
+            defaults[c.name] if c.name in defaults else doc[c.name] for c in COLUMNS
+        )
     rows = await rows_by_click_id(conninfo)
     assert rows == expected
     assert {(row[16], row[17]) for row in rows.values()} == {
@@ -223,7 +226,9 @@ async def test_a_version_1_spool_fixture_replays_with_the_right_values(
 
 
 async def test_the_current_version_replays_every_column(conninfo: str, tmp_path: Path) -> None:
-    full = record(bot_reason="prefetch", burst=True, is_bot=True, ip_truncated="2001:db8:7::")
+    full = record(
+        bot_reason="prefetch", burst=True, is_bot=True, ip_truncated="2001:db8:7::", internal=True
+    )
     bare = record(user_agent=None, device_type=None, os=None, browser=None, visitor_id=None)
     lines = "".join(r.to_json() + "\n" for r in (full, bare))
     (tmp_path / "scans-424243-000001.jsonl").write_text(lines, encoding="utf-8")

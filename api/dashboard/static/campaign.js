@@ -136,9 +136,10 @@
     });
     source.addEventListener("scan", function (event) {
       var scan = parse(event);
-      if (!scan.is_bot) { bump("scans", 1); }
+      // Staff's scans (a phone signed into the dashboard) count apart, flagged.
+      if (scan.internal) { bump("internal_scans", 1); } else if (!scan.is_bot) { bump("scans", 1); }
       // Device, city and store only: never an address.
-      row("scan", [scan.device_type || texts.unknown, scan.city,
+      row(scan.internal ? "internal" : "scan", [scan.device_type || texts.unknown, scan.city,
                    scan.location_name || scan.store, scan.channel], scan.scanned_at);
     });
     source.addEventListener("conversion", function (event) {

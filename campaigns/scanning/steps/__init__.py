@@ -15,8 +15,8 @@ Contract of a step:
 - Steps run in :func:`build_steps` order for every scan that gets a redirect; adding a
   step is one line there, and touches neither the endpoint nor the writer.
 
-Order (DESIGN §5): device and bot -> visitor -> visitor cookie -> burst -> geolocation
--> NFC verification -> rules.
+Order (DESIGN §5): device and bot -> internal (issue 11) -> visitor -> visitor cookie ->
+burst -> geolocation -> NFC verification -> rules.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from campaigns.scanning.steps.burst import Burst
 from campaigns.scanning.steps.cookie import VisitorCookie
 from campaigns.scanning.steps.device import BOT_REASONS, DeviceAndBot
 from campaigns.scanning.steps.geolocation import Geolocation
+from campaigns.scanning.steps.internal import Internal
 from campaigns.scanning.steps.nfc import NfcVerification
 from campaigns.scanning.steps.rules import Rules
 from campaigns.scanning.steps.visitor import Visitor
@@ -37,6 +38,7 @@ def build_steps(context: StepContext) -> list[ScanStep]:
     """The scan steps, in order: the one registry of steps."""
     return [
         DeviceAndBot(),
+        Internal(context.installers),
         Visitor(context.visitors),
         VisitorCookie(context.cookies),
         Burst(context.limiter),

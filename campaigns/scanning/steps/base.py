@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
+from campaigns.scanning.installers import InstallerTokens
 from campaigns.scanning.locations import LocationCache
 from campaigns.scanning.organizations import CookieSettings
 from campaigns.scanning.ratelimit import RateLimiter
@@ -35,6 +36,8 @@ class ScanDraft:
       ``location_id``, ``far_from_placement`` [geolocation]: as the ``Scan`` model;
     - ``destination``, ``rule_id``, ``variant`` [rules]: the destination a redirect rule
       chose (None: the resolution's), the rule and the split variant.
+    - ``internal`` [internal]: True for a phone signed into the dashboard of the tag's
+      organization (staff testing a poster): the scan counts in no figure.
     - ``nfc_counter``, ``nfc_verification`` [NFC verification]: for ``nfc_sun`` tags, the
       SUN message's read counter (0..16 777 215) when it is authentic, and the verdict:
       ``invalid``, or None with a counter (its replay verdict is decided at commit).
@@ -68,6 +71,7 @@ class ScanDraft:
     variant: str | None = None
     nfc_counter: int | None = None
     nfc_verification: str | None = None
+    internal: bool = False
 
     @property
     def is_bot(self) -> bool:
@@ -80,8 +84,8 @@ class StepContext:
     """The per-process, in-memory state steps may read: visitor salts, the per-client
     rate limiter (None: no burst flagging), the GeoIP database (None: no IP
     geolocation), the stores' geofences (None: scans keep their tag's location), the
-    redirect rules (None: no rules) and the organizations' visitor-cookie settings
-    (None: no cookie)."""
+    redirect rules (None: no rules), the organizations' visitor-cookie settings
+    (None: no cookie) and the installer-cookie checker (None: no scan is internal)."""
 
     visitors: VisitorIds
     limiter: RateLimiter | None
@@ -89,6 +93,7 @@ class StepContext:
     locations: LocationCache | None = None
     rules: RuleCache | None = None
     cookies: CookieSettings | None = None
+    installers: InstallerTokens | None = None
 
 
 class ScanStep(Protocol):
