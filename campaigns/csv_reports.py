@@ -12,10 +12,11 @@ cell is no revenue in that currency.
 unique_visitors, conversions, revenue_minor_<CUR>...`` (``start`` ISO 8601 with the
 offset of the report's time zone). Without ``interval``: one row per tag then a total
 row, ``row, tag_id, code, label, scans, bot_scans, burst_scans, replayed_taps,
-invalid_taps, internal_scans, unique_visitors, conversions, conversion_rate,
-revenue_minor_<CUR>..., cost_minor, cost_currency, roas`` (``row`` is ``tag`` or
-``total``; the cost and ROAS only on the total row). Scans of phones signed into the
-dashboard (staff) count only in ``internal_scans``, as in the JSON.
+invalid_taps, unique_visitors, conversions, conversion_rate, revenue_minor_<CUR>...,
+cost_minor, cost_currency, roas, internal_scans`` (``row`` is ``tag`` or ``total``; the
+cost and ROAS only on the total row; columns added after the first release come last,
+so a reader by position keeps working). Scans of phones signed into the dashboard
+(staff) count only in ``internal_scans``, as in the JSON.
 
 **attribution.csv**: one row per group key, ``<tag_id|location_id|day>, conversions,
 revenue_minor_<CUR>...``, then a ``total`` row (the report's ``totals``) and an
@@ -44,12 +45,13 @@ TAG_COLUMNS = (
     "burst_scans",
     "replayed_taps",
     "invalid_taps",
-    "internal_scans",
     "unique_visitors",
     "conversions",
     "conversion_rate",
 )
 COST_COLUMNS = ("cost_minor", "cost_currency", "roas")
+#: Columns added after the first release go last, so positional readers keep working.
+LATER_COLUMNS = ("internal_scans",)
 
 
 def _line(cells: Iterable[Any]) -> bytes:
@@ -89,7 +91,7 @@ def stats_csv(stats: CampaignStats) -> Iterator[bytes]:
     currencies = sorted(
         {r.currency for r in stats.revenue} | {r.currency for t in stats.by_tag for r in t.revenue}
     )
-    yield _line([*TAG_COLUMNS, *_money_columns(currencies), *COST_COLUMNS])
+    yield _line([*TAG_COLUMNS, *_money_columns(currencies), *COST_COLUMNS, *LATER_COLUMNS])
     for tag in stats.by_tag:
         yield _line(
             [
@@ -102,7 +104,6 @@ def stats_csv(stats: CampaignStats) -> Iterator[bytes]:
                 tag.burst_scans,
                 tag.replayed_taps,
                 tag.invalid_taps,
-                tag.internal_scans,
                 tag.unique_visitors,
                 tag.conversions,
                 tag.conversion_rate,
@@ -110,6 +111,7 @@ def stats_csv(stats: CampaignStats) -> Iterator[bytes]:
                 None,
                 None,
                 None,
+                tag.internal_scans,
             ]
         )
     yield _line(
@@ -123,7 +125,6 @@ def stats_csv(stats: CampaignStats) -> Iterator[bytes]:
             stats.burst_scans,
             stats.replayed_taps,
             stats.invalid_taps,
-            stats.internal_scans,
             stats.unique_visitors,
             stats.conversions,
             stats.conversion_rate,
@@ -131,6 +132,7 @@ def stats_csv(stats: CampaignStats) -> Iterator[bytes]:
             stats.cost.amount_minor if stats.cost else None,
             stats.cost.currency if stats.cost else None,
             stats.roas,
+            stats.internal_scans,
         ]
     )
 
