@@ -849,6 +849,48 @@ campaign_rollups = Table(
     UniqueConstraint("campaign_id", "hour"),
 )
 
+#: The campaign's human scans and visitors per UTC quarter hour (``quarter``: its start),
+#: for series in time zones whose buckets do not start on whole UTC hours (offsets of 30
+#: or 45 minutes: Asia/Kolkata, Asia/Kathmandu, America/St_Johns): ``first_visitors`` /
+#: ``last_visitors`` count the visitors whose first / last human scan of the UTC day
+#: falls in this quarter (any prefix or suffix of a day cut at a quarter hour), and
+#: ``hour_visitors`` the distinct visitors of ``[quarter, quarter + 1 hour)`` within its
+#: UTC day (an hour bucket starting at a quarter hour).
+campaign_quarter_rollups = Table(
+    "campaign_quarter_rollups",
+    Base.metadata,
+    Column(
+        "campaign_id",
+        BigInteger,
+        ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("quarter", DateTime(timezone=True), nullable=False),
+    _count("scans"),
+    _count("first_visitors"),
+    _count("last_visitors"),
+    _count("hour_visitors"),
+    UniqueConstraint("campaign_id", "quarter"),
+)
+
+#: The campaign's conversions per (UTC quarter hour of ``occurred_at``, currency), as
+#: ``campaign_conversion_rollups`` per hour: for the same series.
+campaign_conversion_quarter_rollups = Table(
+    "campaign_conversion_quarter_rollups",
+    Base.metadata,
+    Column(
+        "campaign_id",
+        BigInteger,
+        ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("quarter", DateTime(timezone=True), nullable=False),
+    Column("currency", String(3)),
+    _count("conversions"),
+    Column("amount_minor", BigInteger, nullable=False, server_default="0"),
+    Index("ix_campaign_conversion_quarter_rollups_campaign_id_quarter", "campaign_id", "quarter"),
+)
+
 #: Human scans per (campaign, UTC hour, dimension, value); ``dimension`` one of
 #: ``channel``, ``device_type``, ``os``, ``country`` (``value`` null: unknown).
 scan_breakdown_rollups = Table(

@@ -40,8 +40,12 @@ Definitions (the public contract of ``GET /v1/campaigns/{id}/attribution``):
   in the window.
 
 Journeys are found by SQL on the ``click_id``, ``(cookie_id, scanned_at)`` and
-``(visitor_id, scanned_at)`` indexes of ``scans``; credits are computed in Python with
-exact fractions.
+``(visitor_id, scanned_at)`` indexes of ``scans``. Credits and revenue splits are computed
+in the same statement (:func:`_credits_sql`: window functions over each journey, integer
+weights, numeric quotients and largest remainders), which returns a few rows per group;
+the pure models of :mod:`campaigns.attribution` (exact fractions, one conversion at a time
+in Python) stay the definition, and ``crediting="python"`` runs them on the same journeys
+(tests compare both on random journeys).
 """
 
 from __future__ import annotations
@@ -73,10 +77,17 @@ from campaigns.services.campaigns import check_window, get_campaign
 from campaigns.services.retention import data_since
 
 GroupBy = Literal["tag", "location", "day"]
+#: Where credits are computed: ``sql`` (in PostgreSQL, set-based: the report's path) or
+#: ``python`` (the reference models of :mod:`campaigns.attribution`, touch by touch: the
+#: test oracle and the benchmark's baseline). Both give exactly the same report.
+Crediting = Literal["sql", "python"]
 GROUP_BYS: tuple[GroupBy, ...] = ("tag", "location", "day")
 DEFAULT_LOOKBACK_DAYS = 30
 MIN_LOOKBACK_DAYS, MAX_LOOKBACK_DAYS = 1, 90
 DEFAULT_HALF_LIFE_DAYS = 7.0
+#: ``work_mem`` of the report's transaction (PostgreSQL's default, 4MB, spills the
+#: journeys' sorts and hashes to disk from about a day of a national campaign on).
+REPORT_WORK_MEM = "128MB"
 #: Half-lives above a year weigh every touch of a 90-day lookback almost equally (linear).
 MAX_HALF_LIFE_DAYS = 365.0
 
@@ -98,21 +109,22 @@ def _scans_cte() -> str:
 
 
 #: The organization's conversions counted in the window, or with a refund dated in it.
-#: Two branches, so the first is a range of ``(organization_id, occurred_at)`` (one
-#: ``OR`` would read every conversion of the organization) and the row estimate stays
-#: right for the journey joins.
+#: Two disjoint branches (no deduplicating sort of a million rows), so the first is a
+#: range of ``(organization_id, occurred_at)`` (one ``OR`` would read every conversion of
+#: the organization) and the row estimate stays right for the journey joins.
 _CONVERSIONS_CTE = """
     conv AS (
         SELECT c.id, c.click_id, c.occurred_at, c.value_amount_minor, c.value_currency,
                true AS counted
         FROM conversions c
         WHERE c.organization_id = :org AND c.occurred_at >= :start AND c.occurred_at < :end
-        UNION
+        UNION ALL
         SELECT c.id, c.click_id, c.occurred_at, c.value_amount_minor, c.value_currency,
-               (c.occurred_at >= :start AND c.occurred_at < :end) AS counted
-        FROM refunds r JOIN conversions c ON c.id = r.conversion_id
-        WHERE r.organization_id = :org AND c.organization_id = :org
-          AND r.refunded_at >= :start AND r.refunded_at < :end
+               false AS counted
+        FROM conversions c
+        WHERE c.id IN (SELECT r.conversion_id FROM refunds r WHERE r.organization_id = :org
+                       AND r.refunded_at >= :start AND r.refunded_at < :end)
+          AND c.organization_id = :org AND NOT (c.occurred_at >= :start AND c.occurred_at < :end)
     )"""
 
 #: Conditions on an earlier touch ``s`` of the click scan ``k``: same organization,
@@ -126,8 +138,9 @@ _EARLIER = """
         AND coalesce(s.nfc_verification, 'valid') = 'valid'"""
 
 
-def _journeys_sql() -> str:
-    location, join = ("t.location_id", "LEFT JOIN tags t ON t.id = j.tag_id")
+def _journey_ctes() -> str:
+    """The CTEs ``s_all``, ``conv``, ``click`` and ``journey`` (one row per touch of every
+    conversion of ``conv`` with a journey, any campaign), shared by both crediting paths."""
     return f"""
     WITH {_scans_cte()},
     {_CONVERSIONS_CTE},
@@ -158,7 +171,13 @@ def _journeys_sql() -> str:
         WHERE k.cookie_id IS NULL AND k.visitor_id IS NOT NULL AND {_EARLIER}
         UNION ALL
         SELECT conversion_id, scan_id, campaign_id, tag_id, scanned_at FROM click
-    )
+    )"""  # noqa: S608 - module constants only; every value is a bound parameter
+
+
+def _journeys_sql() -> str:
+    location, join = ("t.location_id", "LEFT JOIN tags t ON t.id = j.tag_id")
+    return f"""
+    {_journey_ctes()}
     SELECT j.conversion_id, j.scan_id, j.campaign_id, j.tag_id, j.scanned_at,
            {location} AS location_id, conv.occurred_at, conv.value_amount_minor,
            conv.value_currency, conv.counted
@@ -167,6 +186,141 @@ def _journeys_sql() -> str:
     {join}
     WHERE j.conversion_id IN (SELECT conversion_id FROM journey WHERE campaign_id = :campaign)
     ORDER BY j.conversion_id, j.scanned_at, j.scan_id
+    """  # noqa: S608 - module constants only; every value is a bound parameter
+
+
+#: Each touch's weight ``w`` and its conversion's weight sum ``total`` (integers), so the
+#: touch's credit is exactly ``w / total``: :func:`campaigns.attribution.credits` in
+#: integers. ``idx`` is the touch's rank in its journey (1 = oldest), ``n`` its length.
+_WEIGHTS: dict[Model, tuple[str, str]] = {
+    "last_touch": ("(idx = n)::int", "1"),
+    "first_touch": ("(idx = 1)::int", "1"),
+    "linear": ("1", "n"),
+    "position_based": (
+        "CASE WHEN n <= 2 THEN 1 WHEN idx = 1 OR idx = n THEN 2 * (n - 2) ELSE 1 END",
+        "CASE WHEN n <= 2 THEN n ELSE 5 * (n - 2) END",
+    ),
+}
+
+#: Time decay in integers, as :func:`campaigns.attribution._time_decay` does it: ages in
+#: microseconds (never negative), ``x = (age - youngest) / half-life`` in double
+#: precision (both operands are exact in a double below 2^53 µs, and IEEE division is
+#: correctly rounded, as Python's int / int), the weight ``2 ^ -x`` by the same C
+#: ``pow()`` (0 from ``x >= 1075`` on, where the double underflows; PostgreSQL would
+#: raise), then each double's exact value ``m * 2^q`` from its IEEE 754 bits, scaled to
+#: integers ``m * 2^(q - qmin)`` over the conversion (``qmin`` over non-zero weights), and
+#: :data:`~campaigns.attribution.TIME_DECAY_DENOMINATOR` units apportioned among them by
+#: largest remainder, ties to the earlier touch.
+_TIME_DECAY_CTES = """
+    decay_age AS (
+        SELECT t.*, greatest(0, (extract(epoch FROM t.occurred_at)
+                                 - extract(epoch FROM t.scanned_at)) * 1000000)::bigint AS age
+        FROM touch t
+    ),
+    decay_bits AS (
+        SELECT d.*, CASE WHEN d.x >= 1075 THEN 0 ELSE
+                    ('x' || encode(float8send(2::float8 ^ (-d.x)), 'hex'))::bit(64)::bigint
+                    END AS bits
+        FROM (SELECT a.*, (a.age - min(a.age) OVER (PARTITION BY a.conversion_id))::float8
+                          / CAST(:half_life_us AS bigint)::float8 AS x
+              FROM decay_age a) d
+    ),
+    decay_int AS (
+        SELECT b.*, CASE WHEN b.m = 0 THEN 0::numeric
+                    ELSE b.m * 2::numeric ^ (b.q - min(b.q) FILTER (WHERE b.m > 0)
+                                                   OVER (PARTITION BY b.conversion_id))
+                    END AS big
+        FROM (SELECT d.*, CASE WHEN d.bits >> 52 = 0 THEN d.bits
+                          ELSE (d.bits & 4503599627370495) | 4503599627370496 END AS m,
+                     greatest(d.bits >> 52, 1) - 1075 AS q
+              FROM decay_bits d) b
+    ),
+    decay_floor AS (
+        SELECT i.*, div(:decay_units * i.big, sum(i.big) OVER c) AS fl,
+               mod(:decay_units * i.big, sum(i.big) OVER c) AS rem
+        FROM decay_int i WINDOW c AS (PARTITION BY i.conversion_id)
+    ),
+    weight AS MATERIALIZED (
+        SELECT conversion_id, idx, campaign_id, key, counted,
+               fl + CASE WHEN row_number() OVER (PARTITION BY conversion_id
+                                                 ORDER BY rem DESC, idx)
+                              <= :decay_units - sum(fl) OVER (PARTITION BY conversion_id)
+                         THEN 1 ELSE 0 END AS w,
+               :decay_units AS total
+        FROM decay_floor
+    )"""
+
+#: Group keys of the touches (``t`` is the touch's tag). Days are grouped by UTC quarter
+#: hour in SQL and turned into local dates in Python with :mod:`zoneinfo` (the report's
+#: zone data, not PostgreSQL's), see :func:`_sql_groups`.
+_KEYS: dict[GroupBy, str] = {
+    "tag": "j.tag_id",
+    "location": "t.location_id",
+    "day": "date_bin('15 minutes', j.scanned_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+}
+_QUARTER = dt.timedelta(minutes=15)
+
+
+def _credits_sql(model: Model, group_by: GroupBy) -> str:
+    """Credits and revenue of the campaign's touches per group, computed in PostgreSQL
+    with exactly the arithmetic of :mod:`campaigns.attribution` (integers and numeric,
+    never floating sums): rows ``(key, denominator, currency, amount)``, either a credit
+    row (``currency`` NULL: the counted touches' weights sum ``amount`` over their
+    conversions' weight sum ``denominator``, so the credit is ``amount / denominator``)
+    or a revenue row (``denominator`` NULL: minor units of ``currency``)."""
+    if model == "time_decay":
+        weight = _TIME_DECAY_CTES
+    else:
+        w, total = _WEIGHTS[model]
+        weight = f"""
+    weight AS MATERIALIZED (
+        SELECT conversion_id, idx, campaign_id, key, counted,
+               CAST({w} AS numeric) AS w, CAST({total} AS numeric) AS total
+        FROM touch
+    )"""  # noqa: S608 - module constants only
+    return f"""
+    {_journey_ctes()},
+    touch AS MATERIALIZED (
+        SELECT j.conversion_id, j.campaign_id, j.scanned_at, {_KEYS[group_by]} AS key,
+               conv.occurred_at, conv.counted,
+               row_number() OVER (PARTITION BY j.conversion_id
+                                  ORDER BY j.scanned_at, j.scan_id) AS idx,
+               count(*) OVER (PARTITION BY j.conversion_id) AS n
+        FROM journey j
+        JOIN conv ON conv.id = j.conversion_id
+        LEFT JOIN tags t ON t.id = j.tag_id
+        WHERE j.conversion_id IN (SELECT conversion_id FROM journey WHERE campaign_id = :campaign)
+    ),
+    {weight},
+    money AS (
+        -- The conversion's value when counted, then each refund dated in the window: each
+        -- amount is split on its own (a refund as its absolute value, then negated).
+        SELECT conv.id AS conversion_id, 0::bigint AS event, conv.value_amount_minor AS amount,
+               conv.value_currency AS currency
+        FROM conv WHERE conv.counted AND conv.value_amount_minor <> 0
+        UNION ALL
+        SELECT r.conversion_id, r.id, -r.amount_minor, conv.value_currency
+        FROM refunds r JOIN conv ON conv.id = r.conversion_id
+        WHERE r.organization_id = :org AND r.refunded_at >= :start AND r.refunded_at < :end
+    ),
+    split AS (
+        SELECT w.key, w.campaign_id, m.currency, CAST(sign(m.amount) AS int) * (
+                   div(abs(m.amount) * w.w, w.total)
+                   + CASE WHEN row_number() OVER (PARTITION BY m.conversion_id, m.event
+                                                  ORDER BY mod(abs(m.amount) * w.w, w.total)
+                                                           DESC, w.idx)
+                               <= abs(m.amount) - sum(div(abs(m.amount) * w.w, w.total))
+                                                  OVER (PARTITION BY m.conversion_id, m.event)
+                          THEN 1 ELSE 0 END) AS part
+        FROM money m JOIN weight w ON w.conversion_id = m.conversion_id
+    )
+    SELECT key, total AS denominator, NULL AS currency, sum(w) AS amount
+    FROM weight WHERE campaign_id = :campaign AND counted
+    GROUP BY key, total
+    UNION ALL
+    SELECT key, NULL, currency, sum(part)
+    FROM split WHERE campaign_id = :campaign
+    GROUP BY key, currency
     """  # noqa: S608 - module constants only; every value is a bound parameter
 
 
@@ -239,9 +393,11 @@ async def attribution_report(
     group_by: GroupBy = "tag",
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
+    crediting: Crediting = "sql",
 ) -> AttributionReport:
     """The campaign's credited conversions and revenue over ``[start, end)`` (see the
-    module docstring). ``half_life_days`` is only read by ``time_decay``.
+    module docstring). ``half_life_days`` is only read by ``time_decay``. ``crediting``
+    chooses where credits are computed (:data:`Crediting`; the same report either way).
 
     Raises :class:`NotFound` (``campaign_not_found``: another organization's or deleted),
     :class:`InvalidInput`: ``validation_error`` (unknown model or group, lookback outside
@@ -257,34 +413,17 @@ async def attribution_report(
         "start": start or dt.datetime.min.replace(tzinfo=dt.UTC),
         "end": end or dt.datetime.max.replace(tzinfo=dt.UTC),
     }
-    touches = (await session.execute(text(_journeys_sql()), params)).all()
-    conversion_ids = sorted({t.conversion_id for t in touches})
-    refunds: dict[int, list[int]] = defaultdict(list)
-    for row in await session.execute(text(_REFUNDS_SQL), {**params, "ids": conversion_ids}):
-        refunds[row.conversion_id].append(row.amount_minor)
-
-    zone = zoneinfo.ZoneInfo(campaign.timezone)
     half_life = dt.timedelta(days=half_life_days)
-    groups: dict[Any, _Group] = defaultdict(_Group)
-    for conversion_id, rows in groupby(touches, key=lambda t: t.conversion_id):
-        journey = list(rows)
-        first = journey[0]
-        credits = attribution.credits(
-            model, [t.scanned_at for t in journey], first.occurred_at, half_life=half_life
+    # Hashes and sorts over a campaign's journeys (millions of touches) stay in memory
+    # instead of spilling to temporary files; for this transaction only.
+    await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
+    groups = None
+    if crediting == "sql":
+        groups = await _sql_groups(session, params, model, group_by, campaign.timezone, half_life)
+    if groups is None:
+        groups = await _python_groups(
+            session, params, model, group_by, campaign.timezone, half_life, campaign_id
         )
-        # Money events of this conversion in the window: its value (when counted), then
-        # each refund dated in the window, negated. Each is split on its own.
-        amounts = [first.value_amount_minor] if first.counted and first.value_amount_minor else []
-        amounts += [-r for r in refunds.get(conversion_id, [])]
-        splits = [_split(amount, credits) for amount in amounts]
-        for i, touch in enumerate(journey):
-            if touch.campaign_id != campaign_id:
-                continue  # credit earned by another campaign's scan: its own report
-            group = groups[_key(group_by, touch, zone)]
-            if first.counted:
-                group.credit += credits[i]
-            for split in splits:
-                group.revenue[first.value_currency] += split[i]
 
     unattributed = await session.execute(text(_unattributed_sql()), params)
     lost_count, lost_revenue = 0, {}
@@ -324,6 +463,85 @@ async def attribution_report(
         unattributed=Unattributed(conversions=lost_count, revenue=_revenue(lost_revenue)),
         data_since=await data_since(session, organization_id=organization_id),
     )
+
+
+async def _python_groups(
+    session: AsyncSession,
+    params: dict[str, Any],
+    model: Model,
+    group_by: GroupBy,
+    timezone: str,
+    half_life: dt.timedelta,
+    campaign_id: int,
+) -> dict[Any, _Group]:
+    """The report's groups by the reference path: every touch read into Python and
+    credited by :func:`campaigns.attribution.credits` and :func:`_split` (exact
+    fractions), one conversion at a time."""
+    touches = (await session.execute(text(_journeys_sql()), params)).all()
+    conversion_ids = sorted({t.conversion_id for t in touches})
+    refunds: dict[int, list[int]] = defaultdict(list)
+    for row in await session.execute(text(_REFUNDS_SQL), {**params, "ids": conversion_ids}):
+        refunds[row.conversion_id].append(row.amount_minor)
+
+    zone = zoneinfo.ZoneInfo(timezone)
+    groups: dict[Any, _Group] = defaultdict(_Group)
+    for conversion_id, rows in groupby(touches, key=lambda t: t.conversion_id):
+        journey = list(rows)
+        first = journey[0]
+        credits = attribution.credits(
+            model, [t.scanned_at for t in journey], first.occurred_at, half_life=half_life
+        )
+        # Money events of this conversion in the window: its value (when counted), then
+        # each refund dated in the window, negated. Each is split on its own.
+        amounts = [first.value_amount_minor] if first.counted and first.value_amount_minor else []
+        amounts += [-r for r in refunds.get(conversion_id, [])]
+        splits = [_split(amount, credits) for amount in amounts]
+        for i, touch in enumerate(journey):
+            if touch.campaign_id != campaign_id:
+                continue  # credit earned by another campaign's scan: its own report
+            group = groups[_key(group_by, touch, zone)]
+            if first.counted:
+                group.credit += credits[i]
+            for split in splits:
+                group.revenue[first.value_currency] += split[i]
+    return groups
+
+
+async def _sql_groups(
+    session: AsyncSession,
+    params: dict[str, Any],
+    model: Model,
+    group_by: GroupBy,
+    timezone: str,
+    half_life: dt.timedelta,
+) -> dict[Any, _Group] | None:
+    """The report's groups by :func:`_credits_sql`: PostgreSQL credits every touch and
+    sums per group; Python only adds the few ``amount / denominator`` credit rows as
+    exact fractions (a few distinct denominators: journey lengths, or 10^15). Days come
+    back per UTC quarter hour and are mapped to local dates here; None when a quarter
+    hour straddles a local midnight (only zones' historical local mean times, whose
+    offsets are not whole quarter hours): the caller then credits in Python."""
+    sql_params = {
+        **params,
+        "half_life_us": half_life // dt.timedelta(microseconds=1),
+        "decay_units": attribution.TIME_DECAY_DENOMINATOR,
+    }
+    zone = zoneinfo.ZoneInfo(timezone)
+    groups: dict[Any, _Group] = defaultdict(_Group)
+    for row in await session.execute(text(_credits_sql(model, group_by)), sql_params):
+        if group_by == "day":
+            key = row.key.astimezone(zone).date()
+            last = row.key + _QUARTER - dt.timedelta(microseconds=1)
+            if last.astimezone(zone).date() != key:
+                return None
+        else:
+            key = None if row.key is None else int(row.key)
+        group = groups[key]
+        if row.currency is None:
+            group.credit += Fraction(int(row.amount), int(row.denominator))
+        else:
+            group.revenue[row.currency] += int(row.amount)
+    return groups
 
 
 def _split(amount: int, credits: list[Fraction]) -> list[int]:

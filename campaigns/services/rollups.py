@@ -1,7 +1,8 @@
 """Report rollups: the figures of ``stats`` per campaign and UTC hour, kept as scans arrive.
 
 What is stored (tables in :mod:`campaigns.models`): per (campaign, tag, UTC hour) the
-scan counts of ``stats`` and three visitor figures, the same for the whole campaign,
+scan counts of ``stats`` and three visitor figures, the same for the whole campaign
+(also per UTC quarter hour, for series in zones with 30- or 45-minute offsets),
 human scans per breakdown value, and conversions (count, value per currency, per tag and
 per breakdown value of their click scan) per UTC hour of ``occurred_at``.
 
@@ -79,6 +80,8 @@ TABLES: Final = (
 )
 #: Rollup tables holding one (campaign, day) per recompute.
 DAY_TABLES: Final = ("scan_day_rollups", "conversion_day_rollups")
+#: Rollup tables holding one (campaign, quarter hour) span per recompute.
+QUARTER_TABLES: Final = ("campaign_quarter_rollups", "campaign_conversion_quarter_rollups")
 
 #: As in :mod:`campaigns.services.stats`: internal scans (staff's) count in no figure but
 #: ``internal_scans``.
@@ -153,6 +156,38 @@ _CAMPAIGN_ROLLUPS = f"""
     FROM counts LEFT JOIN f USING (hour) LEFT JOIN l USING (hour)
 """  # noqa: S608 - module constants only
 
+#: Human scans and visitors per UTC quarter hour (``date_bin`` from the day's midnight):
+#: first and last quarter of each visitor's day, and the distinct visitors of the hour
+#: starting at each quarter (a scan is in the windows of its quarter and the three
+#: before it; windows end with the day).
+_CAMPAIGN_QUARTER_ROLLUPS = f"""
+    INSERT INTO campaign_quarter_rollups (campaign_id, quarter, scans, first_visitors,
+        last_visitors, hour_visitors)
+    WITH s AS (
+        SELECT date_bin('15 minutes', scanned_at, :d0) AS quarter, visitor_id
+        FROM scans
+        WHERE campaign_id = :c AND scanned_at >= :d0 AND scanned_at < :d1 AND {_HUMAN}
+    ),
+    counts AS (SELECT quarter, count(*) AS scans FROM s GROUP BY quarter),
+    v AS (
+        SELECT visitor_id, min(quarter) AS first, max(quarter) AS last
+        FROM s WHERE visitor_id IS NOT NULL GROUP BY visitor_id
+    ),
+    f AS (SELECT first AS quarter, count(*) AS n FROM v GROUP BY 1),
+    l AS (SELECT last AS quarter, count(*) AS n FROM v GROUP BY 1),
+    h AS (
+        SELECT w.quarter, count(DISTINCT s.visitor_id) AS n
+        FROM s CROSS JOIN LATERAL (VALUES (s.quarter), (s.quarter - interval '15 minutes'),
+            (s.quarter - interval '30 minutes'), (s.quarter - interval '45 minutes'))
+            AS w(quarter)
+        WHERE w.quarter >= :d0
+        GROUP BY w.quarter
+    )
+    SELECT :c, h.quarter, coalesce(counts.scans, 0), coalesce(f.n, 0), coalesce(l.n, 0), h.n
+    FROM h LEFT JOIN counts USING (quarter) LEFT JOIN f USING (quarter)
+    LEFT JOIN l USING (quarter)
+"""  # noqa: S608 - module constants only
+
 _DIMENSIONS = (
     "(VALUES ('channel', channel::text), ('device_type', device_type), ('os', os),"
     " ('country', country)) AS x(dimension, value)"
@@ -193,6 +228,16 @@ _CAMPAIGN_CONVERSION_ROLLUPS = """
     GROUP BY hour, currency
 """
 
+_CAMPAIGN_CONVERSION_QUARTER_ROLLUPS = """
+    INSERT INTO campaign_conversion_quarter_rollups (campaign_id, quarter, currency,
+        conversions, amount_minor)
+    SELECT :c, date_bin('15 minutes', occurred_at, :d0), value_currency, count(*),
+           coalesce(sum(value_amount_minor), 0)
+    FROM conversions
+    WHERE campaign_id = :c AND occurred_at >= :d0 AND occurred_at < :d1
+    GROUP BY 2, 3
+"""
+
 _CONVERSION_BREAKDOWNS = """
     INSERT INTO conversion_breakdown_rollups (campaign_id, hour, dimension, value,
         conversions)
@@ -210,10 +255,12 @@ _RECOMPUTE = (
     _SCAN_ROLLUPS,
     _SCAN_DAY_ROLLUPS,
     _CAMPAIGN_ROLLUPS,
+    _CAMPAIGN_QUARTER_ROLLUPS,
     _SCAN_BREAKDOWNS,
     _CONVERSION_ROLLUPS,
     _CONVERSION_DAY_ROLLUPS,
     _CAMPAIGN_CONVERSION_ROLLUPS,
+    _CAMPAIGN_CONVERSION_QUARTER_ROLLUPS,
     _CONVERSION_BREAKDOWNS,
 )
 
@@ -356,11 +403,14 @@ async def recompute(
     for campaign_id, day in todo:
         d0 = dt.datetime.combine(day, dt.time(), dt.UTC)
         params = {"c": campaign_id, "d0": d0, "d1": d0 + DAY}
-        for table in TABLES:
+        for table, column in (
+            *((t, "hour") for t in TABLES),
+            *((t, "quarter") for t in QUARTER_TABLES),
+        ):
             await conn.execute(
                 text(
                     f"DELETE FROM {table} "  # noqa: S608 - table names are constants
-                    "WHERE campaign_id = :c AND hour >= :d0 AND hour < :d1"
+                    f"WHERE campaign_id = :c AND {column} >= :d0 AND {column} < :d1"
                 ),
                 params,
             )
@@ -473,9 +523,10 @@ async def _rebuild_locked(conn: AsyncConnection, campaign_id: int | None, now: d
     }
     for table, column, line in (
         *((t, "hour", "lines") for t in TABLES),
+        *((t, "quarter", "lines") for t in QUARTER_TABLES),
         *((t, "day", "days") for t in DAY_TABLES),
     ):
-        cast = "timestamptz[]" if column == "hour" else "date[]"
+        cast = "date[]" if column == "day" else "timestamptz[]"
         await conn.execute(
             text(
                 f"DELETE FROM {table} AS t WHERE ({scope}) AND NOT EXISTS ("  # noqa: S608 - constants

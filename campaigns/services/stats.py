@@ -1162,6 +1162,45 @@ _SERIES_MONEY_HOURS = (
 )
 
 
+_SERIES_QUARTERS = (
+    "SELECT quarter, scans, first_visitors, last_visitors, hour_visitors "
+    "FROM campaign_quarter_rollups "
+    "WHERE campaign_id = :c AND quarter >= :q0 AND quarter < :q1"
+)
+_SERIES_MONEY_QUARTERS = (
+    "SELECT quarter, currency, conversions, amount_minor "
+    "FROM campaign_conversion_quarter_rollups "
+    "WHERE campaign_id = :c AND quarter >= :q0 AND quarter < :q1"
+)
+_QUARTER: Final = dt.timedelta(minutes=15)
+
+
+def _on_quarter(at: dt.datetime) -> bool:
+    """Whether ``at`` is a UTC quarter hour (every zone's offset today is a multiple of
+    15 minutes; historical local mean times are not)."""
+    utc = at.astimezone(dt.UTC)
+    return utc.minute % 15 == 0 and utc.second == 0 and utc.microsecond == 0
+
+
+def _folded_hour(split: RollupSplit, hour: dt.datetime) -> bool:
+    """Whether the whole UTC hour starting at ``hour`` is read from the rollups."""
+    return (split.hours_from is None or hour >= split.hours_from) and (
+        hour + dt.timedelta(hours=1) <= split.hours_to
+    )
+
+
+def _sum_quarters(
+    quarters: dict[dt.datetime, Any], a: dt.datetime, b: dt.datetime, column: str
+) -> int:
+    """The sum of ``column`` over the quarter-hour rows in ``[a, b)``."""
+    total, at = 0, a
+    while at < b:
+        if at in quarters:
+            total += getattr(quarters[at], column)
+        at += _QUARTER
+    return total
+
+
 def _sum_hours(hourly: dict[dt.datetime, Any], a: dt.datetime, b: dt.datetime, column: str) -> int:
     """The sum of ``column`` over the hour rows in ``[a, b)``."""
     total, at = 0, a
@@ -1190,8 +1229,11 @@ def _ranges_sql(column: str, ranges: tuple[Range, ...], params: dict[str, Any]) 
 async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[SeriesPoint] | None:
     """The series of ``plan`` from the rollups (whole folded UTC hours) and the raw rows
     (the rest), or None when it must be read raw: rollups not built, no whole folded
-    hour in the window, or buckets not starting on whole UTC hours (time zones with
-    30- or 45-minute offsets, e.g. Asia/Kolkata, Asia/Kathmandu, America/St_Johns).
+    hour in the window, buckets not starting on UTC quarter hours, or a day cut by a
+    bucket boundary without its quarter-hour rows yet. In time zones with 30- or
+    45-minute offsets (Asia/Kolkata, Asia/Kathmandu, America/St_Johns), the UTC hours
+    cut by a bucket boundary are read from the quarter-hour rollups (scans, visitors,
+    conversions).
 
     Unique visitors of a bucket are the sum over the UTC days it covers of that day's
     piece: a whole hour (hour buckets), a day's prefix (sum of ``first_visitors``), a
@@ -1215,10 +1257,31 @@ async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[Series
     buckets = _HOUR_BUCKETS if plan.interval == "hour" else _LOCAL_BUCKETS
     starts = [row[0] for row in await session.execute(text(buckets), params)]
     count = next((i for i, b in enumerate(starts) if b > plan.last), len(starts))
-    if count >= len(starts) or any(b.minute or b.second or b.microsecond for b in starts):
+    if count >= len(starts) or not all(_on_quarter(b) for b in starts):
         return None
     starts = starts[: count + 1]
     utc_starts = [b.astimezone(dt.UTC) for b in starts]
+    # UTC hours cut by a bucket boundary (zones with 30- or 45-minute offsets): read from
+    # the quarter-hour rollups instead of their hour rows.
+    split_hours = sorted(
+        {
+            floor_hour(b)
+            for b in utc_starts
+            if b != floor_hour(b) and _folded_hour(split, floor_hour(b))
+        }
+    )
+    quarters: dict[dt.datetime, Any] = {}
+    if split_hours:
+        for row in await session.execute(
+            text(_SERIES_QUARTERS),
+            {
+                "c": plan.campaign_id,
+                "q0": floor_day(split_hours[0]),
+                "q1": floor_day(split_hours[-1]) + dt.timedelta(days=1),
+            },
+        ):
+            quarters[row.quarter] = row
+    cut_hours = set(split_hours)
 
     def bucket(at: dt.datetime) -> int | None:
         i = bisect.bisect_right(utc_starts, at) - 1
@@ -1234,16 +1297,46 @@ async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[Series
         {"c": plan.campaign_id, **hour_params},
     ):
         hourly[row.hour] = row
-        if (i := bucket(row.hour)) is not None:
+        if row.hour not in cut_hours and (i := bucket(row.hour)) is not None:
             scans[i] += row.scans
+    if split_hours:
+        # A day rolled up before the quarter-hour rollups existed has hour rows and no
+        # quarter rows until it is recomputed: read the series raw meanwhile.
+        quarter_days = {floor_day(q) for q in quarters}
+        if any(floor_day(h) not in quarter_days for h in hourly if h in cut_hours):
+            return None
+        for quarter, row in quarters.items():
+            if floor_hour(quarter) in cut_hours and (i := bucket(quarter)) is not None:
+                scans[i] += row.scans
+    money_hours: set[dt.datetime] = set()
     for row in await session.execute(
         text(_SERIES_MONEY_HOURS + hours_where + " GROUP BY hour, currency"),
         {"c": plan.campaign_id, **hour_params},
     ):
-        if (i := bucket(row.hour)) is not None:
+        money_hours.add(row.hour)
+        if row.hour not in cut_hours and (i := bucket(row.hour)) is not None:
             conversions[i] += int(row.n)
             if row.currency is not None:
                 revenue[i][row.currency] += int(row.amount)
+    if split_hours:
+        money_quarters = (
+            await session.execute(
+                text(_SERIES_MONEY_QUARTERS),
+                {
+                    "c": plan.campaign_id,
+                    "q0": floor_day(split_hours[0]),
+                    "q1": floor_day(split_hours[-1]) + dt.timedelta(days=1),
+                },
+            )
+        ).all()
+        money_days = {floor_day(row.quarter) for row in money_quarters}
+        if any(floor_day(h) not in money_days for h in money_hours if h in cut_hours):
+            return None  # not recomputed since the quarter-hour rollups came
+        for row in money_quarters:
+            if floor_hour(row.quarter) in cut_hours and (i := bucket(row.quarter)) is not None:
+                conversions[i] += int(row.conversions)
+                if row.currency is not None:
+                    revenue[i][row.currency] += int(row.amount_minor)
     raw_params = dict(params)
     scans_sql = _RAW_BUCKET_SCANS.format(ranges=_ranges_sql("scanned_at", split.raw, raw_params))
     for row in await session.execute(text(scans_sql), raw_params):
@@ -1269,27 +1362,30 @@ async def _rollup_series(session: AsyncSession, plan: SeriesPlan) -> list[Series
             p0, p1 = a, min(b, day_end)
             a = p1
             inside = (split.hours_from is None or p0 >= split.hours_from) and p1 <= split.hours_to
-            hours = []
-            if inside:
-                at = p0
-                while at < p1:
-                    hours.append(at)
-                    at += dt.timedelta(hours=1)
-            if inside and plan.interval == "hour" and len(hours) == 1:
-                visitors[i] += hourly[hours[0]].visitors if hours[0] in hourly else 0
+            whole_hour = inside and plan.interval == "hour" and p1 - p0 == _STEP["hour"]
+            if whole_hour and p0 == floor_hour(p0):
+                visitors[i] += hourly[p0].visitors if p0 in hourly else 0
+            elif whole_hour and floor_hour(p0) in cut_hours:
+                # An hour bucket starting at a quarter hour, within one UTC day.
+                visitors[i] += quarters[p0].hour_visitors if p0 in quarters else 0
             elif p0 == day_start and (split.hours_from is None or p0 >= split.hours_from):
                 # A prefix of the day: first visitors of its folded hours, then the new
-                # visitors of the rest (the unfolded tail, a partial last hour).
+                # visitors of the rest (the unfolded tail, a partial last hour: from
+                # its quarters when rolled up, else raw).
                 cut = max(p0, min(floor_hour(p1), split.hours_to))
                 visitors[i] += _sum_hours(hourly, p0, cut, "first_visitors")
-                if cut < p1:
+                if cut < p1 and floor_hour(p1) in cut_hours and _on_quarter(p1):
+                    visitors[i] += _sum_quarters(quarters, cut, p1, "first_visitors")
+                elif cut < p1:
                     edges.append((i, (cut, p1), (p0, cut)))
             elif p1 == day_end and day_end <= split.folded and p1 <= split.hours_to:
                 # A suffix of a folded day: last visitors of its whole hours, then the
                 # visitors of a partial first hour not seen later that day.
                 cut = ceil_hour(p0)
                 visitors[i] += _sum_hours(hourly, cut, p1, "last_visitors")
-                if p0 < cut:
+                if p0 < cut and floor_hour(p0) in cut_hours and _on_quarter(p0):
+                    visitors[i] += _sum_quarters(quarters, p0, cut, "last_visitors")
+                elif p0 < cut:
                     edges.append((i, (p0, cut), (cut, p1)))
             else:
                 raw_pieces.append((i, p0, p1))

@@ -167,6 +167,9 @@ async def _assert_rollups_equal_raw(
             [(None, None), ("hour", "UTC"), ("hour", "Europe/Paris")]
             + [("day", zone) for zone in ZONES]
             + [("week", "America/New_York")]
+            # Buckets starting on UTC quarter hours (quarter-hour rollups).
+            + [("hour", "Asia/Kolkata"), ("hour", "Asia/Kathmandu"), ("day", "Asia/Kathmandu")]
+            + [("week", "America/St_Johns")]
         ):
             kwargs = {"start": start, "end": end, "interval": interval, "tz": tz}
             expected = await _stats(sessionmaker, org_id, campaign_id, raw=True, **kwargs)
@@ -248,6 +251,33 @@ async def test_rollups_equal_raw_after_random_inserts_and_passes(
     ]
     assert all(scans > 0 for scans, _ in changed[:-1])
     assert sum(visitors for _, visitors in changed) > 1000
+
+    # Series in a zone with a 30-minute offset read the quarter-hour rows.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE campaign_quarter_rollups SET scans = scans + 1000,"
+                " first_visitors = first_visitors + 1000, last_visitors = last_visitors + 1000,"
+                " hour_visitors = hour_visitors + 1000"
+            )
+        )
+        await conn.execute(
+            text("UPDATE campaign_conversion_quarter_rollups SET conversions = conversions + 1000")
+        )
+    for interval in ("day", "hour"):
+        kwargs = {"interval": interval, "tz": "Asia/Kolkata"}
+        got = await _stats(sessionmaker, org_id, campaign_id, raw=False, **kwargs)
+        expected = await _stats(sessionmaker, org_id, campaign_id, raw=True, **kwargs)
+        quarter_changed = [
+            (a["scans"] - b["scans"], a["unique_visitors"] - b["unique_visitors"])
+            for a, b in zip(got["series"], expected["series"], strict=True)
+        ]
+        assert sum(scans for scans, _ in quarter_changed) > 1000
+        assert sum(visitors for _, visitors in quarter_changed) > 1000
+        assert got["series"][0]["start"].minute == 0  # local hours, UTC half hours
+        assert sum(p["conversions"] for p in got["series"]) > sum(
+            p["conversions"] for p in expected["series"]
+        )
 
 
 async def test_late_scans_replayed_from_the_spool_are_folded(
