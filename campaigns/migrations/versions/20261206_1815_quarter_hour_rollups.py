@@ -1,7 +1,7 @@
 """quarter-hour rollups: campaign scans, visitors and conversions per UTC quarter hour
 
 Revision ID: 3e7b9d1c5a42
-Revises: 9c4a7e2f5d18
+Revises: 3e7b9d1c5a24
 Create Date: 2026-12-06 18:15:00+00:00
 
 For stats series in time zones with 30- or 45-minute offsets (campaigns.models
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "3e7b9d1c5a42"
-down_revision: str | None = "9c4a7e2f5d18"
+down_revision: str | None = "3e7b9d1c5a24"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
