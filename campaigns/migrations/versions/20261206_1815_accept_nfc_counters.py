@@ -25,37 +25,42 @@ ACCEPT_COUNTERS_FUNCTION = """
 CREATE FUNCTION passerelle_accept_counters(tag_ids bigint[], counters integer[])
 RETURNS boolean[] LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    last jsonb := '{}';
-    moved jsonb := '{}';
-    answers boolean[] := '{}';
-    previous jsonb;
-    ok boolean;
-    i integer;
+    answers boolean[];
 BEGIN
-    -- Offers are (tag_ids[i], counters[i]), judged in that order (the caller sorts them
-    -- by tag, then counter). Rows locked in id order: concurrent callers cannot deadlock.
+    -- Offers are (tag_ids[i], counters[i]), judged in that order. The tags' rows are
+    -- locked in id order: concurrent callers cannot deadlock.
     PERFORM 1 FROM tags WHERE id = ANY(tag_ids) ORDER BY id FOR NO KEY UPDATE;
-    -- A new snapshot, taken once the locks are held: the counters the previous holder
-    -- committed are seen. An unknown tag has no key; a tag without a counter row, null.
-    SELECT coalesce(jsonb_object_agg(t.id::text, c.last_counter), '{}')
-    INTO last
-    FROM tags AS t LEFT JOIN nfc_counters AS c ON c.tag_id = t.id
-    WHERE t.id = ANY(tag_ids);
-    FOR i IN 1 .. coalesce(array_length(tag_ids, 1), 0) LOOP
-        previous := last -> tag_ids[i]::text;
-        ok := previous IS NOT NULL
-              AND (jsonb_typeof(previous) = 'null' OR previous::integer < counters[i]);
-        IF ok THEN
-            last := jsonb_set(last, ARRAY[tag_ids[i]::text], to_jsonb(counters[i]));
-            moved := jsonb_set(moved, ARRAY[tag_ids[i]::text], to_jsonb(counters[i]));
-        END IF;
-        answers := answers || ok;
-    END LOOP;
-    IF moved <> '{}' THEN
+    -- A statement of its own, so a snapshot taken once the locks are held: it sees the
+    -- counters committed by the previous holder. An offer is accepted when its tag exists
+    -- and its counter is above the tag's last accepted one and above every earlier offer
+    -- of the tag in this call (a rejected earlier offer was at most the running maximum
+    -- of accepted ones, so it never raises that bound); each tag's highest accepted
+    -- counter is stored.
+    WITH offer AS (
+        SELECT o.ord, o.tag_id, o.counter,
+               t.id IS NOT NULL AS known,
+               c.last_counter,
+               max(o.counter) OVER (
+                   PARTITION BY o.tag_id ORDER BY o.ord
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+               ) AS earlier
+        FROM unnest(tag_ids, counters) WITH ORDINALITY AS o(tag_id, counter, ord)
+        LEFT JOIN tags AS t ON t.id = o.tag_id
+        LEFT JOIN nfc_counters AS c ON c.tag_id = o.tag_id
+    ),
+    judged AS (
+        SELECT ord, tag_id, counter,
+               known
+               AND (last_counter IS NULL OR last_counter < counter)
+               AND (earlier IS NULL OR earlier < counter) AS ok
+        FROM offer
+    ),
+    stored AS (
         INSERT INTO nfc_counters (tag_id, last_counter)
-        SELECT key::bigint, value::integer FROM jsonb_each_text(moved)
-        ON CONFLICT (tag_id) DO UPDATE SET last_counter = excluded.last_counter;
-    END IF;
+        SELECT tag_id, max(counter) FROM judged WHERE ok GROUP BY tag_id
+        ON CONFLICT (tag_id) DO UPDATE SET last_counter = excluded.last_counter
+    )
+    SELECT coalesce(array_agg(ok ORDER BY ord), '{}') INTO answers FROM judged;
     RETURN answers;
 END
 $$
