@@ -22,9 +22,10 @@ go to the dead-letter file ``rejected-<pid>.jsonl`` for an operator, never dropp
 
 NTAG 424 DNA taps: a record with a :attr:`~ScanRecord.counter_to_accept` (an authentic
 SUN message whose replay verdict is not decided) gets its verdict in the transaction that
-stores it: :func:`campaigns.scanning.nfc.judge_taps` runs the conditional ``UPDATE`` of
-each such tag before the batch's ``COPY`` (the same for replay and row-by-row inserts,
-before their ``INSERT``), so the counter is accepted if and only if the scan is stored,
+stores it: :func:`campaigns.scanning.nfc.judge_taps` runs the counter check of the
+batch's taps (one SQL function call, sent with the ``BEGIN``) before the batch's ``COPY``
+(the same for replay and row-by-row inserts, before their ``INSERT``), so the counter is
+accepted if and only if the scan is stored,
 and of two processes offering one counter at the same moment exactly one gets ``valid``.
 :meth:`ScanWriter.submit` returns the record as stored, with that verdict; a spooled tap
 keeps none until replay, which judges the spooled taps of a file in (tag, counter)
@@ -36,8 +37,9 @@ scans whose organization has a ``scan.created`` webhook (``hooked``); none at al
 even a statement, when no organization of the batch has one.
 
 Live feed: each group commit (and each replayed chunk) also writes one ``feed_batches``
-row in its transaction (:mod:`campaigns.feed.store`), and :attr:`ScanWriter.on_commit`
-tells the process's feed hub after the commit.
+row in its transaction (:mod:`campaigns.feed.store`; the group commit sends it with its
+``COMMIT``, one round trip), and :attr:`ScanWriter.on_commit` tells the process's feed hub
+after the commit.
 
 Load shedding: past ``queue_max`` waiting scans, or with the database away and
 ``spool_max_bytes`` on disk, :meth:`ScanWriter.submit` raises :class:`WriterOverloaded`
