@@ -1,8 +1,8 @@
 """What the live feed costs the group commit: CPU µs per scan with and without it.
 
 The request side of a scan does not change with the feed; its cost is in the writer (one
-``INSERT INTO feed_batches`` per batch, ``FeedHub.committed``) and in the hub (one
-``pg_notify`` per batch on its own connection). This script drives a
+``INSERT INTO feed_batches`` per batch, sent with the ``COMMIT``; ``FeedHub.committed``)
+and in the hub (one ``pg_notify`` per batch on its own connection). This script drives a
 :class:`~campaigns.scanning.writer.ScanWriter` directly with ``--concurrency`` scans in
 flight, alternating passes with the feed (hook and a running hub, no listener) and
 without it (the hook replaced by a no-op), and prints per pass the process's CPU µs per
@@ -64,7 +64,7 @@ async def one_pass(url: str, data_dir: Path, n: int, concurrency: int, feed: boo
     conninfo = libpq_url(url)
     writer = ScanWriter(conninfo, data_dir / ("feed" if feed else "plain"))
     hub = FeedHub(conninfo) if feed else None
-    original = writer_module.record_scans
+    original = writer_module.record_scans, writer_module.scan_batch_statement
     if hub is not None:
         writer.on_commit = hub.committed
         await hub.start()
@@ -73,7 +73,10 @@ async def one_pass(url: str, data_dir: Path, n: int, concurrency: int, feed: boo
         async def no_feed(*_: Any) -> None:
             return None
 
+        # The group commit sends its feed row with the COMMIT (scan_batch_statement);
+        # without it, the COMMIT goes alone: the same round trips, no row.
         writer_module.record_scans = no_feed  # type: ignore[assignment]
+        writer_module.scan_batch_statement = lambda *_: None  # type: ignore[assignment]
     await writer.start()
     try:
         records = [scan(1 + i % 5) for i in range(n + 500)]
@@ -98,7 +101,7 @@ async def one_pass(url: str, data_dir: Path, n: int, concurrency: int, feed: boo
         await writer.stop()
         if hub is not None:
             await hub.stop()
-        writer_module.record_scans = original
+        writer_module.record_scans, writer_module.scan_batch_statement = original
     return (
         f"{'with feed' if feed else 'no feed  '}: process {spent / n * 1e6:6.1f} µs   "
         f"PostgreSQL backends {db / n * 1e6:6.1f} µs   mean batch {n / max(batches, 1):5.1f}"

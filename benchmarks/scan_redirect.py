@@ -65,6 +65,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -281,6 +282,109 @@ def server(
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid`` (``/proc``), None when it
+    is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime: proc(5) 14, 15
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` (a server started in its own session)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds spent during a ``with`` block by the server (every process of its
+    group ``server_pgid``), by the PostgreSQL backends connected to the benchmark's
+    database (``conninfo``; sampled every 0.25 s, so short-lived ones such as autovacuum
+    workers are caught too) and by the load generator (children of this process waited
+    for during the block: wrk). Read ``server_s``, ``postgres_s``, ``client_s`` after
+    the block. CPU time is what a request costs whatever the neighbours do, unlike
+    throughput on a shared machine."""
+
+    def __init__(self, conninfo: str, server_pgid: int) -> None:
+        self.conninfo, self.server_pgid = conninfo, server_pgid
+        self.server_s = self.postgres_s = self.client_s = 0.0
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+
+    def _sample(self, conn: psycopg.Connection[Any]) -> None:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+        for (pid,) in rows:
+            used = _cpu_s(pid)
+            if used is not None:
+                self._first.setdefault(pid, used if self._started else 0.0)
+                self._last[pid] = used
+
+    def _run(self, conn: psycopg.Connection[Any]) -> None:
+        while not self._stop.wait(0.25):
+            self._sample(conn)
+
+    def __enter__(self) -> CpuMeter:
+        self._conn = psycopg.connect(self.conninfo, autocommit=True)
+        self._started = False
+        self._sample(self._conn)
+        self._started = True
+        self._server0 = {pid: _cpu_s(pid) or 0.0 for pid in _group_pids(self.server_pgid)}
+        self._children0 = os.times()
+        self._thread = threading.Thread(target=self._run, args=(self._conn,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        children = os.times()
+        server = {pid: _cpu_s(pid) or 0.0 for pid in _group_pids(self.server_pgid)}
+        self._stop.set()
+        self._thread.join()
+        self._sample(self._conn)
+        self._conn.close()
+        self.server_s = sum(used - self._server0.get(pid, 0.0) for pid, used in server.items())
+        self.postgres_s = sum(used - self._first[pid] for pid, used in self._last.items())
+        self.client_s = (children.children_user + children.children_system) - (
+            self._children0.children_user + self._children0.children_system
+        )
+
+    def per_request_us(self, requests: float) -> dict[str, float]:
+        """µs per request: ``cpu_server``, ``cpu_pg``, ``cpu_client`` and their sum
+        ``cpu_total``."""
+        n = max(requests, 1)
+        out = {
+            "cpu_server": self.server_s / n * 1e6,
+            "cpu_pg": self.postgres_s / n * 1e6,
+            "cpu_client": self.client_s / n * 1e6,
+        }
+        out["cpu_total"] = sum(out.values())
+        return out
+
+
+def cpu_text(r: dict[str, float]) -> str:
+    """The CPU figures of a run, for its line."""
+    return (
+        f"   CPU µs/req: server {r['cpu_server']:.0f} + PostgreSQL {r['cpu_pg']:.0f} "
+        f"+ wrk {r['cpu_client']:.0f} = {r['cpu_total']:.0f}"
+    )
 
 
 def rss_mib(pid: int) -> float:
@@ -693,11 +797,14 @@ def realistic_phases(
     results: dict[tuple[str, str], dict[str, float]] = {}
     for label, target, factory in _TARGETS:
         port = free_port()
-        with server(target, port, args.workers, env, factory):
+        with server(target, port, args.workers, env, factory) as proc:
             for round_, pool, unique in (("cold", templates, True), ("warm", agents, False)):
                 run(port, pool, unique, args.warmup)
                 before = settled_scans(conninfo)
-                results[label, round_] = r = run(port, pool, unique, args.duration)
+                with CpuMeter(conninfo, proc.pid) as meter:
+                    r = run(port, pool, unique, args.duration)
+                r.update(meter.per_request_us(r["requests"]))
+                results[label, round_] = r
                 stored = settled_scans(conninfo) - before
                 check = ""
                 if target == "passerelle":
@@ -712,7 +819,7 @@ def realistic_phases(
                 print(
                     f"{round_:>4} {label:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   "
                     f"p99 {r['p99']:6.2f} ms   non-302 {int(r['others'])}   "
-                    f"socket errors: {r['socket_errors']}{check}"
+                    f"socket errors: {r['socket_errors']}{check}{cpu_text(r)}"
                 )
     with psycopg.connect(conninfo) as conn:
         row = conn.execute(
@@ -737,13 +844,20 @@ def realistic_phases(
         f"({by_rule[2]} distinct rules); geolocated: {by_rule[3]}; at a store: {by_rule[4]}"
     )
     for round_ in ("cold", "warm"):
-        scan = results["GET /s/{code}", round_]
-        ratios = ", ".join(
-            f"scan/{label} {scan['rps'] / results[label, round_]['rps']:.2f} "
-            f"(p99 {scan['p99'] / results[label, round_]['p99']:.1f}x)"
-            for label, _, _ in _TARGETS[:2]
-        )
-        print(f"{round_}: {ratios}")
+        ceilings = {label: results[label, round_] for label, _, _ in _TARGETS[:2]}
+        print(f"{round_}: {ratio_text(results['GET /s/{code}', round_], 'scan', ceilings)}")
+
+
+def ratio_text(scan: dict[str, float], name: str, ceilings: dict[str, dict[str, float]]) -> str:
+    """Throughput and p99 ratios of ``scan`` to each ceiling, and the CPU ratio: the
+    ceiling's CPU per request (server + PostgreSQL + wrk) over the scan's, i.e. the
+    throughput ratio a machine running only this benchmark would show."""
+    return ", ".join(
+        f"{name}/{label} {scan['rps'] / ceiling['rps']:.2f} "
+        f"(p99 {scan['p99'] / ceiling['p99']:.1f}x; by CPU per request "
+        f"{ceiling['cpu_total'] / scan['cpu_total']:.2f})"
+        for label, ceiling in ceilings.items()
+    )
 
 
 BENCH_SECRET_KEY = "bench-secret-key-not-for-production-0123456789"  # noqa: S105 - throwaway
@@ -854,21 +968,23 @@ def nfc_phase(args: argparse.Namespace, env: dict[str, str], conninfo: str) -> N
         for label, target, factory in _TARGETS:
             port = free_port()
             name = "GET /n/{code}" if target == "passerelle" else label
-            with server(target, port, args.workers, env, factory):
+            with server(target, port, args.workers, env, factory) as proc:
                 # No warm-up on Passerelle: it would use up counters of the list.
-                r = _wrk(
-                    port,
-                    script,
-                    [fh.name, str(args.threads)],
-                    args.connections,
-                    args.duration,
-                    args.threads,
-                )
+                with CpuMeter(conninfo, proc.pid) as meter:
+                    r = _wrk(
+                        port,
+                        script,
+                        [fh.name, str(args.threads)],
+                        args.connections,
+                        args.duration,
+                        args.threads,
+                    )
+                r.update(meter.per_request_us(r["requests"]))
             results[name] = r
             print(
                 f"{name:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   "
                 f"p99 {r['p99']:6.2f} ms   302 {int(r['redirects'])}   non-302 {int(r['others'])}"
-                f"   socket errors: {r['socket_errors']}"
+                f"   socket errors: {r['socket_errors']}{cpu_text(r)}"
             )
     finally:
         os.unlink(fh.name)
@@ -883,13 +999,8 @@ def nfc_phase(args: argparse.Namespace, env: dict[str, str], conninfo: str) -> N
         last = conn.execute("SELECT min(last_counter), max(last_counter) FROM nfc_counters")
         row = last.fetchone()
     print(f"verdicts stored: {verdicts}; last accepted counters (min, max) {row}")
-    scan = results["GET /n/{code}"]
-    ratios = ", ".join(
-        f"tap/{label} {scan['rps'] / results[label]['rps']:.2f} "
-        f"(p99 {scan['p99'] / results[label]['p99']:.1f}x)"
-        for label, _, _ in _TARGETS[:2]
-    )
-    print(f"nfc: {ratios}")
+    ceilings = {label: results[label] for label, _, _ in _TARGETS[:2]}
+    print(f"nfc: {ratio_text(results['GET /n/{code}'], 'tap', ceilings)}")
 
 
 def memory_phase(

@@ -8,9 +8,10 @@ wall time per row of:
   indexes of ``scans`` (``campaign_id, scanned_at``; the partial ones on ``visitor_id``
   and ``cookie_id``), then also without its CHECK constraint: each variant in a
   transaction rolled back, so nothing is dropped for good;
-- the NFC counter statements of :func:`campaigns.scanning.nfc.accept_counters`
-  (``--rows`` taps on as many tags, in batches: tags rows locked, ``nfc_counters``
-  read and upserted), and for comparison the counter as a column of ``tags`` updated
+- the NFC counter check of :func:`campaigns.scanning.nfc.accept_counters`
+  (``--rows`` taps on as many tags, in batches: one ``passerelle_accept_counters`` call,
+  which locks the tags rows, reads and upserts ``nfc_counters``), the three statements
+  it replaced, and for comparison the counter as a column of ``tags`` updated
   in one statement per batch (the ``tags`` trigger runs);
 - the ``COPY`` again with a statement-level rollup trigger (transition table, one grouped
   upsert into ``scan_rollups`` per batch), the rejected option (b) of the report rollups.
@@ -42,13 +43,18 @@ from benchmarks.scan_redirect import SERVER_URL, seed  # noqa: E402
 from campaigns import migrate  # noqa: E402
 from campaigns.db import libpq_url  # noqa: E402
 from campaigns.scanning.links import new_click_id  # noqa: E402
-from campaigns.scanning.nfc import (  # noqa: E402
-    LOCK_TAGS_SQL,
-    READ_COUNTERS_SQL,
-    STORE_COUNTERS_SQL,
-)
+from campaigns.scanning.nfc import ACCEPT_COUNTERS_SQL  # noqa: E402
 from campaigns.scanning.record import COPY_SQL, ScanRecord, row  # noqa: E402
 
+#: The three statements that judged a batch of taps before ``passerelle_accept_counters``
+#: (migration ``accept_nfc_counters``), for comparison.
+LOCK_TAGS_SQL = "SELECT id FROM tags WHERE id = ANY(%(tag_ids)s) ORDER BY id FOR NO KEY UPDATE"
+READ_COUNTERS_SQL = "SELECT tag_id, last_counter FROM nfc_counters WHERE tag_id = ANY(%(tag_ids)s)"
+STORE_COUNTERS_SQL = (
+    "INSERT INTO nfc_counters (tag_id, last_counter) "
+    "SELECT * FROM unnest(%(tag_ids)s::bigint[], %(counters)s::integer[]) "
+    "ON CONFLICT (tag_id) DO UPDATE SET last_counter = excluded.last_counter"
+)
 #: The counters' update of one batch as it was on ``tags`` (before migration
 #: ``nfc_counters``).
 TAGS_UPDATE_SQL = (
@@ -188,6 +194,11 @@ def main() -> None:
             def accept_counters() -> None:
                 # What campaigns.scanning.nfc.accept_counters sends for a batch of taps
                 for n, ids in enumerate(counter_batches):
+                    conn.execute(ACCEPT_COUNTERS_SQL, (ids, [n + 1] * len(ids))).fetchall()
+
+            def three_statements() -> None:
+                # What it sent before: lock, read, upsert
+                for n, ids in enumerate(counter_batches):
                     params = {"tag_ids": ids, "counters": [n + 1] * len(ids)}
                     conn.execute(LOCK_TAGS_SQL, params).fetchall()
                     conn.execute(READ_COUNTERS_SQL, params).fetchall()
@@ -197,7 +208,10 @@ def main() -> None:
                 for n, ids in enumerate(counter_batches):
                     conn.execute(TAGS_UPDATE_SQL, {"tag_ids": ids, "counters": [n + 1] * len(ids)})
 
-            report("NFC counters, lock tags + nfc_counters", measure(conn, [], accept_counters, 3))
+            report(
+                "NFC counters, passerelle_accept_counters", measure(conn, [], accept_counters, 3)
+            )
+            report("NFC counters, three statements", measure(conn, [], three_statements, 3))
             # The counter back on tags for comparison; today's tags trigger notifies every
             # updated row (the one before migration nfc_counters compared rows as JSON
             # first: 26 µs per row with it, 14 without, 4-5 on the counters table).

@@ -69,12 +69,14 @@ _SCANNERS = (
 _TABLET = r"ipad|tablet|kindle|silk/|playbook|sm-t\d|\bnexus (7|9|10)\b"
 _MOBILE = r"mobi|iphone|ipod|android.+mobile|windows phone|blackberry|opera mini"
 # One RE2 set: a single pass over the agent tells which of these lists match (several
-# may), ~1 µs where Python's ``re`` took ~40 µs for the same lists.
+# may), ~1 µs where Python's ``re`` took ~40 µs for the same lists. The same set also
+# holds crawlerdetect's exclusion patterns (``_EXCLUSION_OF_SET_INDEX``, below): a
+# pattern's verdict in a set does not depend on the other patterns, and one pass (one
+# call into RE2) over the agent answers both questions.
 _PREVIEWER, _SCANNER, _IS_TABLET, _IS_MOBILE = range(4)
 _SETS = re2.Set.SearchSet(_RE2_OPTIONS)
 for _pattern in (_PREVIEWERS, _SCANNERS, _TABLET, _MOBILE):  # in the indices' order
     _SETS.Add(_pattern)
-_SETS.Compile()
 
 
 def _leading_literal(pattern: str) -> str:
@@ -108,25 +110,24 @@ _CRAWLERS = re2.compile("|".join(_re2_patterns), _RE2_OPTIONS)
 # Python's ``re`` semantics (leftmost-first, non-overlapping), which the removal's result
 # depends on. Only printable-ASCII agents get here, on which ``re.ASCII`` changes no match.
 _EXCLUSIONS = re.compile(f"({'|'.join(_exclusion_patterns)})", re.IGNORECASE | re.ASCII)
-# Which exclusion patterns occur in an agent at all, in one RE2 pass (~1.5 µs). ``re.sub``
-# scans the ORIGINAL agent for leftmost-first, non-overlapping matches, so a pattern that
-# matches nowhere in it never wins at any position: the alternation of the patterns that
-# do occur, in their original order, removes exactly what the whole one removes, and with
-# a handful of alternatives instead of ~50 it is several times faster. Patterns RE2
-# cannot express are always kept (today none). ``tests/scanning/test_device.py`` checks
-# the verdicts against crawlerdetect's own agents.
-_EXCLUSION_SET = re2.Set.SearchSet(_RE2_OPTIONS)
-_EXCLUSION_OF_SET_INDEX: list[int] = []
+# Which exclusion patterns occur in an agent at all, in the RE2 pass of ``_SETS``.
+# ``re.sub`` scans the ORIGINAL agent for leftmost-first, non-overlapping matches, so a
+# pattern that matches nowhere in it never wins at any position: the alternation of the
+# patterns that do occur, in their original order, removes exactly what the whole one
+# removes, and with a handful of alternatives instead of ~50 it is several times faster.
+# Patterns RE2 cannot express are always kept (today none). ``tests/scanning/
+# test_device.py`` checks the verdicts against crawlerdetect's own agents.
+_FIRST_EXCLUSION = _IS_MOBILE + 1  # the four lists come first in the set
+_EXCLUSION_OF_SET_INDEX: dict[int, int] = {}  # set index -> exclusion pattern index
 _EXCLUSIONS_ALWAYS: list[int] = []
 for _index, _pattern in enumerate(_exclusion_patterns):
     try:
-        _EXCLUSION_SET.Add(_pattern)
+        _set_index = _SETS.Add(_pattern)
     except re2.error:
         _EXCLUSIONS_ALWAYS.append(_index)
     else:
-        _EXCLUSION_OF_SET_INDEX.append(_index)
-_EXCLUSION_SET.Compile()
-_SET_INDEX_IS_PATTERN_INDEX = not _EXCLUSIONS_ALWAYS
+        _EXCLUSION_OF_SET_INDEX[_set_index] = _index
+_SETS.Compile()
 
 # The removal runs case-sensitively on the LOWER-CASED agent, with each exclusion pattern
 # lower-cased (``_lowered``): on printable ASCII, a case-insensitive match of ``p`` in
@@ -177,21 +178,19 @@ def _exclusions_among(indices: tuple[int, ...]) -> re.Pattern[str]:
     return re.compile("|".join(_LOWERED_EXCLUSIONS[i] for i in indices), re.ASCII)
 
 
-def _remove_exclusions(ua: str) -> str:
+def _remove_exclusions(ua: str, matched: Collection[int] | None = None) -> str:
     """``_EXCLUSIONS.sub("", ua).lower()`` for a printable-ASCII ``ua``, computed on
     ``ua.lower()`` with only the exclusion patterns that occur in it (see
-    :data:`_EXCLUSION_SET`)."""
-    matched = _EXCLUSION_SET.Match(ua)
-    if _SET_INDEX_IS_PATTERN_INDEX:
-        if not matched:
-            return ua.lower()
-        indices = tuple(sorted(matched))
-    else:
-        found = {_EXCLUSION_OF_SET_INDEX[i] for i in matched or ()}
-        indices = tuple(sorted(found.union(_EXCLUSIONS_ALWAYS)))
-        if not indices:
-            return ua.lower()
-    return _exclusions_among(indices).sub("", ua.lower())
+    :data:`_EXCLUSION_OF_SET_INDEX`); ``matched`` is ``_SETS.Match(ua)`` when the caller
+    has it already."""
+    if matched is None:
+        matched = _SETS.Match(ua) or ()
+    found = [_EXCLUSION_OF_SET_INDEX[i] for i in matched if i >= _FIRST_EXCLUSION]
+    if _EXCLUSIONS_ALWAYS:
+        found.extend(_EXCLUSIONS_ALWAYS)
+    if not found:
+        return ua.lower()
+    return _exclusions_among(tuple(sorted(found))).sub("", ua.lower())
 
 
 # The reference, for the rare agents that are not printable ASCII (see ``is_crawler``).
@@ -235,13 +234,19 @@ def is_crawler(user_agent: str) -> bool:
     printable ASCII only, so any other agent (rare: the library's 169,000 test agents
     have 12) gets crawlerdetect itself. Tests compare both on all those agents.
     """
-    ua = user_agent.strip()
+    return _is_crawler(user_agent.strip(), None)
+
+
+def _is_crawler(ua: str, matched: Collection[int] | None) -> bool:
+    """:func:`is_crawler` of a stripped agent ``ua``; ``matched`` is ``_SETS.Match(ua)``
+    when the caller has it already (None: matched here)."""
     if not (ua.isascii() and ua.isprintable()):
         return bool(_crawler_detect.is_crawler(ua))
-    agent = _remove_exclusions(ua)  # lower-cased: every search below ignores case
+    agent = _remove_exclusions(ua, matched)  # lower-cased: every search below ignores case
     if not agent:
         return False
-    if _CRAWLERS.search(agent) is not None:
+    # Bytes (the agent is ASCII): the wrapper skips its offset bookkeeping for text.
+    if _CRAWLERS.search(agent.encode("ascii")) is not None:
         return True
     return any(
         literal in agent and pattern.search(agent) is not None
@@ -270,7 +275,10 @@ def _bot_reason(ua: str, matched: Collection[int]) -> BotReason | None:
         return "previewer"
     if _SCANNER in matched:
         return "scanner"
-    if is_crawler(ua):
+    stripped = ua.strip()
+    # The set's matches of ``ua`` are those of the stripped agent when nothing was
+    # stripped (the usual case); else the crawler check matches the stripped one itself.
+    if _is_crawler(stripped, matched if len(stripped) == len(ua) else None):
         return "crawler"
     if len(ua.strip()) < MIN_AGENT_LENGTH:
         return "no_user_agent"

@@ -6,9 +6,10 @@ process: a counter is accepted only if it is strictly greater than the last acce
 one for that tag (kept in ``nfc_counters``), decided under the tag row's lock
 (``SELECT ... FOR NO KEY UPDATE``, then one upsert per batch: of two concurrent taps
 offering the same counter, exactly one is accepted, whichever connection or process they
-came through). The statements ride in the scan writer's group-commit transaction
-(:func:`judge_taps`, called by the writer before its ``COPY``); they update no ``tags``
-row, so they neither run its trigger nor notify the tag caches.
+came through), all in one call of the SQL function ``passerelle_accept_counters``. The
+call rides in the scan writer's group-commit transaction (:func:`judge_taps`, called by
+the writer before its ``COPY``, in the round trip that begins the transaction); it
+updates no ``tags`` row, so it neither runs its trigger nor notifies the tag caches.
 """
 
 from __future__ import annotations
@@ -24,27 +25,18 @@ from campaigns.scanning.record import ScanRecord
 #: Values of ``scans.nfc_verification``.
 NfcVerification = Literal["valid", "replayed", "invalid"]
 
-#: Locks the offered tags' rows (in id order: every writer locks in the same order, so
-#: two processes' group commits cannot deadlock); returns the ids of those that exist.
-#: ``FOR NO KEY UPDATE``: the lock an update of a non-key column would take. The tag row
-#: is the lock because it exists before the first tap; its counter row may not.
-LOCK_TAGS_SQL: Final = (
-    "SELECT id FROM tags WHERE id = ANY(%(tag_ids)s) ORDER BY id FOR NO KEY UPDATE"
-)
-#: The last accepted counters of the locked tags. A statement of its own, after the lock:
-#: under READ COMMITTED it reads with a snapshot taken once the locks are held, so it
-#: sees the counters committed by the transaction that held them before. (Joined into
-#: the locking query, a counter row inserted by that transaction would stay unseen: a
-#: lock wait re-reads only the locked row, not the rows joined to it.)
-READ_COUNTERS_SQL: Final = (
-    "SELECT tag_id, last_counter FROM nfc_counters WHERE tag_id = ANY(%(tag_ids)s)"
-)
-#: Stores the new last accepted counter of each tag that accepted one.
-STORE_COUNTERS_SQL: Final = (
-    "INSERT INTO nfc_counters (tag_id, last_counter) "
-    "SELECT * FROM unnest(%(tag_ids)s::bigint[], %(counters)s::integer[]) "
-    "ON CONFLICT (tag_id) DO UPDATE SET last_counter = excluded.last_counter"
-)
+#: Judges offers ``(tag_ids[i], counters[i])`` in that order and stores the counters that
+#: moved; returns the verdicts in the same order (migration ``accept_nfc_counters``). In
+#: the function: the offered tags' rows locked in id order (``FOR NO KEY UPDATE``, the
+#: lock an update of a non-key column would take: every writer locks in the same order,
+#: so two processes' group commits cannot deadlock; the tag row is the lock because it
+#: exists before the first tap, its counter row may not), then their last accepted
+#: counters read by a statement of its own (under READ COMMITTED it reads with a snapshot
+#: taken once the locks are held, so it sees the counters committed by the transaction
+#: that held them before; joined into the locking query, a counter row inserted by that
+#: transaction would stay unseen: a lock wait re-reads only the locked row), the verdicts
+#: decided, and the counters that moved upserted into ``nfc_counters``.
+ACCEPT_COUNTERS_SQL: Final = "SELECT passerelle_accept_counters(%s::bigint[], %s::integer[])"
 
 
 async def accept_counter(conn: psycopg.AsyncConnection[Any], *, tag_id: int, counter: int) -> bool:
@@ -62,44 +54,40 @@ async def accept_counters(
     (a later offer of the same tag is judged against the earlier ones accepted); the
     answers in the same order.
 
-    Three statements per call, whatever the number of offers: the tags' rows are locked
-    (:data:`LOCK_TAGS_SQL`), their counters read (:data:`READ_COUNTERS_SQL`), the
-    verdicts decided here, and the counters that moved stored in one statement
-    (:data:`STORE_COUNTERS_SQL`). One conditional
-    UPDATE of ``tags`` per offer did the same with a statement and a run of the ``tags``
-    trigger per tap: 83 µs of PostgreSQL CPU per tap in the nfc round of
-    benchmarks/scan_path_cpu.py, 43 with one UPDATE of ``tags`` per batch, less again
-    with the counters in their own table (see migration ``nfc_counters``). The row locks
+    One statement per call, whatever the number of offers (:data:`ACCEPT_COUNTERS_SQL`).
+    Three statements (lock, read, upsert), each a round trip of the group commit, did the
+    same before; one conditional UPDATE of ``tags`` per offer before that cost 83 µs of
+    PostgreSQL CPU per tap in the nfc round of benchmarks/scan_path_cpu.py. The row locks
     are held until the caller's transaction ends, so concurrent transactions still judge
     a tag's counters one after the other, each reading the last committed value."""
     if not offers:
         return []
-    tag_ids = sorted({tag_id for tag_id, _ in offers})
-    locked = await (await conn.execute(LOCK_TAGS_SQL, {"tag_ids": tag_ids})).fetchall()
-    # An unknown tag has no row: its offers are refused (absent from ``last``); a tag
-    # without a counter row has accepted none yet (None).
-    last: dict[int, int | None] = dict.fromkeys(tag_id for (tag_id,) in locked)
-    cur = await conn.execute(READ_COUNTERS_SQL, {"tag_ids": list(last)})
-    last.update(await cur.fetchall())
-    accepted = []
-    moved: dict[int, int] = {}
-    for tag_id, counter in offers:
-        ok = False
-        if tag_id in last:
-            previous = last[tag_id]
-            ok = previous is None or previous < counter
-        if ok:
-            last[tag_id] = moved[tag_id] = counter
-        accepted.append(ok)
-    if moved:
-        await conn.execute(
-            STORE_COUNTERS_SQL, {"tag_ids": list(moved), "counters": list(moved.values())}
-        )
-    return accepted
+    params = ([tag_id for tag_id, _ in offers], [counter for _, counter in offers])
+    row = await (await conn.execute(ACCEPT_COUNTERS_SQL, params)).fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+async def begin_and_accept(
+    conn: psycopg.AsyncConnection[Any], offers: Sequence[tuple[int, int]]
+) -> list[bool]:
+    """``BEGIN`` a transaction on ``conn`` (autocommit, idle) and :func:`accept_counters`
+    in it, in one round trip: both statements in one simple query, the offers (integers
+    only, formatted here) as array literals. The caller ends the transaction."""
+    tag_ids = ",".join(str(int(tag_id)) for tag_id, _ in offers)
+    counters = ",".join(str(int(counter)) for _, counter in offers)
+    cur = await conn.execute(
+        f"BEGIN; SELECT passerelle_accept_counters('{{{tag_ids}}}'::bigint[], "
+        f"'{{{counters}}}'::integer[])".encode()
+    )
+    cur.nextset()
+    row = await cur.fetchone()
+    assert row is not None
+    return list(row[0])
 
 
 async def judge_taps(
-    conn: psycopg.AsyncConnection[Any], records: Sequence[ScanRecord]
+    conn: psycopg.AsyncConnection[Any], records: Sequence[ScanRecord], *, begin: bool = False
 ) -> list[ScanRecord]:
     """``records`` (same order) with the replay verdict of every one that has a
     :attr:`~ScanRecord.counter_to_accept`: ``valid`` when :func:`accept_counter` accepts
@@ -110,12 +98,19 @@ async def judge_taps(
     rows in the same order, so two processes' group commits cannot deadlock. Runs in
     ``conn``'s current transaction, which must also store the scans: the acceptances and
     the verdicts are durable together, or not at all (then the originals are spooled or
-    retried, their verdict still undecided)."""
+    retried, their verdict still undecided).
+
+    With ``begin``, ``conn`` is idle (autocommit) and the transaction is begun in the same
+    round trip as the verdicts (:func:`begin_and_accept`; a plain ``BEGIN`` when there is
+    no tap): the caller commits or rolls back."""
     taps = [record for record in records if record.counter_to_accept is not None]
     if not taps:
+        if begin:
+            await conn.execute(b"BEGIN")
         return list(records)
     taps.sort(key=lambda r: (r.tag_id, r.nfc_counter, r.scanned_at))
-    answers = await accept_counters(conn, [(r.tag_id, r.counter_to_accept or 0) for r in taps])
+    offers = [(r.tag_id, r.counter_to_accept or 0) for r in taps]
+    answers = await (begin_and_accept if begin else accept_counters)(conn, offers)
     verdicts: dict[int, NfcVerification] = {
         id(record): "valid" if accepted else "replayed"
         for record, accepted in zip(taps, answers, strict=True)

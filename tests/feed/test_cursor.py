@@ -201,3 +201,32 @@ def test_what_a_resumed_client_has_is_not_sent_again() -> None:
     assert seen(Encoded(12, "scan", 5, text)) and seen(Encoded(12, "scan", 4, text))
     assert not seen(Encoded(12, "scan", 6, text))  # after the id, in its batch
     assert not seen(Encoded(15, "scan", 1, text)) and not seen(Encoded(20, "scan", 1, text))
+
+
+async def test_batch_row_written_into_the_commit_statement_is_record_scans_row(
+    conninfo: str,
+) -> None:
+    # The group commit sends the feed's batch row with its COMMIT, values written into
+    # the statement: the row must be the one record_scans stores.
+    click_ids = [new_click_id() for _ in range(3)]
+    statement = store.scan_batch_statement(click_ids, [CAMPAIGN, 9, CAMPAIGN])
+    assert statement is not None
+    async with await connect(conninfo) as conn:
+        await conn.execute(b"BEGIN")
+        await conn.execute(statement + b"; COMMIT")
+        async with conn.transaction():
+            await store.record_scans(conn, click_ids, [CAMPAIGN, 9, CAMPAIGN])
+        cur = await conn.execute(
+            "SELECT kind, array(SELECT unnest(campaign_ids) ORDER BY 1), click_ids "
+            "FROM feed_batches ORDER BY id"
+        )
+        literal, bound = await cur.fetchall()
+    assert literal == bound == ("scan", [CAMPAIGN, 9], click_ids)
+
+
+def test_batch_row_is_not_written_into_a_statement_for_other_click_ids() -> None:
+    # Anything but URL-safe base64 click ids goes through record_scans' parameters.
+    assert store.scan_batch_statement([], [1]) is None
+    for odd in ("a'b--cdef", "abc def12", "abcd,ef12", 'ab"cdef12', "ab{cd}ef1", "NULL", "é" * 16):
+        assert store.scan_batch_statement([new_click_id(), odd], [1]) is None
+    assert store.scan_batch_statement([new_click_id()], [1]) is not None

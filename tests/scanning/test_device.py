@@ -108,6 +108,21 @@ def test_crawler_verdict_is_crawlerdetects_on_all_its_test_agents() -> None:
     assert mismatches == []
 
 
+def test_parse_device_gives_crawlerdetects_verdict_on_all_its_test_agents() -> None:
+    # parse_device reuses the RE2 pass of its lists (previewers, scanners, form factors)
+    # for the crawler exclusions: its "crawler" verdict must still be crawlerdetect's,
+    # for every agent the earlier reasons do not claim (and only for those).
+    device._parse.cache_clear()
+    mismatches = []
+    for name, ua, crawler in crawlerdetect_agents():
+        reason = parse_device(ua).bot_reason
+        if reason in ("previewer", "scanner"):
+            continue
+        if (reason == "crawler") != crawler and ua.strip():
+            mismatches.append((name, ua))
+    assert mismatches == []
+
+
 def test_exclusions_removed_with_only_the_patterns_present_are_the_same() -> None:
     # The removal uses the alternation of the exclusion patterns that occur in the agent
     # (device._remove_exclusions), lower-cased patterns on the lower-cased agent; it must

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from campaigns.db import libpq_url
-from campaigns.scanning.nfc import accept_counter
+from campaigns.scanning.nfc import accept_counter, accept_counters, begin_and_accept
 from tests.conftest import Org, make_campaign, make_tag
 
 
@@ -49,6 +49,42 @@ async def test_counters_must_strictly_increase(database_url: str, sun_tag_id: in
             assert await accept_counter(conn, tag_id=sun_tag_id, counter=0xFFFFFF) is True
             assert await accept_counter(conn, tag_id=sun_tag_id + 1000, counter=9) is False
         assert await _last_counter(conn, sun_tag_id) == 0xFFFFFF
+    finally:
+        await conn.close()
+
+
+async def test_offers_of_one_call_are_judged_in_order(
+    client: httpx.AsyncClient, org: Org, database_url: str, sun_tag_id: int
+) -> None:
+    # One call (one statement) judges a batch's offers as if one at a time, in order: a
+    # later offer of a tag against the earlier ones accepted, whatever the order.
+    campaign = await make_campaign(client, org)
+    other = await make_tag(
+        client, org, campaign["id"], kind="nfc_sun", nfc={"uid": "04AABBCCDDEEFF"}
+    )
+    tags = [sun_tag_id, int(other["id"]), sun_tag_id + 1000]  # the last one is unknown
+    offers = [(tags[0], 5), (tags[1], 2), (tags[0], 3), (tags[0], 5), (tags[0], 9)]
+    offers += [(tags[2], 1), (tags[1], 2), (tags[1], 7), (tags[0], 8)]
+    last: dict[int, int] = {tags[0]: 4}  # stored before the call
+    expected = []
+    for tag_id, counter in offers:  # the sequential reference
+        ok = tag_id in tags[:2] and counter > last.get(tag_id, -1)
+        if ok:
+            last[tag_id] = counter
+        expected.append(ok)
+    assert expected == [True, True, False, False, True, False, False, True, False]
+    conn = await _connect(database_url)
+    try:
+        async with conn.transaction():
+            assert await accept_counter(conn, tag_id=tags[0], counter=4) is True
+        async with conn.transaction():
+            assert await accept_counters(conn, offers) == expected
+        assert await _last_counter(conn, tags[0]) == 9
+        assert await _last_counter(conn, tags[1]) == 7
+        # The group commit's form (BEGIN in the same round trip) judges the same way.
+        assert await begin_and_accept(conn, [(tags[0], 9), (tags[0], 10)]) == [False, True]
+        await conn.execute("ROLLBACK")
+        assert await _last_counter(conn, tags[0]) == 9
     finally:
         await conn.close()
 
