@@ -8,7 +8,7 @@ takes a new snapshot, so the counters are read after the row locks are held, as 
 (see ``campaigns.scanning.nfc``).
 
 Revision ID: 3d7b1f9e6a42
-Revises: 9c4a7e2f5d18
+Revises: 3e7b9d1c5a42
 Create Date: 2026-12-06 18:15:00+00:00
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "3d7b1f9e6a42"
-down_revision: str | None = "9c4a7e2f5d18"
+down_revision: str | None = "3e7b9d1c5a42"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
