@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -667,10 +668,25 @@ async def seal_before_purge(
             await conn.commit()
 
 
+#: A pass's duration times this is the least pause before the next one: the worker takes
+#: at most a tenth of one database connection's time, whatever the day's volume.
+BUSY_FACTOR: Final = 9.0
+
+
+def next_pause(interval_s: float, pass_s: float) -> float:
+    """Seconds to wait after a pass that took ``pass_s`` seconds: ``interval_s``, or
+    :data:`BUSY_FACTOR` times ``pass_s`` when that is longer. A pass recomputes whole
+    (campaign, day) pairs, so its cost grows with the day's scans (about 1 s of database
+    CPU for 100,000 scans of one campaign); spacing passes by their cost keeps the
+    worker's share of the database bounded. Reports stay exact meanwhile: what is not
+    folded yet is read raw (:func:`campaigns.services.stats.split_window`)."""
+    return max(interval_s, BUSY_FACTOR * pass_s)
+
+
 class RollupWorker:
-    """Runs :func:`rollup_pass` every ``interval_s`` seconds in the background of one
-    service process (every process may run one: the advisory lock makes them take turns,
-    and a pass skipped for the lock costs one query)."""
+    """Runs :func:`rollup_pass` in the background of one service process, pausing
+    :func:`next_pause` between passes (every process may run one: the advisory lock makes
+    them take turns, and a pass skipped for the lock costs one query)."""
 
     def __init__(
         self,
@@ -702,13 +718,14 @@ class RollupWorker:
 
     async def _loop(self) -> None:
         while True:
+            began = time.monotonic()
             try:
                 result = await rollup_pass(self._engine, margin=self._margin)
                 if result is not None:
                     self.last = result
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("rollup pass failed (%s); retrying in %.0f s", exc, self._interval_s)
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(next_pause(self._interval_s, time.monotonic() - began))
 
 
 def rows_by(rows: Iterable[Any], key: str) -> dict[Any, list[Any]]:

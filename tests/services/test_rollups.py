@@ -21,7 +21,7 @@ from campaigns.scanning.record import BOT_REASONS, ScanRecord
 from campaigns.scanning.writer import ScanWriter
 from campaigns.schemas import RefundCreate
 from campaigns.services.conversions import record_refund
-from campaigns.services.rollups import floor_hour, rebuild, rollup_pass
+from campaigns.services.rollups import floor_hour, next_pause, rebuild, rollup_pass
 from campaigns.services.stats import campaign_stats
 from tests.fixtures.factories import (
     make_campaign,
@@ -426,3 +426,11 @@ async def test_rebuild_command(
     assert every.returncode == 0, every.stderr
     assert every.stdout.startswith("rollups rebuilt for every campaign: ")
     await _assert_rollups_equal_raw(sessionmaker, rng, org_id, campaign_id, base)
+
+
+def test_passes_are_spaced_by_their_cost() -> None:
+    """A cheap pass waits the configured interval; a pass that took 3 s (a busy day)
+    waits nine times that, so the worker holds the database at most a tenth of the time."""
+    assert next_pause(10.0, 0.2) == 10.0
+    assert next_pause(10.0, 3.0) == 27.0
+    assert next_pause(0.5, 0.0) == 0.5
