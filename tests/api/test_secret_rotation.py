@@ -34,15 +34,6 @@ async def served(settings: Settings, **changes: Any) -> AsyncIterator[httpx.Asyn
             yield c
 
 
-def device_of(tag: dict[str, Any]) -> Ntag424:
-    nfc = tag["nfc"]
-    return Ntag424(
-        uid=bytes.fromhex(nfc["uid"]),
-        meta_read_key=bytes.fromhex(nfc["sdm_meta_read_key"]),
-        file_read_key=bytes.fromhex(nfc["sdm_file_read_key"]),
-    )
-
-
 async def tap(client: httpx.AsyncClient, tag: dict[str, Any], device: Ntag424) -> int:
     e, c = device.tap()
     response = await client.get(
@@ -132,7 +123,7 @@ async def test_rotation_keeps_nfc_taps_verifying(
     derived_tag = await make_tag(
         client, org, campaign["id"], kind="nfc_sun", label="derived", nfc={"uid": "04112233445566"}
     )
-    derived = device_of(derived_tag)
+    derived = Ntag424.from_created(derived_tag)
     assert await tap(client, given, supplied) == 302
     before = await sealed_values(engine)
     assert len(before) == 3
@@ -150,7 +141,7 @@ async def test_rotation_keeps_nfc_taps_verifying(
         )
         assert response.status_code == 201, response.text
         late_tag = response.json()
-        late = device_of(late_tag)
+        late = Ntag424.from_created(late_tag)
         master = sun_keys.unseal_master_secret(
             Keyring(new, (old,)), organization_id=org.id, sealed=before[0][2]
         )

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -80,15 +79,6 @@ def dashboard_session(pg: PrivateCluster, organization_id: int) -> str:
             (row[0], hashlib.sha256(token.encode()).digest(), secrets.token_hex(16)),
         )
     return token
-
-
-def device_of(tag: dict[str, Any]) -> Ntag424:
-    nfc = tag["nfc"]
-    return Ntag424(
-        uid=bytes.fromhex(nfc["uid"]),
-        meta_read_key=bytes.fromhex(nfc["sdm_meta_read_key"]),
-        file_read_key=bytes.fromhex(nfc["sdm_file_read_key"]),
-    )
 
 
 def signature_verifies(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -237,7 +227,7 @@ async def test_rotation_under_load_keeps_taps_deliveries_sessions_and_tokens(
         webhook_secret = webhook.json()["secret"]
         tags = [
             (given.json()["code"], supplied),
-            (derived.json()["code"], device_of(derived.json())),
+            (derived.json()["code"], Ntag424.from_created(derived.json())),
         ]
 
         # A click token signed under the old key: the cookie consent page of an
