@@ -14,9 +14,10 @@ offset of the report's time zone). Without ``interval``: one row per tag then a 
 row, ``row, tag_id, code, label, scans, bot_scans, burst_scans, replayed_taps,
 invalid_taps, unique_visitors, conversions, conversion_rate, revenue_minor_<CUR>...,
 cost_minor, cost_currency, roas, internal_scans`` (``row`` is ``tag`` or ``total``; the
-cost and ROAS only on the total row; columns added after the first release come last,
-so a reader by position keeps working). Scans of phones signed into the dashboard
-(staff) count only in ``internal_scans``, as in the JSON.
+cost and ROAS only on the total row; columns added after the first release come last;
+the money columns vary with the window's currencies, so readers go by the header).
+Scans of phones signed into the dashboard (staff) count only in ``internal_scans``, as
+in the JSON.
 
 **attribution.csv**: one row per group key, ``<tag_id|location_id|day>, conversions,
 revenue_minor_<CUR>...``, then a ``total`` row (the report's ``totals``) and an
@@ -50,7 +51,8 @@ TAG_COLUMNS = (
     "conversion_rate",
 )
 COST_COLUMNS = ("cost_minor", "cost_currency", "roas")
-#: Columns added after the first release go last, so positional readers keep working.
+#: Columns added after the first release go last (readers go by the header: the money
+#: columns vary with the window's currencies).
 LATER_COLUMNS = ("internal_scans",)
 
 

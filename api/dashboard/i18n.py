@@ -243,6 +243,13 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
     "city": ("City", "Ville"),
     "time": ("Time", "Heure"),
     "date": ("Date", "Date"),
+    "chart_unavailable": (
+        "This chart cannot be drawn for this period and interval (too many points, or the"
+        " figures could not be read): choose a shorter period or a longer interval.",
+        "Impossible de tracer ce graphique pour cette période et cet intervalle (trop de"
+        " points, ou chiffres illisibles) : choisissez une période plus courte ou un"
+        " intervalle plus long.",
+    ),
     "zoom_in": ("Zoom in", "Zoom avant"),
     "zoom_out": ("Zoom out", "Zoom arrière"),
     "close": ("Close", "Fermer"),

@@ -10,6 +10,7 @@ tests are skipped with that reason. Every test saves a screenshot under
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -948,6 +949,44 @@ def test_chart_and_map_speak_french(
     first = page.locator("#chart .u-legend .u-series .u-label").first.inner_text()
     assert first == "Heure"
     assert watch.errors == []
+    context.close()
+
+
+def test_a_chart_the_service_refuses_says_so(
+    server: Server, organization: dict[str, Any], browser: Any
+) -> None:
+    """A conversion reported 500 days late makes "all time" by hour more than the series'
+    10,000 buckets: ``series.json`` answers 422 and the chart says why (in the page's
+    language) instead of staying blank."""
+    email = user(server, organization, browser, "viewer")
+    with api(server, organization) as client:
+        created = client.post(
+            "/v1/campaigns",
+            json={"name": "Long run", "destination_url": "https://shop.example.com/long"},
+        ).json()
+        tag = client.post(f"/v1/campaigns/{created['id']}/tags", json={}).json()
+        click_id = scan(server, tag["code"])
+        occurred = dt.datetime.now(dt.UTC) - dt.timedelta(days=500)
+        response = client.post(
+            "/v1/conversions",
+            json={
+                "click_id": click_id,
+                "event": "purchase",
+                "occurred_at": occurred.isoformat(),
+                "external_id": "order-late",
+            },
+        )
+        assert response.status_code == 201, response.text
+    context, page, watch = new_page(browser, locale="fr-FR")
+    sign_in(page, server, email)
+    page.goto(f"{server.base_url}/app/campaigns/{created['id']}?period=all&interval=hour")
+    page.locator("#chart[data-ready=unavailable]").wait_for()
+    assert "Impossible de tracer ce graphique" in page.locator("#chart").inner_text()
+    shot(page, "chart-refused")
+    # The same campaign by week draws.
+    page.goto(f"{server.base_url}/app/campaigns/{created['id']}?period=all&interval=week")
+    page.locator("#chart[data-ready=true]").wait_for()
+    assert [e for e in watch.errors if "series.json" not in e] == []
     context.close()
 
 

@@ -40,10 +40,23 @@
 
   var chartBox = document.getElementById("chart");
   if (chartBox && window.uPlot) {
+    var chartTexts = JSON.parse(chartBox.getAttribute("data-texts"));
+    var chartUnavailable = function () {
+      // A refused series (too many buckets) or a network error: say so, never a blank box.
+      var note = document.createElement("p");
+      note.className = "notice";
+      note.setAttribute("role", "status");
+      note.textContent = chartTexts.unavailable;
+      chartBox.replaceChildren(note);
+      chartBox.setAttribute("data-ready", "unavailable");
+    };
     fetch(chartBox.getAttribute("data-url"), {credentials: "same-origin"})
-      .then(function (r) { return r.json(); })
+      .then(function (r) {
+        if (!r.ok) { throw new Error("series " + r.status); }
+        return r.json();
+      })
       .then(function (data) {
-        var texts = JSON.parse(chartBox.getAttribute("data-texts"));
+        var texts = chartTexts;
         var hourly = chartBox.getAttribute("data-interval") === "hour";
         var width = function () { return Math.max(260, chartBox.clientWidth); };
         var counts = new Intl.NumberFormat(locale, {maximumFractionDigits: 0});
@@ -73,7 +86,8 @@
         window.addEventListener("resize", function () {
           plot.setSize({width: width(), height: 260});
         });
-      });
+      })
+      .catch(chartUnavailable);
   }
 
   // --- Live feed ---------------------------------------------------------------------
