@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, ColumnElement, Select, String, any_, cast, literal, null, select
+from sqlalchemy import BigInteger, Select, any_, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from campaigns.models import Base, Tag
+from campaigns.models import Location, Tag
 from campaigns.services.campaigns import get_campaign
 
 #: Every column of ``manifest.csv``, in order.
@@ -26,8 +26,8 @@ _SEGMENT_MAX: Final = 60
 
 @dataclass(frozen=True, slots=True)
 class PrintItem:
-    """One tag of an export: ``store`` is its location's external id (store number),
-    None without a location."""
+    """One tag of an export: ``store`` is its location's external id (store number), or
+    its name when it has none; None without a location."""
 
     tag_id: int
     code: str
@@ -60,20 +60,13 @@ async def load_print_items(
 
 
 def _items_query(organization_id: int, campaign_id: int) -> Select[int, str, str, str | None, Any]:
-    """Tags joined to their location's ``external_id`` when the schema has locations
-    (``tags.location_id`` -> ``locations.external_id``, added by the locations work);
-    before that every store is None. Written against the table metadata so this module
-    needs no change when the locations model lands."""
-    tags = Tag.__table__
-    locations = Base.metadata.tables.get("locations")
-    store: ColumnElement[Any] = cast(null(), String).label("store")
-    source: Any = tags
-    if locations is not None and "location_id" in tags.c and "external_id" in locations.c:
-        store = locations.c.external_id
-        source = tags.outerjoin(locations, locations.c.id == tags.c.location_id)
+    """Tags with their store: the location's ``external_id`` (store number), else its
+    ``name`` (``external_id`` is optional), None for a tag without a location."""
+    tags, locations = Tag.__table__, Location.__table__
+    store = func.coalesce(locations.c.external_id, locations.c.name).label("store")
     return (
         select(tags.c.id, tags.c.code, tags.c.kind, tags.c.label, store)
-        .select_from(source)
+        .select_from(tags.outerjoin(locations, locations.c.id == tags.c.location_id))
         .where(tags.c.campaign_id == campaign_id, tags.c.organization_id == organization_id)
         .order_by(tags.c.id)
     )
@@ -87,8 +80,8 @@ def _segment(text: str) -> str:
 
 
 def print_file_stem(item: PrintItem) -> str:
-    """``{store}_{label}_{code}`` for an export entry: the store's external id (or
-    ``nostore``), the label (empty when none) and the code, each made safe for a zip
-    path (no ``/``, ``\\``, ``..``, control or non-ASCII characters). Unique within a
-    campaign because codes are."""
+    """``{store}_{label}_{code}`` for an export entry: the store's external id or name
+    (``nostore`` for a tag without a location), the label (empty when none) and the
+    code, each made safe for a zip path (no ``/``, ``\\``, ``..``, control or non-ASCII
+    characters). Unique within a campaign because codes are."""
     return "_".join((_segment(item.store or "") or NO_STORE, _segment(item.label or ""), item.code))

@@ -24,6 +24,7 @@ from campaigns.payloads.rendering import RenderPool
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
 from tests.fixtures.artwork import SVG_LOGO, decode_artwork, pdf_page_png, png_bomb, png_logo
 from tests.fixtures.render_jobs import wait_for_file
+from tests.fixtures.stores import make_stores
 
 DESTINATION = "https://shop.example.com/summer"
 PNG_LOGO = png_logo()
@@ -260,6 +261,43 @@ async def test_print_zip_matches_the_database(
     assert expected_names[3].startswith("nostore__")
     for name in archive.namelist():
         assert "/" not in name and "\\" not in name and not name.startswith(".")
+
+
+async def test_print_zip_names_the_store_by_number_else_by_name(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    """A tag at a store is filed under the store's external id, or its name when the
+    store has none (``external_id`` is optional); only a tag with no store is ``nostore``."""
+    campaign = await make_campaign(client, org, destination_url=DESTINATION)
+    numbered = (await make_stores(client, org, 1))[0]
+    unnumbered = await client.post(
+        "/v1/locations",
+        json={"name": "Gare de Lyon", "point": {"type": "Point", "coordinates": [2.37, 48.84]}},
+        headers=org.headers,
+    )
+    assert unnumbered.status_code == 201, unnumbered.text
+    at_numbered = await make_tag(client, org, campaign["id"], label="door")
+    at_unnumbered = await make_tag(client, org, campaign["id"], label="hall")
+    nowhere = await make_tag(client, org, campaign["id"], label="flyer")
+    for tag, location in ((at_numbered, numbered), (at_unnumbered, unnumbered.json())):
+        patched = await client.patch(
+            f"/v1/tags/{tag['id']}", json={"location_id": location["id"]}, headers=org.headers
+        )
+        assert patched.status_code == 200, patched.text
+    response = await client.get(f"/v1/campaigns/{campaign['id']}/print.zip", headers=org.headers)
+    assert response.status_code == 200, response.text
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    manifest = {
+        r["code"]: r for r in csv.DictReader(io.StringIO(archive.read("manifest.csv").decode()))
+    }
+    assert manifest[at_numbered["code"]]["store"] == "S-001"
+    assert manifest[at_numbered["code"]]["file"] == f"S-001_door_{at_numbered['code']}.png"
+    assert manifest[at_unnumbered["code"]]["store"] == "Gare de Lyon"
+    assert manifest[at_unnumbered["code"]]["file"] == (
+        f"Gare-de-Lyon_hall_{at_unnumbered['code']}.png"
+    )
+    assert manifest[nowhere["code"]]["store"] == ""
+    assert manifest[nowhere["code"]]["file"] == f"nostore_flyer_{nowhere['code']}.png"
 
 
 async def test_print_zip_errors(client: httpx.AsyncClient, org: Org, other_org: Org) -> None:
