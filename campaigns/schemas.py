@@ -1498,7 +1498,11 @@ CountryCode = Annotated[
 ]
 LanguageCode = Annotated[str, StringConstraints(to_lower=True, pattern=r"^[A-Za-z]{2,3}$")]
 DeviceType = Literal["mobile", "tablet", "desktop", "bot"]
-OsName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+OsName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_check_text),
+]
 VariantName = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 ]

@@ -42,6 +42,7 @@ from api.deps import SessionDep, SessionFactory, SettingsDep
 from api.routers.artwork import get_print_zip, get_sheets
 from api.routers.events import event_stream
 from api.routers.qr import get_tag_qr, style_params
+from api.routing import CheckedRoute
 from campaigns.attribution import MODELS, Model
 from campaigns.db import unit_of_work
 from campaigns.errors import DomainError, InvalidInput, Unauthorized
@@ -58,7 +59,7 @@ from campaigns.services import geo_reports, locations, organizations, sessions, 
 from campaigns.services.sessions import Current
 from campaigns.settings import Settings
 
-router = APIRouter(prefix="/app", include_in_schema=False)
+router = APIRouter(prefix="/app", include_in_schema=False, route_class=CheckedRoute)
 
 _HERE = Path(__file__).resolve().parent
 _templates = Environment(
