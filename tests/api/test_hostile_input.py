@@ -303,3 +303,52 @@ async def test_a_nul_reaching_the_database_is_422_not_500(engine: AsyncEngine) -
         response = await c.get("/probe")
     body = await assert_422(response)
     assert body["errors"][0]["type"] == "string_contains_nul"
+
+
+def _dashboard_id_routes() -> list[tuple[str, str, list[str]]]:
+    from api.dashboard.routes import router
+
+    found = []
+    for route in router.routes:
+        assert isinstance(route, APIRoute)
+        ids = [p.name for p in route.dependant.path_params if p.field_info.annotation is int]
+        found.extend((method, route.path, ids) for method in sorted(route.methods) if ids)
+    return found
+
+
+DASHBOARD_ID_ROUTES = _dashboard_id_routes()
+
+
+def test_the_dashboard_has_the_id_routes_the_tester_found() -> None:
+    paths = {(method, path) for method, path, _ in DASHBOARD_ID_ROUTES}
+    for action in ("link", "role", "remove"):
+        assert ("POST", f"/app/users/{{user_id}}/{action}") in paths
+    assert ("POST", "/app/keys/{key_id}/revoke") in paths
+    assert len(paths) >= 19
+
+
+@pytest.mark.parametrize("bad_id", ["99999999999999999999", "9223372036854775808", "0", "-1"])
+@pytest.mark.parametrize(("method", "path", "ids"), DASHBOARD_ID_ROUTES)
+async def test_every_dashboard_id_route_answers_404_for_an_id_out_of_range(
+    client: httpx.AsyncClient,
+    org: Org,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    method: str,
+    path: str,
+    ids: list[str],
+    bad_id: str,
+    fresh_limits: None,
+) -> None:
+    await make_user(sessionmaker, org, "lea@acme.example", "admin")
+    await sign_in(client, "lea@acme.example")
+    csrf = csrf_of((await client.get("/app/users")).text)
+    before = await table_snapshot(engine, *NUL_TABLES)
+    url = path
+    for name in ids:
+        url = url.replace(f"{{{name}}}", bad_id)
+    data = {"csrf": csrf, "role": "viewer", "archived": "true"} if method == "POST" else None
+    response = await client.request(method, url, data=data)
+    assert response.status_code == 404, (url, response.status_code, response.text[:200])
+    assert response.headers["content-type"].startswith("text/html")
+    assert await table_snapshot(engine, *NUL_TABLES) == before
