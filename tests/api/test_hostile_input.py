@@ -352,3 +352,30 @@ async def test_every_dashboard_id_route_answers_404_for_an_id_out_of_range(
     assert response.status_code == 404, (url, response.status_code, response.text[:200])
     assert response.headers["content-type"].startswith("text/html")
     assert await table_snapshot(engine, *NUL_TABLES) == before
+
+
+@pytest.mark.parametrize(
+    "zone", ["localtime", "Factory", "posixrules", "posix/Europe/Paris", "right/UTC", "Mars/Base"]
+)
+async def test_pseudo_time_zones_are_refused_for_a_campaign(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine, zone: str
+) -> None:
+    campaign = await make_campaign(client, org)
+    before = await table_snapshot(engine, *TABLES)
+    body = {"name": "Spring", "destination_url": "https://shop.example.com/", "timezone": zone}
+    await assert_422(
+        await client.post("/v1/campaigns", json=body, headers=org.headers), "invalid_timezone"
+    )
+    response = await client.patch(
+        f"/v1/campaigns/{campaign['id']}", json={"timezone": zone}, headers=org.headers
+    )
+    await assert_422(response, "invalid_timezone")
+    assert await table_snapshot(engine, *TABLES) == before
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Etc/GMT-2", "Europe/Paris", "America/Argentina/Salta"])
+async def test_place_and_offset_time_zones_are_accepted(
+    client: httpx.AsyncClient, org: Org, zone: str
+) -> None:
+    campaign = await make_campaign(client, org, timezone=zone)
+    assert campaign["timezone"] == zone
