@@ -86,7 +86,8 @@ async def refuse_nul(request: Request, *, json_body: bool) -> None:
     for name, value in request.path_params.items():
         if isinstance(value, str) and NUL in value:
             errors.append(_nul_error("path", name))
-    if NUL in request.url.query or "%00" in request.url.query:
+    raw_query: bytes = request.scope.get("query_string", b"")
+    if b"%00" in raw_query or b"\x00" in raw_query:
         for name, value in request.query_params.multi_items():
             if NUL in name or NUL in value:
                 errors.append(_nul_error("query", name))
