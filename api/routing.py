@@ -80,8 +80,9 @@ def json_nul_paths(document: Any) -> list[tuple[str | int, ...]]:
 
 async def refuse_nul(request: Request, *, json_body: bool) -> None:
     """Raise :class:`RequestValidationError` (422) when a path or query parameter, a form
-    field or (``json_body``) a string of the JSON body contains NUL. A body that is not
-    JSON is left to the route (it answers 400 ``bad_request``)."""
+    field or (``json_body``) a string of the JSON body contains NUL. A body that cannot
+    be read or parsed (not JSON, malformed multipart, the client gone, over the size
+    limit) is left to the route, which answers as without this check (400, 413)."""
     errors: list[dict[str, Any]] = []
     for name, value in request.path_params.items():
         if isinstance(value, str) and NUL in value:
@@ -93,7 +94,11 @@ async def refuse_nul(request: Request, *, json_body: bool) -> None:
                 errors.append(_nul_error("query", name))
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(_FORM_TYPES):
-        for name, value in (await request.form()).multi_items():
+        try:
+            form = (await request.form()).multi_items()
+        except Exception:  # malformed, cut or too large: the route answers (400, 413)
+            form = []
+        for name, value in form:
             if NUL in name or (isinstance(value, str) and NUL in value):
                 errors.append(_nul_error("body", name))
             elif not isinstance(value, str) and value.filename and NUL in value.filename:
@@ -101,8 +106,8 @@ async def refuse_nul(request: Request, *, json_body: bool) -> None:
     elif json_body and is_json_media_type(content_type):
         try:
             document = await request.json()
-        except (ValueError, RecursionError):
-            document = None  # the route answers 400 bad_request
+        except Exception:  # not JSON, cut or too large: the route answers (400, 413)
+            document = None
         for path in json_nul_paths(document):
             errors.append(_nul_error("body", *path))
     if errors:

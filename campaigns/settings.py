@@ -233,7 +233,7 @@ class Settings(BaseSettings):
             header = email.policy.default.header_factory("From", value)
             addresses = header.addresses
             defects = header.defects
-        except Exception:
+        except Exception:  # the parser raises IndexError and others on junk
             addresses, defects = (), (None,)
         if defects or len(addresses) != 1 or not (addresses[0].username and addresses[0].domain):
             raise ValueError(
