@@ -119,7 +119,7 @@ def db_upgrade(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (1 to 65535).")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
     migrate_first: Annotated[
         bool, typer.Option("--migrate/--no-migrate", help="Create and migrate the database first.")

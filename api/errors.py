@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -180,6 +180,18 @@ PROBLEM_CODES: dict[str, tuple[int, str]] = {
     "database_unavailable": (503, "The database cannot be reached; retry after `Retry-After`"),
     "render_busy": (503, "Too many renders waiting; retry after `Retry-After`"),
 }
+
+
+#: ``errors[].type`` (and message) of a value holding NUL (U+0000), which PostgreSQL
+#: refuses in text: 422 ``validation_error`` (:mod:`api.routing` refuses it first).
+NUL_ERROR_TYPE = "string_contains_nul"
+NUL_MESSAGE = "text contains a NUL character (U+0000)"
+
+
+def is_nul_refused(exc: DataError) -> bool:
+    """Whether a database error is psycopg refusing NUL in a text parameter
+    ("PostgreSQL text fields cannot contain NUL (0x00) bytes")."""
+    return "NUL (0x00)" in str(exc.orig)
 
 
 class FieldProblem(BaseModel):
@@ -378,6 +390,19 @@ def install_error_handlers(app: FastAPI) -> None:
             detail=f"The database cannot be reached; retry in {DATABASE_RETRY_AFTER_S} s",
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
         )
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # Safety net behind api.routing's check: a NUL that still reaches a query (a CSV
+        # import, a header) is the client's input, not a server fault.
+        if is_nul_refused(exc):
+            return problem(
+                422,
+                detail=f"A value cannot be stored: {NUL_MESSAGE}",
+                errors=[{"loc": [], "msg": NUL_MESSAGE, "type": NUL_ERROR_TYPE}],
+            )
+        log.error("unexpected database error", exc_info=exc)
+        return problem(500, detail="An unexpected error occurred; it has been logged.")
 
     for database_error in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(database_error, _database)

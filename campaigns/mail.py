@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass, field
@@ -57,6 +58,21 @@ class SmtpServer:
     timeout_s: float = 10.0
 
 
+_PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _unquote_strict(value: str, what: str) -> str:
+    """Percent-decode a URL's user or password (RFC 3986 §2.1): every ``%`` starts two
+    hexadecimal digits and the bytes are UTF-8. Raises :class:`ValueError` naming
+    ``what``, never the value."""
+    if _PERCENT_ESCAPE.search(value):
+        raise ValueError(f"PASSERELLE_SMTP_URL: the {what} has a bad %-escape (write % as %25)")
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError(f"PASSERELLE_SMTP_URL: the {what} is not UTF-8 once decoded") from None
+
+
 def parse_smtp_url(url: str, *, timeout_s: float = 10.0) -> SmtpServer:
     """``smtp://`` / ``smtps://`` URL -> :class:`SmtpServer` (see the module docstring).
     Raises :class:`ValueError` with a message that never repeats the password."""
@@ -79,8 +95,10 @@ def parse_smtp_url(url: str, *, timeout_s: float = 10.0) -> SmtpServer:
     starttls = query.get("starttls", [""])[-1].lower()
     if starttls not in ("", "true", "false"):
         raise ValueError("PASSERELLE_SMTP_URL: starttls must be true or false")
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
+    if parts.password is not None and not parts.username:
+        raise ValueError("PASSERELLE_SMTP_URL has a password without a user")
+    username = _unquote_strict(parts.username, "user") if parts.username else None
+    password = _unquote_strict(parts.password, "password") if parts.password is not None else None
     if username is not None and password is None:
         raise ValueError("PASSERELLE_SMTP_URL names a user without a password")
     security: Security

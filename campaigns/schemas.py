@@ -161,12 +161,27 @@ _NFC_INVALID_TAP = (
 )
 
 
+#: Files of a system's zoneinfo directory that ``zoneinfo.available_timezones()`` may
+#: list but are no time zone of a place: the host's own setting (``localtime``), the
+#: tz database's "time zone unknown" placeholder (``Factory``, whose abbreviation is
+#: "-00"), the POSIX TZ-string default rules, and the ``posix/`` and ``right/`` (leap
+#: second) copies of the whole database.
+NOT_PLACE_ZONES = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
+
+
 @cache
 def _timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(
+        name
+        for name in zoneinfo.available_timezones()
+        if name not in NOT_PLACE_ZONES and name.split("/", 1)[0] not in NOT_PLACE_ZONES
+    )
 
 
 def _check_timezone(value: str) -> str:
+    """Accept a time zone of the tz database (IANA) that names a place or an offset
+    (``Europe/Paris``, ``UTC``, ``Etc/GMT-2``); refuse pseudo-zones (:data:`NOT_PLACE_ZONES`)
+    and anything else with the ``invalid_timezone`` error."""
     # Membership in the tz database's list, not ZoneInfo(value): that one also reads
     # paths and would accept "posixrules" or files under a custom TZPATH.
     if value not in _timezones():
@@ -1498,7 +1513,11 @@ CountryCode = Annotated[
 ]
 LanguageCode = Annotated[str, StringConstraints(to_lower=True, pattern=r"^[A-Za-z]{2,3}$")]
 DeviceType = Literal["mobile", "tablet", "desktop", "bot"]
-OsName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+OsName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_check_text),
+]
 VariantName = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 ]

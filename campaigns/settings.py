@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from email.utils import parseaddr
+import email.policy
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -217,11 +217,30 @@ class Settings(BaseSettings):
     @field_validator("smtp_from")
     @classmethod
     def _smtp_from(cls, value: str | None) -> str | None:
+        """One address, optionally with a display name (``Passerelle <noreply@x.example>``,
+        RFC 5322 §3.4 ``mailbox``), parsed by the stdlib :mod:`email` package with no
+        defect; no CR, LF or other control character (it becomes a ``From`` header).
+        Empty means unset."""
         if value is None or not value.strip():
             return None
-        if "@" not in parseaddr(value)[1]:
-            raise ValueError("PASSERELLE_SMTP_FROM must be an e-mail address")
-        return value.strip()
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError(
+                "PASSERELLE_SMTP_FROM must be an e-mail address on one line "
+                "(no CR, LF or control characters)"
+            )
+        value = value.strip()
+        try:
+            header = email.policy.default.header_factory("From", value)
+            addresses = header.addresses
+            defects = header.defects
+        except Exception:  # the parser raises IndexError and others on junk
+            addresses, defects = (), (None,)
+        if defects or len(addresses) != 1 or not (addresses[0].username and addresses[0].domain):
+            raise ValueError(
+                "PASSERELLE_SMTP_FROM must be an e-mail address such as noreply@example.com "
+                "or Passerelle <noreply@example.com> (a single address)"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

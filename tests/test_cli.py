@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -154,6 +155,43 @@ async def test_a_base_url_with_a_path_is_refused_at_start(
         "error: invalid settings: PASSERELLE_BASE_URL must be an origin "
         "such as https://go.example.com: it must not have a path (got '/links')\n"
     )
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "0", "65536"])
+async def test_serve_on_a_port_out_of_range_is_a_usage_error(
+    tmp_path: Path, database_url: str, port: str
+) -> None:
+    result = await passerelle(database_url, "serve", "--no-migrate", f"--port={port}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("Usage:") and "--port" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "PASSERELLE_SMTP_FROM",
+            "noreply@example.com\r\nBcc: all@example.com",
+            "PASSERELLE_SMTP_FROM must be an e-mail address on one line",
+        ),
+        ("PASSERELLE_SMTP_URL", "smtps://:topsecret@mail.example.com", "without a user"),
+        ("PASSERELLE_SMTP_URL", "smtps://ann:top%ZZsecret@mail.example.com", "bad %-escape"),
+    ],
+)
+async def test_bad_mail_settings_are_refused_at_start(
+    tmp_path: Path, database_url: str, variable: str, value: str, message: str
+) -> None:
+    for command in (
+        ("serve", "--no-migrate"),
+        ("users", "create", "a@b.example", "--organization=1"),
+    ):
+        result = await passerelle(database_url, *command, cwd=tmp_path, **{variable: value})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"error: invalid settings: {variable}")
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr and "topsecret" not in result.stderr
 
 
 def _free_port() -> int:

@@ -47,12 +47,49 @@ def test_smtp_urls(url: str, expected: tuple[object, ...]) -> None:
         ("smtp://mail.example.com/inbox", "must not have a path"),
         ("smtp://mail.example.com?tls=1", "unknown parameter(s) tls"),
         ("smtp://mail.example.com:99999", "invalid port"),
+        ("smtps://:topsecret@mail.example.com", "a password without a user"),
+        ("smtps://ann:top%ZZsecret@mail.example.com", "the password has a bad %-escape"),
+        ("smtps://ann:topsecret%@mail.example.com", "the password has a bad %-escape"),
+        ("smtps://ann:topsecret%ff@mail.example.com", "the password is not UTF-8"),
+        ("smtps://an%Zn:topsecret@mail.example.com", "the user has a bad %-escape"),
     ],
 )
 def test_bad_smtp_urls_are_refused_without_the_password(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)) as exc:
         parse_smtp_url(url)
     assert "topsecret" not in str(exc.value)
+
+
+def test_a_percent_escaped_password_is_decoded() -> None:
+    server = parse_smtp_url("smtps://ann%40acme:p%25ss%2Fw@mail.example.com")
+    assert (server.username, server.password) == ("ann@acme", "p%ss/w")
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "noreply@example.com\r\nBcc: all@example.com",
+        "Passerelle <noreply@example.com>\nX-Spam: no",
+        "noreply@example.com\r",
+        "Pass\x00erelle <noreply@example.com>",
+        "a@example.com, b@example.com",
+        "Passerelle <noreply@example.com",
+        "Passerelle <noreply@example.com> trailing",
+        "noreply@",
+        "@example.com",
+    ],
+)
+def test_settings_refuse_a_sender_that_is_not_one_address_on_one_line(sender: str) -> None:
+    with pytest.raises(ValueError, match="PASSERELLE_SMTP_FROM must be an e-mail address"):
+        Settings(smtp_from=sender)
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["noreply@example.com", "Passerelle <noreply@example.com>", '"Acme, Inc" <a@b.example>'],
+)
+def test_settings_accept_one_address_with_or_without_a_name(sender: str) -> None:
+    assert Settings(smtp_from=sender).mail_sender == sender
 
 
 def test_settings_refuse_a_bad_smtp_url_and_default_the_sender() -> None:

@@ -14,11 +14,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from api.dashboard import routes
 from api.dashboard.security import Forbidden, SignInRequired, sign_in_url
+from api.errors import NUL_MESSAGE
 from campaigns.errors import DomainError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -49,7 +51,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(Forbidden, forbidden)
 
-    for kind in (DomainError, StarletteHTTPException, RequestValidationError):
+    for kind in (DomainError, StarletteHTTPException, RequestValidationError, DataError):
         api_handler = app.exception_handlers[kind]
 
         async def handler(request: Request, exc: Any, api_handler: Any = api_handler) -> Response:
@@ -57,6 +59,11 @@ def install(app: FastAPI) -> None:
                 return await api_handler(request, exc)  # type: ignore[no-any-return]
             f = routes.formatter(request)
             status = getattr(exc, "status", None) or getattr(exc, "status_code", None) or 422
+            if isinstance(exc, DataError):  # 422 for a NUL, else 500 (logged by the API's)
+                status = (await api_handler(request, exc)).status_code
+                message = NUL_MESSAGE if status == 422 else ""
+                return routes.error_page(request, status, f.t("error"), message)
+
             if status == 404:
                 return routes.error_page(request, 404, f.t("not_found"), f.t("not_found_text"))
             detail = getattr(exc, "detail", "")

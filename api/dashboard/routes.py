@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import json
 import math
+from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -22,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.dashboard.i18n import LANG_COOKIE, LANGUAGES, Formatter, pick_language
 from api.dashboard.security import (
@@ -42,6 +44,7 @@ from api.deps import SessionDep, SessionFactory, SettingsDep
 from api.routers.artwork import get_print_zip, get_sheets
 from api.routers.events import event_stream
 from api.routers.qr import get_tag_qr, style_params
+from api.routing import CheckedRoute
 from campaigns.attribution import MODELS, Model
 from campaigns.db import unit_of_work
 from campaigns.errors import DomainError, InvalidInput, Unauthorized
@@ -55,10 +58,42 @@ from campaigns.scopes import SCOPES
 from campaigns.services import attribution as attribution_service
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import geo_reports, locations, organizations, sessions, stats, tags, users
+from campaigns.services.campaigns import MAX_ID
 from campaigns.services.sessions import Current
 from campaigns.settings import Settings
 
-router = APIRouter(prefix="/app", include_in_schema=False)
+
+class DashboardRoute(CheckedRoute):
+    """The route class of every dashboard page: a :class:`~api.routing.CheckedRoute`
+    whose integer path parameters (``campaign_id``, ``user_id``, ``key_id``...) must be
+    database ids, 1 to :data:`~campaigns.services.campaigns.MAX_ID`: any other value
+    (too large for PostgreSQL's ``bigint``, zero, negative, not a number) names no row,
+    so it is the 404 page before anything else runs, as an unknown id is."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        ids = [p.name for p in self.dependant.path_params if p.field_info.annotation is int]
+        if not ids:
+            return handler
+
+        async def ids_in_range(request: Request) -> Response:
+            for name in ids:
+                if not is_database_id(request.path_params.get(name, "")):
+                    raise StarletteHTTPException(404, f"No such {name}")
+            return await handler(request)
+
+        return ids_in_range
+
+
+def is_database_id(value: str) -> bool:
+    """Whether a path segment is a decimal id PostgreSQL's ``bigint`` holds (1 to
+    :data:`~campaigns.services.campaigns.MAX_ID`, ASCII digits only)."""
+    return (
+        0 < len(value) <= 19 and value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_ID
+    )
+
+
+router = APIRouter(prefix="/app", include_in_schema=False, route_class=DashboardRoute)
 
 _HERE = Path(__file__).resolve().parent
 _templates = Environment(

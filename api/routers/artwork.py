@@ -20,6 +20,7 @@ from api.deps import (
 )
 from api.errors import problem_responses
 from api.routers.qr import StyleDep, load_logo
+from api.routing import CheckedRoute
 from campaigns.db import unit_of_work
 from campaigns.errors import DomainError
 from campaigns.payloads import artwork, logo, qr, sheets
@@ -28,7 +29,7 @@ from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.links import qr_url, short_url
 from campaigns.services import logos, printing
 
-router = APIRouter(tags=["printing"])
+router = APIRouter(tags=["printing"], route_class=CheckedRoute)
 
 
 class UnsupportedMediaType(DomainError):

@@ -8,10 +8,13 @@ from fastapi import APIRouter, Query
 
 from api.deps import ADMIN, OrganizationId, SessionDep
 from api.errors import problem_responses
+from api.routing import CheckedRoute
 from campaigns.schemas import AuditEventRead, AuditPage, Timestamp
 from campaigns.services import audit as service
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[ADMIN])
+router = APIRouter(
+    prefix="/v1/audit", tags=["audit"], dependencies=[ADMIN], route_class=CheckedRoute
+)
 
 
 @router.get(

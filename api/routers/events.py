@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import REPORTS_READ, ReleasedOrganizationId, SessionFactory
 from api.errors import problem_responses
+from api.routing import CheckedRoute
 from campaigns.db import unit_of_work
 from campaigns.feed.cursor import Position
 from campaigns.feed.hub import FeedHub, Listener, Seen, sse_comment
@@ -22,7 +23,9 @@ from campaigns.services.campaigns import get_campaign
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/campaigns", tags=["events"], dependencies=[REPORTS_READ])
+router = APIRouter(
+    prefix="/v1/campaigns", tags=["events"], dependencies=[REPORTS_READ], route_class=CheckedRoute
+)
 
 
 class EventStreamResponse(StreamingResponse):

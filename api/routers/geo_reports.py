@@ -10,10 +10,13 @@ from fastapi.responses import JSONResponse
 
 from api.deps import REPORTS_READ, OrganizationId, SessionDep
 from api.errors import problem_responses
+from api.routing import CheckedRoute
 from campaigns.schemas import LocationStats, Timestamp
 from campaigns.services import geo_reports as service
 
-router = APIRouter(dependencies=[REPORTS_READ], prefix="/v1/campaigns", tags=["stats"])
+router = APIRouter(
+    dependencies=[REPORTS_READ], prefix="/v1/campaigns", tags=["stats"], route_class=CheckedRoute
+)
 
 _From = Annotated[
     Timestamp | None, Query(alias="from", description="Inclusive start, ISO 8601 with a timezone")

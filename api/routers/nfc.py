@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import CAMPAIGNS_READ, OrganizationId, SessionDep, SettingsDep
 from api.errors import problem_responses
+from api.routing import CheckedRoute
 from campaigns.payloads import ndef
 from campaigns.schemas import NdefRead, SdmKeyNumbers, SdmRead
 from campaigns.services import tags as service
 
-router = APIRouter(tags=["tags"])
+router = APIRouter(tags=["tags"], route_class=CheckedRoute)
 
 NdefFormat = Literal["bin", "hex", "json"]
 

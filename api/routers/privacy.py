@@ -9,11 +9,14 @@ from fastapi import APIRouter, Query
 
 from api.deps import ADMIN, OrganizationId, SessionDep
 from api.errors import problem_responses
+from api.routing import CheckedRoute
 from api.views import conversion_read
 from campaigns.schemas import PrivacyErasure, PrivacyRecord
 from campaigns.services import privacy as service
 
-router = APIRouter(prefix="/v1/privacy", tags=["privacy"], dependencies=[ADMIN])
+router = APIRouter(
+    prefix="/v1/privacy", tags=["privacy"], dependencies=[ADMIN], route_class=CheckedRoute
+)
 
 _ClickId = Annotated[
     str | None, Query(description="The click id (`pcid`) the person's redirect carried")

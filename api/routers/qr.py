@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CAMPAIGNS_READ, ReleasedOrganizationId, SessionFactory, SettingsDep
 from api.errors import problem_responses
+from api.routing import CheckedRoute
 from campaigns.db import unit_of_work
 from campaigns.errors import NotFound
 from campaigns.payloads import artwork, qr
@@ -25,7 +26,7 @@ from campaigns.scanning.links import qr_url
 from campaigns.services import logos
 from campaigns.services import tags as service
 
-router = APIRouter(tags=["tags"])
+router = APIRouter(tags=["tags"], route_class=CheckedRoute)
 
 #: The image of a tag never changes (its code and the short-link origin are fixed), but
 #: it is per organization and the tag may be deleted: cache privately, for a day.

@@ -14,10 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.deps import REPORTS_READ, OrganizationId, SessionDep, get_session_factory
 from api.errors import problem_responses
+from api.routing import CheckedRoute
 from campaigns.schemas import ScanPage, ScanRead, Timestamp
 from campaigns.services import scans as service
 
-router = APIRouter(dependencies=[REPORTS_READ], prefix="/v1/campaigns", tags=["scans"])
+router = APIRouter(
+    dependencies=[REPORTS_READ], prefix="/v1/campaigns", tags=["scans"], route_class=CheckedRoute
+)
 
 #: Scans written per chunk of a streamed export.
 _CHUNK = 500

@@ -17,13 +17,16 @@ from api.deps import (
     SessionFactory,
 )
 from api.errors import problem_responses
+from api.routing import CheckedRoute
 from campaigns import csv_reports
 from campaigns.attribution import Model
 from campaigns.db import unit_of_work
 from campaigns.schemas import CampaignStats, Interval, Timestamp, Timezone
 from campaigns.services import stats as service
 
-router = APIRouter(dependencies=[REPORTS_READ], prefix="/v1/campaigns", tags=["stats"])
+router = APIRouter(
+    dependencies=[REPORTS_READ], prefix="/v1/campaigns", tags=["stats"], route_class=CheckedRoute
+)
 
 Start = Annotated[
     Timestamp | None, Query(alias="from", description="Inclusive start, ISO 8601 with a timezone")

@@ -38,6 +38,9 @@ INSTALLER_COOKIE: Final = "passerelle_installer"
 INSTALLER_COOKIE_PREFIX: Final = INSTALLER_COOKIE + "="
 #: Longest lifetime of a token (seconds), whatever the dashboard's idle timeout.
 MAX_LIFETIME_S: Final = 86_400
+#: Clock difference between the process that signs a token and the one that reads it
+#: (seconds) tolerated on top of :data:`MAX_LIFETIME_S`.
+CLOCK_SKEW_S: Final = 60
 #: Longest token read (three bounded numbers and a 43-character MAC fit well).
 MAX_TOKEN_CHARS: Final = 128
 #: The key derivation's purpose (:func:`campaigns.crypto.sign`).
@@ -90,8 +93,11 @@ class InstallerTokens:
         self._verified: dict[str, InstallerMark] = {}
 
     def verify(self, token: str | None, *, now: dt.datetime) -> InstallerMark | None:
-        """The mark of ``token`` when it is well formed, signed under one of the keys and
-        not expired at ``now`` (aware); None otherwise (never raises)."""
+        """The mark of ``token`` when it is well formed, signed under one of the keys, not
+        expired at ``now`` (aware) and expiring at most :data:`MAX_LIFETIME_S` (plus
+        :data:`CLOCK_SKEW_S`) after ``now``: no token is issued for longer, so a signed
+        one with a far expiry (a leaked key's, a bug's) is refused; None otherwise
+        (never raises)."""
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
         mark = self._verified.get(token)
@@ -102,7 +108,10 @@ class InstallerTokens:
             if len(self._verified) >= MEMO_SIZE:
                 self._verified.clear()
             self._verified[token] = mark
-        return mark if now.timestamp() < mark.expires_at else None
+        instant = now.timestamp()
+        if not instant < mark.expires_at <= instant + MAX_LIFETIME_S + CLOCK_SKEW_S:
+            return None
+        return mark
 
     def _check(self, token: str) -> InstallerMark | None:
         head, _, mac = token.rpartition(".")

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.errors import install_error_handlers
+from api.routing import CheckedRoute
 from tests.conftest import Org, make_campaign, make_tag, table_snapshot
+from tests.fixtures.dashboard import csrf_of, make_user, sign_in
 
 TABLES = ("campaigns", "tags", "conversions")
 
@@ -153,3 +159,223 @@ async def test_health_probes_answer_head_with_an_empty_body(client: httpx.AsyncC
         assert response.status_code == 200
         assert response.content == b""
         assert response.headers["content-type"] == "application/json"
+
+
+@pytest.fixture
+def fresh_limits(app: FastAPI) -> Iterator[None]:
+    """Sign-in budgets start full (they live in the session-wide app)."""
+    if hasattr(app.state, "sign_in_limiters"):
+        del app.state.sign_in_limiters
+    yield None
+    if hasattr(app.state, "sign_in_limiters"):
+        del app.state.sign_in_limiters
+
+
+NUL_TABLES = (*TABLES, "redirect_rules", "dashboard_users", "audit_events", "scans")
+
+
+async def assert_nul_refused(response: httpx.Response, loc: list[Any]) -> None:
+    body = await assert_422(response)
+    assert body["errors"][0]["type"] == "string_contains_nul"
+    assert body["errors"][0]["loc"] == loc
+
+
+@pytest.mark.parametrize("value", ["\x00", "a\x00b"])
+@pytest.mark.parametrize(
+    ("method", "path", "name"),
+    [
+        ("GET", "/v1/privacy/scans", "click_id"),
+        ("DELETE", "/v1/privacy/scans", "click_id"),
+        ("GET", "/v1/audit", "action"),
+        ("GET", "/v1/campaigns", "cursor"),
+        ("GET", "/v1/conversions", "event"),
+        ("GET", "/v1/locations", "unknown_parameter"),
+    ],
+)
+async def test_nul_in_a_query_parameter_is_422(
+    client: httpx.AsyncClient,
+    org: Org,
+    engine: AsyncEngine,
+    method: str,
+    path: str,
+    name: str,
+    value: str,
+) -> None:
+    before = await table_snapshot(engine, *NUL_TABLES)
+    response = await client.request(method, path, params={name: value}, headers=org.headers)
+    await assert_nul_refused(response, ["query", name])
+    assert await table_snapshot(engine, *NUL_TABLES) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"when": {"os": ["i\x00OS"]}}, ["body", "when", "os", 0]),
+        ({"when": {"os": ["iOS"]}, "destination_url": "https://a.example/\x00"}, None),
+        ({"when": {"languages": ["f\x00"]}}, ["body", "when", "languages", 0]),
+        ({"when": {"os": ["iOS"]}, "x\x00": 1}, ["body", "x\x00"]),
+    ],
+)
+async def test_nul_in_a_json_string_at_any_depth_is_422(
+    client: httpx.AsyncClient,
+    org: Org,
+    engine: AsyncEngine,
+    body: dict[str, Any],
+    loc: list[Any] | None,
+) -> None:
+    campaign = await make_campaign(client, org)
+    before = await table_snapshot(engine, *NUL_TABLES)
+    full = {"destination_url": "https://ios.example.com/", "priority": 1, **body}
+    response = await client.post(
+        f"/v1/campaigns/{campaign['id']}/rules", json=full, headers=org.headers
+    )
+    await assert_nul_refused(response, loc or ["body", "destination_url"])
+    assert await table_snapshot(engine, *NUL_TABLES) == before
+
+
+async def test_other_control_characters_in_rule_os_names_are_422(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    """List items get the text check of other fields (they used to escape it)."""
+    campaign = await make_campaign(client, org)
+    body = {"when": {"os": ["i\x1bOS"]}, "destination_url": "https://a.example/", "priority": 1}
+    response = await client.post(
+        f"/v1/campaigns/{campaign['id']}/rules", json=body, headers=org.headers
+    )
+    problem = await assert_422(response)
+    assert "control characters" in problem["detail"]
+
+
+async def test_nul_in_a_path_parameter_is_422(client: httpx.AsyncClient, org: Org) -> None:
+    response = await client.get("/v1/campaigns/slug%00/stats", headers=org.headers)
+    await assert_nul_refused(response, ["path", "campaign_id"])
+
+
+async def test_nul_in_a_dashboard_form_field_is_a_422_page(
+    client: httpx.AsyncClient,
+    org: Org,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fresh_limits: None,
+) -> None:
+    await make_user(sessionmaker, org, "lea@acme.example", "admin")
+    await sign_in(client, "lea@acme.example")
+    csrf = csrf_of((await client.get("/app/users")).text)
+    before = await table_snapshot(engine, *NUL_TABLES)
+    for data in (
+        {"csrf": csrf, "email": "x\x00@example.com", "role": "viewer"},
+        {"csrf": csrf, "email": "x@example.com", "role": "view\x00er"},
+    ):
+        response = await client.post("/app/users", data=data)
+        assert response.status_code == 422
+        assert response.headers["content-type"].startswith("text/html")
+        assert "NUL" in response.text
+    response = await client.get("/app/campaigns", params={"period": "\x00"})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("text/html")
+    assert await table_snapshot(engine, *NUL_TABLES) == before
+
+
+def test_every_v1_and_app_route_refuses_nul(app: FastAPI) -> None:
+    """One boundary: every management and dashboard route is a CheckedRoute."""
+    unchecked = [
+        route.path
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        and route.path.startswith(("/v1/", "/app"))
+        and not isinstance(route, CheckedRoute)
+    ]
+    assert unchecked == []
+
+
+async def test_a_nul_reaching_the_database_is_422_not_500(engine: AsyncEngine) -> None:
+    """The safety net: psycopg's refusal of NUL (a value no route checked) is a 422."""
+    probe = FastAPI()
+    install_error_handlers(probe)
+
+    @probe.get("/probe")
+    async def store_nul() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT CAST(:v AS text)"), {"v": "a\x00b"})
+
+    transport = httpx.ASGITransport(app=probe, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        response = await c.get("/probe")
+    body = await assert_422(response)
+    assert body["errors"][0]["type"] == "string_contains_nul"
+
+
+def _dashboard_id_routes() -> list[tuple[str, str, list[str]]]:
+    from api.dashboard.routes import router
+
+    found = []
+    for route in router.routes:
+        assert isinstance(route, APIRoute)
+        ids = [p.name for p in route.dependant.path_params if p.field_info.annotation is int]
+        found.extend((method, route.path, ids) for method in sorted(route.methods) if ids)
+    return found
+
+
+DASHBOARD_ID_ROUTES = _dashboard_id_routes()
+
+
+def test_the_dashboard_has_the_id_routes_the_tester_found() -> None:
+    paths = {(method, path) for method, path, _ in DASHBOARD_ID_ROUTES}
+    for action in ("link", "role", "remove"):
+        assert ("POST", f"/app/users/{{user_id}}/{action}") in paths
+    assert ("POST", "/app/keys/{key_id}/revoke") in paths
+    assert len(paths) >= 19
+
+
+@pytest.mark.parametrize("bad_id", ["99999999999999999999", "9223372036854775808", "0", "-1"])
+@pytest.mark.parametrize(("method", "path", "ids"), DASHBOARD_ID_ROUTES)
+async def test_every_dashboard_id_route_answers_404_for_an_id_out_of_range(
+    client: httpx.AsyncClient,
+    org: Org,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    method: str,
+    path: str,
+    ids: list[str],
+    bad_id: str,
+    fresh_limits: None,
+) -> None:
+    await make_user(sessionmaker, org, "lea@acme.example", "admin")
+    await sign_in(client, "lea@acme.example")
+    csrf = csrf_of((await client.get("/app/users")).text)
+    before = await table_snapshot(engine, *NUL_TABLES)
+    url = path
+    for name in ids:
+        url = url.replace(f"{{{name}}}", bad_id)
+    data = {"csrf": csrf, "role": "viewer", "archived": "true"} if method == "POST" else None
+    response = await client.request(method, url, data=data)
+    assert response.status_code == 404, (url, response.status_code, response.text[:200])
+    assert response.headers["content-type"].startswith("text/html")
+    assert await table_snapshot(engine, *NUL_TABLES) == before
+
+
+@pytest.mark.parametrize(
+    "zone", ["localtime", "Factory", "posixrules", "posix/Europe/Paris", "right/UTC", "Mars/Base"]
+)
+async def test_pseudo_time_zones_are_refused_for_a_campaign(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine, zone: str
+) -> None:
+    campaign = await make_campaign(client, org)
+    before = await table_snapshot(engine, *TABLES)
+    body = {"name": "Spring", "destination_url": "https://shop.example.com/", "timezone": zone}
+    await assert_422(
+        await client.post("/v1/campaigns", json=body, headers=org.headers), "invalid_timezone"
+    )
+    response = await client.patch(
+        f"/v1/campaigns/{campaign['id']}", json={"timezone": zone}, headers=org.headers
+    )
+    await assert_422(response, "invalid_timezone")
+    assert await table_snapshot(engine, *TABLES) == before
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Etc/GMT-2", "Europe/Paris", "America/Argentina/Salta"])
+async def test_place_and_offset_time_zones_are_accepted(
+    client: httpx.AsyncClient, org: Org, zone: str
+) -> None:
+    campaign = await make_campaign(client, org, timezone=zone)
+    assert campaign["timezone"] == zone

@@ -192,6 +192,8 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
         "area_conflict",
     ),
     ("unknown time zone", {"timezone": "Europe/Atlantis"}, "invalid_timezone"),
+    ("the host's time zone", {"timezone": "localtime"}, "invalid_timezone"),
+    ("placeholder time zone", {"timezone": "Factory"}, "invalid_timezone"),
 ]
 
 
@@ -408,6 +410,8 @@ async def test_update_fields_and_areas(
         ({"point": point([2.35, 95])}, "invalid_coordinates"),
         ({"radius_m": 60_000, "geofence": None}, "invalid_radius"),
         ({"timezone": "Paris"}, "invalid_timezone"),
+        ({"timezone": "localtime"}, "invalid_timezone"),
+        ({"timezone": "Factory"}, "invalid_timezone"),
     ],
 )
 async def test_bad_updates_change_nothing(

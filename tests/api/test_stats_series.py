@@ -426,6 +426,12 @@ async def test_attribution_csv_matches_the_json(
         ("stats", {"interval": "month"}, "validation_error"),
         ("stats", {"interval": "day", "tz": "Mars/Olympus"}, "invalid_timezone"),
         ("stats", {"tz": "europe/paris"}, "invalid_timezone"),
+        ("stats", {"tz": "localtime"}, "invalid_timezone"),
+        ("stats", {"tz": "Factory"}, "invalid_timezone"),
+        ("stats", {"tz": "posixrules"}, "invalid_timezone"),
+        ("stats", {"tz": "posix/Europe/Paris"}, "invalid_timezone"),
+        ("stats", {"tz": "right/UTC"}, "invalid_timezone"),
+        ("stats.csv", {"interval": "day", "tz": "Factory"}, "invalid_timezone"),
         ("stats", {"model": "data_driven"}, "validation_error"),
         (
             "stats",

@@ -9,7 +9,9 @@ from typing import Any
 from campaigns.crypto import Keyring
 from campaigns.scanning.cache import CampaignEntry, TagEntry
 from campaigns.scanning.installers import (
+    CLOCK_SKEW_S,
     INSTALLER_COOKIE,
+    MAX_LIFETIME_S,
     MEMO_SIZE,
     InstallerTokens,
     installer_token,
@@ -104,6 +106,26 @@ def test_expired_forged_cut_or_foreign_tokens_are_ignored() -> None:
     ]
     for value in forged:
         assert not run(f"{INSTALLER_COOKIE}={value}"), value
+
+
+def test_a_signed_token_expiring_beyond_the_longest_lifetime_is_refused() -> None:
+    """No token is issued for more than MAX_LIFETIME_S (24 h): a correctly signed one
+    that expires later (10 years, a day and an hour) is not read, remembered or not."""
+    tokens = InstallerTokens(KEY)
+    longest = NOW + dt.timedelta(seconds=MAX_LIFETIME_S)
+    assert tokens.verify(token(expires=longest), now=NOW) is not None
+    for expires in (
+        NOW + dt.timedelta(days=3650),
+        longest + dt.timedelta(hours=1),
+        longest + dt.timedelta(seconds=CLOCK_SKEW_S + 1),
+    ):
+        value = token(expires=expires)
+        assert tokens.verify(value, now=NOW) is None
+        assert not run(f"{INSTALLER_COOKIE}={value}")
+    # A token remembered earlier is refused as well (the check is on every read).
+    far = token(expires=NOW + dt.timedelta(days=2))
+    assert tokens.verify(far, now=NOW + dt.timedelta(days=1, hours=1)) is not None
+    assert tokens.verify(far, now=NOW) is None
 
 
 def test_a_token_expires_while_remembered() -> None:
