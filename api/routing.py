@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import params
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -96,7 +97,9 @@ async def refuse_nul(request: Request, *, json_body: bool) -> None:
     if content_type.startswith(_FORM_TYPES):
         try:
             form = (await request.form()).multi_items()
-        except Exception:  # malformed, cut or too large: the route answers (400, 413)
+        except HTTPException:
+            raise  # Starlette's 400 for a malformed form, as the route would answer
+        except Exception:  # cut or too large: the route answers (400, 413)
             form = []
         for name, value in form:
             if NUL in name or (isinstance(value, str) and NUL in value):
