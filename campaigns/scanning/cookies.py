@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 
 #: Name of the visitor cookie (its value: the UUID in canonical lower-case form).
 VISITOR_COOKIE = "passerelle_vid"
@@ -51,6 +52,15 @@ def parse_cookie_id(value: str) -> uuid.UUID | None:
     return uuid.UUID(value)
 
 
+def cookie_pairs(header: str) -> Iterator[tuple[str, str]]:
+    """The ``(name, value)`` pairs of a ``Cookie`` request header (RFC 6265 §5.4:
+    ``name=value`` pairs separated by ``;``), in order, each stripped of surrounding
+    spaces (quotes are the caller's to remove)."""
+    for part in header.split(";"):
+        name, _, value = part.partition("=")
+        yield name.strip(), value.strip()
+
+
 def read_cookies(header: str | None) -> tuple[uuid.UUID | None, bool]:
     """From a ``Cookie`` request header (RFC 6265 §5.4: ``name=value`` pairs separated by
     ``;``): the valid visitor id (the first :data:`VISITOR_COOKIE`; None when absent or
@@ -59,13 +69,11 @@ def read_cookies(header: str | None) -> tuple[uuid.UUID | None, bool]:
         return None, False
     cookie_id: uuid.UUID | None = None
     seen = refused = False
-    for part in header.split(";"):
-        name, _, value = part.partition("=")
-        name = name.strip()
+    for name, value in cookie_pairs(header):
         if name == VISITOR_COOKIE and not seen:
             seen = True
-            cookie_id = parse_cookie_id(value.strip().strip('"'))
-        elif name == REFUSAL_COOKIE and value.strip() == "no":
+            cookie_id = parse_cookie_id(value.strip('"'))
+        elif name == REFUSAL_COOKIE and value == "no":
             refused = True
     return cookie_id, refused
 

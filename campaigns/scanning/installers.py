@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from campaigns.crypto import SecretKeys, keyring, sign, verify
+from campaigns.scanning.cookies import cookie_pairs
 
 #: Name of the installer cookie.
 INSTALLER_COOKIE: Final = "passerelle_installer"
@@ -76,10 +77,9 @@ def installer_token(
 def read_installer_cookie(header: str) -> str | None:
     """The first :data:`INSTALLER_COOKIE` value of a ``Cookie`` header (RFC 6265 §5.4),
     quotes removed; None when absent."""
-    for part in header.split(";"):
-        name, _, value = part.partition("=")
-        if name.strip() == INSTALLER_COOKIE:
-            return value.strip().strip('"')
+    for name, value in cookie_pairs(header):
+        if name == INSTALLER_COOKIE:
+            return value.strip('"')
     return None
 
 
