@@ -51,9 +51,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     management writes it made are recorded in the audit trail just before the commit, in
     the same transaction (:func:`campaigns.services.audit.record_changes`), by the
     request's :class:`Principal` under the route's operation id."""
-    async with unit_of_work(request.app.state.sessionmaker) as session:
+    async with audited_unit_of_work(request, request.app.state.sessionmaker) as session:
         yield session
-        await record_changes(session, actor=_actor(request), action=_action(request))
     if session.info.pop(FEED_COMMITTED, False):
         request.app.state.feed.committed()  # the live feed: tell the other processes
     changes = session.info.pop(CACHE_CHANGES, None)
