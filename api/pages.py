@@ -342,8 +342,6 @@ def cookie_consent_page(
     headers = {
         **_HEADERS,
         "Content-Security-Policy": csp,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
         "Content-Language": lang,
         "Vary": "Accept-Language",
     }

@@ -50,7 +50,7 @@ from api.pages import (
     tap_again_page,
     with_headers,
 )
-from api.security_headers import LOCKED_DOWN_CSP, hsts_header, hsts_headers
+from api.security_headers import LOCKED_DOWN_HEADERS, hsts_header, hsts_headers
 from campaigns.models import utcnow
 from campaigns.scanning.nfc import is_blocked
 from campaigns.scanning.request import ScanRequest
@@ -81,9 +81,7 @@ SHORT_LINKS: dict[str, ShortLinkRoute] = {
 
 _REDIRECT_HEADERS = [
     (b"cache-control", b"no-store"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"content-security-policy", LOCKED_DOWN_CSP.encode()),
+    *((name.lower().encode(), value.encode()) for name, value in LOCKED_DOWN_HEADERS.items()),
     (b"content-length", b"0"),
 ]
 _NOT_FOUND = not_found_page()
