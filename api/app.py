@@ -142,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             secure_cookies=settings.short_link_origin.lower().startswith("https://"),
             writer_options={
                 "queue_max": settings.writer_queue_max,
+                "connections": settings.writer_connections,
                 "spool_max_bytes": settings.spool_max_bytes,
                 "replay_timeout_s": settings.replay_statement_timeout_s,
                 "stop_timeout_s": settings.writer_stop_timeout_s,

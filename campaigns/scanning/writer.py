@@ -110,9 +110,21 @@ class WriterOptions(TypedDict, total=False):
     """The tuning keywords of :class:`ScanWriter` set from ``campaigns.settings``."""
 
     queue_max: int
+    connections: int
     spool_max_bytes: int
     replay_timeout_s: float
     stop_timeout_s: float
+
+
+@dataclass
+class _Lane:
+    """One group-commit loop of a :class:`ScanWriter`: its connection (None until first
+    use or after a failure), whether a batch committed on it, and its batch in flight."""
+
+    name: str
+    conn: psycopg.AsyncConnection[Any] | None = None
+    proven: bool = False
+    inflight: list[_Pending] = field(default_factory=list)
 
 
 @dataclass
@@ -169,6 +181,9 @@ class ScanWriter:
     """Per-process group-commit writer.
 
     ``conninfo`` is a libpq URL; ``spool_dir`` is created if missing. Times are seconds.
+    ``connections`` group commits may be in flight at once, each on its own connection
+    (a *lane*): while one batch waits for PostgreSQL, the next one is already sent, so the
+    process keeps its CPU busy instead of every waiting phone queueing behind one commit.
     ``queue_max`` bounds the scans waiting for a batch, ``spool_max_bytes`` the spool
     files on disk; ``replay_timeout_s`` is the ``statement_timeout`` and ``lock_timeout``
     of replay; ``stop_timeout_s`` bounds :meth:`stop`'s drain. Call :meth:`start` inside
@@ -186,6 +201,7 @@ class ScanWriter:
         connect_timeout_s: float = 2.0,
         retry_interval_s: float = 1.0,
         queue_max: int = 10_000,
+        connections: int = 2,
         spool_max_bytes: int = 1 << 30,
         replay_timeout_s: float = 5.0,
         stop_timeout_s: float = 5.0,
@@ -205,9 +221,9 @@ class ScanWriter:
         self._replay_timeout_s = replay_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
-        self._inflight: list[_Pending] = []
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._conn_proven = False  # a batch committed on self._conn
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        self._lanes = [_Lane(f"passerelle-scan-writer-{n}") for n in range(connections)]
         self._replay_conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._replayer: asyncio.Task[None] | None = None
@@ -279,7 +295,7 @@ class ScanWriter:
         except OSError as exc:
             self._spool_failed = True
             self._failures.failed("spool", "scan spool directory unusable: %s", exc)
-        self._task = asyncio.create_task(self._run(), name="scan-writer")
+        self._task = asyncio.create_task(self._run_lanes(), name="scan-writer")
         self._replayer = asyncio.create_task(self._replay_loop(), name="scan-writer-replay")
         self._replay_wanted.set()
 
@@ -307,7 +323,8 @@ class ScanWriter:
         connections and the spool."""
         self._stopping = True
         if self._task is not None:
-            self._queue.put_nowait(None)  # wakes the loop; it returns once drained
+            for _ in self._lanes:  # one stop mark per lane, after every queued scan
+                self._queue.put_nowait(None)
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), self._stop_timeout_s)
             except TimeoutError:
@@ -319,7 +336,8 @@ class ScanWriter:
             self._replayer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._replayer
-        await self._close_conn()
+        for lane in self._lanes:
+            await self._close_conn(lane)
         await self._close_replay_conn()
         self._close_spool()
 
@@ -354,21 +372,26 @@ class ScanWriter:
             return WriterOverloaded("database away and scan spool full", retry_after_s=10)
         return None
 
-    async def _run(self) -> None:
+    async def _run_lanes(self) -> None:
+        await asyncio.gather(*(self._run(lane) for lane in self._lanes))
+
+    async def _run(self, lane: _Lane) -> None:
+        """One lane's loop: take the next batch, write it, until its stop mark (the marks
+        are queued after every scan, so a lane that meets one has nothing left to do)."""
         while True:
             batch, stop = await self._next_batch()
             if self._down_since is not None and self._db_back.is_set():
                 self._back_up()
             if batch:
-                self._inflight = batch
+                lane.inflight = batch
                 try:
-                    await self._write(batch)
+                    await self._write(lane, batch)
                 except Exception:
                     # A bug must not leave phones waiting for ever nor stop the writer.
                     log.exception("scan writer failed on a batch; spooling it")
                     await self._spool_batch(batch)
-                self._inflight = []
-            if stop and self._queue.empty():
+                lane.inflight = []
+            if stop:
                 return
 
     async def _next_batch(self) -> tuple[list[_Pending], bool]:
@@ -400,17 +423,17 @@ class ScanWriter:
             batch.append(item)
         return False
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, lane: _Lane, batch: list[_Pending]) -> None:
         if self._down_since is None:
             records = [record for record, _ in batch]
             started = time.perf_counter()
             try:
-                stored = await self._commit(records)
+                stored = await self._commit(lane, records)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 self._failures.failed(
                     "database", "scan commit failed, spooling until the database is back: %r", exc
                 )
-                await self._mark_down()
+                await self._mark_down(lane)
             else:
                 self.stats.observe(len(records), time.perf_counter() - started)
                 self.stats.committed += len(records)
@@ -445,8 +468,9 @@ class ScanWriter:
     async def _spool_leftovers(self) -> None:
         """After a cancelled drain: spool the scans still waiting (the batch in flight
         may have committed; replay skips it then)."""
-        leftovers = self._inflight
-        self._inflight = []
+        leftovers = [item for lane in self._lanes for item in lane.inflight]
+        for lane in self._lanes:
+            lane.inflight = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not None:
@@ -469,27 +493,27 @@ class ScanWriter:
                 else:
                     future.set_exception(exc)
 
-    async def _commit(self, records: list[ScanRecord]) -> list[ScanRecord]:
+    async def _commit(self, lane: _Lane, records: list[ScanRecord]) -> list[ScanRecord]:
         """``COPY`` the batch in one transaction; row by row (refused rows dead-lettered)
         when the database refuses the batch for its data. Returns the records as stored
         (taps judged, :func:`~campaigns.scanning.nfc.judge_taps`), in batch order."""
         try:
             try:
                 async with asyncio.timeout(self._commit_timeout_s):  # no task, as wait_for
-                    stored = await self._copy(records)
+                    stored = await self._copy(lane, records)
             except psycopg.OperationalError as exc:
-                if not self._died_while_idle(exc):
+                if not self._died_while_idle(lane, exc):
                     raise
                 # A restart killed the connection while no batch was using it: the first
                 # use tells. One retry on a new connection, not an outage.
                 log.info("scan writer connection was dead (%r); reconnecting", exc)
-                await self._close_conn()
+                await self._close_conn(lane)
                 async with asyncio.timeout(self._commit_timeout_s):
-                    stored = await self._copy(records)
+                    stored = await self._copy(lane, records)
         except _ROW_ERRORS as exc:
             # One bad row must not fail the others nor stop the writer.
             log.error("group commit refused (%s); inserting row by row", exc)
-            conn = await self._connection()
+            conn = await self._connection(lane)
             refused: list[ScanRecord] = []
             judged: dict[str, ScanRecord] = {}
             await asyncio.wait_for(
@@ -498,25 +522,26 @@ class ScanWriter:
             )
             await self._dead_letter([record.to_json().encode() for record in refused])
             stored = [judged.get(record.click_id, record) for record in records]
-        self._conn_proven = True
+        lane.proven = True
         return stored
 
-    def _died_while_idle(self, exc: psycopg.OperationalError) -> bool:
-        conn = self._conn
+    @staticmethod
+    def _died_while_idle(lane: _Lane, exc: psycopg.OperationalError) -> bool:
+        conn = lane.conn
         return (
-            self._conn_proven
+            lane.proven
             and conn is not None
             and (conn.closed or conn.broken)
             and not isinstance(exc, psycopg.errors.QueryCanceled)
         )
 
-    async def _copy(self, records: list[ScanRecord]) -> list[ScanRecord]:
+    async def _copy(self, lane: _Lane, records: list[ScanRecord]) -> list[ScanRecord]:
         """One transaction in as few round trips as the protocol allows: ``BEGIN`` with
         the taps' verdicts (one simple query), the ``COPY`` (two: it starts, then the rows
         and its end), the webhooks' outbox when an organization of the batch has one, then
         the live feed's batch row with the ``COMMIT`` (one simple query). Four round trips
         for a batch without webhooks, taps or not (five and eight before)."""
-        conn = await self._connection()
+        conn = await self._connection(lane)
         try:
             # Before the COPY, in its transaction: verdicts and rows commit together.
             stored = await judge_taps(conn, records, begin=True)
@@ -559,10 +584,12 @@ class ScanWriter:
             for record in records:
                 await copy.write_row(row(record))
 
-    async def _mark_down(self) -> None:
+    async def _mark_down(self, lane: _Lane) -> None:
         """Switch to spooling; the replayer looks for the database in the background, so
-        that no redirect ever waits on a connection attempt or a replay."""
-        await self._close_conn()
+        that no redirect ever waits on a connection attempt or a replay. (The other lanes
+        find the writer down at their next batch and spool it; a batch of theirs in flight
+        commits or fails on its own.)"""
+        await self._close_conn(lane)
         if self._down_since is None:
             self._down_since = time.monotonic()
         self._db_back.clear()
@@ -589,7 +616,7 @@ class ScanWriter:
                 replayed = await self.replay_spools()
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 self._failures.failed("replay", "spool replay failed, will retry: %r", exc)
-                if self._down_since is None and not self._conn_proven:
+                if self._down_since is None and not any(lane.proven for lane in self._lanes):
                     # Nothing committed yet (start): the database is away until a replay
                     # pass succeeds. A proven live connection decides for itself.
                     self._down_since = time.monotonic()
@@ -621,11 +648,11 @@ class ScanWriter:
 
     # -- database -------------------------------------------------------------------------
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = await self._open("passerelle-scan-writer", self._commit_timeout_s)
-            self._conn_proven = False
-        return self._conn
+    async def _connection(self, lane: _Lane) -> psycopg.AsyncConnection[Any]:
+        if lane.conn is None or lane.conn.closed:
+            lane.conn = await self._open(lane.name, self._commit_timeout_s)
+            lane.proven = False
+        return lane.conn
 
     async def _replay_connection(self) -> psycopg.AsyncConnection[Any]:
         if self._replay_conn is None or self._replay_conn.closed:
@@ -650,11 +677,12 @@ class ScanWriter:
             raise
         return conn
 
-    async def _close_conn(self) -> None:
-        if self._conn is not None:
+    @staticmethod
+    async def _close_conn(lane: _Lane) -> None:
+        if lane.conn is not None:
             with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
+                await lane.conn.close()
+            lane.conn = None
 
     async def _close_replay_conn(self) -> None:
         if self._replay_conn is not None:

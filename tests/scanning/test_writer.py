@@ -104,7 +104,11 @@ async def test_unreachable_database_spools_and_answers(tmp_path: Path) -> None:
     assert writer.spool_depth() == 20
     await writer.stop()
     lines = "".join(p.read_text() for p in tmp_path.glob("scans-*.jsonl")).splitlines()
-    assert [ScanRecord.from_json(line) for line in lines] == records
+    # Two lanes spool their batches side by side: every record once, in any order.
+    by_click = {r.click_id: r for r in records}
+    stored = [ScanRecord.from_json(line) for line in lines]
+    assert sorted(r.click_id for r in stored) == sorted(by_click)
+    assert all(r == by_click[r.click_id] for r in stored)
 
 
 async def test_replayed_scans_credit_conversions_that_arrived_first(
@@ -364,14 +368,15 @@ async def test_a_connection_killed_while_idle_is_retried_once_not_spooled(
     conninfo: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="campaigns.scanning.writer")
-    writer = ScanWriter(conninfo, tmp_path)
+    writer = ScanWriter(conninfo, tmp_path, connections=1)
     await writer.start()
     await writer.submit(record())
-    assert writer._conn is not None
+    conn = writer._lanes[0].conn
+    assert conn is not None
     # The server bounds the writer's statements too (commit_timeout_s, 1 s by default).
-    cur = await writer._conn.execute("SHOW statement_timeout")
+    cur = await conn.execute("SHOW statement_timeout")
     assert await cur.fetchone() == ("1s",)
-    pid = writer._conn.info.backend_pid
+    pid = conn.info.backend_pid
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as admin:
         await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
@@ -496,3 +501,50 @@ def test_repeated_failures_are_logged_once_until_recovery(
         "database back (4 repeated failures not logged)",
         "commit failed: again",
     ]
+
+
+async def test_two_lanes_keep_two_group_commits_in_flight(conninfo: str, tmp_path: Path) -> None:
+    """While one batch waits for PostgreSQL, the next is sent on the other lane's
+    connection (with one lane the second batch would wait in the queue)."""
+    writer = ScanWriter(conninfo, tmp_path, connections=2, commit_timeout_s=30)
+    await writer.start()
+    first, second = record(), record()
+
+    async def blocked_writers(admin: psycopg.AsyncConnection[tuple[int]]) -> int:
+        cur = await admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+            "'passerelle-scan-writer-%' AND wait_event_type = 'Lock'"
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async with (
+        await psycopg.AsyncConnection.connect(conninfo) as locker,
+        await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as admin,
+    ):
+        await locker.execute("LOCK TABLE scans IN SHARE MODE")
+        one = asyncio.create_task(writer.submit(first))
+        await wait_until(lambda: _at_least(blocked_writers(admin), 1))
+        two = asyncio.create_task(writer.submit(second))
+        await wait_until(lambda: _at_least(blocked_writers(admin), 2))
+        assert not one.done() and not two.done()
+        await locker.rollback()
+    stored_first, stored_second = await asyncio.wait_for(asyncio.gather(one, two), 10)
+    await writer.stop()
+    assert writer.stats.committed == 2 and writer.stats.spooled == 0
+    assert {stored_first.click_id, stored_second.click_id} == {first.click_id, second.click_id}
+    async with await psycopg.AsyncConnection.connect(conninfo) as check:
+        cur = await check.execute(
+            "SELECT count(*) FROM scans WHERE click_id = ANY(%s)",
+            ([first.click_id, second.click_id],),
+        )
+        assert await cur.fetchone() == (2,)
+
+
+async def _at_least(count: Awaitable[int], n: int) -> bool:
+    return await count >= n
+
+
+def test_a_writer_needs_a_lane() -> None:
+    with pytest.raises(ValueError, match="connections"):
+        ScanWriter(NOWHERE, Path("unused"), connections=0)
