@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -194,6 +195,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.purge_enabled
             else None
         )
+        # What is loaded by now (modules, the tag cache, the parsers' tables) lives as long
+        # as the process: moved out of the cyclic collector's sight, so a full collection
+        # while serving walks only what serving created instead of stalling every request
+        # of the process (docs/DECISIONS.md, "Garbage collection on the scan path").
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
