@@ -36,18 +36,28 @@ feed AS (
     SELECT 'conversion', array_agg(DISTINCT campaign_id), array_agg(id ORDER BY id)
     FROM credited HAVING count(*) > 0
 )
-SELECT count(*) FROM credited
+SELECT id FROM credited
 """
 
 
-async def credit_conversions(conn: psycopg.AsyncConnection[Any], click_ids: Sequence[str]) -> int:
+async def credit_conversions(
+    conn: psycopg.AsyncConnection[Any],
+    click_ids: Sequence[str],
+    *,
+    recompute: Sequence[int] = (),
+) -> int:
     """Credit every not yet attributed conversion carrying one of ``click_ids`` to the
     scan of that click id in the same organization, unless that scan is internal
-    (setting its ``scan_id``, ``campaign_id`` and ``tag_id``), and record them as one
-    live-feed batch. Runs in ``conn``'s current transaction, if any.
+    (setting its ``scan_id``, ``campaign_id`` and ``tag_id``), record them as one
+    live-feed batch, and store their attribution credits with those of the conversions
+    ``recompute`` (:func:`campaigns.services.credits.store_credits`). Runs in ``conn``'s
+    current transaction, if any.
 
     Returns the number of conversions credited. Raises ``psycopg.Error``.
     """
+    from campaigns.services.credits import store_credits  # it imports the reports' SQL
+
     cur = await conn.execute(_CREDIT_SQL, (list(click_ids),))
-    row = await cur.fetchone()
-    return 0 if row is None else int(row[0])
+    credited = [int(row[0]) for row in await cur.fetchall()]
+    await store_credits(conn, [*credited, *recompute])
+    return len(credited)
