@@ -46,6 +46,12 @@ weights, numeric quotients and largest remainders), which returns a few rows per
 the pure models of :mod:`campaigns.attribution` (exact fractions, one conversion at a time
 in Python) stay the definition, and ``crediting="python"`` runs them on the same journeys
 (tests compare both on random journeys).
+
+**Stored credits** (:mod:`campaigns.services.credits`): at the default lookback (and
+half-life, for time decay), the report sums the stored per-touch credits of settled
+conversions (``conversions.credits_n`` set) and credits only the others live (the same
+SQL restricted to them, :func:`_conversions_cte`); ``crediting="live"`` credits every
+conversion live, as do other parameters.
 """
 
 from __future__ import annotations
@@ -416,7 +422,10 @@ async def attribution_report(
 ) -> AttributionReport:
     """The campaign's credited conversions and revenue over ``[start, end)`` (see the
     module docstring). ``half_life_days`` is only read by ``time_decay``. ``crediting``
-    chooses where credits are computed (:data:`Crediting`; the same report either way).
+    chooses where credits are computed (:data:`Crediting`; the same report either way):
+    with ``sql`` at the default lookback (and half-life, for time decay), settled
+    conversions' stored credits are summed (:mod:`campaigns.services.credits`) and only
+    the others are credited live.
 
     Raises :class:`NotFound` (``campaign_not_found``: another organization's or deleted),
     :class:`InvalidInput`: ``validation_error`` (unknown model or group, lookback outside
@@ -437,10 +446,12 @@ async def attribution_report(
     # instead of spilling to temporary files; for this transaction only.
     await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
     groups = None
+    # Stored credits are those of the default lookback and half-life (the half-life only
+    # matters to time decay); other parameters rebuild every journey.
     stored = (
         crediting == "sql"
         and lookback_days == DEFAULT_LOOKBACK_DAYS
-        and half_life_days == DEFAULT_HALF_LIFE_DAYS
+        and (model != "time_decay" or half_life_days == DEFAULT_HALF_LIFE_DAYS)
     )
     if stored:
         # Imported here: campaigns.services.credits builds on this module's SQL.

@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 SETTLE_MARGIN = dt.timedelta(minutes=5)
 #: Conversions stored per statement by :func:`refresh`.
 REFRESH_BATCH = 20_000
+#: The advisory lock key held by a :func:`refresh` batch ("credits" in ASCII).
+REFRESH_LOCK = 0x63726564697473
 _HALF_LIFE_US = dt.timedelta(days=DEFAULT_HALF_LIFE_DAYS) // dt.timedelta(microseconds=1)
 _MODELS: tuple[Model, ...] = attribution.MODELS
 
@@ -165,10 +167,13 @@ def _store_sql() -> str:
         RETURNING conversion_id
     )
     UPDATE conversions c
-    SET credits_n = CASE WHEN c.id IN (SELECT conversion_id FROM unsettled) THEN NULL
-                         ELSE coalesce((SELECT max(t.n) FROM touch t
-                                        WHERE t.conversion_id = c.id), 0) END
-    FROM conv WHERE c.id = conv.id
+    SET credits_n = CASE WHEN u.conversion_id IS NOT NULL THEN NULL
+                         ELSE coalesce(t.n, 0) END
+    FROM conv
+    LEFT JOIN (SELECT DISTINCT conversion_id FROM unsettled) u ON u.conversion_id = conv.id
+    LEFT JOIN (SELECT conversion_id, max(n) AS n FROM touch GROUP BY conversion_id) t
+        ON t.conversion_id = conv.id
+    WHERE c.id = conv.id
     """  # noqa: S608 - module constants only; every value is a bound parameter
 
 
@@ -216,8 +221,12 @@ async def store_credits(
         return
     ids = sorted(set(conversion_ids))
     by_org: dict[int, list[int]] = defaultdict(list)
+    # Rows locked in id order: concurrent storers of one conversion (the refresh, a spool
+    # replay) take turns instead of inserting the same touches twice.
     cur = await conn.execute(
-        "SELECT id, organization_id FROM conversions WHERE id = ANY(%s) ORDER BY id", (ids,)
+        "SELECT id, organization_id FROM conversions WHERE id = ANY(%s) ORDER BY id"
+        " FOR NO KEY UPDATE",
+        (ids,),
     )
     for conversion_id, organization_id in await cur.fetchall():
         by_org[organization_id].append(conversion_id)
@@ -264,7 +273,8 @@ async def refresh(
     """Store the credits of every conversion without them (``credits_n`` NULL: the
     backfill after the migration, stale ones, those credited within the settle margin),
     ``batch_size`` conversions per transaction in id order; ``progress(done)`` after each
-    batch. Returns the number of conversions looked at (some may stay unsettled).
+    batch. Returns at once when another refresh holds :data:`REFRESH_LOCK`. Returns the
+    number of conversions looked at (some may stay unsettled).
     Raises ``psycopg.Error`` / SQLAlchemy errors."""
     done, after = 0, 0
     while True:
@@ -278,6 +288,11 @@ async def refresh(
             )
             ids = [int(r[0]) for r in await cur.fetchall()]
             if not ids:
+                return done
+            # One refresher at a time (every app process runs one): the others skip.
+            cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (REFRESH_LOCK,))
+            locked = await cur.fetchone()
+            if locked is None or not locked[0]:
                 return done
             await conn.execute("SET LOCAL work_mem = '128MB'")
             await store_credits(conn, ids, now=now)

@@ -333,10 +333,14 @@ async def test_default_parameters_only(
             "lookback_days": 30,
             "half_life_days": 3.0,
         }
+        other = {**kwargs, "model": "linear", "lookback_days": 14}
         before = await attribution_report(session, **kwargs)
+        before_other = await attribution_report(session, **other)
         await session.execute(text("UPDATE conversion_credits SET w_time_decay = 0, v_linear = 0"))
         after = await attribution_report(session, **kwargs)
         assert before.model_dump() == after.model_dump()
+        after_other = await attribution_report(session, **other)
+        assert before_other.model_dump() == after_other.model_dump()
         default = await attribution_report(session, **{**kwargs, "half_life_days": 7.0})
         assert (
             default.totals.conversions
