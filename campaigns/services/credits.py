@@ -333,23 +333,40 @@ class RefreshWorker:
                 log.exception("stored credits refresh failed")
 
 
+def _sum_weight(model: Model, alias: str) -> tuple[str, str]:
+    """The touch's integer weight and its conversion's weight sum for ``model`` as
+    integers (no ``numeric`` per row: sums of ``int`` are ``bigint``, of ``bigint``
+    ``numeric``, exact either way)."""
+    if model == "time_decay":
+        return f"{alias}.w_time_decay", ":decay_units"
+    w, total = _WEIGHTS[model]
+    for name in ("idx", "n"):
+        w = re.sub(rf"\b{name}\b", f"{alias}.{name}", w)
+        total = re.sub(rf"\b{name}\b", f"{alias}.{name}", total)
+    return w, total
+
+
 def stored_credits_sql(model: Model, group_by: GroupBy) -> str:
     """The report's groups from stored credits (conversions with ``credits_n`` set), in
     the rows of :func:`campaigns.services.attribution._credits_sql`: credit rows
     ``(key, denominator, NULL, sum of weights)`` of the campaign's touches of
     conversions occurring in the window, revenue rows ``(key, NULL, currency, minor
     units)`` of their stored value splits, and of each refund dated in the window split
-    by the stored weights of its conversion's whole journey."""
+    by the stored weights of its conversion's whole journey. The touches are read once,
+    into one aggregate per (key, weight sum, currency), which the credit and revenue rows
+    then sum (a few thousand rows)."""
     key = _KEYS[group_by].replace("j.", "cc.")
+    w_int, total_int = _sum_weight(model, "cc")
     w, total = _weight(model, "cc")
     refund_split = _split("m.amount", "w.w", "w.total", "m.conversion_id, m.event", "w.idx")
     return f"""
-    WITH cr AS (
-        SELECT {key} AS key, {w} AS w, {total} AS total, cc.value_currency AS currency,
-               cc.v_{model} AS v
+    WITH cr AS MATERIALIZED (
+        SELECT {key} AS key, {total_int} AS total, cc.value_currency AS currency,
+               sum({w_int}) AS w, sum(cc.v_{model}) AS v
         FROM conversion_credits cc LEFT JOIN tags t ON t.id = cc.tag_id
         WHERE cc.campaign_id = :campaign AND cc.organization_id = :org
           AND cc.occurred_at >= :start AND cc.occurred_at < :end
+        GROUP BY 1, 2, 3
     ),
     refund AS (
         SELECT r.conversion_id, r.id AS event, -r.amount_minor AS amount,
