@@ -7,6 +7,9 @@ tag and its campaign get the credit. Two moments can link them, and both call
 the spool during an outage is replayed (``campaigns.scanning.writer``), since the
 merchant may report the order before the scan reaches the database.
 
+Crediting also stores the credited conversions' attribution credits at the default
+parameters (:mod:`campaigns.services.credits`), in the same transaction.
+
 Only a scan of the conversion's own organization is credited: another tenant's click id
 is treated as unknown, so no tenant can learn or credit another's click ids.
 
