@@ -381,3 +381,28 @@ async def test_refresh_command(
     async with sessionmaker() as session:
         after = await attribution_report(session, **kwargs)
     assert before.model_dump() == after.model_dump()
+
+
+async def test_retention_purge(
+    sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    """The retention purge deletes old scans: conversions they were touches of go stale
+    (live in reports, equal) and are stored again by the refresh."""
+    from campaigns.services.retention import purge
+
+    world = await _random_world(sessionmaker, 19)
+    await refresh(engine, now=LATER)
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            text("UPDATE organizations SET scan_retention_days = 30 WHERE id = :org"),
+            {"org": world["org"]},
+        )
+    report = await purge(engine, now=T0 + 70 * DAY, organization_id=world["org"])
+    assert report is not None
+    settled, total = await _settled(engine, world["org"])
+    assert settled < total
+    assert await _compare(sessionmaker, world) > 5
+    await refresh(engine, now=LATER)
+    settled, total = await _settled(engine, world["org"])
+    assert settled == total
+    assert await _compare(sessionmaker, world) > 5
