@@ -53,6 +53,7 @@ from campaigns.payloads.rendering import RenderPool
 from campaigns.scanning.ratelimit import RateLimiter
 from campaigns.scanning.service import ScanService
 from campaigns.services import retention
+from campaigns.services.credits import RefreshWorker
 from campaigns.services.rollups import RollupWorker
 from campaigns.settings import Settings, get_settings
 from campaigns.webhooks.delivery import WebhookDispatcher
@@ -183,6 +184,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.rollups = rollups
         rollups.start()
+        credits = RefreshWorker(engine, interval_s=settings.credits_refresh_interval_s)
+        credits.start()
         purging = (
             asyncio.create_task(
                 retention.purge_loop(
@@ -209,6 +212,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await purging
             restore_signals()
+            await credits.stop()
             await rollups.stop()
             await feed.stop()
             await dispatcher.stop()

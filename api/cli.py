@@ -47,6 +47,9 @@ rollups_app = typer.Typer(
     help="Report rollups (figures per campaign and hour).", no_args_is_help=True
 )
 secrets_app = typer.Typer(help="Secrets sealed at rest.", no_args_is_help=True)
+credits_app = typer.Typer(
+    help="Stored attribution credits (default parameters).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(locations_app, name="locations")
 app.add_typer(tags_app, name="tags")
@@ -55,6 +58,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
 app.add_typer(rollups_app, name="rollups")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(credits_app, name="credits")
 
 T = TypeVar("T")
 
@@ -388,6 +392,25 @@ def rollups_rebuild(
     days = _in_session(work)
     scope = "every campaign" if campaign is None else f"campaign {campaign}"
     typer.echo(f"rollups rebuilt for {scope}: {days} campaign-day(s)")
+
+
+@credits_app.command("refresh")
+def credits_refresh() -> None:
+    """Store the attribution credits of every conversion without them: the backfill after
+    the migration that added them, and stale or newly settled conversions (the service's
+    refresh worker does the same every ``PASSERELLE_CREDITS_REFRESH_INTERVAL_S``). Safe
+    while the service runs; reports credit the others live meanwhile."""
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from campaigns.services.credits import refresh
+
+    async def work(session: AsyncSession) -> int:
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine)
+        return await refresh(engine)
+
+    done = _in_session(work)
+    typer.echo(f"stored credits refreshed: {done} conversion(s) looked at")
 
 
 @tags_app.command("generate")

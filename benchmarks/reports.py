@@ -48,6 +48,7 @@ from campaigns import migrate  # noqa: E402
 from campaigns.attribution import MODELS  # noqa: E402
 from campaigns.db import libpq_url, make_engine, make_sessionmaker  # noqa: E402
 from campaigns.services.attribution import attribution_report  # noqa: E402
+from campaigns.services.credits import refresh  # noqa: E402
 from campaigns.services.rollups import rebuild  # noqa: E402
 from campaigns.services.stats import campaign_stats  # noqa: E402
 
@@ -60,6 +61,15 @@ CONVERSION_COLUMNS = (
     "organization_id, external_id, event, click_id, value_amount_minor, value_currency, "
     "occurred_at, received_at, fingerprint, scan_id, campaign_id, tag_id"
 )
+#: One conversion in 50 partly refunded (a fifth of its value) a day after it, at most
+#: at the end of the data: the reports split each refund dated in their window.
+REFUNDS_SQL = """
+INSERT INTO refunds (organization_id, conversion_id, external_id, amount_minor, refunded_at,
+                     fingerprint)
+SELECT organization_id, id, 'refund-' || id, greatest(1, value_amount_minor / 5),
+       least(occurred_at + interval '1 day', %(end)s), '\\x00'
+FROM conversions WHERE id %% 50 = 0 AND value_amount_minor > 0
+"""
 DEVICES = ("mobile", "mobile", "mobile", "tablet", "desktop")
 OSES = ("iOS", "Android", "Android", "Windows", "\\N")
 COUNTRIES = ("FR", "FR", "FR", "BE", "DE", "\\N")
@@ -134,6 +144,8 @@ def load(conninfo: str, n_scans: int, n_conversions: int, days: int, n_tags: int
                 )
         conn.commit()
         print(f"COPY {n_conversions:,} conversions: {time.perf_counter() - t0:.0f} s", flush=True)
+        conn.execute(REFUNDS_SQL, {"end": end})
+        conn.commit()
         t0 = time.perf_counter()
         conn.autocommit = True
         conn.execute("VACUUM ANALYZE scans")
@@ -157,6 +169,8 @@ async def measure(
     skip_rebuild: bool,
     *,
     with_attribution: bool = True,
+    with_stats: bool = True,
+    with_live: bool = True,
     baselines: bool = True,
 ) -> None:
     engine = make_engine(url)
@@ -207,13 +221,37 @@ async def measure(
             await session.rollback()
 
     print(f"\n{'stats window':38} {'rollups':>9} {'raw':>9}")
-    for label, kwargs in windows:
+    for label, kwargs in windows if with_stats else ():
         fast = await median(repeat, lambda k=kwargs: stats(False, k))  # type: ignore[misc]
         if baselines:
             slow = await median(1, lambda k=kwargs: stats(True, k))  # type: ignore[misc]
             print(f"{label:38} {fast * 1000:7.0f}ms {slow * 1000:7.0f}ms", flush=True)
         else:
             print(f"{label:38} {fast * 1000:7.0f}ms {'-':>9}", flush=True)
+
+    if not with_attribution:
+        await engine.dispose()
+        return
+    # The backfill of the stored credits (passerelle credits refresh), timed: every
+    # conversion without stored credits, in batches.
+    t0 = time.perf_counter()
+    done = await refresh(engine)
+    elapsed = time.perf_counter() - t0
+    async with sessionmaker() as session:
+        rows, size, settled = (
+            await session.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM conversion_credits),"
+                    " pg_size_pretty(pg_total_relation_size('conversion_credits')),"
+                    " (SELECT count(credits_n) FROM conversions)"
+                )
+            )
+        ).one()
+    print(
+        f"\nstored credits backfill (passerelle credits refresh): {done:,} conversions looked"
+        f" at in {elapsed:.1f} s; {settled:,} settled, {rows:,} touch rows, {size}",
+        flush=True,
+    )
 
     async def attribution(model: str, crediting: str, kwargs: dict[str, Any]) -> None:
         async with sessionmaker() as session:
@@ -226,28 +264,34 @@ async def measure(
                 **kwargs,
             )
 
-    if not with_attribution:
-        await engine.dispose()
-        return
     spans: tuple[tuple[str, dict[str, Any]], ...] = (
         ("last day", {"start": day - dt.timedelta(days=1), "end": day}),
         ("7 days", {"start": day - dt.timedelta(days=7), "end": day}),
         ("whole", {}),
     )
-    print(f"\n{'attribution (sql | python)':28} " + " ".join(f"{s:>19}" for s, _ in spans))
+    header = "attribution (live | stored | python)" if baselines else "attribution (live | stored)"
+    width = 28 if baselines else 19
+    print(f"\n{header:38} " + " ".join(f"{s:>{width}}" for s, _ in spans))
     for model in MODELS:
         figures = []
         for span, kwargs in spans:
-            # The whole campaign once: a minute or more at full size.
+            # The live whole campaign once: a minute or more at full size.
             times = repeat if kwargs else 1
-            fast = await median(times, lambda m=model, k=kwargs: attribution(m, "sql", k))  # type: ignore[misc]
+            live = (
+                await median(times, lambda m=model, k=kwargs: attribution(m, "live", k))  # type: ignore[misc]
+                if with_live
+                else float("nan")
+            )
+            stored = await median(repeat, lambda m=model, k=kwargs: attribution(m, "sql", k))  # type: ignore[misc]
+            figure = f"{live:7.2f}s |{stored:7.2f}s"
             # The Python reference over the whole campaign: minutes, once (last_touch).
             if baselines and (span != "whole" or model == MODELS[0]):
                 slow = await median(1, lambda m=model, k=kwargs: attribution(m, "python", k))  # type: ignore[misc]
-                figures.append(f"{fast:7.2f}s |{slow:7.2f}s")
-            else:
-                figures.append(f"{fast:7.2f}s |       -")
-        print(f"{model:28} " + " ".join(f"{f:>19}" for f in figures), flush=True)
+                figure += f" |{slow:7.2f}s"
+            elif baselines:
+                figure += " |       -"
+            figures.append(figure)
+        print(f"{model:38} " + " ".join(f"{f:>{width}}" for f in figures), flush=True)
     await engine.dispose()
 
 
@@ -261,6 +305,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--database-url", help="reuse this filled database (no load)")
     parser.add_argument("--no-attribution", action="store_true", help="time stats only")
+    parser.add_argument("--no-stats", action="store_true", help="time attribution only")
+    parser.add_argument(
+        "--no-live", action="store_true", help="skip the live attribution (stored credits only)"
+    )
     parser.add_argument(
         "--no-baselines",
         action="store_true",
@@ -268,12 +316,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.database_url:
+        # A database filled by an earlier version: its schema brought to the head first
+        # (the stored credits' table; their backfill is timed by measure()).
+        migrate.upgrade(args.database_url)
         asyncio.run(
             measure(
                 args.database_url,
                 args.repeat,
                 skip_rebuild=True,
                 with_attribution=not args.no_attribution,
+                with_stats=not args.no_stats,
+                with_live=not args.no_live,
                 baselines=not args.no_baselines,
             )
         )
@@ -284,7 +337,17 @@ def main() -> None:
     try:
         migrate.upgrade(url)
         load(libpq_url(url), args.scans, args.conversions, args.days, args.tags)
-        asyncio.run(measure(url, args.repeat, skip_rebuild=False, baselines=not args.no_baselines))
+        asyncio.run(
+            measure(
+                url,
+                args.repeat,
+                skip_rebuild=False,
+                with_attribution=not args.no_attribution,
+                with_stats=not args.no_stats,
+                with_live=not args.no_live,
+                baselines=not args.no_baselines,
+            )
+        )
     finally:
         if args.keep:
             print(f"kept: --database-url {url}")

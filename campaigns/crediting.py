@@ -7,6 +7,9 @@ tag and its campaign get the credit. Two moments can link them, and both call
 the spool during an outage is replayed (``campaigns.scanning.writer``), since the
 merchant may report the order before the scan reaches the database.
 
+Crediting also stores the credited conversions' attribution credits at the default
+parameters (:mod:`campaigns.services.credits`), in the same transaction.
+
 Only a scan of the conversion's own organization is credited: another tenant's click id
 is treated as unknown, so no tenant can learn or credit another's click ids.
 
@@ -36,18 +39,28 @@ feed AS (
     SELECT 'conversion', array_agg(DISTINCT campaign_id), array_agg(id ORDER BY id)
     FROM credited HAVING count(*) > 0
 )
-SELECT count(*) FROM credited
+SELECT id FROM credited
 """
 
 
-async def credit_conversions(conn: psycopg.AsyncConnection[Any], click_ids: Sequence[str]) -> int:
+async def credit_conversions(
+    conn: psycopg.AsyncConnection[Any],
+    click_ids: Sequence[str],
+    *,
+    recompute: Sequence[int] = (),
+) -> int:
     """Credit every not yet attributed conversion carrying one of ``click_ids`` to the
     scan of that click id in the same organization, unless that scan is internal
-    (setting its ``scan_id``, ``campaign_id`` and ``tag_id``), and record them as one
-    live-feed batch. Runs in ``conn``'s current transaction, if any.
+    (setting its ``scan_id``, ``campaign_id`` and ``tag_id``), record them as one
+    live-feed batch, and store their attribution credits with those of the conversions
+    ``recompute`` (:func:`campaigns.services.credits.store_credits`). Runs in ``conn``'s
+    current transaction, if any.
 
     Returns the number of conversions credited. Raises ``psycopg.Error``.
     """
+    from campaigns.services.credits import store_credits  # it imports the reports' SQL
+
     cur = await conn.execute(_CREDIT_SQL, (list(click_ids),))
-    row = await cur.fetchone()
-    return 0 if row is None else int(row[0])
+    credited = [int(row[0]) for row in await cur.fetchall()]
+    await store_credits(conn, [*credited, *recompute])
+    return len(credited)

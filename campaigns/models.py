@@ -35,6 +35,7 @@ from sqlalchemy import (
     Uuid,
     false,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
 from sqlalchemy.dialects.postgresql.base import ischema_names
@@ -625,6 +626,13 @@ class Conversion(Base):
         Index("ix_conversions_organization_id_occurred_at", "organization_id", "occurred_at"),
         # The rollup worker finds the conversions received since its last pass.
         Index("ix_conversions_received_at", "received_at"),
+        # Attribution reports credit live only the conversions without stored credits.
+        Index(
+            "ix_conversions_unsettled_credits",
+            "organization_id",
+            "occurred_at",
+            postgresql_where=text("credits_n IS NULL"),
+        ),
     )
 
     id: Mapped[int] = _pk()
@@ -646,6 +654,56 @@ class Conversion(Base):
     )
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
     tag_id: Mapped[int | None] = mapped_column(ForeignKey("tags.id", ondelete="SET NULL"))
+    #: Stored attribution credits (:mod:`campaigns.services.credits`): the length of the
+    #: conversion's journey at the default parameters, its touches' credits in
+    #: ``conversion_credits`` (0: no journey, unattributed); NULL while not settled (not
+    #: computed yet, within the settle margin of its click scan, or made stale), when
+    #: reports credit it live.
+    credits_n: Mapped[int | None] = mapped_column(Integer)
+
+
+class ConversionCredit(Base):
+    """One touch of a settled conversion's journey at the default attribution parameters
+    (lookback :data:`~campaigns.services.attribution.DEFAULT_LOOKBACK_DAYS`, half-life
+    :data:`~campaigns.services.attribution.DEFAULT_HALF_LIFE_DAYS`), credited by every
+    model (:mod:`campaigns.services.credits`). ``idx`` is the touch's rank (1 = oldest) of
+    ``n`` (integer weights of the other models follow from them); ``w_time_decay`` is the
+    time-decay weight over :data:`~campaigns.attribution.TIME_DECAY_DENOMINATOR`;
+    ``v_<model>`` the touch's share of the conversion's value in minor units of
+    ``value_currency`` (0 without a value). ``organization_id``, ``occurred_at`` and
+    ``value_currency`` are copies of the conversion's (immutable) columns. Rows exist
+    if and only if ``conversions.credits_n`` is not NULL."""
+
+    __tablename__ = "conversion_credits"
+    __table_args__ = (
+        # Reports: a campaign's touches of conversions in a window.
+        Index(
+            "ix_conversion_credits_campaign_id_occurred_at",
+            "campaign_id",
+            "occurred_at",
+        ),
+        # Erasure and purge: the conversions a deleted scan was a touch of.
+        Index("ix_conversion_credits_scan_id", "scan_id"),
+    )
+
+    conversion_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversions.id", ondelete="CASCADE"), primary_key=True
+    )
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    organization_id: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[dt.datetime]
+    n: Mapped[int] = mapped_column(Integer)
+    scan_id: Mapped[int] = mapped_column(BigInteger)
+    campaign_id: Mapped[int] = mapped_column(BigInteger)
+    tag_id: Mapped[int] = mapped_column(BigInteger)
+    scanned_at: Mapped[dt.datetime]
+    value_currency: Mapped[str | None] = mapped_column(String(3))
+    w_time_decay: Mapped[int] = mapped_column(BigInteger)
+    v_last_touch: Mapped[int] = mapped_column(BigInteger)
+    v_first_touch: Mapped[int] = mapped_column(BigInteger)
+    v_linear: Mapped[int] = mapped_column(BigInteger)
+    v_time_decay: Mapped[int] = mapped_column(BigInteger)
+    v_position_based: Mapped[int] = mapped_column(BigInteger)
 
 
 class Refund(Base):

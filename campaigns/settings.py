@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     #: scan may still be committed by the normal path (the worker looks back that far).
     rollup_interval_s: float = Field(default=10.0, ge=0)
     rollup_margin_s: float = Field(default=300.0, ge=1)
+    #: Stored attribution credits (campaigns/services/credits.py): seconds between two
+    #: refreshes storing the credits of stale and newly settled conversions (0: none in
+    #: this process; reports credit those conversions live meanwhile).
+    credits_refresh_interval_s: float = Field(default=60.0, ge=0)
 
     # Per-client token bucket (IPv4, IPv6 /64): sustained rate (requests/second) and burst.
     # On /s/ a scan past it is still redirected, stored with burst = true (never a 429).

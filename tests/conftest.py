@@ -70,6 +70,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         webhook_poll_interval_s=0.05,
         # Reports read raw rows unless a test builds the rollups itself.
         rollup_interval_s=0,
+        # Tests store attribution credits themselves (tests/services/test_stored_credits.py).
+        credits_refresh_interval_s=0,
         # Tests run the purge themselves (tests/api/test_privacy.py).
         purge_enabled=False,
     )

@@ -1,5 +1,5 @@
 """Migrations apply, revert and re-apply on a fresh database, and create what the scan
-path relies on (PostGIS, the cache NOTIFY triggers)."""
+path relies on (PostGIS, the cache NOTIFY triggers) and the stored credits' triggers."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ NOTIFY_TRIGGERS = {
     f"{table}_notify_cache_truncate"
     for table in ("locations", "redirect_rules", "webhooks", "organizations")
 }
+#: Stored attribution credits made stale (campaigns/services/credits.py).
+CREDITS_TRIGGERS = {
+    "scans_credits_stale",
+    "visitor_cookie_consents_credits_stale",
+    "conversions_credits_stale",
+}
 
 
 def _triggers(url: str) -> set[str]:
@@ -44,14 +50,14 @@ def _triggers(url: str) -> set[str]:
 
 def test_upgrade_downgrade_upgrade(fresh_url: str) -> None:
     migrate.upgrade(fresh_url)
-    assert _triggers(fresh_url) == NOTIFY_TRIGGERS
+    assert _triggers(fresh_url) == NOTIFY_TRIGGERS | CREDITS_TRIGGERS
     migrate.downgrade(fresh_url, "base")
     assert _triggers(fresh_url) == set()
     migrate.upgrade(fresh_url)
     with psycopg.connect(libpq_url(fresh_url)) as conn:
         version = conn.execute("SELECT postgis_lib_version()").fetchone()
     assert version is not None and version[0].startswith("3.")
-    assert _triggers(fresh_url) == NOTIFY_TRIGGERS
+    assert _triggers(fresh_url) == NOTIFY_TRIGGERS | CREDITS_TRIGGERS
 
 
 def test_ensure_database_is_idempotent(fresh_url: str) -> None:

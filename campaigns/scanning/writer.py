@@ -75,6 +75,7 @@ from campaigns.scanning.record import (
     column_lists,
     row,
 )
+from campaigns.services.credits import late_scans_conversions
 from campaigns.services.rollups import MARK_REPLAYED_SQL
 from campaigns.webhooks.outbox import write_scan_events
 
@@ -772,7 +773,10 @@ class ScanWriter:
         async def credit() -> None:
             async with conn.transaction():
                 await self._set_timeouts(conn, timeout)
-                await credit_conversions(conn, click_ids)
+                # Late scans can enter settled journeys of their visitor: those stored
+                # credits are recomputed with the newly credited conversions.
+                late = await late_scans_conversions(conn, click_ids)
+                await credit_conversions(conn, click_ids, recompute=late)
                 # Late rows, out of the rollup worker's look-back: their days are redone.
                 await conn.execute(MARK_REPLAYED_SQL, {"ids": click_ids})
 

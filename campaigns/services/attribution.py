@@ -46,6 +46,12 @@ weights, numeric quotients and largest remainders), which returns a few rows per
 the pure models of :mod:`campaigns.attribution` (exact fractions, one conversion at a time
 in Python) stay the definition, and ``crediting="python"`` runs them on the same journeys
 (tests compare both on random journeys).
+
+**Stored credits** (:mod:`campaigns.services.credits`): at the default lookback (and
+half-life, for time decay), the report sums the stored per-touch credits of settled
+conversions (``conversions.credits_n`` set) and credits only the others live (the same
+SQL restricted to them, :func:`_conversions_cte`); ``crediting="live"`` credits every
+conversion live, as do other parameters.
 """
 
 from __future__ import annotations
@@ -77,10 +83,14 @@ from campaigns.services.campaigns import check_window, get_campaign
 from campaigns.services.retention import data_since
 
 GroupBy = Literal["tag", "location", "day"]
-#: Where credits are computed: ``sql`` (in PostgreSQL, set-based: the report's path) or
-#: ``python`` (the reference models of :mod:`campaigns.attribution`, touch by touch: the
-#: test oracle and the benchmark's baseline). Both give exactly the same report.
-Crediting = Literal["sql", "python"]
+#: Where credits are computed: ``sql`` (in PostgreSQL, the report's path: at the default
+#: lookback and half-life, settled conversions' stored credits are summed and only the
+#: others credited live, see :mod:`campaigns.services.credits`), ``live`` (in
+#: PostgreSQL, every conversion's journey rebuilt from the scans: the path for other
+#: parameters, and the benchmark's "before") or ``python`` (the reference models of
+#: :mod:`campaigns.attribution`, touch by touch: the test oracle and the benchmark's
+#: baseline). All give exactly the same report.
+Crediting = Literal["sql", "live", "python"]
 GROUP_BYS: tuple[GroupBy, ...] = ("tag", "location", "day")
 DEFAULT_LOOKBACK_DAYS = 30
 MIN_LOOKBACK_DAYS, MAX_LOOKBACK_DAYS = 1, 90
@@ -108,24 +118,31 @@ def _scans_cte() -> str:
     )"""  # noqa: S608 - a constant of this module, no input
 
 
-#: The organization's conversions counted in the window, or with a refund dated in it.
-#: Two disjoint branches (no deduplicating sort of a million rows), so the first is a
-#: range of ``(organization_id, occurred_at)`` (one ``OR`` would read every conversion of
-#: the organization) and the row estimate stays right for the journey joins.
-_CONVERSIONS_CTE = """
+def _conversions_cte(live_only: bool = False) -> str:
+    """The organization's conversions counted in the window, or with a refund dated in
+    it. Two disjoint branches (no deduplicating sort of a million rows), so the first is
+    a range of ``(organization_id, occurred_at)`` (one ``OR`` would read every conversion
+    of the organization) and the row estimate stays right for the journey joins.
+    ``live_only``: only the conversions without stored credits (``credits_n`` NULL, the
+    partial index ``ix_conversions_unsettled_credits``), see
+    :mod:`campaigns.services.credits`."""
+    live = " AND c.credits_n IS NULL" if live_only else ""
+    return f"""
     conv AS (
         SELECT c.id, c.click_id, c.occurred_at, c.value_amount_minor, c.value_currency,
-               true AS counted
+               c.credits_n, true AS counted
         FROM conversions c
-        WHERE c.organization_id = :org AND c.occurred_at >= :start AND c.occurred_at < :end
+        WHERE c.organization_id = :org AND c.occurred_at >= :start AND c.occurred_at < :end{live}
         UNION ALL
         SELECT c.id, c.click_id, c.occurred_at, c.value_amount_minor, c.value_currency,
-               false AS counted
+               c.credits_n, false AS counted
         FROM conversions c
         WHERE c.id IN (SELECT r.conversion_id FROM refunds r WHERE r.organization_id = :org
                        AND r.refunded_at >= :start AND r.refunded_at < :end)
-          AND c.organization_id = :org AND NOT (c.occurred_at >= :start AND c.occurred_at < :end)
-    )"""
+          AND c.organization_id = :org
+          AND NOT (c.occurred_at >= :start AND c.occurred_at < :end){live}
+    )"""  # noqa: S608 - module constants only; every value is a bound parameter
+
 
 #: Conditions on an earlier touch ``s`` of the click scan ``k``: same organization,
 #: before the click scan (ties on time broken by id), within the lookback, human.
@@ -138,12 +155,14 @@ _EARLIER = """
         AND coalesce(s.nfc_verification, 'valid') = 'valid'"""
 
 
-def _journey_ctes() -> str:
+def _journey_ctes(conversions: str | None = None) -> str:
     """The CTEs ``s_all``, ``conv``, ``click`` and ``journey`` (one row per touch of every
-    conversion of ``conv`` with a journey, any campaign), shared by both crediting paths."""
+    conversion of ``conv`` with a journey, any campaign), shared by both crediting paths
+    and by the stored credits (:mod:`campaigns.services.credits`, whose ``conversions``
+    replaces the ``conv`` CTE: same columns, one conversion per row)."""
     return f"""
     WITH {_scans_cte()},
-    {_CONVERSIONS_CTE},
+    {conversions or _conversions_cte()},
     click AS (
         SELECT conv.id AS conversion_id, conv.occurred_at, s.id AS scan_id, s.campaign_id,
                s.tag_id, s.scanned_at, coalesce(s.cookie_id, vc.cookie_id) AS cookie_id,
@@ -261,13 +280,14 @@ _KEYS: dict[GroupBy, str] = {
 _QUARTER = dt.timedelta(minutes=15)
 
 
-def _credits_sql(model: Model, group_by: GroupBy) -> str:
+def _credits_sql(model: Model, group_by: GroupBy, live_only: bool = False) -> str:
     """Credits and revenue of the campaign's touches per group, computed in PostgreSQL
     with exactly the arithmetic of :mod:`campaigns.attribution` (integers and numeric,
     never floating sums): rows ``(key, denominator, currency, amount)``, either a credit
     row (``currency`` NULL: the counted touches' weights sum ``amount`` over their
     conversions' weight sum ``denominator``, so the credit is ``amount / denominator``)
-    or a revenue row (``denominator`` NULL: minor units of ``currency``)."""
+    or a revenue row (``denominator`` NULL: minor units of ``currency``). ``live_only``:
+    only the conversions without stored credits (:func:`_conversions_cte`)."""
     if model == "time_decay":
         weight = _TIME_DECAY_CTES
     else:
@@ -279,7 +299,7 @@ def _credits_sql(model: Model, group_by: GroupBy) -> str:
         FROM touch
     )"""  # noqa: S608 - module constants only
     return f"""
-    {_journey_ctes()},
+    {_journey_ctes(_conversions_cte(live_only))},
     touch AS MATERIALIZED (
         SELECT j.conversion_id, j.campaign_id, j.scanned_at, {_KEYS[group_by]} AS key,
                conv.occurred_at, conv.counted,
@@ -332,10 +352,15 @@ _REFUNDS_SQL = """
 """
 
 
-def _unattributed_sql() -> str:
+def _unattributed_sql(stored: bool = False) -> str:
+    """Unattributed conversions per currency (count, value less refunds in the window).
+    ``stored``: a conversion with stored credits has a journey if and only if
+    ``credits_n > 0`` (no click-id probe); the others are probed."""
+    known = "conv.credits_n IS NOT NULL AND " if stored else "false AND "
+    probe = "conv.credits_n IS NULL AND " if stored else ""
     return f"""
     WITH {_scans_cte()},
-    {_CONVERSIONS_CTE}
+    {_conversions_cte()}
     SELECT conv.value_currency,
            count(*) FILTER (WHERE conv.counted) AS conversions,
            coalesce(sum(conv.value_amount_minor) FILTER (WHERE conv.counted), 0)
@@ -345,11 +370,11 @@ def _unattributed_sql() -> str:
         SELECT sum(r.amount_minor) AS amount FROM refunds r
         WHERE r.conversion_id = conv.id AND r.refunded_at >= :start AND r.refunded_at < :end
     ) AS refunded ON true
-    WHERE NOT EXISTS (
+    WHERE ({known}conv.credits_n = 0) OR ({probe}NOT EXISTS (
         SELECT 1 FROM s_all s
         WHERE s.click_id = conv.click_id AND s.organization_id = :org
           AND s.nfc_verification IS DISTINCT FROM 'invalid' AND NOT s.internal
-    )
+    ))
     GROUP BY conv.value_currency
     """  # noqa: S608 - module constants only; every value is a bound parameter
 
@@ -397,7 +422,10 @@ async def attribution_report(
 ) -> AttributionReport:
     """The campaign's credited conversions and revenue over ``[start, end)`` (see the
     module docstring). ``half_life_days`` is only read by ``time_decay``. ``crediting``
-    chooses where credits are computed (:data:`Crediting`; the same report either way).
+    chooses where credits are computed (:data:`Crediting`; the same report either way):
+    with ``sql`` at the default lookback (and half-life, for time decay), settled
+    conversions' stored credits are summed (:mod:`campaigns.services.credits`) and only
+    the others are credited live.
 
     Raises :class:`NotFound` (``campaign_not_found``: another organization's or deleted),
     :class:`InvalidInput`: ``validation_error`` (unknown model or group, lookback outside
@@ -418,14 +446,35 @@ async def attribution_report(
     # instead of spilling to temporary files; for this transaction only.
     await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
     groups = None
-    if crediting == "sql":
-        groups = await _sql_groups(session, params, model, group_by, campaign.timezone, half_life)
+    # Stored credits are those of the default lookback and half-life (the half-life only
+    # matters to time decay); other parameters rebuild every journey.
+    stored = (
+        crediting == "sql"
+        and lookback_days == DEFAULT_LOOKBACK_DAYS
+        and (model != "time_decay" or half_life_days == DEFAULT_HALF_LIFE_DAYS)
+    )
+    if stored:
+        # Imported here: campaigns.services.credits builds on this module's SQL.
+        from campaigns.services.credits import stored_credits_sql
+
+        # A sum over stored rows: JIT compilation (~0.3 s per statement at a campaign's
+        # row estimates) would cost more than it saves.
+        await session.execute(text("SET LOCAL jit = off"))
+        statements = [stored_credits_sql(model, group_by), _credits_sql(model, group_by, True)]
+        groups = await _sql_groups(
+            session, params, statements, group_by, campaign.timezone, half_life
+        )
+    elif crediting in ("sql", "live"):
+        statements = [_credits_sql(model, group_by)]
+        groups = await _sql_groups(
+            session, params, statements, group_by, campaign.timezone, half_life
+        )
     if groups is None:
         groups = await _python_groups(
             session, params, model, group_by, campaign.timezone, half_life, campaign_id
         )
 
-    unattributed = await session.execute(text(_unattributed_sql()), params)
+    unattributed = await session.execute(text(_unattributed_sql(stored)), params)
     lost_count, lost_revenue = 0, {}
     for row in unattributed:
         lost_count += row.conversions
@@ -510,12 +559,14 @@ async def _python_groups(
 async def _sql_groups(
     session: AsyncSession,
     params: dict[str, Any],
-    model: Model,
+    statements: list[str],
     group_by: GroupBy,
     timezone: str,
     half_life: dt.timedelta,
 ) -> dict[Any, _Group] | None:
-    """The report's groups by :func:`_credits_sql`: PostgreSQL credits every touch and
+    """The report's groups by ``statements`` (:func:`_credits_sql`, and
+    :func:`campaigns.services.credits.stored_credits_sql` for the stored credits; each
+    over its own conversions, same rows): PostgreSQL credits every touch and
     sums per group; Python only adds the few ``amount / denominator`` credit rows as
     exact fractions (a few distinct denominators: journey lengths, or 10^15). Days come
     back per UTC quarter hour and are mapped to local dates here; None when a quarter
@@ -528,7 +579,8 @@ async def _sql_groups(
     }
     zone = zoneinfo.ZoneInfo(timezone)
     groups: dict[Any, _Group] = defaultdict(_Group)
-    for row in await session.execute(text(_credits_sql(model, group_by)), sql_params):
+    rows = [row for sql in statements for row in await session.execute(text(sql), sql_params)]
+    for row in rows:
         if group_by == "day":
             key = row.key.astimezone(zone).date()
             last = row.key + _QUARTER - dt.timedelta(microseconds=1)

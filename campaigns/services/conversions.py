@@ -36,6 +36,7 @@ from campaigns.feed.store import FEED_COMMITTED
 from campaigns.models import Conversion, Refund, utcnow
 from campaigns.schemas import ConversionCreate, RefundCreate
 from campaigns.services.campaigns import MAX_ID, check_window, keyset_page
+from campaigns.services.credits import store_credits
 from campaigns.webhooks.outbox import write_conversion_events
 
 #: How far in the future ``occurred_at`` may be: generous for skewed merchant clocks, but
@@ -131,8 +132,12 @@ async def record_conversion(
     if new_id is not None:
         # Stored unattributed; the one crediting step links it to its click's scan, if
         # that scan is already in the database (else the spool replay will).
-        if await credit_conversions(await _driver_connection(session), [data.click_id]):
+        conn = await _driver_connection(session)
+        if await credit_conversions(conn, [data.click_id]):
             session.info[FEED_COMMITTED] = True  # a live-feed batch, announced at commit
+        else:
+            # No scan yet (its spool replay will credit it): stored as unattributed.
+            await store_credits(conn, [new_id])
         # The webhooks' outbox rows, in this transaction: sent if and only if stored.
         await write_conversion_events(session, conversion_id=new_id)
     stored = await session.scalar(
