@@ -399,18 +399,30 @@ def credits_refresh() -> None:
     """Store the attribution credits of every conversion without them: the backfill after
     the migration that added them, and stale or newly settled conversions (the service's
     refresh worker does the same every ``PASSERELLE_CREDITS_REFRESH_INTERVAL_S``). Safe
-    while the service runs; reports credit the others live meanwhile."""
+    while the service runs; reports credit the others live meanwhile. Prints its progress
+    on stderr, then how many conversions were looked at and how many are still credited
+    live (clicked within the settle margin, or left to a refresh running elsewhere)."""
+    from sqlalchemy import text
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from campaigns.services.credits import refresh
 
-    async def work(session: AsyncSession) -> int:
+    async def work(session: AsyncSession) -> tuple[int, int]:
         engine = session.bind
         assert isinstance(engine, AsyncEngine)
-        return await refresh(engine)
+        done = await refresh(
+            engine, progress=lambda n: typer.echo(f"{n} conversion(s) looked at", err=True)
+        )
+        left = await session.scalar(
+            text("SELECT count(*) FROM conversions WHERE credits_n IS NULL")
+        )
+        return done, int(left or 0)
 
-    done = _in_session(work)
-    typer.echo(f"stored credits refreshed: {done} conversion(s) looked at")
+    done, left = _in_session(work)
+    typer.echo(
+        f"stored credits refreshed: {done} conversion(s) looked at; {left} still credited "
+        "live (clicked less than 5 minutes ago, or being refreshed by another process)"
+    )
 
 
 @tags_app.command("generate")

@@ -1280,7 +1280,7 @@ class RefundCreate(Schema):
     )
     external_id: Annotated[
         str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_text)
-    ] = doc("The merchant's refund id (idempotency key, unique per conversion)", "refund-4411")
+    ] = doc("The merchant's refund id (idempotency key, unique per organization)", "refund-4411")
     refunded_at: Timestamp | None = doc(
         "When the refund happened; default: when received", "2026-11-30T10:00:00Z", default=None
     )

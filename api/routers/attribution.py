@@ -43,9 +43,10 @@ LookbackQuery = Annotated[
 HalfLifeQuery = Annotated[
     float,
     Query(
-        gt=0,
+        ge=service.MIN_HALF_LIFE_DAYS,
         le=service.MAX_HALF_LIFE_DAYS,
-        description="time_decay: a touch this many days older gets half the credit",
+        description="time_decay: a touch this many days older gets half the credit "
+        "(one second, 1/86400, to 365 days)",
     ),
 ]
 GroupByQuery = Annotated[service.GroupBy, Query(description="Rows per tag, location or day")]

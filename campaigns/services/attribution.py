@@ -100,6 +100,9 @@ DEFAULT_HALF_LIFE_DAYS = 7.0
 REPORT_WORK_MEM = "128MB"
 #: Half-lives above a year weigh every touch of a 90-day lookback almost equally (linear).
 MAX_HALF_LIFE_DAYS = 365.0
+#: The shortest half-life, one second in days: time decay weighs ages in microseconds, so a
+#: shorter one would be no unit of time at all (and 0 µs a division by zero).
+MIN_HALF_LIFE_DAYS = 1 / 86_400
 
 #: The scan's NFC verification verdict (``valid``, ``replayed``, ``invalid``; NULL for
 #: scans that are not NFC taps): flagged taps (``replayed``, ``invalid``) leave journeys,
@@ -398,8 +401,13 @@ def _check_parameters(model: str, group_by: str, lookback_days: int, half_life_d
         problems.append(("group_by", f"must be one of {', '.join(GROUP_BYS)}"))
     if not MIN_LOOKBACK_DAYS <= lookback_days <= MAX_LOOKBACK_DAYS:
         problems.append(("lookback_days", f"must be {MIN_LOOKBACK_DAYS} to {MAX_LOOKBACK_DAYS}"))
-    if not 0 < half_life_days <= MAX_HALF_LIFE_DAYS:  # also refuses NaN
-        problems.append(("half_life_days", f"must be > 0 and <= {MAX_HALF_LIFE_DAYS:g}"))
+    if not MIN_HALF_LIFE_DAYS <= half_life_days <= MAX_HALF_LIFE_DAYS:  # also refuses NaN
+        problems.append(
+            (
+                "half_life_days",
+                f"must be one second (1/86400 day) to {MAX_HALF_LIFE_DAYS:g} days",
+            )
+        )
     if problems:
         raise InvalidInput(
             "; ".join(f"{name}: {msg}" for name, msg in problems),

@@ -341,6 +341,11 @@ async def test_flagged_nfc_taps_leave_journeys(
         {"half_life_days": -1},
         {"half_life_days": "nan"},
         {"half_life_days": 366},
+        # Shorter than a second: a time-decay half-life of no microseconds (was a 500).
+        {"half_life_days": 1e-300, "model": "time_decay"},
+        {"half_life_days": 5e-12, "model": "time_decay"},
+        {"half_life_days": 1e-6, "model": "time_decay"},
+        {"half_life_days": 1e-300, "model": "linear"},
         {"group_by": "store"},
         {"from": "2026-11-01T00:00:00"},
         {"to": "yesterday"},
