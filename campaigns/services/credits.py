@@ -93,15 +93,23 @@ def _psycopg(sql: str) -> str:
     return re.sub(r"(?<![:\w]):([a-z_]\w*)", r"%(\1)s", sql)
 
 
-def _weight(model: Model, alias: str) -> tuple[str, str]:
-    """The touch's integer weight and its conversion's weight sum (numeric SQL) for
-    ``model`` from stored or computed ``idx``, ``n`` and ``w_time_decay`` of ``alias``."""
+def _sum_weight(model: Model, alias: str) -> tuple[str, str]:
+    """The touch's integer weight and its conversion's weight sum for ``model`` as
+    integers (no ``numeric`` per row: sums of ``int`` are ``bigint``, of ``bigint``
+    ``numeric``, exact either way)."""
     if model == "time_decay":
-        return f"CAST({alias}.w_time_decay AS numeric)", "CAST(:decay_units AS numeric)"
+        return f"{alias}.w_time_decay", ":decay_units"
     w, total = _WEIGHTS[model]
     for name in ("idx", "n"):
         w = re.sub(rf"\b{name}\b", f"{alias}.{name}", w)
         total = re.sub(rf"\b{name}\b", f"{alias}.{name}", total)
+    return w, total
+
+
+def _weight(model: Model, alias: str) -> tuple[str, str]:
+    """The touch's integer weight and its conversion's weight sum (numeric SQL) for
+    ``model`` from stored or computed ``idx``, ``n`` and ``w_time_decay`` of ``alias``."""
+    w, total = _sum_weight(model, alias)
     return f"CAST({w} AS numeric)", f"CAST({total} AS numeric)"
 
 
@@ -331,19 +339,6 @@ class RefreshWorker:
                 await refresh(self._engine)
             except Exception:
                 log.exception("stored credits refresh failed")
-
-
-def _sum_weight(model: Model, alias: str) -> tuple[str, str]:
-    """The touch's integer weight and its conversion's weight sum for ``model`` as
-    integers (no ``numeric`` per row: sums of ``int`` are ``bigint``, of ``bigint``
-    ``numeric``, exact either way)."""
-    if model == "time_decay":
-        return f"{alias}.w_time_decay", ":decay_units"
-    w, total = _WEIGHTS[model]
-    for name in ("idx", "n"):
-        w = re.sub(rf"\b{name}\b", f"{alias}.{name}", w)
-        total = re.sub(rf"\b{name}\b", f"{alias}.{name}", total)
-    return w, total
 
 
 def stored_credits_sql(model: Model, group_by: GroupBy) -> str:
