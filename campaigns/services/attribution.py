@@ -283,6 +283,22 @@ _KEYS: dict[GroupBy, str] = {
 _QUARTER = dt.timedelta(minutes=15)
 
 
+def split_sql(amount: str, w: str, total: str, partition: str, idx: str) -> str:
+    """SQL for one touch's part of ``amount`` (an integer expression, minor units) split
+    by the weights ``w`` over ``total`` among the rows of ``partition`` (one money event):
+    the quotient plus one unit for the largest remainders, ties to the earlier touch
+    (``idx``); a negative amount (a refund) split as its absolute value, then negated.
+    The SQL twin of :func:`campaigns.attribution.apportion`, used by the report and by
+    the stored credits (:mod:`campaigns.services.credits`)."""
+    return f"""CAST(sign({amount}) AS int) * (
+        div(abs({amount}) * {w}, {total})
+        + CASE WHEN row_number() OVER (PARTITION BY {partition}
+                                       ORDER BY mod(abs({amount}) * {w}, {total}) DESC, {idx})
+                    <= abs({amount}) - sum(div(abs({amount}) * {w}, {total}))
+                                       OVER (PARTITION BY {partition})
+               THEN 1 ELSE 0 END)"""
+
+
 def _credits_sql(model: Model, group_by: GroupBy, live_only: bool = False) -> str:
     """Credits and revenue of the campaign's touches per group, computed in PostgreSQL
     with exactly the arithmetic of :mod:`campaigns.attribution` (integers and numeric,
@@ -327,14 +343,9 @@ def _credits_sql(model: Model, group_by: GroupBy, live_only: bool = False) -> st
         WHERE r.organization_id = :org AND r.refunded_at >= :start AND r.refunded_at < :end
     ),
     split AS (
-        SELECT w.key, w.campaign_id, m.currency, CAST(sign(m.amount) AS int) * (
-                   div(abs(m.amount) * w.w, w.total)
-                   + CASE WHEN row_number() OVER (PARTITION BY m.conversion_id, m.event
-                                                  ORDER BY mod(abs(m.amount) * w.w, w.total)
-                                                           DESC, w.idx)
-                               <= abs(m.amount) - sum(div(abs(m.amount) * w.w, w.total))
-                                                  OVER (PARTITION BY m.conversion_id, m.event)
-                          THEN 1 ELSE 0 END) AS part
+        SELECT w.key, w.campaign_id, m.currency,
+               {split_sql("m.amount", "w.w", "w.total", "m.conversion_id, m.event", "w.idx")}
+                   AS part
         FROM money m JOIN weight w ON w.conversion_id = m.conversion_id
     )
     SELECT key, total AS denominator, NULL AS currency, sum(w) AS amount

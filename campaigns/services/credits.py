@@ -65,6 +65,7 @@ from campaigns.services.attribution import (
     DEFAULT_LOOKBACK_DAYS,
     GroupBy,
     _journey_ctes,
+    split_sql,
 )
 
 log = logging.getLogger(__name__)
@@ -113,18 +114,6 @@ def _weight(model: Model, alias: str) -> tuple[str, str]:
     return f"CAST({w} AS numeric)", f"CAST({total} AS numeric)"
 
 
-def _split(amount: str, w: str, total: str, partition: str, idx: str) -> str:
-    """One touch's part of ``amount`` (largest remainder, ties to the earlier touch; a
-    negative amount split as its absolute value), as ``_credits_sql``'s ``split``."""
-    return f"""CAST(sign({amount}) AS int) * (
-        div(abs({amount}) * {w}, {total})
-        + CASE WHEN row_number() OVER (PARTITION BY {partition}
-                                       ORDER BY mod(abs({amount}) * {w}, {total}) DESC, {idx})
-                    <= abs({amount}) - sum(div(abs({amount}) * {w}, {total}))
-                                       OVER (PARTITION BY {partition})
-               THEN 1 ELSE 0 END)"""
-
-
 def _store_sql() -> str:
     """Store the credits of the conversions ``:ids`` of ``:org`` whose click scan is
     settled at ``:now``, and set every one's ``credits_n``."""
@@ -136,7 +125,7 @@ def _store_sql() -> str:
     )
     splits = ",\n".join(
         f"CASE WHEN coalesce(value_amount_minor, 0) = 0 THEN 0 ELSE "
-        f"{_split('value_amount_minor', f'w_{m}', f't_{m}', 'conversion_id', 'idx')} END"
+        f"{split_sql('value_amount_minor', f'w_{m}', f't_{m}', 'conversion_id', 'idx')} END"
         for m in _MODELS
     )
     return f"""
@@ -353,7 +342,7 @@ def stored_credits_sql(model: Model, group_by: GroupBy) -> str:
     key = _KEYS[group_by].replace("j.", "cc.")
     w_int, total_int = _sum_weight(model, "cc")
     w, total = _weight(model, "cc")
-    refund_split = _split("m.amount", "w.w", "w.total", "m.conversion_id, m.event", "w.idx")
+    refund_split = split_sql("m.amount", "w.w", "w.total", "m.conversion_id, m.event", "w.idx")
     return f"""
     WITH cr AS MATERIALIZED (
         SELECT {key} AS key, {total_int} AS total, cc.value_currency AS currency,
