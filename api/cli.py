@@ -405,7 +405,7 @@ def credits_refresh() -> None:
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from campaigns.services.credits import refresh
+    from campaigns.services.credits import SETTLE_MARGIN, refresh
 
     async def work(session: AsyncSession) -> tuple[int, int]:
         engine = session.bind
@@ -421,7 +421,8 @@ def credits_refresh() -> None:
     done, left = _in_session(work)
     typer.echo(
         f"stored credits refreshed: {done} conversion(s) looked at; {left} still credited "
-        "live (clicked less than 5 minutes ago, or being refreshed by another process)"
+        f"live (clicked less than {SETTLE_MARGIN.total_seconds() / 60:g} minutes ago, "
+        "or being refreshed by another process)"
     )
 
 

@@ -315,21 +315,17 @@ def main() -> None:
         help="skip the raw stats and the Python attribution (minutes at full size)",
     )
     args = parser.parse_args()
+    what = {
+        "with_attribution": not args.no_attribution,
+        "with_stats": not args.no_stats,
+        "with_live": not args.no_live,
+        "baselines": not args.no_baselines,
+    }
     if args.database_url:
         # A database filled by an earlier version: its schema brought to the head first
         # (the stored credits' table; their backfill is timed by measure()).
         migrate.upgrade(args.database_url)
-        asyncio.run(
-            measure(
-                args.database_url,
-                args.repeat,
-                skip_rebuild=True,
-                with_attribution=not args.no_attribution,
-                with_stats=not args.no_stats,
-                with_live=not args.no_live,
-                baselines=not args.no_baselines,
-            )
-        )
+        asyncio.run(measure(args.database_url, args.repeat, skip_rebuild=True, **what))
         return
     name = f"passerelle_bench_reports_{secrets.token_hex(4)}"
     url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
@@ -337,17 +333,7 @@ def main() -> None:
     try:
         migrate.upgrade(url)
         load(libpq_url(url), args.scans, args.conversions, args.days, args.tags)
-        asyncio.run(
-            measure(
-                url,
-                args.repeat,
-                skip_rebuild=False,
-                with_attribution=not args.no_attribution,
-                with_stats=not args.no_stats,
-                with_live=not args.no_live,
-                baselines=not args.no_baselines,
-            )
-        )
+        asyncio.run(measure(url, args.repeat, skip_rebuild=False, **what))
     finally:
         if args.keep:
             print(f"kept: --database-url {url}")
