@@ -335,7 +335,9 @@ class CpuMeter:
         for (pid,) in rows:
             used = _cpu_s(pid)
             if used is not None:
-                self._first.setdefault(pid, used if self._started else 0.0)
+                # A backend already connected when the block starts counts from its CPU
+                # then; one first seen later connected during the block: from zero.
+                self._first.setdefault(pid, 0.0 if self._started else used)
                 self._last[pid] = used
 
     def _run(self, conn: psycopg.Connection[Any]) -> None:
