@@ -1033,6 +1033,8 @@ rollup_state = Table(
     Column("id", SmallInteger, primary_key=True),
     Column("last_pass_at", DateTime(timezone=True), nullable=False),
     Column("folded_until", DateTime(timezone=True), nullable=False),
+    #: The earliest time any process's worker may start the next pass (NULL: at once).
+    Column("next_pass_at", DateTime(timezone=True)),
     CheckConstraint("id = 1", name="single_row"),
 )
 

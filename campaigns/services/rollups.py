@@ -69,6 +69,9 @@ LOCK_KEY: Final = 0x70617373_726F6C6C  # "passroll"
 HOUR: Final = dt.timedelta(hours=1)
 DAY: Final = dt.timedelta(days=1)
 DEFAULT_MARGIN: Final = dt.timedelta(minutes=5)
+#: A pass's duration times this is the least pause before the next one (:func:`next_pass_at`):
+#: the rollups take at most a tenth of one database connection's time.
+BUSY_FACTOR: Final = 9.0
 
 #: Rollup tables holding one (campaign, hour) span per recompute.
 TABLES: Final = (
@@ -447,16 +450,44 @@ async def _drop_dirty(conn: AsyncConnection, up_to: int, lines: dict[int, dt.dat
     )
 
 
-async def _set_state(conn: AsyncConnection, started: dt.datetime, margin: dt.timedelta) -> None:
+async def _set_state(
+    conn: AsyncConnection,
+    started: dt.datetime,
+    margin: dt.timedelta,
+    interval: dt.timedelta = dt.timedelta(0),
+) -> None:
+    """Record a pass that started at ``started``: what it folded, and when the next pass
+    may start (``next_pass_at``, :func:`next_pass_at`, on the database's clock)."""
     await conn.execute(
         text(
-            "INSERT INTO rollup_state (id, last_pass_at, folded_until) VALUES (1, :at, :folded) "
-            "ON CONFLICT (id) DO UPDATE SET last_pass_at = EXCLUDED.last_pass_at, "
-            "folded_until = EXCLUDED.folded_until"
+            "INSERT INTO rollup_state (id, last_pass_at, folded_until, next_pass_at)"
+            " VALUES (1, :at, :folded, greatest(CAST(:at AS timestamptz) + :interval,"
+            " clock_timestamp() + :busy * (clock_timestamp() - CAST(:at AS timestamptz))))"
+            " ON CONFLICT (id) DO UPDATE SET last_pass_at = EXCLUDED.last_pass_at,"
+            " folded_until = EXCLUDED.folded_until, next_pass_at = EXCLUDED.next_pass_at"
         ),
-        {"at": started, "folded": floor_hour(started - margin)},
+        {
+            "at": started,
+            "folded": floor_hour(started - margin),
+            "interval": interval,
+            "busy": BUSY_FACTOR,
+        },
     )
     await conn.commit()
+
+
+def next_pass_at(started: dt.datetime, ended: dt.datetime, interval: dt.timedelta) -> dt.datetime:
+    """When the pass after one that ran from ``started`` to ``ended`` may start: the
+    ``interval`` after its start, or :data:`BUSY_FACTOR` times its duration after its end
+    when that is later. A pass recomputes whole (campaign, day) pairs, so its cost grows
+    with the day's scans (about 1 s of database CPU for 100,000 scans of one campaign);
+    spacing passes by their cost keeps the rollups' share of the database at most a
+    tenth of one connection, whatever the day's volume and however many processes run a
+    worker (the time is stored in ``rollup_state``, shared by all of them). Reports stay
+    exact meanwhile: what is not folded yet is read raw
+    (:func:`campaigns.services.stats.split_window`). :func:`_set_state` computes the same
+    in SQL, on the database's clock."""
+    return max(started + interval, ended + BUSY_FACTOR * (ended - started))
 
 
 @dataclass(frozen=True)
@@ -469,12 +500,18 @@ class PassResult:
 
 
 async def rollup_pass(
-    engine: AsyncEngine, *, margin: dt.timedelta = DEFAULT_MARGIN, now: dt.datetime | None = None
+    engine: AsyncEngine,
+    *,
+    margin: dt.timedelta = DEFAULT_MARGIN,
+    now: dt.datetime | None = None,
+    interval: dt.timedelta | None = None,
 ) -> PassResult | None:
     """Fold what changed since the previous pass into the rollups (module docstring),
     frozen days at ``now`` (default: the database's clock) left as they are. Returns
-    None, doing nothing, when another process holds the rollup lock. The first pass ever
-    builds everything (:func:`rebuild`). Raises ``SQLAlchemyError``."""
+    None, doing nothing, when another process holds the rollup lock, or, when paced
+    (``interval`` given: the worker's), before the previous pass's ``next_pass_at``
+    (:func:`next_pass_at`). The first pass ever builds everything (:func:`rebuild`).
+    Raises ``SQLAlchemyError``."""
     async with engine.connect() as conn:
         if not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}):
             await conn.rollback()
@@ -484,12 +521,22 @@ async def rollup_pass(
             started = await _now(conn)
             clock = now or started
             state = (
-                await conn.execute(text("SELECT last_pass_at FROM rollup_state WHERE id = 1"))
+                await conn.execute(
+                    text("SELECT last_pass_at, next_pass_at FROM rollup_state WHERE id = 1")
+                )
             ).first()
+            if (
+                interval is not None
+                and state is not None
+                and state.next_pass_at is not None
+                and started < state.next_pass_at
+            ):
+                return None
+            pace = interval or dt.timedelta(0)
             if state is None:
                 await conn.commit()
                 days = await _rebuild_locked(conn, None, clock)
-                await _set_state(conn, started, margin)
+                await _set_state(conn, started, margin, pace)
                 return PassResult(days=days, rebuilt=True)
             dirty = await conn.scalar(text("SELECT coalesce(max(id), 0) FROM rollup_dirty"))
             pairs = [
@@ -502,7 +549,7 @@ async def rollup_pass(
             await conn.commit()
             days = await recompute(conn, pairs, now=clock)
             await _drop_dirty(conn, dirty, lines)
-            await _set_state(conn, started, margin)
+            await _set_state(conn, started, margin, pace)
             return PassResult(days=days, rebuilt=False)
         finally:
             await conn.rollback()
@@ -668,25 +715,12 @@ async def seal_before_purge(
             await conn.commit()
 
 
-#: A pass's duration times this is the least pause before the next one: the worker takes
-#: at most a tenth of one database connection's time, whatever the day's volume.
-BUSY_FACTOR: Final = 9.0
-
-
-def next_pause(interval_s: float, pass_s: float) -> float:
-    """Seconds to wait after a pass that took ``pass_s`` seconds: ``interval_s``, or
-    :data:`BUSY_FACTOR` times ``pass_s`` when that is longer. A pass recomputes whole
-    (campaign, day) pairs, so its cost grows with the day's scans (about 1 s of database
-    CPU for 100,000 scans of one campaign); spacing passes by their cost keeps the
-    worker's share of the database bounded. Reports stay exact meanwhile: what is not
-    folded yet is read raw (:func:`campaigns.services.stats.split_window`)."""
-    return max(interval_s, BUSY_FACTOR * pass_s)
-
-
 class RollupWorker:
-    """Runs :func:`rollup_pass` in the background of one service process, pausing
-    :func:`next_pause` between passes (every process may run one: the advisory lock makes
-    them take turns, and a pass skipped for the lock costs one query)."""
+    """Runs :func:`rollup_pass` in the background of one service process, trying every
+    ``interval_s`` seconds. Every process may run one: the advisory lock makes them take
+    turns, and the pacing stored by the last pass (:func:`next_pass_at`) applies to all
+    of them, so the deployment runs one pass per interval at most, fewer on a busy day
+    (an attempt that is too early, or finds the lock held, costs two queries)."""
 
     def __init__(
         self,
@@ -720,12 +754,16 @@ class RollupWorker:
         while True:
             began = time.monotonic()
             try:
-                result = await rollup_pass(self._engine, margin=self._margin)
+                result = await rollup_pass(
+                    self._engine,
+                    margin=self._margin,
+                    interval=dt.timedelta(seconds=self._interval_s),
+                )
                 if result is not None:
                     self.last = result
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("rollup pass failed (%s); retrying in %.0f s", exc, self._interval_s)
-            await asyncio.sleep(next_pause(self._interval_s, time.monotonic() - began))
+            await asyncio.sleep(max(0.0, self._interval_s - (time.monotonic() - began)))
 
 
 def rows_by(rows: Iterable[Any], key: str) -> dict[Any, list[Any]]:

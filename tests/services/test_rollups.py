@@ -21,7 +21,7 @@ from campaigns.scanning.record import BOT_REASONS, ScanRecord
 from campaigns.scanning.writer import ScanWriter
 from campaigns.schemas import RefundCreate
 from campaigns.services.conversions import record_refund
-from campaigns.services.rollups import floor_hour, next_pause, rebuild, rollup_pass
+from campaigns.services.rollups import floor_hour, next_pass_at, rebuild, rollup_pass
 from campaigns.services.stats import campaign_stats
 from tests.fixtures.factories import (
     make_campaign,
@@ -429,8 +429,46 @@ async def test_rebuild_command(
 
 
 def test_passes_are_spaced_by_their_cost() -> None:
-    """A cheap pass waits the configured interval; a pass that took 3 s (a busy day)
-    waits nine times that, so the worker holds the database at most a tenth of the time."""
-    assert next_pause(10.0, 0.2) == 10.0
-    assert next_pause(10.0, 3.0) == 27.0
-    assert next_pause(0.5, 0.0) == 0.5
+    """A cheap pass waits the configured interval after its start; a pass that took 3 s
+    (a busy day) waits nine times that after its end, so the rollups hold the database
+    at most a tenth of the time."""
+    t0 = dt.datetime(2026, 12, 7, 12, tzinfo=dt.UTC)
+    ten = dt.timedelta(seconds=10)
+    assert next_pass_at(t0, t0 + dt.timedelta(seconds=0.2), ten) == t0 + ten
+    assert next_pass_at(t0, t0 + dt.timedelta(seconds=3), ten) == t0 + dt.timedelta(seconds=30)
+    assert next_pass_at(t0, t0, dt.timedelta(seconds=0.5)) == t0 + dt.timedelta(seconds=0.5)
+
+
+async def test_paced_passes_share_one_schedule(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """The pacing is the deployment's, not a process's: after a paced pass, a worker of
+    any process skips until ``rollup_state.next_pass_at`` (the pass's start plus the
+    interval, or nine times its duration after its end); an unpaced pass (the CLI, a
+    purge) still runs; once the time has come a paced pass folds the new scans."""
+    rng = random.Random(4)
+    org_id, campaign_id, tags = await _setup(sessionmaker)
+    base = floor_hour(_now()) - dt.timedelta(days=1)
+    await write_scans(database_url, tmp_path, [_random_scan(rng, tags, _now()) for _ in range(30)])
+    hour = dt.timedelta(hours=1)
+    assert await rollup_pass(engine, interval=hour) is not None
+    async with engine.connect() as conn:
+        state = (
+            await conn.execute(text("SELECT last_pass_at, next_pass_at FROM rollup_state"))
+        ).one()
+    assert state.next_pass_at >= state.last_pass_at + hour
+    # Another process's worker, whatever its own interval, waits for that time.
+    assert await rollup_pass(engine, interval=dt.timedelta(seconds=1)) is None
+    more = [_random_scan(rng, tags, _now()) for _ in range(20)]
+    await write_scans(database_url, tmp_path, more)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE rollup_state SET next_pass_at = now() - interval '1 s'"))
+    paced = await rollup_pass(engine, interval=hour)
+    assert paced is not None and paced.days >= 1
+    await _assert_rollups_equal_raw(sessionmaker, rng, org_id, campaign_id, base)
+    # The schedule is in the future again; an unpaced pass ignores it.
+    assert await rollup_pass(engine, interval=dt.timedelta(seconds=1)) is None
+    assert await rollup_pass(engine) is not None
