@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from campaigns.feed.cursor import Snapshot
+from campaigns.scanning.links import click_ids_literal
 
 #: ``Session.info`` key set by a service whose transaction wrote a feed batch, so the
 #: request announces it once committed (``api.deps.get_session``).
@@ -137,30 +138,19 @@ async def record_scans(
 
 
 #: What a click id is made of (URL-safe base64): safe unquoted in an array literal.
-_CLICK_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
 def scan_batch_statement(click_ids: Sequence[str], campaign_ids: Iterable[int]) -> bytes | None:
     """:func:`record_scans`'s statement with its values written in (array literals), for
     a simple query that also holds other statements (the group commit sends it with its
     ``COMMIT``, one round trip). None when ``click_ids`` is empty or a click id is not
     made of URL-safe base64 characters only (use :func:`record_scans` then): nothing
     else is ever written into the statement but integers."""
-    if not click_ids:
-        return None
-    joined = ",".join(click_ids)
-    # 5+ characters each, so never the array literal's NULL; no quote, brace, comma,
-    # backslash nor space: each is one unquoted element.
-    if (
-        min(map(len, click_ids)) < 5
-        or joined.count(",") != len(click_ids) - 1
-        or not _CLICK_ID_CHARS.issuperset(joined.replace(",", ""))
-    ):
+    literal = click_ids_literal(click_ids)
+    if literal is None:
         return None
     campaigns = ",".join(str(int(c)) for c in set(campaign_ids))
     return (
         "INSERT INTO feed_batches (kind, campaign_ids, click_ids) "  # noqa: S608 - checked above
-        f"VALUES ('scan', '{{{campaigns}}}'::bigint[], '{{{joined}}}'::text[])"
+        f"VALUES ('scan', '{{{campaigns}}}'::bigint[], '{literal}'::text[])"
     ).encode()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -43,6 +43,25 @@ def normalize_code(raw: str) -> str | None:
 def new_click_id() -> str:
     """A click id: 96 random bits, 16 URL-safe base64 characters."""
     return secrets.token_urlsafe(12)
+
+
+_CLICK_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def click_ids_literal(click_ids: Sequence[str]) -> str | None:
+    """The PostgreSQL array literal of ``click_ids`` (``{a,b}``, to be cast to
+    ``text[]``) for a statement written out in full (a simple query holding several
+    statements, one round trip); None when ``click_ids`` is empty or one of them is not
+    5 or more URL-safe base64 characters (then bind them as a parameter): such a click
+    id is never the literal NULL, nor holds a quote, brace, comma, backslash or space."""
+    if not click_ids or min(map(len, click_ids)) < 5:
+        return None
+    joined = ",".join(click_ids)
+    if joined.count(",") != len(click_ids) - 1 or not _CLICK_ID_CHARS.issuperset(
+        joined.replace(",", "")
+    ):
+        return None
+    return f"{{{joined}}}"
 
 
 def short_url(origin: str, code: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 
 import psycopg
 
+from campaigns.scanning.links import click_ids_literal
 from campaigns.scanning.record import ScanRecord
 
 #: Values of ``scans.nfc_verification``.
@@ -68,59 +69,107 @@ async def accept_counters(
     return list(row[0])
 
 
-async def begin_and_accept(
-    conn: psycopg.AsyncConnection[Any], offers: Sequence[tuple[int, int]]
-) -> list[bool]:
-    """``BEGIN`` a transaction on ``conn`` (autocommit, idle) and :func:`accept_counters`
-    in it, in one round trip: both statements in one simple query, the offers (integers
-    only, formatted here) as array literals. The caller ends the transaction."""
-    tag_ids = ",".join(str(int(tag_id)) for tag_id, _ in offers)
-    counters = ",".join(str(int(counter)) for _, counter in offers)
-    cur = await conn.execute(
-        f"BEGIN; SELECT passerelle_accept_counters('{{{tag_ids}}}'::bigint[], "
-        f"'{{{counters}}}'::integer[])".encode()
+#: The group commit's end for a batch with taps: judge the offers (the taps' click ids,
+#: tags and counters, in :func:`taps_to_judge` order), mark the replayed taps' scans
+#: (stored ``valid`` by the ``COPY``), return the verdicts (migration ``judge_taps``).
+JUDGE_STORED_TAPS_SQL: Final = (
+    "SELECT passerelle_judge_taps(%s::text[], %s::bigint[], %s::integer[])"
+)
+
+
+def taps_to_judge(records: Sequence[ScanRecord]) -> list[ScanRecord]:
+    """The records of ``records`` that have a :attr:`~ScanRecord.counter_to_accept`, in
+    the order they are offered: ``(tag, counter)``, so a tag's taps are judged oldest
+    first (its counter only grows) and every transaction locks ``tags`` rows in the same
+    order (two processes' group commits cannot deadlock)."""
+    taps = [record for record in records if record.counter_to_accept is not None]
+    taps.sort(key=lambda r: (r.tag_id, r.nfc_counter, r.scanned_at))
+    return taps
+
+
+def provisionally_valid(records: Sequence[ScanRecord]) -> list[ScanRecord]:
+    """``records`` with every undecided tap stored as ``valid`` (the ``COPY`` of a group
+    commit that judges its taps at the end, :data:`JUDGE_STORED_TAPS_SQL`); the others
+    are the same objects."""
+    return [
+        dataclasses.replace(record, nfc_verification="valid")
+        if record.counter_to_accept is not None
+        else record
+        for record in records
+    ]
+
+
+def stored_taps_statement(taps: Sequence[ScanRecord]) -> bytes | None:
+    """:data:`JUDGE_STORED_TAPS_SQL` for ``taps`` (from :func:`taps_to_judge`) with its
+    values written in as array literals, for a simple query that also holds the feed row
+    and the ``COMMIT`` (one round trip). None when a click id is not made of URL-safe
+    base64 characters (then send :data:`JUDGE_STORED_TAPS_SQL` with parameters): nothing
+    else is ever written into the statement but integers."""
+    click_ids = click_ids_literal([record.click_id for record in taps])
+    if click_ids is None:
+        return None
+    tag_ids = ",".join(str(int(record.tag_id)) for record in taps)
+    counters = ",".join(str(int(record.counter_to_accept or 0)) for record in taps)
+    return (
+        f"SELECT passerelle_judge_taps('{click_ids}'::text[], '{{{tag_ids}}}'::bigint[], "
+        f"'{{{counters}}}'::integer[])"
+    ).encode()
+
+
+def with_verdicts(
+    records: Sequence[ScanRecord], taps: Sequence[ScanRecord], answers: Sequence[bool]
+) -> list[ScanRecord]:
+    """``records`` (same order) with the verdict of each of ``taps`` (judged in that
+    order; matched by click id, so ``records`` may hold them as :func:`provisionally_valid`
+    made them): ``valid`` when its answer is true, else ``replayed``. A record whose
+    verdict is already that, and every other record, is returned as it is (the same
+    object)."""
+    verdicts: dict[str, NfcVerification] = {
+        record.click_id: "valid" if accepted else "replayed"
+        for record, accepted in zip(taps, answers, strict=True)
+    }
+    return [
+        dataclasses.replace(record, nfc_verification=verdict)
+        if (verdict := verdicts.get(record.click_id)) is not None
+        and verdict != record.nfc_verification
+        else record
+        for record in records
+    ]
+
+
+async def judge_stored_taps(
+    conn: psycopg.AsyncConnection[Any], records: Sequence[ScanRecord], taps: Sequence[ScanRecord]
+) -> list[ScanRecord]:
+    """Judge ``taps`` (:func:`taps_to_judge` order), stored by ``conn``'s current
+    transaction as ``records`` (:func:`provisionally_valid`), with
+    :data:`JUDGE_STORED_TAPS_SQL` bound as parameters; returns ``records`` with the
+    verdicts (:func:`with_verdicts`). The group commit sends :func:`stored_taps_statement`
+    with its ``COMMIT`` instead, when it can."""
+    params = (
+        [record.click_id for record in taps],
+        [record.tag_id for record in taps],
+        [record.counter_to_accept or 0 for record in taps],
     )
-    cur.nextset()
-    row = await cur.fetchone()
+    row = await (await conn.execute(JUDGE_STORED_TAPS_SQL, params)).fetchone()
     assert row is not None
-    return list(row[0])
+    return with_verdicts(records, taps, row[0])
 
 
 async def judge_taps(
-    conn: psycopg.AsyncConnection[Any], records: Sequence[ScanRecord], *, begin: bool = False
+    conn: psycopg.AsyncConnection[Any], records: Sequence[ScanRecord]
 ) -> list[ScanRecord]:
     """``records`` (same order) with the replay verdict of every one that has a
     :attr:`~ScanRecord.counter_to_accept`: ``valid`` when :func:`accept_counter` accepts
     it, else ``replayed``; other records are returned as they are (the same objects).
-
-    Counters are offered in ``(tag, counter)`` order: the taps of one tag in one batch are
-    judged oldest first (a tag's counter only grows), and every transaction locks ``tags``
-    rows in the same order, so two processes' group commits cannot deadlock. Runs in
-    ``conn``'s current transaction, which must also store the scans: the acceptances and
-    the verdicts are durable together, or not at all (then the originals are spooled or
-    retried, their verdict still undecided).
-
-    With ``begin``, ``conn`` is idle (autocommit) and the transaction is begun in the same
-    round trip as the verdicts (:func:`begin_and_accept`; a plain ``BEGIN`` when there is
-    no tap): the caller commits or rolls back."""
-    taps = [record for record in records if record.counter_to_accept is not None]
+    Offered in :func:`taps_to_judge` order. Runs in ``conn``'s current transaction,
+    which must also store the scans (after this call): the acceptances and the verdicts
+    are durable together, or not at all (then the originals are spooled or retried, their
+    verdict still undecided)."""
+    taps = taps_to_judge(records)
     if not taps:
-        if begin:
-            await conn.execute(b"BEGIN")
         return list(records)
-    taps.sort(key=lambda r: (r.tag_id, r.nfc_counter, r.scanned_at))
-    offers = [(r.tag_id, r.counter_to_accept or 0) for r in taps]
-    answers = await (begin_and_accept if begin else accept_counters)(conn, offers)
-    verdicts: dict[int, NfcVerification] = {
-        id(record): "valid" if accepted else "replayed"
-        for record, accepted in zip(taps, answers, strict=True)
-    }
-    return [
-        dataclasses.replace(record, nfc_verification=verdicts[id(record)])
-        if id(record) in verdicts
-        else record
-        for record in records
-    ]
+    answers = await accept_counters(conn, [(r.tag_id, r.counter_to_accept or 0) for r in taps])
+    return with_verdicts(records, taps, answers)
 
 
 def is_blocked(record: ScanRecord, *, policy: str) -> bool:

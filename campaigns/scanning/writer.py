@@ -22,14 +22,15 @@ go to the dead-letter file ``rejected-<pid>.jsonl`` for an operator, never dropp
 
 NTAG 424 DNA taps: a record with a :attr:`~ScanRecord.counter_to_accept` (an authentic
 SUN message whose replay verdict is not decided) gets its verdict in the transaction that
-stores it: :func:`campaigns.scanning.nfc.judge_taps` runs the counter check of the
-batch's taps (one SQL function call, sent with the ``BEGIN``) before the batch's ``COPY``
-(the same for replay and row-by-row inserts, before their ``INSERT``), so the counter is
-accepted if and only if the scan is stored,
-and of two processes offering one counter at the same moment exactly one gets ``valid``.
-:meth:`ScanWriter.submit` returns the record as stored, with that verdict; a spooled tap
-keeps none until replay, which judges the spooled taps of a file in (tag, counter)
-order.
+stores it, so the counter is accepted if and only if the scan is stored, and of two
+processes offering one counter at the same moment exactly one gets ``valid``. The group
+commit copies its taps as ``valid`` and judges them in the round trip of its ``COMMIT``
+(``passerelle_judge_taps``, which marks the replayed ones; see
+:mod:`campaigns.scanning.nfc`), so the tags' row locks are never held across a round
+trip to this process; the spool replay and the row-by-row retry judge before their
+``INSERT`` (:func:`campaigns.scanning.nfc.judge_taps`). :meth:`ScanWriter.submit`
+returns the record as stored, with that verdict; a spooled tap keeps none until replay,
+which judges the spooled taps of a file in (tag, counter) order.
 
 Webhooks: in the same transaction as the ``COPY`` (or the replay's ``INSERT``),
 :func:`campaigns.webhooks.outbox.write_scan_events` writes the outbox rows of the batch's
@@ -66,7 +67,14 @@ import psycopg.errors
 from campaigns.crediting import credit_conversions
 from campaigns.feed.store import record_scans, scan_batch_statement
 from campaigns.scanning.hooked import HookedOrganizations
-from campaigns.scanning.nfc import judge_taps
+from campaigns.scanning.nfc import (
+    judge_stored_taps,
+    judge_taps,
+    provisionally_valid,
+    stored_taps_statement,
+    taps_to_judge,
+    with_verdicts,
+)
 from campaigns.scanning.record import (
     COPY_SQL,
     INSERT_SQL,
@@ -77,7 +85,7 @@ from campaigns.scanning.record import (
 )
 from campaigns.services.credits import late_scans_conversions
 from campaigns.services.rollups import MARK_REPLAYED_SQL
-from campaigns.webhooks.outbox import write_scan_events
+from campaigns.webhooks.outbox import scan_event_click_ids, write_scan_events
 
 log = logging.getLogger(__name__)
 
@@ -537,25 +545,44 @@ class ScanWriter:
         )
 
     async def _copy(self, lane: _Lane, records: list[ScanRecord]) -> list[ScanRecord]:
-        """One transaction in as few round trips as the protocol allows: ``BEGIN`` with
-        the taps' verdicts (one simple query), the ``COPY`` (two: it starts, then the rows
-        and its end), the webhooks' outbox when an organization of the batch has one, then
-        the live feed's batch row with the ``COMMIT`` (one simple query). Four round trips
-        for a batch without webhooks, taps or not (five and eight before)."""
+        """One transaction in as few round trips as the protocol allows: ``BEGIN``, the
+        ``COPY`` (two: it starts, then the rows and its end), the webhooks' outbox when an
+        organization of the batch has one, then the live feed's batch row with the
+        taps' verdicts and the ``COMMIT`` (one simple query). Four round trips for a
+        batch without webhooks, taps or not.
+
+        Taps (:func:`~campaigns.scanning.nfc.taps_to_judge`) are copied as ``valid`` and
+        judged at the end (``passerelle_judge_taps`` marks the replayed ones), so the
+        tags' row locks are held from the last round trip to the commit only
+        (:mod:`campaigns.scanning.nfc`). With an outbox to write (it reads the stored
+        verdicts), or a click id that cannot be written into the query, they are judged
+        in a round trip of their own before it."""
         conn = await self._connection(lane)
+        taps = taps_to_judge(records)
+        stored = provisionally_valid(records) if taps else records
         try:
-            # Before the COPY, in its transaction: verdicts and rows commit together.
-            stored = await judge_taps(conn, records, begin=True)
+            await conn.execute(b"BEGIN")
             await self._copy_rows(conn, stored)
-            # The webhooks' outbox (only for organizations having one) and the live
-            # feed's batch row commit with the scans.
-            await write_scan_events(conn, stored, self._hooked)
             batch_row = scan_batch_statement(
                 [r.click_id for r in stored], [r.campaign_id for r in stored]
             )
+            judge = stored_taps_statement(taps) if taps else None
+            if taps and (
+                judge is None or batch_row is None or scan_event_click_ids(stored, self._hooked)
+            ):
+                stored = await judge_stored_taps(conn, stored, taps)
+                judge = None
+            # The webhooks' outbox (only for organizations having one) and the live
+            # feed's batch row commit with the scans.
+            await write_scan_events(conn, stored, self._hooked)
             if batch_row is None:
                 await _feed(conn, stored)
                 await conn.execute(b"COMMIT")
+            elif judge is not None:
+                cur = await conn.execute(judge + b"; " + batch_row + b"; COMMIT")
+                verdicts = await cur.fetchone()
+                assert verdicts is not None
+                stored = with_verdicts(stored, taps, verdicts[0])
             else:
                 await conn.execute(batch_row + b"; COMMIT")
         except Exception:

@@ -96,12 +96,20 @@ async def write_scan_events(
     a ``scan.created`` webhook (per :class:`HookedOrganizations`), so scans of
     organizations without webhooks cost one set test per batch. Raises ``psycopg.Error``
     (the caller's transaction fails with it, scans included: retried or spooled)."""
-    organizations = hooked.scans if hooked is not None else None
-    if not organizations:
-        return
-    click_ids = [r.click_id for r in records if r.organization_id in organizations]
+    click_ids = scan_event_click_ids(records, hooked)
     if click_ids:
         await conn.execute(SCAN_EVENTS_SQL, {"click_ids": click_ids})
+
+
+def scan_event_click_ids(
+    records: Sequence[ScanRecord], hooked: HookedOrganizations | None
+) -> list[str]:
+    """The click ids of ``records`` whose organization has a ``scan.created`` webhook
+    (per :class:`HookedOrganizations`): those :func:`write_scan_events` writes."""
+    organizations = hooked.scans if hooked is not None else None
+    if not organizations:
+        return []
+    return [r.click_id for r in records if r.organization_id in organizations]
 
 
 async def write_conversion_events(session: AsyncSession, *, conversion_id: int) -> None:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from campaigns.db import libpq_url
-from campaigns.scanning.nfc import accept_counter, accept_counters, begin_and_accept
+from campaigns.scanning.nfc import accept_counter, accept_counters
 from tests.conftest import Org, make_campaign, make_tag
 
 
@@ -81,10 +81,6 @@ async def test_offers_of_one_call_are_judged_in_order(
             assert await accept_counters(conn, offers) == expected
         assert await _last_counter(conn, tags[0]) == 9
         assert await _last_counter(conn, tags[1]) == 7
-        # The group commit's form (BEGIN in the same round trip) judges the same way.
-        assert await begin_and_accept(conn, [(tags[0], 9), (tags[0], 10)]) == [False, True]
-        await conn.execute("ROLLBACK")
-        assert await _last_counter(conn, tags[0]) == 9
     finally:
         await conn.close()
 

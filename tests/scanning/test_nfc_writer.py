@@ -4,6 +4,7 @@ spool replay (database down) in counter order per tag."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,45 @@ async def test_submit_returns_the_verdict_decided_in_the_commit(
         r.click_id: (r.nfc_counter, r.nfc_verification) for r in stored
     }
     assert await last_counter(database_url, sun_tag["tag_id"]) == 8
+
+
+@pytest.mark.parametrize("click_id", ["ok", "it's"], ids=["literal", "bound"])
+async def test_replays_are_marked_in_the_commit_whatever_the_statement_form(
+    database_url: str, sun_tag: dict[str, int], tmp_path: Path, click_id: str
+) -> None:
+    """The group commit copies its taps as ``valid`` and judges them with its COMMIT: the
+    verdicts written in the query, or bound as parameters in a round trip of their own
+    when a click id cannot be written in (a replayed spool line may carry any text).
+    Either way the replayed taps' rows end ``replayed``, the others ``valid``, and the
+    tag's last counter is the highest accepted."""
+    async with await psycopg.AsyncConnection.connect(
+        libpq_url(database_url), autocommit=True
+    ) as conn:
+        await conn.execute(
+            "INSERT INTO nfc_counters (tag_id, last_counter) VALUES (%s, 5)", (sun_tag["tag_id"],)
+        )
+    writer = ScanWriter(libpq_url(database_url), tmp_path, max_delay_s=0.05)
+    await writer.start()
+    try:
+        odd = dataclasses.replace(tap(sun_tag, 9), click_id=f"{click_id}-0123456789")
+        submitted = [tap(sun_tag, 4), odd, tap(sun_tag, 6), tap(sun_tag, 6, 1), tap(sun_tag, 5)]
+        submitted.append(record(**sun_tag))
+        stored = await asyncio.gather(*(writer.submit(r) for r in submitted))
+    finally:
+        await writer.stop()
+    assert [r.nfc_verification for r in stored] == [
+        "replayed",
+        "valid",
+        "valid",
+        "replayed",
+        "replayed",
+        None,
+    ]
+    assert await rows(database_url) == {
+        r.click_id: (r.nfc_counter, r.nfc_verification) for r in stored
+    }
+    assert await last_counter(database_url, sun_tag["tag_id"]) == 9
+    assert writer.stats.spooled == 0
 
 
 async def test_two_writers_given_the_same_counter_accept_exactly_one(
