@@ -137,7 +137,6 @@ async def record_scans(
         await conn.execute(_SCAN_BATCH_SQL, (campaigns, " ".join(click_ids)))
 
 
-#: What a click id is made of (URL-safe base64): safe unquoted in an array literal.
 def scan_batch_statement(click_ids: Sequence[str], campaign_ids: Iterable[int]) -> bytes | None:
     """:func:`record_scans`'s statement with its values written in (array literals), for
     a simple query that also holds other statements (the group commit sends it with its

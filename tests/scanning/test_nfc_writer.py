@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from campaigns.db import libpq_url
+from campaigns.scanning.nfc import stored_taps_statement
 from campaigns.scanning.record import ScanRecord
 from campaigns.scanning.writer import ScanWriter
 from tests.conftest import Org, make_campaign, make_tag
@@ -183,3 +184,20 @@ async def test_taps_spooled_while_the_database_is_down_are_judged_at_replay_in_c
     ]
     assert await last_counter(database_url, sun_tag["tag_id"]) == 9
     assert list(tmp_path.glob("scans-*.jsonl")) == []
+
+
+def test_taps_are_written_into_the_commit_statement_only_with_url_safe_click_ids() -> None:
+    # Anything but URL-safe base64 click ids goes through bound parameters.
+    ids = {"organization_id": 1, "campaign_id": 2, "tag_id": 3}
+    good = tap(ids, 7)
+    statement = stored_taps_statement([good])
+    assert (
+        statement
+        == (
+            f"SELECT passerelle_judge_taps('{{{good.click_id}}}'::text[], '{{3}}'::bigint[], "
+            "'{7}'::integer[])"
+        ).encode()
+    )
+    assert stored_taps_statement([]) is None
+    for odd in ("a'b--cdef", "abc def12", "abcd,ef12", 'ab"cdef12', "ab{cd}ef1", "NULL", "é" * 16):
+        assert stored_taps_statement([good, dataclasses.replace(good, click_id=odd)]) is None
