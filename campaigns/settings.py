@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     feed_retention_s: float = Field(default=86_400.0, ge=60)
     feed_queue_max: int = Field(default=10_000, ge=1)
     #: Report rollups (campaigns/services/rollups.py): seconds between two passes of the
-    #: rollup worker (0: no worker in this process), and how long after ``scanned_at`` a
+    #: rollup workers of the deployment (at least nine times the last pass's duration;
+    #: 0: no worker in this process), and how long after ``scanned_at`` a
     #: scan may still be committed by the normal path (the worker looks back that far).
     rollup_interval_s: float = Field(default=10.0, ge=0)
     rollup_margin_s: float = Field(default=300.0, ge=1)

@@ -71,7 +71,7 @@ async def accept_counters(
 
 #: The group commit's end for a batch with taps: judge the offers (the taps' click ids,
 #: tags and counters, in :func:`taps_to_judge` order), mark the replayed taps' scans
-#: (stored ``valid`` by the ``COPY``), return the verdicts (migration ``judge_taps``).
+#: (stored ``valid`` by the ``COPY``), return the verdicts (migration ``judge_stored_taps``).
 JUDGE_STORED_TAPS_SQL: Final = (
     "SELECT passerelle_judge_taps(%s::text[], %s::bigint[], %s::integer[])"
 )
