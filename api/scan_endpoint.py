@@ -177,12 +177,12 @@ class ShortLinks:
             log.exception("scan could not be stored")
             await _unavailable(scope, send, metrics, 1, self.problem_headers)
             return
-        metrics.count_scan(record.channel, resolution.outcome, is_bot=record.is_bot)
+        metrics.count_scan(record.channel, record.outcome, is_bot=record.is_bot)
         set_cookie: bytes | None = None
         if cookie == "set":
             assert record.cookie_id is not None
             set_cookie = scans.cookie_headers.visitor(record.cookie_id).encode("latin-1")
-        if is_blocked(record, policy=resolution.campaign.nfc_invalid_tap):
+        if is_blocked(record):
             metrics.count_response(403)
             tap_again = self.tap_again[page_language(request.accept_language)]
             await _page(tap_again, scope, send, set_cookie)

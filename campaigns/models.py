@@ -1072,6 +1072,9 @@ scan_positions = Table(
     Column("rule_id", BigInteger),
     Column("variant", Text),
     Column("internal", Boolean),
+    Column("outcome", Text),
+    Column("nfc_counter", Integer),
+    Column("nfc_verification", Text),
 )
 
 

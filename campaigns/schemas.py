@@ -1469,6 +1469,21 @@ class ScanRead(Schema):
         "left out of every figure",
         False,
     )
+    outcome: str = doc(
+        "What the scan got: `redirect` (the destination), `fallback` (the campaign's "
+        "fallback URL, outside its schedule) or `blocked` (an NFC tap refused with the "
+        '"tap again" page under `nfc_invalid_tap: block`)',
+        "redirect",
+    )
+    nfc_counter: int | None = doc(
+        "An NTAG 424 DNA tap's read counter (SDMReadCtr), from its authentic SUN message",
+        None,
+    )
+    nfc_verification: Literal["valid", "replayed", "invalid"] | None = doc(
+        "An `nfc_sun` tag's tap: `valid`, `replayed` (a counter not above the last "
+        "accepted one) or `invalid` (no, forged or foreign SUN message); null otherwise",
+        None,
+    )
 
 
 class ScanPage(Page[ScanRead]):
@@ -1769,7 +1784,7 @@ class PrivacyScan(Schema):
     scanned_at: dt.datetime = doc("When, UTC", _WHEN)
     channel: str = doc("`qr` or `nfc`", "qr")
     method: str = doc("HTTP method", "GET")
-    outcome: str = doc("What the scan got (`redirect`, ...)", "redirect")
+    outcome: str = doc("What the scan got (`redirect`, `fallback` or `blocked`)", "redirect")
     destination: str = doc("Where it was sent", "https://shop.example.com/summer")
     user_agent: str | None = doc("The browser's User-Agent", "Mozilla/5.0 (iPhone)")
     device_type: str | None = doc("`mobile`, `tablet`, `desktop` or null", "mobile")

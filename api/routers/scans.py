@@ -71,8 +71,9 @@ async def list_scans(
 ) -> ScanPage | StreamingResponse | JSONResponse:
     """The campaign's scans in ``[from, to)``: people's and bots' (``is_bot``), each with
     its device, GeoIP country/region/city, position of record (``geo_source`` ``gps``,
-    ``placement`` or ``ip``, ``accuracy_m``), matched store and ``far_from_placement``.
-    Never an address nor a visitor id."""
+    ``placement`` or ``ip``, ``accuracy_m``), matched store, ``far_from_placement``, its
+    ``outcome`` and, for NFC taps, ``nfc_counter`` and ``nfc_verification``. Never an
+    address nor a visitor id."""
     if format == "json":
         items, next_cursor = await service.list_scans(
             session,

@@ -73,7 +73,7 @@ async def accept_counters(
 #: tags and counters, in :func:`taps_to_judge` order), mark the replayed taps' scans
 #: (stored ``valid`` by the ``COPY``), return the verdicts (migration ``judge_stored_taps``).
 JUDGE_STORED_TAPS_SQL: Final = (
-    "SELECT passerelle_judge_taps(%s::text[], %s::bigint[], %s::integer[])"
+    "SELECT passerelle_judge_taps(%s::text[], %s::bigint[], %s::integer[], %s::boolean[])"
 )
 
 
@@ -110,9 +110,10 @@ def stored_taps_statement(taps: Sequence[ScanRecord]) -> bytes | None:
         return None
     tag_ids = ",".join(str(int(record.tag_id)) for record in taps)
     counters = ",".join(str(int(record.counter_to_accept or 0)) for record in taps)
+    blocks = ",".join("t" if record.block_if_replayed else "f" for record in taps)
     return (
         f"SELECT passerelle_judge_taps('{click_ids}'::text[], '{{{tag_ids}}}'::bigint[], "
-        f"'{{{counters}}}'::integer[])"
+        f"'{{{counters}}}'::integer[], '{{{blocks}}}'::boolean[])"
     ).encode()
 
 
@@ -123,18 +124,26 @@ def with_verdicts(
     order; matched by click id, so ``records`` may hold them as :func:`provisionally_valid`
     made them): ``valid`` when its answer is true, else ``replayed``. A record whose
     verdict is already that, and every other record, is returned as it is (the same
-    object)."""
+    object). A replayed tap whose campaign blocks replays
+    (:attr:`~campaigns.scanning.record.ScanRecord.block_if_replayed`) also gets the
+    outcome ``blocked``."""
     verdicts: dict[str, NfcVerification] = {
         record.click_id: "valid" if accepted else "replayed"
         for record, accepted in zip(taps, answers, strict=True)
     }
     return [
-        dataclasses.replace(record, nfc_verification=verdict)
+        _judged(record, verdict)
         if (verdict := verdicts.get(record.click_id)) is not None
         and verdict != record.nfc_verification
         else record
         for record in records
     ]
+
+
+def _judged(record: ScanRecord, verdict: NfcVerification) -> ScanRecord:
+    if verdict == "replayed" and record.block_if_replayed:
+        return dataclasses.replace(record, nfc_verification=verdict, outcome="blocked")
+    return dataclasses.replace(record, nfc_verification=verdict)
 
 
 async def judge_stored_taps(
@@ -149,6 +158,7 @@ async def judge_stored_taps(
         [record.click_id for record in taps],
         [record.tag_id for record in taps],
         [record.counter_to_accept or 0 for record in taps],
+        [record.block_if_replayed for record in taps],
     )
     row = await (await conn.execute(JUDGE_STORED_TAPS_SQL, params)).fetchone()
     assert row is not None
@@ -172,9 +182,10 @@ async def judge_taps(
     return with_verdicts(records, taps, answers)
 
 
-def is_blocked(record: ScanRecord, *, policy: str) -> bool:
+def is_blocked(record: ScanRecord) -> bool:
     """True when the tap stored as ``record`` must get the 403 "tap again" page instead of
-    its redirect: the campaign's ``nfc_invalid_tap`` ``policy`` is ``block`` and the tap
-    is ``replayed`` or ``invalid``. A tap whose verdict is still undecided (authentic
-    message, spooled while the database is away) is redirected whatever the policy."""
-    return policy == "block" and record.nfc_verification in ("replayed", "invalid")
+    its redirect: its ``outcome`` is ``blocked`` (the campaign's ``nfc_invalid_tap`` is
+    ``block`` and the tap is ``invalid``, or was judged ``replayed`` in the group commit).
+    A tap whose verdict is still undecided (authentic message, spooled while the
+    database is away) is redirected whatever the policy."""
+    return record.outcome == "blocked"

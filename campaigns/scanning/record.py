@@ -110,6 +110,11 @@ class ScanRecord:
     #: A scan from a phone signed into the organization's dashboard (staff testing a
     #: poster, issue 11): stored, left out of every figure.
     internal: bool = field(default=False, metadata=_pg("bool"))
+    #: In memory only (not a column, not spooled): the tap's campaign blocks replayed
+    #: taps (``nfc_invalid_tap = block``), so a ``replayed`` verdict decided by the writer
+    #: makes its ``outcome`` ``blocked`` (the 403 page). A spooled tap was redirected
+    #: whatever its verdict: replayed from the spool, it keeps its outcome.
+    block_if_replayed: bool = field(default=False, metadata={})
 
     @property
     def counter_to_accept(self) -> int | None:
@@ -191,6 +196,8 @@ def _columns() -> tuple[Column, ...]:
     hints = typing.get_type_hints(ScanRecord)
     columns = []
     for f in fields(ScanRecord):
+        if "pg" not in f.metadata:
+            continue  # in memory only
         encode, decode = _CODECS.get(f.metadata["pg"], (_same, _same))
         nullable = type(None) in typing.get_args(hints[f.name])
         if nullable and f.default is MISSING:

@@ -195,6 +195,14 @@ class ScanService:
         )
         destination = draft.destination or resolution.destination
         url = build_destination(destination, utm=utm, click_id=click_id)
+        # A tap refused under nfc_invalid_tap = block gets the 403 page, not the redirect:
+        # "blocked" now for an invalid one, at the commit for a replayed one.
+        blocking = campaign.nfc_invalid_tap == "block"
+        outcome = (
+            "blocked"
+            if blocking and draft.nfc_verification in ("replayed", "invalid")
+            else resolution.outcome
+        )
         record = ScanRecord(
             click_id=click_id,
             organization_id=campaign.organization_id,
@@ -203,7 +211,7 @@ class ScanService:
             scanned_at=request.received_at,
             channel=draft.channel,
             method=request.method,
-            outcome=resolution.outcome,
+            outcome=outcome,
             destination=url,
             user_agent=request.user_agent,
             device_type=draft.device_type,
@@ -232,6 +240,9 @@ class ScanService:
             rule_id=draft.rule_id,
             variant=draft.variant,
             internal=draft.internal,
+            block_if_replayed=blocking
+            and draft.nfc_counter is not None
+            and draft.nfc_verification is None,
         )
         stored = await self.writer.submit(record)
         if self.asks_location(stored, resolution):

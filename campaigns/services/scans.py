@@ -47,6 +47,9 @@ CSV_COLUMNS = (
     "rule_id",
     "variant",
     "internal",
+    "outcome",
+    "nfc_counter",
+    "nfc_verification",
 )
 
 _V = scan_positions.c
@@ -73,6 +76,9 @@ _COLUMNS = (
     _V.rule_id,
     _V.variant,
     _V.internal,
+    _V.outcome,
+    _V.nfc_counter,
+    _V.nfc_verification,
 )
 
 

@@ -162,6 +162,22 @@ async def test_tap_verdicts_under_each_policy(
         if verdict != "valid":  # a failed or replayed tap moves nothing but its scan row
             assert await table_snapshot(engine, "organizations", "campaigns", "tags") == before
     assert await last_counter(engine, tag["id"]) == 10
+    # The listing shows each tap's counter, verdict and outcome: a tap answered with the
+    # 403 page is "blocked", never a redirect it did not get.
+    listed = await client.get(
+        f"/v1/campaigns/{campaign['id']}/scans?limit=100", headers=org.headers
+    )
+    assert listed.status_code == 200
+    items = sorted(listed.json()["items"], key=lambda item: item["id"])
+    assert [(i["channel"], i["nfc_counter"], i["nfc_verification"]) for i in items] == expected
+    assert [i["outcome"] for i in items] == [
+        "redirect" if verdict == "valid" or policy == "flag" else "blocked"
+        for _, _, verdict in expected
+    ]
+    csv = await client.get(f"/v1/campaigns/{campaign['id']}/scans?format=csv", headers=org.headers)
+    header, *rows = csv.text.splitlines()
+    assert header.split(",")[-3:] == ["outcome", "nfc_counter", "nfc_verification"]
+    assert len(rows) == len(expected)
 
 
 async def test_s_link_of_a_sun_tag_is_an_unverified_tap(
@@ -174,6 +190,15 @@ async def test_s_link_of_a_sun_tag_is_an_unverified_tap(
     assert (await client.get(f"/s/{flagged['code']}", headers=PHONE)).status_code == 302
     assert (await client.get(f"/s/{blocked['code']}", headers=PHONE)).status_code == 403
     assert await taps(engine) == [("nfc", None, "invalid"), ("nfc", None, "invalid")]
+    # Only /n/ (the URL the tag writes) is verified: an authentic message copied onto the
+    # /s/ link is an invalid tap too, and it does not use up its counter.
+    device = Ntag424.random()
+    sun = await create_sun_tag(client, org, blocking["id"], device, label="copied")
+    message = sun_query(*device.tap())
+    copied = await client.get(f"/s/{sun['code']}?{message}", headers=PHONE)
+    assert copied.status_code == 403
+    assert (await tap(client, sun["code"], message)).status_code == 302
+    assert (await taps(engine))[2:] == [("nfc", None, "invalid"), ("nfc", 1, "valid")]
 
 
 async def test_plain_nfc_and_qr_tags_are_not_verified(

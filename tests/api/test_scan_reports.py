@@ -49,6 +49,9 @@ def expected(made: dict[str, Any]) -> list[dict[str, Any]]:
         "rule_id": None,
         "variant": None,
         "internal": False,
+        "outcome": "redirect",
+        "nfc_counter": None,
+        "nfc_verification": None,
     }
     ids = made["click_ids"]
     return [

@@ -96,6 +96,9 @@ async def test_replays_are_marked_in_the_commit_whatever_the_statement_form(
         odd = dataclasses.replace(tap(sun_tag, 9), click_id=f"{click_id}-0123456789")
         submitted = [tap(sun_tag, 4), odd, tap(sun_tag, 6), tap(sun_tag, 6, 1), tap(sun_tag, 5)]
         submitted.append(record(**sun_tag))
+        # Under nfc_invalid_tap = block, a replayed tap's outcome is "blocked".
+        submitted[3] = dataclasses.replace(submitted[3], block_if_replayed=True)
+        submitted[2] = dataclasses.replace(submitted[2], block_if_replayed=True)
         stored = await asyncio.gather(*(writer.submit(r) for r in submitted))
     finally:
         await writer.stop()
@@ -110,6 +113,11 @@ async def test_replays_are_marked_in_the_commit_whatever_the_statement_form(
     assert await rows(database_url) == {
         r.click_id: (r.nfc_counter, r.nfc_verification) for r in stored
     }
+    outcomes = [r.outcome for r in stored]
+    assert outcomes == ["redirect", "redirect", "redirect", "blocked", "redirect", "redirect"]
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
+        cur = await conn.execute("SELECT click_id, outcome FROM scans")
+        assert dict(await cur.fetchall()) == {r.click_id: r.outcome for r in stored}
     assert await last_counter(database_url, sun_tag["tag_id"]) == 9
     assert writer.stats.spooled == 0
 
@@ -195,9 +203,20 @@ def test_taps_are_written_into_the_commit_statement_only_with_url_safe_click_ids
         statement
         == (
             f"SELECT passerelle_judge_taps('{{{good.click_id}}}'::text[], '{{3}}'::bigint[], "
-            "'{7}'::integer[])"
+            "'{7}'::integer[], '{f}'::boolean[])"
         ).encode()
     )
     assert stored_taps_statement([]) is None
     for odd in ("a'b--cdef", "abc def12", "abcd,ef12", 'ab"cdef12', "ab{cd}ef1", "NULL", "é" * 16):
         assert stored_taps_statement([good, dataclasses.replace(good, click_id=odd)]) is None
+
+
+def test_the_block_flag_is_not_spooled() -> None:
+    # A spooled tap was redirected whatever its verdict: replayed from the spool, a
+    # replayed tap keeps its outcome "redirect".
+    ids = {"organization_id": 1, "campaign_id": 2, "tag_id": 3}
+    flagged = dataclasses.replace(tap(ids, 7), block_if_replayed=True)
+    assert "block_if_replayed" not in flagged.to_json()
+    assert ScanRecord.from_json(flagged.to_json()) == dataclasses.replace(
+        flagged, block_if_replayed=False
+    )

@@ -38,7 +38,8 @@ class NfcVerification:
         tag = draft.resolution.tag
         if tag.kind != "nfc_sun":
             return
-        if tag.sun is None or tag.sun.keys is None:
+        if tag.sun is None or tag.sun.keys is None or draft.request.channel != "nfc":
+            # No keys, or not /n/{code} (the URL the tag writes): an unverified tap.
             draft.nfc_verification = "invalid"
             return
         query = draft.request.query_string
