@@ -88,7 +88,8 @@ class Metrics:
         child.inc()
 
     def count_scan(self, channel: str, outcome: str, *, is_bot: bool) -> None:
-        """Count one scan recorded (``channel``, resolution ``outcome``, bot flag)."""
+        """Count one scan recorded (``channel``, stored ``outcome``: ``redirect``,
+        ``fallback`` or ``blocked``, bot flag)."""
         key = (channel, outcome, is_bot)
         child = self._scan_children.get(key)
         if child is None:
