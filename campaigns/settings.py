@@ -52,7 +52,7 @@ class Settings(BaseSettings):
 
     # Scan writer (group commit): flush when this many scans wait or this many seconds passed.
     writer_batch_size: int = Field(default=500, ge=1, le=10_000)
-    writer_max_delay_s: float = Field(default=0.002, ge=0.0, le=1.0)
+    writer_max_delay_s: float = Field(default=0.001, ge=0.0, le=1.0)
     #: Group commits in flight at once per process, each on its own connection: while one
     #: batch waits for PostgreSQL the next is sent (docs/SCALING.md, "Connections").
     writer_connections: int = Field(default=2, ge=1, le=16)

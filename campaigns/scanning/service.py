@@ -57,7 +57,7 @@ class ScanService:
         limiter: RateLimiter | None = None,
         geoip: GeoIPReader | None = None,
         batch_size: int = 500,
-        max_delay_s: float = 0.002,
+        max_delay_s: float = 0.001,
         reconcile_interval_s: float = 30.0,
         writer_options: WriterOptions | None = None,
         secure_cookies: bool = False,

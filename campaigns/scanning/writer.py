@@ -205,7 +205,7 @@ class ScanWriter:
         spool_dir: Path,
         *,
         batch_size: int = 500,
-        max_delay_s: float = 0.002,
+        max_delay_s: float = 0.001,
         commit_timeout_s: float = 1.0,
         connect_timeout_s: float = 2.0,
         retry_interval_s: float = 1.0,
