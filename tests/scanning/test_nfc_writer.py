@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from campaigns.db import libpq_url
+from campaigns.scanning.hooked import HookedOrganizations
 from campaigns.scanning.nfc import stored_taps_statement
 from campaigns.scanning.record import ScanRecord
 from campaigns.scanning.writer import ScanWriter
@@ -220,3 +221,34 @@ def test_the_block_flag_is_not_spooled() -> None:
     assert ScanRecord.from_json(flagged.to_json()) == dataclasses.replace(
         flagged, block_if_replayed=False
     )
+
+
+async def test_the_webhook_outbox_reads_the_judged_verdicts(
+    client: httpx.AsyncClient, org: Org, database_url: str, sun_tag: dict[str, int], tmp_path: Path
+) -> None:
+    """With a ``scan.created`` webhook the taps are judged before the outbox is written
+    (in a round trip of their own): each delivery carries its tap's final verdict."""
+    created = await client.post(
+        "/v1/webhooks",
+        json={"url": "https://hooks.example.com/p", "events": ["scan.created"]},
+        headers=org.headers,
+    )
+    assert created.status_code == 201
+    hooked = HookedOrganizations()
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
+        await hooked.load_all(conn)
+    writer = ScanWriter(libpq_url(database_url), tmp_path, max_delay_s=0.05, hooked=hooked)
+    await writer.start()
+    try:
+        submitted = [tap(sun_tag, 5), tap(sun_tag, 5, 1), tap(sun_tag, 6)]
+        stored = await asyncio.gather(*(writer.submit(r) for r in submitted))
+    finally:
+        await writer.stop()
+    assert [r.nfc_verification for r in stored] == ["valid", "replayed", "valid"]
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
+        cur = await conn.execute(
+            "SELECT payload -> 'data' ->> 'click_id', payload -> 'data' ->> 'nfc_verification'"
+            " FROM webhook_deliveries"
+        )
+        delivered = dict(await cur.fetchall())
+    assert delivered == {r.click_id: r.nfc_verification for r in stored}
