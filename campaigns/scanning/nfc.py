@@ -105,16 +105,31 @@ def stored_taps_statement(taps: Sequence[ScanRecord]) -> bytes | None:
     and the ``COMMIT`` (one round trip). None when a click id is not made of URL-safe
     base64 characters (then send :data:`JUDGE_STORED_TAPS_SQL` with parameters): nothing
     else is ever written into the statement but integers."""
-    click_ids = click_ids_literal([record.click_id for record in taps])
-    if click_ids is None:
+    click_ids, tag_ids, counters, blocks = _judge_parameters(taps)
+    click_ids_text = click_ids_literal(click_ids)
+    if click_ids_text is None:
         return None
-    tag_ids = ",".join(str(int(record.tag_id)) for record in taps)
-    counters = ",".join(str(int(record.counter_to_accept or 0)) for record in taps)
-    blocks = ",".join("t" if record.block_if_replayed else "f" for record in taps)
+    tag_ids_text = ",".join(map(str, tag_ids))
+    counters_text = ",".join(map(str, counters))
+    blocks_text = ",".join("t" if block else "f" for block in blocks)
     return (
-        f"SELECT passerelle_judge_taps('{click_ids}'::text[], '{{{tag_ids}}}'::bigint[], "
-        f"'{{{counters}}}'::integer[], '{{{blocks}}}'::boolean[])"
+        f"SELECT passerelle_judge_taps('{click_ids_text}'::text[], "
+        f"'{{{tag_ids_text}}}'::bigint[], '{{{counters_text}}}'::integer[], "
+        f"'{{{blocks_text}}}'::boolean[])"
     ).encode()
+
+
+def _judge_parameters(
+    taps: Sequence[ScanRecord],
+) -> tuple[list[str], list[int], list[int], list[bool]]:
+    """:data:`JUDGE_STORED_TAPS_SQL`'s parameters for ``taps``: click ids, tags, counters
+    and whether each tap's campaign blocks replays (integers checked as such)."""
+    return (
+        [record.click_id for record in taps],
+        [int(record.tag_id) for record in taps],
+        [int(record.counter_to_accept or 0) for record in taps],
+        [record.block_if_replayed for record in taps],
+    )
 
 
 def with_verdicts(
@@ -154,13 +169,7 @@ async def judge_stored_taps(
     :data:`JUDGE_STORED_TAPS_SQL` bound as parameters; returns ``records`` with the
     verdicts (:func:`with_verdicts`). The group commit sends :func:`stored_taps_statement`
     with its ``COMMIT`` instead, when it can."""
-    params = (
-        [record.click_id for record in taps],
-        [record.tag_id for record in taps],
-        [record.counter_to_accept or 0 for record in taps],
-        [record.block_if_replayed for record in taps],
-    )
-    row = await (await conn.execute(JUDGE_STORED_TAPS_SQL, params)).fetchone()
+    row = await (await conn.execute(JUDGE_STORED_TAPS_SQL, _judge_parameters(taps))).fetchone()
     assert row is not None
     return with_verdicts(records, taps, row[0])
 

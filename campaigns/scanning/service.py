@@ -196,12 +196,11 @@ class ScanService:
         destination = draft.destination or resolution.destination
         url = build_destination(destination, utm=utm, click_id=click_id)
         # A tap refused under nfc_invalid_tap = block gets the 403 page, not the redirect:
-        # "blocked" now for an invalid one, at the commit for a replayed one.
+        # "blocked" now for an invalid one (the steps decide no other verdict), at the
+        # commit for a replayed one (block_if_replayed).
         blocking = campaign.nfc_invalid_tap == "block"
         outcome = (
-            "blocked"
-            if blocking and draft.nfc_verification in ("replayed", "invalid")
-            else resolution.outcome
+            "blocked" if blocking and draft.nfc_verification == "invalid" else resolution.outcome
         )
         record = ScanRecord(
             click_id=click_id,

@@ -567,14 +567,13 @@ class ScanWriter:
                 [r.click_id for r in stored], [r.campaign_id for r in stored]
             )
             judge = stored_taps_statement(taps) if taps else None
-            if taps and (
-                judge is None or batch_row is None or scan_event_click_ids(stored, self._hooked)
-            ):
+            events = scan_event_click_ids(stored, self._hooked)
+            if taps and (judge is None or batch_row is None or events):
                 stored = await judge_stored_taps(conn, stored, taps)
                 judge = None
             # The webhooks' outbox (only for organizations having one) and the live
             # feed's batch row commit with the scans.
-            await write_scan_events(conn, stored, self._hooked)
+            await write_scan_events(conn, events)
             if batch_row is None:
                 await _feed(conn, stored)
                 await conn.execute(b"COMMIT")
@@ -834,7 +833,7 @@ class ScanWriter:
                 new = await cur.fetchall()  # only rows not stored before: fed once
                 inserted = len(new)
                 await record_scans(conn, [r[0] for r in new], [r[1] for r in new])
-                await write_scan_events(conn, stored, self._hooked)
+                await write_scan_events(conn, scan_event_click_ids(stored, self._hooked))
             if judged is not None:
                 judged.update((record.click_id, record) for record in stored)
             return inserted

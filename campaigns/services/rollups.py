@@ -456,21 +456,20 @@ async def _set_state(
     margin: dt.timedelta,
     interval: dt.timedelta = dt.timedelta(0),
 ) -> None:
-    """Record a pass that started at ``started``: what it folded, and when the next pass
-    may start (``next_pass_at``, :func:`next_pass_at`, on the database's clock)."""
+    """Record a pass that started at ``started`` and ends now: what it folded, and when
+    the next pass may start (:func:`next_pass_at`, on the database's clock)."""
+    ended: dt.datetime = await conn.scalar(text("SELECT clock_timestamp()"))
     await conn.execute(
         text(
             "INSERT INTO rollup_state (id, last_pass_at, folded_until, next_pass_at)"
-            " VALUES (1, :at, :folded, greatest(CAST(:at AS timestamptz) + :interval,"
-            " clock_timestamp() + :busy * (clock_timestamp() - CAST(:at AS timestamptz))))"
+            " VALUES (1, :at, :folded, :next)"
             " ON CONFLICT (id) DO UPDATE SET last_pass_at = EXCLUDED.last_pass_at,"
             " folded_until = EXCLUDED.folded_until, next_pass_at = EXCLUDED.next_pass_at"
         ),
         {
             "at": started,
             "folded": floor_hour(started - margin),
-            "interval": interval,
-            "busy": BUSY_FACTOR,
+            "next": next_pass_at(started, ended, interval),
         },
     )
     await conn.commit()
@@ -485,8 +484,7 @@ def next_pass_at(started: dt.datetime, ended: dt.datetime, interval: dt.timedelt
     tenth of one connection, whatever the day's volume and however many processes run a
     worker (the time is stored in ``rollup_state``, shared by all of them). Reports stay
     exact meanwhile: what is not folded yet is read raw
-    (:func:`campaigns.services.stats.split_window`). :func:`_set_state` computes the same
-    in SQL, on the database's clock."""
+    (:func:`campaigns.services.stats.split_window`)."""
     return max(started + interval, ended + BUSY_FACTOR * (ended - started))
 
 

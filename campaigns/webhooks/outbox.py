@@ -86,26 +86,22 @@ CONVERSION_EVENTS_SQL: Final = (
 )
 
 
-async def write_scan_events(
-    conn: psycopg.AsyncConnection[Any],
-    records: Sequence[ScanRecord],
-    hooked: HookedOrganizations | None,
-) -> None:
-    """Write the ``scan.created`` deliveries of ``records`` (just stored on ``conn``, in
-    its open transaction). Runs no statement at all when no organization of the batch has
-    a ``scan.created`` webhook (per :class:`HookedOrganizations`), so scans of
-    organizations without webhooks cost one set test per batch. Raises ``psycopg.Error``
-    (the caller's transaction fails with it, scans included: retried or spooled)."""
-    click_ids = scan_event_click_ids(records, hooked)
+async def write_scan_events(conn: psycopg.AsyncConnection[Any], click_ids: Sequence[str]) -> None:
+    """Write the ``scan.created`` deliveries of the scans ``click_ids`` (just stored on
+    ``conn``, in its open transaction; :func:`scan_event_click_ids` picks them). Runs no
+    statement at all for none, so scans of organizations without webhooks cost one set
+    test per batch. Raises ``psycopg.Error`` (the caller's transaction fails with it,
+    scans included: retried or spooled)."""
     if click_ids:
-        await conn.execute(SCAN_EVENTS_SQL, {"click_ids": click_ids})
+        await conn.execute(SCAN_EVENTS_SQL, {"click_ids": list(click_ids)})
 
 
 def scan_event_click_ids(
     records: Sequence[ScanRecord], hooked: HookedOrganizations | None
 ) -> list[str]:
     """The click ids of ``records`` whose organization has a ``scan.created`` webhook
-    (per :class:`HookedOrganizations`): those :func:`write_scan_events` writes."""
+    (per :class:`HookedOrganizations`): those :func:`write_scan_events` writes (they do
+    not depend on the taps' verdicts)."""
     organizations = hooked.scans if hooked is not None else None
     if not organizations:
         return []
