@@ -8,6 +8,7 @@ Shape: ``{"type": str, "title": str, "status": int, "detail": str, "code": str}`
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -230,6 +231,12 @@ class Problem(BaseModel):
         description="The scope the API key lacks (403 `insufficient_scope` only)",
         examples=["campaigns:write"],
     )
+    error_id: str | None = Field(
+        default=None,
+        description="500 `internal_error` only: the id (16 hex digits) the failure was "
+        "logged under; quote it when reporting the failure",
+        examples=["3f9c2a7d51e0b846"],
+    )
     errors: list[FieldProblem] | None = Field(
         default=None,
         description="Field problems of a 422 (at most 20)",
@@ -392,7 +399,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(DataError)
-    async def _data(_: Request, exc: DataError) -> JSONResponse:
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
         # Safety net behind api.routing's check: a NUL that still reaches a query (a CSV
         # import, a header) is the client's input, not a server fault.
         if is_nul_refused(exc):
@@ -401,17 +408,49 @@ def install_error_handlers(app: FastAPI) -> None:
                 detail=f"A value cannot be stored: {NUL_MESSAGE}",
                 errors=[{"loc": [], "msg": NUL_MESSAGE, "type": NUL_ERROR_TYPE}],
             )
-        log.error("unexpected database error", exc_info=exc)
-        return problem(500, detail="An unexpected error occurred; it has been logged.")
+        return internal_error(request.method, request.url.path, exc, traceback=True)
 
     for database_error in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(database_error, _database)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Clients get the same problem+json shape as for any other error, and nothing
-        # about the cause; Starlette re-raises the exception afterwards, so it is logged.
-        return problem(500, detail="An unexpected error occurred; it has been logged.")
+        # about the cause; Starlette re-raises the exception afterwards and the server
+        # logs its traceback, right after the line naming the request.
+        return internal_error(request.method, request.url.path, exc, traceback=False)
+
+
+def internal_error(
+    method: str,
+    path: str,
+    exc: BaseException,
+    *,
+    traceback: bool,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The 500 ``internal_error`` problem for ``exc``, raised while answering ``method``
+    ``path`` (the path only: a query string may carry tokens), and its log line.
+
+    The document carries an ``error_id`` member (16 hex digits, random) that the log line
+    names too, so that a client quoting it leads to the request and its traceback; the
+    exception's message is never sent. ``traceback``: whether the line carries it (False
+    where the server logs it anyway, after Starlette re-raises)."""
+    error_id = secrets.token_hex(8)
+    log.error(
+        "internal error %s answering %s %r: %s",
+        error_id,
+        method,
+        path,
+        type(exc).__name__,
+        exc_info=exc if traceback else None,
+    )
+    return problem(
+        500,
+        detail=f"An unexpected error occurred; it has been logged as {error_id}.",
+        headers=headers,
+        members={"error_id": error_id},
+    )
 
 
 #: ``Retry-After`` of a 503 ``database_unavailable``, in seconds.

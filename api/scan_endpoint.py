@@ -39,7 +39,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import problem
+from api.errors import internal_error, problem
 from api.metrics import Metrics
 from api.pages import (
     cookie_consent_page,
@@ -140,12 +140,17 @@ class ShortLinks:
 
         try:
             await self._scan(scope, tracked_send, prefix, route)
-        except Exception:
-            log.exception("scan failed")
+        except Exception as exc:
             if started:
+                log.exception(
+                    "scan failed after its answer started: %s %r", scope["method"], scope["path"]
+                )
                 raise  # the server closes the connection
             self.state.metrics.count_response(500)
-            await problem(500, headers=self.problem_headers)(scope, _no_receive, send)
+            response = internal_error(
+                scope["method"], scope["path"], exc, traceback=True, headers=self.problem_headers
+            )
+            await response(scope, _no_receive, send)
 
     async def _scan(self, scope: Scope, send: Send, prefix: str, route: ShortLinkRoute) -> None:
         scans: ScanService = self.state.scans

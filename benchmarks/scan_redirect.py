@@ -44,7 +44,12 @@ the last a 50/50 split), so every scan walks them. Phones send an ``Accept-Langu
     python benchmarks/scan_redirect.py [--workers 1] [--connections 64] [--duration 15]
         [--tags 1000] [--memory-tags 1000000] [--realistic [--agents 2000]
         [--geoip-db PATH|synthetic] [--locations 1000] [--rules 20]]
-        [--nfc [--nfc-taps 300000] [--nfc-tags 50]]
+        [--nfc [--nfc-taps 300000] [--nfc-tags 50]] [--repeat 3]
+
+``--repeat N`` runs the realistic rounds or the NFC taps N times, the three servers in
+rotating order (each runs first, second and last in turn), prints each repetition's
+ratios and their medians: on a shared machine whose speed drifts by tens of percent
+from one minute to the next, the median of paired runs is the figure to quote.
 
 Needs a PostgreSQL with PostGIS (``PASSERELLE_TEST_DATABASE_URL`` or the local one); it
 creates a throwaway database and drops it at the end.
@@ -657,6 +662,12 @@ def main() -> None:
     parser.add_argument(
         "--nfc-taps", type=int, default=300_000, help="SUN messages precomputed for --nfc"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="repetitions of --realistic or --nfc (servers in rotating order); medians",
+    )
     args = parser.parse_args()
     if (args.realistic or args.nfc) and not shutil.which("wrk"):
         parser.error("--realistic and --nfc need wrk (apt-get install wrk)")
@@ -796,33 +807,68 @@ def realistic_phases(
             threads=args.threads,
         )
 
-    results: dict[tuple[str, str], dict[str, float]] = {}
-    for label, target, factory in _TARGETS:
-        port = free_port()
-        with server(target, port, args.workers, env, factory) as proc:
-            for round_, pool, unique in (("cold", templates, True), ("warm", agents, False)):
-                run(port, pool, unique, args.warmup)
-                before = settled_scans(conninfo)
-                with CpuMeter(conninfo, proc.pid) as meter:
-                    r = run(port, pool, unique, args.duration)
-                r.update(meter.per_request_us(r["requests"]))
-                results[label, round_] = r
-                stored = settled_scans(conninfo) - before
-                check = ""
-                if target == "passerelle":
-                    # wrk stops with up to one request in flight per connection: the
-                    # server may store those scans after wrk stopped reading.
-                    in_flight = stored - int(r["redirects"])
-                    ok = 0 <= in_flight <= args.connections
-                    check = (
-                        f"   stored {stored} for {int(r['redirects'])} 302s "
-                        f"({in_flight:+d} in flight at the end) -> {'OK' if ok else 'MISMATCH'}"
-                    )
-                print(
-                    f"{round_:>4} {label:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   "
-                    f"p99 {r['p99']:6.2f} ms   non-302 {int(r['others'])}   "
-                    f"socket errors: {r['socket_errors']}{check}{cpu_text(r)}"
+    reps: list[dict[tuple[str, str], dict[str, float]]] = []
+    for rep in range(args.repeat):
+        results: dict[tuple[str, str], dict[str, float]] = {}
+        reps.append(results)
+        for label, target, factory in rotated(_TARGETS, rep):
+            realistic_server_runs(
+                args, label, target, factory, env, conninfo, results, run, templates, agents, rep
+            )
+    print_realistic_totals(conninfo)
+    for round_ in ("cold", "warm"):
+        print_ratios(
+            round_,
+            "scan",
+            "GET /s/{code}",
+            [{k[0]: v for k, v in r.items() if k[1] == round_} for r in reps],
+        )
+
+
+def realistic_server_runs(
+    args: argparse.Namespace,
+    label: str,
+    target: str,
+    factory: bool,
+    env: dict[str, str],
+    conninfo: str,
+    results: dict[tuple[str, str], dict[str, float]],
+    run: Any,
+    templates: list[str],
+    agents: list[str],
+    rep: int,
+) -> None:
+    """The cold then warm round of one server (started afresh), into ``results``."""
+    port = free_port()
+    with server(target, port, args.workers, env, factory) as proc:
+        for round_, pool, unique in (("cold", templates, True), ("warm", agents, False)):
+            run(port, pool, unique, args.warmup)
+            before = settled_scans(conninfo)
+            with CpuMeter(conninfo, proc.pid) as meter:
+                r = run(port, pool, unique, args.duration)
+            r.update(meter.per_request_us(r["requests"]))
+            results[label, round_] = r
+            stored = settled_scans(conninfo) - before
+            check = ""
+            if target == "passerelle":
+                # wrk stops with up to one request in flight per connection: the
+                # server may store those scans after wrk stopped reading.
+                in_flight = stored - int(r["redirects"])
+                ok = 0 <= in_flight <= args.connections
+                check = (
+                    f"   stored {stored} for {int(r['redirects'])} 302s "
+                    f"({in_flight:+d} in flight at the end) -> {'OK' if ok else 'MISMATCH'}"
                 )
+            print(
+                f"{rep_tag(args, rep)}{round_:>4} {label:>14}: {r['rps']:9.0f} req/s   "
+                f"p50 {r['p50']:6.2f} ms   "
+                f"p99 {r['p99']:6.2f} ms   non-302 {int(r['others'])}   "
+                f"socket errors: {r['socket_errors']}{check}{cpu_text(r)}"
+            )
+
+
+def print_realistic_totals(conninfo: str) -> None:
+    """What the realistic rounds stored: scans, addresses, agents, rules, stores."""
     with psycopg.connect(conninfo) as conn:
         row = conn.execute(
             "SELECT count(*), count(DISTINCT ip_truncated), count(DISTINCT user_agent), "
@@ -845,9 +891,41 @@ def realistic_phases(
         f"scans sent by a conditional rule: {by_rule[0]}, by the split: {by_rule[1]} "
         f"({by_rule[2]} distinct rules); geolocated: {by_rule[3]}; at a store: {by_rule[4]}"
     )
-    for round_ in ("cold", "warm"):
-        ceilings = {label: results[label, round_] for label, _, _ in _TARGETS[:2]}
-        print(f"{round_}: {ratio_text(results['GET /s/{code}', round_], 'scan', ceilings)}")
+
+
+def rotated(targets: tuple[tuple[str, str, bool], ...], rep: int) -> list[tuple[str, str, bool]]:
+    """``targets`` starting at the ``rep``-th (modulo): over repetitions each server runs
+    first, second and last in turn, so a drift of the machine's speed during a run does
+    not always favour the same one."""
+    k = rep % len(targets)
+    return [*targets[k:], *targets[:k]]
+
+
+def rep_tag(args: argparse.Namespace, rep: int) -> str:
+    """``"rep 2  "`` when repeating (``--repeat``), else nothing."""
+    return f"rep {rep + 1}  " if args.repeat > 1 else ""
+
+
+def print_ratios(
+    round_: str, name: str, scan_label: str, reps: list[dict[str, dict[str, float]]]
+) -> None:
+    """The ratio line of ``round_`` for each repetition (its own runs: minutes apart at
+    most), then, over several, the median of each ratio: the figure to quote."""
+    for i, runs in enumerate(reps):
+        ceilings = {label: runs[label] for label, _, _ in _TARGETS[:2]}
+        tag = f" (rep {i + 1})" if len(reps) > 1 else ""
+        print(f"{round_}{tag}: {ratio_text(runs[scan_label], name, ceilings)}")
+    if len(reps) > 1:
+        parts = []
+        for label, _, _ in _TARGETS[:2]:
+            by_rps = [r[scan_label]["rps"] / r[label]["rps"] for r in reps]
+            by_cpu = [r[label]["cpu_total"] / r[scan_label]["cpu_total"] for r in reps]
+            parts.append(
+                f"{name}/{label} {statistics.median(by_rps):.2f} "
+                f"(range {min(by_rps):.2f}-{max(by_rps):.2f}; by CPU per request "
+                f"{statistics.median(by_cpu):.2f})"
+            )
+        print(f"{round_}: median of {len(reps)} repetitions: {', '.join(parts)}")
 
 
 def ratio_text(scan: dict[str, float], name: str, ceilings: dict[str, dict[str, float]]) -> str:
@@ -932,16 +1010,16 @@ def seed_nfc_tags(conninfo: str, count: int) -> list[tuple[str, bytes]]:
     return tags
 
 
-def sun_paths(tags: list[tuple[str, bytes]], count: int) -> list[str]:
+def sun_paths(tags: list[tuple[str, bytes]], count: int, start: int = 0) -> list[str]:
     """``count`` paths ``/n/{code}?e=..&c=..``, the tags in turn, each tag's counters
-    1, 2, 3..., as the tags would send them (NXP AN12196: PICCData ``C7 ‖ UID ‖ counter
-    LE ‖ padding`` encrypted under the meta-read key, one AES block; SDMMAC from
-    :func:`campaigns.payloads.sun.sdm_mac`)."""
+    1, 2, 3... (from the ``start``-th tap of that sequence), as the tags would send them
+    (NXP AN12196: PICCData ``C7 ‖ UID ‖ counter LE ‖ padding`` encrypted under the
+    meta-read key, one AES block; SDMMAC from :func:`campaigns.payloads.sun.sdm_mac`)."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     encryptor = Cipher(algorithms.AES(NFC_KEYS.meta_read), modes.ECB()).encryptor()  # noqa: S305
     paths = []
-    for i in range(count):
+    for i in range(start, start + count):
         code, uid = tags[i % len(tags)]
         counter = i // len(tags) + 1
         plain = bytes([PICC_DATA_TAG]) + uid + counter.to_bytes(3, "little") + os.urandom(5)
@@ -953,46 +1031,51 @@ def sun_paths(tags: list[tuple[str, bytes]], count: int) -> list[str]:
 
 def nfc_phase(args: argparse.Namespace, env: dict[str, str], conninfo: str) -> None:
     """Taps of ``--nfc-tags`` ``nfc_sun`` tags with fresh counters, on the raw ASGI and
-    FastAPI 302 ceilings and on Passerelle (each started afresh), then the verdicts
+    FastAPI 302 ceilings and on Passerelle (each started afresh), ``--repeat`` times
+    (each repetition taps on from where the previous list ended), then the verdicts
     stored."""
     tags = seed_nfc_tags(conninfo, args.nfc_tags)
-    t0 = time.perf_counter()
-    paths = sun_paths(tags, args.nfc_taps)
-    print(
-        f"# nfc: {len(paths)} SUN messages of {len(tags)} tags precomputed in "
-        f"{time.perf_counter() - t0:.1f} s"
-    )
-    with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as fh:
-        fh.write("\n".join(paths) + "\n")
     script = f"agent = [==[{ANDROID_UA}]==]\n{_NFC_LUA}"
-    results: dict[str, dict[str, float]] = {}
-    try:
-        for label, target, factory in _TARGETS:
-            port = free_port()
-            name = "GET /n/{code}" if target == "passerelle" else label
-            with server(target, port, args.workers, env, factory) as proc:
-                # No warm-up on Passerelle: it would use up counters of the list.
-                with CpuMeter(conninfo, proc.pid) as meter:
-                    r = _wrk(
-                        port,
-                        script,
-                        [fh.name, str(args.threads)],
-                        args.connections,
-                        args.duration,
-                        args.threads,
-                    )
-                r.update(meter.per_request_us(r["requests"]))
-            results[name] = r
-            print(
-                f"{name:>14}: {r['rps']:9.0f} req/s   p50 {r['p50']:6.2f} ms   "
-                f"p99 {r['p99']:6.2f} ms   302 {int(r['redirects'])}   non-302 {int(r['others'])}"
-                f"   socket errors: {r['socket_errors']}{cpu_text(r)}"
-            )
-    finally:
-        os.unlink(fh.name)
+    reps: list[dict[str, dict[str, float]]] = []
+    for rep in range(args.repeat):
+        t0 = time.perf_counter()
+        paths = sun_paths(tags, args.nfc_taps, start=rep * args.nfc_taps)
+        print(
+            f"# nfc: {len(paths)} SUN messages of {len(tags)} tags precomputed in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
+        with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as fh:
+            fh.write("\n".join(paths) + "\n")
+        results: dict[str, dict[str, float]] = {}
+        reps.append(results)
+        try:
+            for label, target, factory in rotated(_TARGETS, rep):
+                port = free_port()
+                name = "GET /n/{code}" if target == "passerelle" else label
+                with server(target, port, args.workers, env, factory) as proc:
+                    # No warm-up on Passerelle: it would use up counters of the list.
+                    with CpuMeter(conninfo, proc.pid) as meter:
+                        r = _wrk(
+                            port,
+                            script,
+                            [fh.name, str(args.threads)],
+                            args.connections,
+                            args.duration,
+                            args.threads,
+                        )
+                    r.update(meter.per_request_us(r["requests"]))
+                results[name] = r
+                print(
+                    f"{rep_tag(args, rep)}{name:>14}: {r['rps']:9.0f} req/s   "
+                    f"p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms   302 {int(r['redirects'])}"
+                    f"   non-302 {int(r['others'])}   socket errors: {r['socket_errors']}"
+                    f"{cpu_text(r)}"
+                )
+        finally:
+            os.unlink(fh.name)
     settled_scans(conninfo)
     with psycopg.connect(conninfo) as conn:
-        verdicts = dict(
+        verdicts: dict[str, int] = dict(
             conn.execute(
                 "SELECT coalesce(nfc_verification, 'none'), count(*) FROM scans "
                 "GROUP BY 1 ORDER BY 1"
@@ -1001,8 +1084,7 @@ def nfc_phase(args: argparse.Namespace, env: dict[str, str], conninfo: str) -> N
         last = conn.execute("SELECT min(last_counter), max(last_counter) FROM nfc_counters")
         row = last.fetchone()
     print(f"verdicts stored: {verdicts}; last accepted counters (min, max) {row}")
-    ceilings = {label: results[label] for label, _, _ in _TARGETS[:2]}
-    print(f"nfc: {ratio_text(results['GET /n/{code}'], 'tap', ceilings)}")
+    print_ratios("nfc", "tap", "GET /n/{code}", reps)
 
 
 def memory_phase(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from typing import Any
 
 import httpx
@@ -26,7 +27,8 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = response.json()
-    assert PROBLEM_KEYS <= set(body) <= PROBLEM_KEYS | {"errors"}
+    extra = {"error_id"} if code == "internal_error" else {"errors"}
+    assert PROBLEM_KEYS <= set(body) <= PROBLEM_KEYS | extra
     assert (body["status"], body["code"]) == (status, code)
     assert body["type"] == f"urn:passerelle:problem:{code}"
     if code == "validation_error" and status == 422:
@@ -804,6 +806,7 @@ async def test_unexpected_error_is_a_problem_500_and_rolls_back(
     org: Org,
     engine: AsyncEngine,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await make_campaign(client, org)
     real_create = campaign_service.create_campaign
@@ -823,4 +826,10 @@ async def test_unexpected_error_is_a_problem_500_and_rolls_back(
         )
     body = assert_problem(response, 500, "internal_error")
     assert "boom" not in response.text and "secret" not in body["detail"]
+    # The log line names the request and the id the client got (never the message).
+    assert re.fullmatch(r"[0-9a-f]{16}", body["error_id"]) and body["error_id"] in body["detail"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "api.errors"]
+    assert lines == [
+        f"internal error {body['error_id']} answering POST '/v1/campaigns': RuntimeError"
+    ]
     assert await table_snapshot(engine, *TABLES) == before

@@ -110,7 +110,11 @@ async def test_shedding_load_is_503_with_retry_after(
 
 
 async def test_a_bug_in_the_scan_path_is_a_500_problem(
-    app: FastAPI, client: httpx.AsyncClient, org: Org, monkeypatch: pytest.MonkeyPatch
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    org: Org,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The fast path sits outside Starlette's error middleware: it renders its own 500."""
     campaign = await make_campaign(client, org)
@@ -120,7 +124,14 @@ async def test_a_bug_in_the_scan_path_is_a_500_problem(
         raise ValueError("a bug")
 
     monkeypatch.setattr(app.state.scans, "build", broken)
-    response = await client.get(f"/s/{tag['code']}", headers=PHONE)
+    response = await client.get(f"/s/{tag['code']}?e=00", headers=PHONE)
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == "internal_error"
+    body = response.json()
+    assert body["code"] == "internal_error" and "a bug" not in response.text
+    # One log line with the traceback, naming the request (not its query) and the id.
+    (logged,) = [r for r in caplog.records if r.name == "api.errors"]
+    assert logged.getMessage() == (
+        f"internal error {body['error_id']} answering GET '/s/{tag['code']}': ValueError"
+    )
+    assert logged.exc_info is not None
