@@ -292,3 +292,39 @@ async def test_the_tap_again_page_in_french(client: httpx.AsyncClient, org: Org)
     assert '<html lang="fr">' in response.text
     assert "Approchez à nouveau votre téléphone" in response.text
     assert response.headers["content-language"] == "fr"
+
+
+async def test_store_report_and_heatmap_leave_out_flagged_taps(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    """A replayed or invalid tap counts in neither stats nor attribution (issue 8): the
+    scans per store and the heatmap count the valid tap only, as ``stats`` does."""
+    campaign = await make_campaign(client, org)
+    device = Ntag424.random()
+    tag = await make_tag(
+        client,
+        org,
+        campaign["id"],
+        kind="nfc_sun",
+        label="door",
+        placement={"type": "Point", "coordinates": [2.35, 48.85]},
+        nfc={
+            "uid": device.uid.hex().upper(),
+            "sdm_meta_read_key": device.meta_read_key.hex().upper(),
+            "sdm_file_read_key": device.file_read_key.hex().upper(),
+        },
+    )
+    message = sun_query(*device.tap())
+    for query in (message, message, "e=00&c=00"):  # valid, replayed, invalid
+        assert (await tap(client, tag["code"], query)).status_code == 302
+    cid = campaign["id"]
+    stats = (await client.get(f"/v1/campaigns/{cid}/stats", headers=org.headers)).json()
+    assert (stats["scans"], stats["replayed_taps"], stats["invalid_taps"]) == (1, 1, 1)
+
+    by_store = await client.get(f"/v1/campaigns/{cid}/stats/locations", headers=org.headers)
+    assert by_store.status_code == 200, by_store.text
+    [row] = by_store.json()["rows"]
+    assert (row["scans"], row["bot_scans"], row["unique_visitors"]) == (1, 0, 1)
+    heatmap = await client.get(f"/v1/campaigns/{cid}/heatmap?cell_m=500", headers=org.headers)
+    assert heatmap.status_code == 200, heatmap.text
+    assert [f["properties"]["scans"] for f in heatmap.json()["features"]] == [1]
