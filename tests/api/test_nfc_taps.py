@@ -328,3 +328,45 @@ async def test_store_report_and_heatmap_leave_out_flagged_taps(
     heatmap = await client.get(f"/v1/campaigns/{cid}/heatmap?cell_m=500", headers=org.headers)
     assert heatmap.status_code == 200, heatmap.text
     assert [f["properties"]["scans"] for f in heatmap.json()["features"]] == [1]
+
+
+async def test_a_conversion_on_an_invalid_tap_is_not_credited(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    """An invalid tap counts in neither stats nor attribution (issue 8): a conversion
+    carrying its click id stays unattributed, so the stats' ``conversions`` and revenue
+    agree with the attribution report. A replayed tap's click is credited, as the
+    attribution report credits it (docs/DECISIONS.md)."""
+    campaign = await make_campaign(client, org)
+    device = Ntag424.random()
+    tag = await create_sun_tag(client, org, campaign["id"], device)
+    message = sun_query(*device.tap())
+    clicks = []
+    for query in (message, message, "e=00&c=00"):  # valid, replayed, invalid
+        response = await tap(client, tag["code"], query)
+        clicks.append(parse_qs(urlsplit(response.headers["location"]).query)["pcid"][0])
+    attributed = []
+    for n, click in enumerate(clicks):
+        response = await client.post(
+            "/v1/conversions",
+            json={
+                "click_id": click,
+                "event": "purchase",
+                "external_id": f"order-{n}",
+                "value": {"amount_minor": 100, "currency": "EUR"},
+            },
+            headers=org.headers,
+        )
+        assert response.status_code == 201, response.text
+        attributed.append((response.json()["attributed"], response.json()["campaign_id"]))
+    assert attributed == [(True, campaign["id"]), (True, campaign["id"]), (False, None)]
+
+    cid = campaign["id"]
+    stats = (await client.get(f"/v1/campaigns/{cid}/stats", headers=org.headers)).json()
+    assert (stats["conversions"], stats["revenue"]) == (
+        2,
+        [{"currency": "EUR", "amount_minor": 200}],
+    )
+    report = (await client.get(f"/v1/campaigns/{cid}/attribution", headers=org.headers)).json()
+    assert report["totals"]["conversions"] == stats["conversions"]
+    assert report["unattributed"]["conversions"] == 1
