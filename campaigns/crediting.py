@@ -15,7 +15,11 @@ is treated as unknown, so no tenant can learn or credit another's click ids.
 
 An internal scan (``scans.internal``: a phone signed into the dashboard, staff testing a
 poster) is never credited either: a conversion after a staff member's test scan is not
-the campaign's, and stays unattributed (``campaign_id`` null) in every report.
+the campaign's, and stays unattributed (``campaign_id`` null) in every report. Nor is an
+NFC tap that failed verification (``scans.nfc_verification`` ``invalid``: a forged or
+malformed SUN message, issue 8), which the attribution report already leaves unattributed:
+its conversion counts in no campaign's stats either. A ``replayed`` tap is credited, as the
+attribution report credits it (docs/DECISIONS.md, "Attribution").
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ WITH credited AS (
     UPDATE conversions AS c SET scan_id = s.id, campaign_id = s.campaign_id, tag_id = s.tag_id
     FROM scans AS s WHERE s.click_id = ANY(%s) AND c.click_id = s.click_id
     AND c.organization_id = s.organization_id AND c.scan_id IS NULL AND NOT s.internal
+    AND s.nfc_verification IS DISTINCT FROM 'invalid'
     RETURNING c.id, c.campaign_id
 ),
 feed AS (
@@ -50,11 +55,11 @@ async def credit_conversions(
     recompute: Sequence[int] = (),
 ) -> int:
     """Credit every not yet attributed conversion carrying one of ``click_ids`` to the
-    scan of that click id in the same organization, unless that scan is internal
-    (setting its ``scan_id``, ``campaign_id`` and ``tag_id``), record them as one
-    live-feed batch, and store their attribution credits with those of the conversions
-    ``recompute`` (:func:`campaigns.services.credits.store_credits`). Runs in ``conn``'s
-    current transaction, if any.
+    scan of that click id in the same organization, unless that scan is internal or an
+    ``invalid`` NFC tap (setting its ``scan_id``, ``campaign_id`` and ``tag_id``), record
+    them as one live-feed batch, and store their attribution credits with those of the
+    conversions ``recompute`` (:func:`campaigns.services.credits.store_credits`). Runs in
+    ``conn``'s current transaction, if any.
 
     Returns the number of conversions credited. Raises ``psycopg.Error``.
     """

@@ -918,13 +918,13 @@ class NdefRead(Schema):
 
     url: str = doc("The URL in the URI record", "https://go.example.com/s/7KQ2M9XD")
     ndef_hex: str = doc(
-        "The NDEF message", "D1011D5504676F2E6578616D706C652E636F6D2F732F374B51324D395844"
+        "The NDEF message", "D1011A5504676F2E6578616D706C652E636F6D2F732F374B51324D395844"
     )
     tlv_hex: str = doc(
         "What is written from page 4: NDEF Message TLV then Terminator TLV (FE)",
-        "0321D1011D5504676F2E6578616D706C652E636F6D2F732F374B51324D395844FE",
+        "031ED1011A5504676F2E6578616D706C652E636F6D2F732F374B51324D395844FE",
     )
-    size_bytes: int = doc("Length of the NDEF message, bytes", 33)
+    size_bytes: int = doc("Length of the NDEF message, bytes", 30)
     capacity_bytes: int = doc("NDEF area declared by the chip's capability container", 144)
     chip: str = doc("`ntag213`, `ntag215` or `ntag216`", "ntag213")
 
@@ -947,10 +947,10 @@ class SdmRead(Schema):
         "The tap URL with zeroed mirrors",
         "https://go.example.com/n/7KQ2M9XD?e=00000000000000000000000000000000&c=0000000000000000",
     )
-    ndef_file_hex: str = doc("The NDEF file: 2-byte NLEN, then the message", "0053D1014F5504...")
-    picc_data_offset: int = doc("Byte offset of the encrypted PICCData mirror (`e=`)", 32)
-    sdm_mac_input_offset: int = doc("Byte offset where SDMMAC input starts (= MAC offset)", 67)
-    sdm_mac_offset: int = doc("Byte offset of the SDMMAC mirror (`c=`)", 67)
+    ndef_file_hex: str = doc("The NDEF file: 2-byte NLEN, then the message", "0054D101505504...")
+    picc_data_offset: int = doc("Byte offset of the encrypted PICCData mirror (`e=`)", 35)
+    sdm_mac_input_offset: int = doc("Byte offset where SDMMAC input starts (= MAC offset)", 70)
+    sdm_mac_offset: int = doc("Byte offset of the SDMMAC mirror (`c=`)", 70)
     key_numbers: SdmKeyNumbers = doc(
         "Key slots", {"app_master": 0, "sdm_meta_read": 2, "sdm_file_read": 1}
     )

@@ -91,7 +91,7 @@ async def get_tag_ndef(
     dependencies=[CAMPAIGNS_READ],
     response_model=SdmRead,
     summary="NTAG 424 DNA SDM settings",
-    responses=problem_responses("tag_not_found", "not_sun_tag"),
+    responses=problem_responses("tag_not_found", "not_sun_tag", "ndef_too_large"),
 )
 async def get_tag_sdm(
     tag_id: int, session: SessionDep, organization_id: OrganizationId, settings: SettingsDep
@@ -99,7 +99,8 @@ async def get_tag_sdm(
     """What a personalisation tool needs for an ``nfc_sun`` tag: the URL template, the
     NDEF file (``NLEN`` then the message, hex), the SDM offsets (bytes from the start of
     that file) and which key slot holds which key. Never the keys. 422 ``not_sun_tag``
-    for a tag of another kind."""
+    for a tag of another kind, 422 ``ndef_too_large`` when the configured base URL makes
+    the file longer than the tag's 256 bytes."""
     tag, layout = await service.tag_sdm(
         session, organization_id=organization_id, tag_id=tag_id, origin=settings.short_link_origin
     )

@@ -2,7 +2,9 @@
 
 Both read scans through the ``scan_positions`` view (a consented GPS fix is the scan's
 position). Figures (the public contract), internal scans (``scans.internal``: phones
-signed into the dashboard, staff testing posters) left out of all of them:
+signed into the dashboard, staff testing posters) and NFC taps that failed verification
+or replayed a used message (``nfc_verification`` ``invalid`` or ``replayed``: they count
+only in the campaign stats' ``invalid_taps`` and ``replayed_taps``) left out of all of them:
 
 - **Scans per store** (:func:`location_stats`): scans grouped by matched store
   (``scans.location_id``: the store whose area covers the position, else the tag's);
@@ -34,6 +36,10 @@ from campaigns.services.retention import data_since
 #: Bounds of ``cell_m`` (metres).
 MIN_CELL_M, MAX_CELL_M = 50, 50_000
 
+#: A scan counted by these reports: not internal, and not a flagged NFC tap (the same
+#: definition as ``campaigns.services.stats``).
+_COUNTED = "NOT v.internal AND coalesce(v.nfc_verification, 'valid') = 'valid'"
+
 _WINDOW = (
     "(CAST(:start AS timestamptz) IS NULL OR v.scanned_at >= :start) "
     "AND (CAST(:end AS timestamptz) IS NULL OR v.scanned_at < :end)"
@@ -49,7 +55,7 @@ SELECT v.location_id, l.name, l.external_id,
 FROM scan_positions AS v
 JOIN scans AS s ON s.id = v.scan_id
 LEFT JOIN locations AS l ON l.id = v.location_id AND l.organization_id = v.organization_id
-WHERE v.organization_id = :org AND v.campaign_id = :campaign AND NOT v.internal AND {_WINDOW}
+WHERE v.organization_id = :org AND v.campaign_id = :campaign AND {_COUNTED} AND {_WINDOW}
 GROUP BY v.location_id, l.name, l.external_id
 ORDER BY v.location_id IS NULL, count(*) FILTER (WHERE NOT v.is_bot) DESC, v.location_id
 """  # noqa: S608 - constant text
@@ -83,7 +89,7 @@ WITH points AS (
            ST_Y(v.position::geometry) AS lat
     FROM scan_positions AS v
     WHERE v.organization_id = :org AND v.campaign_id = :campaign AND NOT v.is_bot
-      AND NOT v.internal
+      AND {_COUNTED}
       AND v.position IS NOT NULL
       AND NOT (v.geo_source = 'ip' AND (v.accuracy_m IS NULL OR v.accuracy_m > :cell_m))
       AND {_WINDOW}

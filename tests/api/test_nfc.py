@@ -14,8 +14,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.errors import documented_codes
 from campaigns.payloads import keys as sun_keys
 from campaigns.payloads.keys import SunKeys
+from campaigns.payloads.ndef import NdefTooLarge
 from campaigns.payloads.sun import verify_sun
 from campaigns.services import tags as tag_service
 from campaigns.settings import Settings
@@ -540,3 +542,25 @@ async def test_the_database_refuses_a_counter_out_of_24_bits(
                 {"id": tag["id"], "counter": counter},
             )
     assert await table_snapshot(engine, "nfc_counters") == {"nfc_counters": []}
+
+
+async def test_sdm_file_too_large_for_the_tag_is_a_documented_422(
+    client: httpx.AsyncClient, org: Org, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A base URL so long that the SDM file passes the NTAG 424 DNA's 256 bytes makes
+    ``/sdm`` answer 422 ``ndef_too_large``: the operation declares it."""
+    campaign = await make_campaign(client, org)
+    tag = await create_sun_tag(client, org, campaign["id"])
+    async with sessionmaker() as session:
+        with pytest.raises(NdefTooLarge) as caught:
+            await tag_service.tag_sdm(
+                session,
+                organization_id=org.id,
+                tag_id=tag["id"],
+                origin="https://" + "x" * 200 + ".example.com",
+            )
+    assert caught.value.code == "ndef_too_large"
+    assert caught.value.members["capacity_bytes"] == 256
+    spec = (await client.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/tags/{tag_id}/sdm"]["get"]
+    assert "ndef_too_large" in documented_codes(operation["responses"].values())

@@ -292,3 +292,81 @@ async def test_the_tap_again_page_in_french(client: httpx.AsyncClient, org: Org)
     assert '<html lang="fr">' in response.text
     assert "Approchez à nouveau votre téléphone" in response.text
     assert response.headers["content-language"] == "fr"
+
+
+async def test_store_report_and_heatmap_leave_out_flagged_taps(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    """A replayed or invalid tap counts in neither stats nor attribution (issue 8): the
+    scans per store and the heatmap count the valid tap only, as ``stats`` does."""
+    campaign = await make_campaign(client, org)
+    device = Ntag424.random()
+    tag = await make_tag(
+        client,
+        org,
+        campaign["id"],
+        kind="nfc_sun",
+        label="door",
+        placement={"type": "Point", "coordinates": [2.35, 48.85]},
+        nfc={
+            "uid": device.uid.hex().upper(),
+            "sdm_meta_read_key": device.meta_read_key.hex().upper(),
+            "sdm_file_read_key": device.file_read_key.hex().upper(),
+        },
+    )
+    message = sun_query(*device.tap())
+    for query in (message, message, "e=00&c=00"):  # valid, replayed, invalid
+        assert (await tap(client, tag["code"], query)).status_code == 302
+    cid = campaign["id"]
+    stats = (await client.get(f"/v1/campaigns/{cid}/stats", headers=org.headers)).json()
+    assert (stats["scans"], stats["replayed_taps"], stats["invalid_taps"]) == (1, 1, 1)
+
+    by_store = await client.get(f"/v1/campaigns/{cid}/stats/locations", headers=org.headers)
+    assert by_store.status_code == 200, by_store.text
+    [row] = by_store.json()["rows"]
+    assert (row["scans"], row["bot_scans"], row["unique_visitors"]) == (1, 0, 1)
+    heatmap = await client.get(f"/v1/campaigns/{cid}/heatmap?cell_m=500", headers=org.headers)
+    assert heatmap.status_code == 200, heatmap.text
+    assert [f["properties"]["scans"] for f in heatmap.json()["features"]] == [1]
+
+
+async def test_a_conversion_on_an_invalid_tap_is_not_credited(
+    client: httpx.AsyncClient, org: Org
+) -> None:
+    """An invalid tap counts in neither stats nor attribution (issue 8): a conversion
+    carrying its click id stays unattributed, so the stats' ``conversions`` and revenue
+    agree with the attribution report. A replayed tap's click is credited, as the
+    attribution report credits it (docs/DECISIONS.md)."""
+    campaign = await make_campaign(client, org)
+    device = Ntag424.random()
+    tag = await create_sun_tag(client, org, campaign["id"], device)
+    message = sun_query(*device.tap())
+    clicks = []
+    for query in (message, message, "e=00&c=00"):  # valid, replayed, invalid
+        response = await tap(client, tag["code"], query)
+        clicks.append(parse_qs(urlsplit(response.headers["location"]).query)["pcid"][0])
+    attributed = []
+    for n, click in enumerate(clicks):
+        response = await client.post(
+            "/v1/conversions",
+            json={
+                "click_id": click,
+                "event": "purchase",
+                "external_id": f"order-{n}",
+                "value": {"amount_minor": 100, "currency": "EUR"},
+            },
+            headers=org.headers,
+        )
+        assert response.status_code == 201, response.text
+        attributed.append((response.json()["attributed"], response.json()["campaign_id"]))
+    assert attributed == [(True, campaign["id"]), (True, campaign["id"]), (False, None)]
+
+    cid = campaign["id"]
+    stats = (await client.get(f"/v1/campaigns/{cid}/stats", headers=org.headers)).json()
+    assert (stats["conversions"], stats["revenue"]) == (
+        2,
+        [{"currency": "EUR", "amount_minor": 200}],
+    )
+    report = (await client.get(f"/v1/campaigns/{cid}/attribution", headers=org.headers)).json()
+    assert report["totals"]["conversions"] == stats["conversions"]
+    assert report["unattributed"]["conversions"] == 1

@@ -153,3 +153,33 @@ def test_sdm_file_over_256_bytes_is_too_large() -> None:
         payload.sdm_layout(base)
     size = len(payload.uri_message(payload.sun_url_template(base))) + 2
     assert caught.value.members == {"size_bytes": size, "capacity_bytes": 256}
+
+
+def test_the_documented_examples_are_real_payloads() -> None:
+    """The OpenAPI examples of ``NdefRead`` and ``SdmRead`` are what the code answers for
+    their own URLs (they once showed lengths that did not match their bytes)."""
+    from campaigns.schemas import NdefRead, SdmRead
+
+    def example(model: type[NdefRead] | type[SdmRead], name: str) -> object:
+        examples = model.model_fields[name].examples
+        assert examples is not None
+        return examples[0]
+
+    url = example(NdefRead, "url")
+    assert isinstance(url, str)
+    fits = payload.type2_payload(url, chip="ntag213")
+    assert example(NdefRead, "ndef_hex") == fits.message.hex().upper()
+    assert example(NdefRead, "tlv_hex") == fits.tlv.hex().upper()
+    assert example(NdefRead, "size_bytes") == len(fits.message)
+    assert example(NdefRead, "capacity_bytes") == fits.capacity_bytes
+
+    template = example(SdmRead, "url_template")
+    assert isinstance(template, str)
+    layout = payload.sdm_layout(template.split("?", 1)[0])
+    assert layout.url_template == template
+    file_hex = example(SdmRead, "ndef_file_hex")
+    assert isinstance(file_hex, str)
+    assert layout.ndef_file.hex().upper().startswith(file_hex.removesuffix("..."))
+    assert example(SdmRead, "picc_data_offset") == layout.picc_data_offset
+    assert example(SdmRead, "sdm_mac_input_offset") == layout.sdm_mac_input_offset
+    assert example(SdmRead, "sdm_mac_offset") == layout.sdm_mac_offset
