@@ -1389,7 +1389,10 @@ def _fix_number(low: float, high: float, what: str) -> Callable[[Any], float]:
             raise PydanticCustomError(
                 "invalid_coordinates", "{what} must be a number", {"what": what}
             )
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits: out of range
+            number = math.inf
         if not (math.isfinite(number) and low <= number <= high):
             raise PydanticCustomError(
                 "invalid_coordinates",
