@@ -1507,6 +1507,16 @@ class LocationStatsRow(Schema):
     far_from_placement: int = doc(
         "Human scans whose IP position is far from the tag's placement", 3
     )
+    conversions: int = doc(
+        "Conversions in the window credited to this store: their click id's scan matched it",
+        7,
+        default=0,
+    )
+    revenue: list[RevenueRead] = doc(
+        "Their value less refunds dated in the window, per currency",
+        [{"currency": "EUR", "amount_minor": 34930}],
+        default_factory=list,
+    )
 
 
 class LocationStats(Schema):
