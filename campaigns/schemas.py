@@ -1389,7 +1389,10 @@ def _fix_number(low: float, high: float, what: str) -> Callable[[Any], float]:
             raise PydanticCustomError(
                 "invalid_coordinates", "{what} must be a number", {"what": what}
             )
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits: out of range
+            number = math.inf
         if not (math.isfinite(number) and low <= number <= high):
             raise PydanticCustomError(
                 "invalid_coordinates",
@@ -1503,6 +1506,16 @@ class LocationStatsRow(Schema):
     gps_scans: int = doc("Human scans with a consented browser position", 12)
     far_from_placement: int = doc(
         "Human scans whose IP position is far from the tag's placement", 3
+    )
+    conversions: int = doc(
+        "Conversions in the window credited to this store: their click id's scan matched it",
+        7,
+        default=0,
+    )
+    revenue: list[RevenueRead] = doc(
+        "Their value less refunds dated in the window, per currency",
+        [{"currency": "EUR", "amount_minor": 34930}],
+        default_factory=list,
     )
 
 

@@ -46,7 +46,10 @@ def _number(value: Any, what: str) -> float:
     # bool is an int subclass: true must not read as 1.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise GeoError("invalid_geojson", f"{what} must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer of hundreds of digits: no float holds it
+        raise GeoError("invalid_coordinates", f"{what} is out of range") from None
     if not math.isfinite(number):
         raise GeoError("invalid_coordinates", f"{what} must be a finite number")
     return number

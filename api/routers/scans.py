@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -61,12 +61,22 @@ async def list_scans(
         Query(alias="to", description="Exclusive end, ISO 8601 with a timezone"),
     ] = None,
     format: Annotated[
-        Literal["json", "geojson", "csv"],
-        Query(description="`json` (pages), `geojson` or `csv` (every scan, streamed)"),
-    ] = "json",
+        Literal["json", "geojson", "csv"] | None,
+        Query(
+            description="`json` (pages), `geojson` or `csv` (every scan, streamed); "
+            "without it, `Accept: application/geo+json` asks for `geojson`, else `json`"
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="JSON page size")] = 100,
     cursor: Annotated[
         str | None, Query(description="`next_cursor` of the previous JSON page")
+    ] = None,
+    accept: Annotated[
+        str | None,
+        Header(
+            description="`application/geo+json` (without `format`): the GeoJSON export",
+            max_length=1024,
+        ),
     ] = None,
 ) -> ScanPage | StreamingResponse | JSONResponse:
     """The campaign's scans in ``[from, to)``: people's and bots' (``is_bot``), each with
@@ -74,6 +84,8 @@ async def list_scans(
     ``placement`` or ``ip``, ``accuracy_m``), matched store, ``far_from_placement``, its
     ``outcome`` and, for NFC taps, ``nfc_counter`` and ``nfc_verification``. Never an
     address nor a visitor id."""
+    if format is None:
+        format = "geojson" if _wants_geojson(accept) else "json"
     if format == "json":
         items, next_cursor = await service.list_scans(
             session,
@@ -119,6 +131,26 @@ async def list_scans(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
     )
+
+
+def _wants_geojson(accept: str | None) -> bool:
+    """Whether an ``Accept`` header (RFC 9110 §12.5.1) prefers ``application/geo+json``:
+    named with a non-zero ``q`` at least that of ``application/json`` when both are
+    named. Wildcards alone keep the JSON pages."""
+    weights: dict[str, float] = {}
+    for media_range in (accept or "").split(","):
+        media_type, *params = (part.strip() for part in media_range.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        weights[media_type.lower()] = q
+    geojson = weights.get("application/geo+json", 0.0)
+    return geojson > 0 and geojson >= weights.get("application/json", 0.0)
 
 
 async def _geojson(chunks: AsyncIterator[list[ScanRead]]) -> AsyncIterator[bytes]:

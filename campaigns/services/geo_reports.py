@@ -11,6 +11,11 @@ only in the campaign stats' ``invalid_taps`` and ``replayed_taps``) left out of 
   ``scans`` human scans, ``bot_scans`` the others, ``unique_visitors`` distinct daily
   visitor ids among human scans, ``gps_scans`` human scans with a consented fix,
   ``far_from_placement`` human scans flagged so. Window on ``scanned_at``, ``[from, to)``.
+  ``conversions`` and ``revenue`` as in the campaign stats (conversions attributed to the
+  campaign with ``occurred_at`` in the window; their values per currency less refunds
+  with ``refunded_at`` in the window), credited to the store matched by the scan of their
+  click id (as ``scan_positions`` reads it); a store with conversions but no scan in the
+  window gets a row with zero scans.
 - **Heatmap** (:func:`heatmap`): human scans with a position counted in regular
   hexagons of ``cell_m`` metres (centre to vertex), built by PostGIS ``ST_HexagonGrid``
   in Web Mercator (EPSG:3857) with the size divided by the cosine of the scans' mean
@@ -29,7 +34,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from campaigns.schemas import LocationStats, LocationStatsRow
+from campaigns.schemas import LocationStats, LocationStatsRow, RevenueRead
 from campaigns.services.campaigns import check_window, get_campaign
 from campaigns.services.retention import data_since
 
@@ -61,6 +66,33 @@ ORDER BY v.location_id IS NULL, count(*) FILTER (WHERE NOT v.is_bot) DESC, v.loc
 """  # noqa: S608 - constant text
 
 
+#: Money events of the window per matched store and currency (currency NULL: conversions
+#: without a value): each conversion once with its value, each refund dated in the window
+#: negative and counting no conversion (``campaigns.services.stats``).
+_LOCATION_MONEY = """
+WITH events AS (
+    SELECT c.id AS conversion_id, c.scan_id, c.value_currency AS currency, 1 AS n,
+           c.value_amount_minor AS amount
+    FROM conversions AS c
+    WHERE c.organization_id = :org AND c.campaign_id = :campaign
+      AND (CAST(:start AS timestamptz) IS NULL OR c.occurred_at >= :start)
+      AND (CAST(:end AS timestamptz) IS NULL OR c.occurred_at < :end)
+    UNION ALL
+    SELECT c.id, c.scan_id, c.value_currency, 0, -r.amount_minor
+    FROM conversions AS c JOIN refunds AS r ON r.conversion_id = c.id
+    WHERE c.organization_id = :org AND c.campaign_id = :campaign
+      AND (CAST(:start AS timestamptz) IS NULL OR r.refunded_at >= :start)
+      AND (CAST(:end AS timestamptz) IS NULL OR r.refunded_at < :end)
+)
+SELECT v.location_id, l.name, l.external_id, e.currency,
+       sum(e.n) AS conversions, coalesce(sum(e.amount), 0) AS amount
+FROM events AS e
+LEFT JOIN scan_positions AS v ON v.scan_id = e.scan_id AND v.organization_id = :org
+LEFT JOIN locations AS l ON l.id = v.location_id AND l.organization_id = :org
+GROUP BY v.location_id, l.name, l.external_id, e.currency
+"""
+
+
 async def location_stats(
     session: AsyncSession,
     *,
@@ -77,10 +109,46 @@ async def location_stats(
         text(_LOCATION_STATS),
         {"org": organization_id, "campaign": campaign_id, "start": start, "end": end},
     )
+    by_store = {row.location_id: dict(row._mapping) for row in rows}
+    money = await session.execute(
+        text(_LOCATION_MONEY),
+        {"org": organization_id, "campaign": campaign_id, "start": start, "end": end},
+    )
+    conversions: dict[int | None, int] = {}
+    revenue: dict[int | None, dict[str, int]] = {}
+    for row in money:
+        conversions[row.location_id] = conversions.get(row.location_id, 0) + int(row.conversions)
+        if row.currency is not None:
+            revenue.setdefault(row.location_id, {})[row.currency] = int(row.amount)
+        if row.location_id not in by_store:  # converted in the window, scanned before it
+            by_store[row.location_id] = {
+                "location_id": row.location_id,
+                "name": row.name,
+                "external_id": row.external_id,
+                **dict.fromkeys(_SCAN_FIGURES, 0),
+            }
+    ordered = sorted(
+        by_store.values(),
+        key=lambda r: (r["location_id"] is None, -r["scans"], r["location_id"] or 0),
+    )
     return LocationStats(
         campaign_id=campaign_id,
-        rows=[LocationStatsRow(**dict(row._mapping)) for row in rows],
+        rows=[
+            LocationStatsRow(
+                **r,
+                conversions=conversions.get(r["location_id"], 0),
+                revenue=[
+                    RevenueRead(currency=c, amount_minor=a)
+                    for c, a in sorted(revenue.get(r["location_id"], {}).items())
+                ],
+            )
+            for r in ordered
+        ],
     )
+
+
+#: The scan counts of a :class:`LocationStatsRow`.
+_SCAN_FIGURES = ("scans", "bot_scans", "unique_visitors", "gps_scans", "far_from_placement")
 
 
 _HEATMAP = f"""

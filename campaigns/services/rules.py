@@ -45,10 +45,12 @@ async def _check_targets(
     )
     wanted = set(conditions.location_ids or ()) if conditions is not None else set()
     if wanted:
+        # An id past bigint is nobody's location (and PostgreSQL refuses to compare it).
+        in_range = [i for i in wanted if i <= MAX_ID]
         found = set(
             await session.scalars(
                 select(Location.id).where(
-                    Location.organization_id == organization_id, Location.id.in_(wanted)
+                    Location.organization_id == organization_id, Location.id.in_(in_range)
                 )
             )
         )

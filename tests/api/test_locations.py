@@ -152,6 +152,11 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("wrong type", {"point": {"type": "Polygon", "coordinates": PARIS_SQUARE}}, "invalid_geojson"),
     ("strings", {"point": {"type": "Point", "coordinates": ["2.35", "48.85"]}}, "invalid_geojson"),
     ("booleans", {"point": {"type": "Point", "coordinates": [True, False]}}, "invalid_geojson"),
+    (
+        "integer too large for a float",
+        {"point": {"type": "Point", "coordinates": [2, 10**400]}},
+        "invalid_coordinates",
+    ),
     ("one number", {"point": {"type": "Point", "coordinates": [2.35]}}, "invalid_geojson"),
     ("no coordinates", {"point": {"type": "Point"}}, "invalid_geojson"),
     ("empty polygon", {"geofence": {"type": "Polygon", "coordinates": []}}, "invalid_geojson"),
@@ -736,6 +741,12 @@ async def test_import_geojson_bad_features(
             ),
             _feature(point(PARIS), name="Both", radius_m=10, geofence=None),
             _feature(point(PARIS), name="Unknown", colour="red"),
+            # JSON integers no float holds (10**400): a 422, not a 500.
+            _feature(point([2, 10**400]), name="Huge"),
+            _feature(
+                {"type": "Polygon", "coordinates": [[PARIS, [2.4, 48.8], [10**400, 48.9], PARIS]]},
+                name="Huge fence",
+            ),
         ],
     }
     response = await client.post("/v1/locations/import", json=collection, headers=org.headers)
@@ -746,6 +757,8 @@ async def test_import_geojson_bad_features(
         (4, "geometry", "invalid_geometry"),
         (5, None, "geofence_excludes_point"),
         (7, "colour", "extra_forbidden"),
+        (8, "point", "invalid_coordinates"),
+        (9, "geometry", "invalid_coordinates"),
     ]
     assert await table_snapshot(engine, *TABLES) == before
     for body in ({"type": "Feature"}, [], {"type": "FeatureCollection", "features": {}}):

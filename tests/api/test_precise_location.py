@@ -199,6 +199,7 @@ async def test_a_placed_scan_is_read_with_the_gps_fix_instead(
         {**FIX, "lat": "48.86"},
         {**FIX, "lon": True},
         {**FIX, "lat": None},
+        {**FIX, "lon": 10**400},  # a JSON integer no float holds
     ],
 )
 async def test_invalid_coordinates_are_refused(

@@ -103,6 +103,8 @@ async def test_create_list_update_delete(client: httpx.AsyncClient, org: Org) ->
             "redirect_loop",
         ),
         ({**BE, "when": {"location_ids": [999999]}}, 404, "location_not_found"),
+        # Past bigint: nobody's location (PostgreSQL would refuse the comparison).
+        ({**BE, "when": {"location_ids": [2**63]}}, 404, "location_not_found"),
     ],
 )
 async def test_bad_rules_are_refused_and_nothing_is_stored(

@@ -9,6 +9,7 @@ position. It trusts the default proxies (loopback only).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -405,6 +406,31 @@ async def test_scans_per_store(
             f"/s/{first}/location", json={"lat": LOUVRE[1], "lon": LOUVRE[0], "accuracy_m": 5}
         )
     ).status_code == 204
+    async with engine.connect() as conn:
+        clicks = list(
+            (await conn.execute(text("SELECT click_id FROM scans ORDER BY id"))).scalars()
+        )
+    # Conversions are credited to the store their click id's scan matched: two at the
+    # shop (one refunded in part), one with no value from the unplaced tag's scan.
+    for number, (click, value) in enumerate(
+        ((clicks[0], 4990), (clicks[2], 1000), (clicks[4], None)), start=1
+    ):
+        body: dict[str, Any] = {
+            "click_id": click,
+            "event": "purchase",
+            "external_id": f"o-{number}",
+        }
+        if value is not None:
+            body["value"] = {"amount_minor": value, "currency": "EUR"}
+        conversion = await api(paris, acme, "POST", "/v1/conversions", body)
+        if number == 2:
+            await api(
+                paris,
+                acme,
+                "POST",
+                f"/v1/conversions/{conversion['id']}/refunds",
+                {"amount_minor": 400, "external_id": "r-1"},
+            )
 
     response = await paris.get(
         f"/v1/campaigns/{campaign['id']}/stats/locations", headers=acme.headers
@@ -423,6 +449,8 @@ async def test_scans_per_store(
                 "unique_visitors": 2,
                 "gps_scans": 1,
                 "far_from_placement": 1,
+                "conversions": 2,
+                "revenue": [{"currency": "EUR", "amount_minor": 4990 + 1000 - 400}],
             },
             {
                 "location_id": None,
@@ -433,9 +461,26 @@ async def test_scans_per_store(
                 "unique_visitors": 1,
                 "gps_scans": 0,
                 "far_from_placement": 0,
+                "conversions": 1,
+                "revenue": [],
             },
         ],
     }
+    # A window after the scans: the conversions in it still have their stores' rows.
+    async with engine.connect() as conn:
+        after = (await conn.execute(text("SELECT max(scanned_at) FROM scans"))).scalar_one()
+    response = await paris.get(
+        f"/v1/campaigns/{campaign['id']}/stats/locations",
+        params={"from": (after + dt.timedelta(microseconds=1)).isoformat()},
+        headers=acme.headers,
+    )
+    assert [
+        (r["location_id"], r["scans"], r["conversions"], r["revenue"])
+        for r in response.json()["rows"]
+    ] == [
+        (shop["id"], 0, 2, [{"currency": "EUR", "amount_minor": 5590}]),
+        (None, 0, 1, []),
+    ]
 
 
 async def test_heatmap_hexagons_leave_out_coarse_ip_positions(

@@ -143,6 +143,36 @@ async def test_geojson_and_csv_exports(
     assert "ip_truncated" not in table.text.splitlines()[0]
 
 
+async def test_accept_geo_json_asks_for_the_feature_collection(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    made = await three_scans(client, org, engine)
+    url = f"/v1/campaigns/{made['campaign']['id']}/scans"
+    exported = (await client.get(url, params={"format": "geojson"}, headers=org.headers)).json()
+    for accept in ("application/geo+json", "application/json;q=0.5, application/geo+json"):
+        response = await client.get(url, headers={**org.headers, "Accept": accept})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/geo+json"
+        assert response.json()["type"] == "FeatureCollection"
+        assert [f["properties"]["click_id"] for f in response.json()["features"]] == [
+            f["properties"]["click_id"] for f in exported["features"]
+        ]
+    # JSON pages otherwise: no Accept, wildcards, JSON preferred, or an explicit format.
+    for accept, params in (
+        (None, {}),
+        ("*/*", {}),
+        ("application/json", {}),
+        ("application/geo+json;q=0.5, application/json", {}),
+        ("application/geo+json;q=0", {}),
+        ("application/geo+json", {"format": "json"}),
+    ):
+        headers = org.headers if accept is None else {**org.headers, "Accept": accept}
+        response = await client.get(url, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json", accept
+        assert len(response.json()["items"]) == 3
+
+
 async def test_other_tenants_and_bad_windows_are_refused(
     client: httpx.AsyncClient, org: Org, other_org: Org, engine: AsyncEngine
 ) -> None:

@@ -61,6 +61,7 @@ def test_polygon_with_hole() -> None:
         ([0, -91], "invalid_coordinates"),
         ([math.inf, 0], "invalid_coordinates"),
         ([0, math.nan], "invalid_coordinates"),
+        ([2, 10**400], "invalid_coordinates"),  # a JSON integer no float holds
         ([True, 1], "invalid_geojson"),
         (["2.3", "48.8"], "invalid_geojson"),
         ([2.3], "invalid_geojson"),
