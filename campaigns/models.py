@@ -574,10 +574,18 @@ class ScanLocation(Base):
     """A consented precise position (the browser's Geolocation API) for one scan, keyed by
     its click id: at most one per scan, within ten minutes of it
     (:mod:`campaigns.services.scan_locations`). ``position`` WGS 84, ``accuracy_m``
-    metres. Read as the scan's position with ``geo_source = 'gps'`` through the
-    ``scan_positions`` view. Scans stay append-only."""
+    metres. Read as the scan's position with ``geo_source = 'gps'``, and its store
+    (``location_id``, else the tag's) as the scan's, through the ``scan_positions`` view.
+    Scans stay append-only."""
 
     __tablename__ = "scan_locations"
+    __table_args__ = (
+        Index(
+            "ix_scan_locations_location_id",
+            "location_id",
+            postgresql_where="location_id IS NOT NULL",
+        ),
+    )
 
     click_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     organization_id: Mapped[int] = mapped_column(
@@ -587,6 +595,10 @@ class ScanLocation(Base):
         Geography(geometry_type="POINT", srid=4326, spatial_index=False)
     )
     accuracy_m: Mapped[float] = mapped_column(Double)
+    #: The store whose area covers ``position`` (the scan path's rule, matched when the fix
+    #: is recorded); None: no area covers it (the scan's tag's location then applies),
+    #: or the store was deleted since.
+    location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id", ondelete="SET NULL"))
     recorded_at: Mapped[dt.datetime] = _created_at()
 
 

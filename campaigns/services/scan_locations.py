@@ -2,7 +2,9 @@
 
 A position is stored in ``scan_locations``, keyed by click id, never in ``scans`` (an
 append-only log written by the group commit); the ``scan_positions`` view reads it as
-the scan's ``position`` with ``geo_source = 'gps'`` (see docs/DECISIONS.md).
+the scan's ``position`` with ``geo_source = 'gps'`` (see docs/DECISIONS.md), and the store
+it falls in (matched when it is recorded, by the scan path's rule and matcher; else the
+tag's location) as the scan's ``location_id``.
 
 Rules: at most one position per click id (the second is a 409
 ``location_already_recorded``); only within :data:`~campaigns.scanning.recent.LOCATION_WINDOW`
@@ -18,6 +20,7 @@ joins it to the scan once the scan is stored.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -28,6 +31,10 @@ from campaigns.errors import Conflict, Gone, NotFound
 from campaigns.models import Scan, ScanLocation
 from campaigns.scanning.recent import LOCATION_WINDOW, RecentClick, RecentClicks
 from campaigns.schemas import ScanLocationCreate
+
+#: ``(organization id, lon, lat)`` (WGS 84 degrees) -> the id of the organization's
+#: store whose area covers the point, or None.
+StoreMatcher = Callable[[int, float, float], int | None]
 
 #: Longest click id looked up (ours are 22 characters; ``scans.click_id`` is 32).
 MAX_CLICK_ID = 32
@@ -72,9 +79,13 @@ async def record_scan_location(
     now: dt.datetime,
     recent: RecentClicks | None = None,
     vouched: RecentClick | None = None,
+    match: StoreMatcher | None = None,
 ) -> None:
     """Store the consented position ``data`` (WGS 84 degrees, accuracy in metres) of the
-    scan ``click_id`` at time ``now`` (aware). Raises :class:`NotFound`
+    scan ``click_id`` at time ``now`` (aware), with the store it falls in: ``match``
+    (organization id, lon, lat) -> location id or None, the scan path's in-memory matcher
+    (:meth:`campaigns.scanning.locations.LocationCache.match`); without it, no store (the
+    scan's tag's location applies). Raises :class:`NotFound`
     ``click_not_found``, :class:`Gone` ``location_window_closed``, :class:`Conflict`
     ``location_already_recorded``. ``vouched``: the scan's organization and time from a
     valid click token, used when neither ``recent`` nor the database knows the click."""
@@ -93,6 +104,7 @@ async def record_scan_location(
                 lon=data.lon, lat=data.lat
             ),
             accuracy_m=data.accuracy_m,
+            location_id=match(click.organization_id, data.lon, data.lat) if match else None,
         )
         .on_conflict_do_nothing(index_elements=["click_id"])
         .returning(ScanLocation.click_id)

@@ -377,6 +377,59 @@ async def test_an_ip_position_is_matched_to_a_store_area(
     assert (stored["geo_source"], stored["location_id"]) == ("ip", paris["id"])
 
 
+async def test_a_gps_fix_is_read_with_the_store_it_falls_in(
+    geo_app: FastAPI, scan_from: Callable[[str], httpx.AsyncClient], acme: Org, engine: AsyncEngine
+) -> None:
+    """Issue 7: a consented fix is the scan's position "and the location it falls in",
+    for every reader of scans; in no area, the tag's location."""
+    phone = scan_from(LONDON_IP)
+    shop = await api(
+        phone,
+        acme,
+        "POST",
+        "/v1/locations",
+        {"name": "Shop", "point": point(LOUVRE), "radius_m": 200},
+    )
+    lyon = await api(
+        phone, acme, "POST", "/v1/locations", {"name": "Lyon", "point": point((4.85, 45.76))}
+    )
+    await eventually(lambda: geo_app.state.scans.locations.match(acme.id, *LOUVRE) == shop["id"])
+    campaign, tag = await campaign_and_tag(phone, acme, location_id=lyon["id"])
+    for _ in range(2):
+        await scan(phone, tag["code"], **{"User-Agent": IPHONE_SAFARI})
+    async with engine.connect() as conn:
+        clicks = list(
+            (await conn.execute(text("SELECT click_id FROM scans ORDER BY id"))).scalars()
+        )
+        stored = list(
+            (await conn.execute(text("SELECT location_id FROM scans ORDER BY id"))).scalars()
+        )
+    assert stored == [lyon["id"], lyon["id"]]  # placed at the Lyon store, no area there
+    fixes = (
+        {"lat": LOUVRE[1], "lon": LOUVRE[0], "accuracy_m": 8},  # inside the shop's circle
+        {"lat": 43.2965, "lon": 5.3698, "accuracy_m": 8},  # Marseille: no store's area
+    )
+    for click, fix in zip(clicks, fixes, strict=True):
+        response = await phone.post(f"/s/{click}/location", json=fix)
+        assert response.status_code == 204, response.text
+
+    listing = await phone.get(f"/v1/campaigns/{campaign['id']}/scans", headers=acme.headers)
+    read = {i["click_id"]: (i["geo_source"], i["location_id"]) for i in listing.json()["items"]}
+    assert read == {clicks[0]: ("gps", shop["id"]), clicks[1]: ("gps", lyon["id"])}
+    by_store = await phone.get(
+        f"/v1/campaigns/{campaign['id']}/stats/locations", headers=acme.headers
+    )
+    assert [(r["location_id"], r["scans"], r["gps_scans"]) for r in by_store.json()["rows"]] == [
+        (shop["id"], 1, 1),  # most scans first, then by id: the shop was created first
+        (lyon["id"], 1, 1),
+    ]
+    # A deleted store leaves the fix to its tag's location, as scans lose theirs.
+    response = await phone.delete(f"/v1/locations/{shop['id']}", headers=acme.headers)
+    assert response.status_code == 204, response.text
+    listing = await phone.get(f"/v1/campaigns/{campaign['id']}/scans", headers=acme.headers)
+    assert [i["location_id"] for i in listing.json()["items"]] == [lyon["id"], lyon["id"]]
+
+
 # -- 5. geographic reports ---------------------------------------------------------------
 
 
