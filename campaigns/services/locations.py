@@ -318,6 +318,12 @@ def _csv_records(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
         for name in header
         if name not in CSV_COLUMNS
     ]
+    # A column named twice: DictReader would keep its last cell and drop the first.
+    problems += [
+        _problem(0, name, "duplicate_column", f"column {name!r} appears more than once")
+        for name in dict.fromkeys(header)
+        if name in CSV_COLUMNS and header.count(name) > 1
+    ]
     if problems:
         return [], problems
     reader.fieldnames = header

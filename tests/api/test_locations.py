@@ -666,6 +666,8 @@ async def test_import_lists_every_bad_row_and_writes_nothing(
     [
         ("name,lat\nA,1\n", [(0, "lon", "missing_column")]),
         ("name,lat,lon,colour\nA,1,2,red\n", [(0, "colour", "unknown_column")]),
+        ("name,name,lat,lon\nA,B,1,2\n", [(0, "name", "duplicate_column")]),
+        (" lat,lon,lat ,name\n1,2,3,A\n", [(0, "lat", "duplicate_column")]),
         ("name,lat,lon\nA,1,2,extra\n", [(1, None, "too_many_columns")]),
         ("name,lat,lon\n", [(0, None, "empty_import")]),
         (f"name,lat,lon\nA,1,2\nB,1,{'9' * 200_000}\n", [(2, None, "invalid_csv")]),
