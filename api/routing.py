@@ -96,6 +96,10 @@ async def refuse_nul(request: Request, *, json_body: bool) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(_FORM_TYPES):
         try:
+            # The body first: Starlette reads a request's stream once, and a route that
+            # reads the body itself after this parse (an import, a logo) would fail with
+            # "Stream consumed", a 500; the form is then parsed from the kept body.
+            await request.body()
             form = (await request.form()).multi_items()
         except HTTPException:
             raise  # Starlette's 400 for a malformed form, as the route would answer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.message
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -129,6 +130,16 @@ _IMPORT_BODY: dict[str, Any] = {
 }
 
 
+def _content_type(value: str) -> tuple[str, str | None]:
+    """The media type (lower case, "" when none) and the ``charset`` parameter of a
+    ``Content-Type`` value."""
+    if not value.strip():
+        return "", None
+    message = email.message.Message()
+    message["content-type"] = value
+    return message.get_content_type(), message.get_content_charset()
+
+
 def _format_of(media_type: str, filename: str = "") -> service.ImportFormat | None:
     name = filename.lower()
     if name.endswith(".csv"):
@@ -154,17 +165,29 @@ async def import_locations(
 ) -> LocationImportRead:
     """Create or update (on ``external_id``) many locations from a CSV (header
     ``name,external_id,lat,lon,radius_m,address,timezone``) or a GeoJSON
-    FeatureCollection, sent as the body or as the multipart field ``file``. Every row is
+    FeatureCollection, sent as the body or as the multipart field ``file`` (UTF-8, or the
+    ``charset`` its ``Content-Type`` declares, e.g. ``text/csv; charset=windows-1252``
+    for a spreadsheet's export). Every row is
     checked first: any bad row answers 422 ``validation_error`` listing each problem
     (``row``, ``field``, ``code``, ``detail``) and nothing is written."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type, charset = _content_type(request.headers.get("content-type", ""))
+    content: bytes | str
     if media_type == "multipart/form-data":
         form = await request.form()
         upload = form.get("file")
-        if upload is None or isinstance(upload, str):
+        if upload is None:
             raise InvalidInput("the multipart field `file` is missing", code="file_required")
-        content = await upload.read()
-        fmt = _format_of((upload.content_type or "").lower(), upload.filename or "")
+        if isinstance(upload, str):
+            # Sent as a text field (curl -F "file=<stores.csv"): no name nor type to say
+            # the format, and a CSV header never starts with "{".
+            content = upload
+            fmt: service.ImportFormat | None = (
+                "geojson" if upload.lstrip("\ufeff \t\r\n").startswith("{") else "csv"
+            )
+        else:
+            content = await upload.read()
+            part_type, charset = _content_type(upload.content_type or "")
+            fmt = _format_of(part_type, upload.filename or "")
     else:
         content = await request.body()
         fmt = _format_of(media_type)
@@ -174,7 +197,7 @@ async def import_locations(
             "or .json file in the multipart field `file`)"
         )
     summary = await service.import_locations(
-        session, organization_id=organization_id, content=content, fmt=fmt
+        session, organization_id=organization_id, content=content, fmt=fmt, encoding=charset
     )
     return LocationImportRead(created=summary.created, updated=summary.updated)
 

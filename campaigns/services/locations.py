@@ -478,8 +478,13 @@ async def import_locations(
     content: bytes | str,
     fmt: ImportFormat,
     progress: Callable[[int, int], None] | None = None,
+    encoding: str | None = None,
 ) -> ImportSummary:
     """Create or update (matched on ``external_id``) the locations of an import file.
+
+    ``content`` as bytes is decoded from ``encoding`` (a charset name such as
+    ``windows-1252``; default UTF-8): an unknown charset or bytes that are not text in it
+    raise :class:`InvalidInput` ``invalid_encoding`` (row 0).
 
     ``content`` is a CSV (header ``name,external_id,lat,lon,radius_m,address,timezone``;
     empty cells are null) or a GeoJSON FeatureCollection (properties carry the same
@@ -492,10 +497,13 @@ async def import_locations(
     UPDATE`` in chunks of :data:`IMPORT_CHUNK`; ``progress(done, total)`` is called after
     each chunk."""
     if isinstance(content, bytes):
+        codec = encoding or "utf-8"
         try:
-            text = content.decode("utf-8")
+            text = content.decode(codec)
+        except LookupError as exc:  # unknown, or not a text encoding (base64, rot13...)
+            raise _file_problem("invalid_encoding", f"unknown charset {codec!r}") from exc
         except UnicodeDecodeError as exc:
-            raise _file_problem("invalid_encoding", "the file is not UTF-8 text") from exc
+            raise _file_problem("invalid_encoding", f"the file is not {codec} text") from exc
     else:
         text = content
     if fmt == "csv":

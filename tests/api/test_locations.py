@@ -920,3 +920,71 @@ async def test_location_areas_feed_the_geofence_matcher(
     assert fences.match(2.341, 48.851) == mall["id"]
     assert fences.match(2.36, 48.86) == mall["id"]  # the geofence's corner
     assert fences.match(LYON[0], LYON[1]) is None
+
+
+async def test_import_in_the_charset_declared(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    """A spreadsheet's CSV export is often Windows-1252: decoded as its Content-Type
+    says, in the body or in the multipart part; an unknown charset, a charset that is
+    not a text encoding, or bytes that are not text in it: 422 invalid_encoding, nothing
+    stored."""
+    latin = "name,external_id,lat,lon\nCafé Œuvre,S-1,48.85,2.35\n".encode("cp1252")
+    before = await table_snapshot(engine, *TABLES)
+    for content_type in (
+        "text/csv",  # UTF-8 by default: \xe9 is not UTF-8
+        "text/csv; charset=no-such-charset",
+        "text/csv; charset=base64",
+    ):
+        response = await client.post(
+            "/v1/locations/import",
+            content=latin,
+            headers={**org.headers, "Content-Type": content_type},
+        )
+        problem = assert_problem(response, 422, "validation_error")
+        assert [(e["row"], e["code"]) for e in problem["errors"]] == [(0, "invalid_encoding")]
+    assert await table_snapshot(engine, *TABLES) == before
+
+    response = await client.post(
+        "/v1/locations/import",
+        content=latin,
+        headers={**org.headers, "Content-Type": "text/csv; charset=windows-1252"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"created": 1, "updated": 0}
+    response = await client.post(
+        "/v1/locations/import",
+        files={"file": ("export.csv", latin, 'text/csv; charset="WINDOWS-1252"')},
+        headers=org.headers,
+    )
+    assert response.json() == {"created": 0, "updated": 1}
+    listing = await client.get("/v1/locations", headers=org.headers)
+    assert [item["name"] for item in listing.json()["items"]] == ["Café Œuvre"]
+
+
+async def test_import_a_file_sent_as_a_text_field(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    """``curl -F "file=<stores.csv"`` sends the file's text as a plain form field: CSV,
+    or GeoJSON when it is an object. A url-encoded body (``curl -d``) is no import: 415."""
+    response = await client.post(
+        "/v1/locations/import",
+        files={"file": (None, "name,external_id,lat,lon\nA,S-1,48.85,2.35\n")},
+        headers=org.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"created": 1, "updated": 0}
+    collection = {
+        "type": "FeatureCollection",
+        "features": [_feature(point(LYON), name="B", external_id="S-2")],
+    }
+    response = await client.post(
+        "/v1/locations/import", files={"file": (None, json.dumps(collection))}, headers=org.headers
+    )
+    assert response.json() == {"created": 1, "updated": 0}
+    before = await table_snapshot(engine, *TABLES)
+    response = await client.post(
+        "/v1/locations/import", data={"file": "name,lat,lon\nC,1,2\n"}, headers=org.headers
+    )
+    assert_problem(response, 415, "unsupported_media_type")
+    assert await table_snapshot(engine, *TABLES) == before
