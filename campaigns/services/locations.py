@@ -306,16 +306,29 @@ def _problem(row: int, field: str | None, code: str, detail: str) -> dict[str, A
 
 
 def _csv_records(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Records of an import CSV, and header problems (row 0)."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
-    header = [h.strip() for h in reader.fieldnames or []]
+    """Records of an import CSV, and header problems (row 0).
+
+    The header is read as spreadsheets write it: names in any case and padded with
+    spaces; empty trailing names (a trailing comma) name columns that must stay empty;
+    ``;`` as the delimiter when the header line has no comma (the French locale's CSV)."""
+    text = text.lstrip("\ufeff")
+    first_line = text.split("\n", 1)[0]
+    delimiter = ";" if "," not in first_line and ";" in first_line else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [h.strip().lower() for h in reader.fieldnames or []]
+    except csv.Error as exc:  # a header cell over the csv module's limit (128 KiB)...
+        return [], [_problem(0, None, "invalid_csv", str(exc))]
+    named = len(header)
+    while named and not header[named - 1]:
+        named -= 1  # trailing unnamed columns: allowed, if their cells are empty
     problems = [
         _problem(0, name, "missing_column", f"the header lacks column {name!r}")
         for name in _REQUIRED_CSV_COLUMNS
         if name not in header
     ] + [
         _problem(0, name, "unknown_column", f"unknown column {name!r}")
-        for name in header
+        for name in dict.fromkeys(header[:named])
         if name not in CSV_COLUMNS
     ]
     # A column named twice: DictReader would keep its last cell and drop the first.
@@ -326,7 +339,8 @@ def _csv_records(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     ]
     if problems:
         return [], problems
-    reader.fieldnames = header
+    # Unnamed trailing columns get names no header can have (stripped: no leading space).
+    reader.fieldnames = header[:named] + [f" {i}" for i in range(named, len(header))]
     records: list[dict[str, Any]] = []
     number = 0
     try:
@@ -341,10 +355,15 @@ def _csv_row(
     number: int, raw: dict[str, Any], records: list[dict[str, Any]], problems: list[dict[str, Any]]
 ) -> None:
     """Append the record of one CSV row to ``records``, or its problem to ``problems``."""
-    if None in raw:
+    unnamed = [v for k, v in raw.items() if k is not None and k.startswith(" ")]
+    if None in raw or any(v and v.strip() for v in unnamed):
         problems.append(_problem(number, None, "too_many_columns", "more cells than columns"))
         return
-    cells = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
+    cells = {
+        k: (v.strip() if isinstance(v, str) else v)
+        for k, v in raw.items()
+        if k is not None and not k.startswith(" ")
+    }
     # An empty cell is an absent field: null for optional ones, "missing" for name.
     record: dict[str, Any] = {k: v for k, v in cells.items() if v and k not in ("lat", "lon")}
     try:
@@ -357,11 +376,17 @@ def _csv_row(
     record["point"] = {"type": "Point", "coordinates": [lon, lat]}
     if record.get("radius_m") is not None:
         try:
-            record["radius_m"] = float(record["radius_m"])
+            record["radius_m"] = float(_decimal(record["radius_m"]))
         except ValueError:
             problems.append(_problem(number, "radius_m", "invalid_radius", "not a number"))
             return
     records.append({"number": number, "fields": record})
+
+
+def _decimal(value: str) -> str:
+    """``value`` with a decimal comma (``48,8566``, as a French spreadsheet writes it in
+    a ``;``-separated file) read as a decimal point."""
+    return value.replace(",", ".") if value.count(",") == 1 and "." not in value else value
 
 
 def _csv_number(value: str | None, field: str) -> float:
@@ -369,7 +394,7 @@ def _csv_number(value: str | None, field: str) -> float:
     if not value:
         raise GeoError("invalid_coordinates", f"{what} is missing")
     try:
-        return float(value)
+        return float(_decimal(value))
     except ValueError:
         raise GeoError("invalid_coordinates", f"{what} {value[:40]!r} is not a number") from None
 

@@ -667,6 +667,9 @@ async def test_import_lists_every_bad_row_and_writes_nothing(
         ("name,lat\nA,1\n", [(0, "lon", "missing_column")]),
         ("name,lat,lon,colour\nA,1,2,red\n", [(0, "colour", "unknown_column")]),
         ("name,name,lat,lon\nA,B,1,2\n", [(0, "name", "duplicate_column")]),
+        ("name,lat,lon,,\nA,1,2,,x\n", [(1, None, "too_many_columns")]),
+        ("name,lat,lon" + ",x" * 10_000 + "\n", [(0, "x", "unknown_column")]),  # once
+        ("name,lat,lon," + "x" * 140_000 + "\nA,1,2,3\n", [(0, None, "invalid_csv")]),
         (" lat,lon,lat ,name\n1,2,3,A\n", [(0, "lat", "duplicate_column")]),
         ("name,lat,lon\nA,1,2,extra\n", [(1, None, "too_many_columns")]),
         ("name,lat,lon\n", [(0, None, "empty_import")]),
@@ -988,3 +991,27 @@ async def test_import_a_file_sent_as_a_text_field(
     )
     assert_problem(response, 415, "unsupported_media_type")
     assert await table_snapshot(engine, *TABLES) == before
+
+
+async def test_import_csv_as_spreadsheets_write_it(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    """Header names in any case and padded, a trailing comma, and the French locale's
+    CSV (``;`` between cells, decimal commas)."""
+    for body in (
+        "Name, External_ID ,LAT,Lon,\nRivoli,S-1,48.8606,2.3376,\n",
+        'name;external_id;lat;lon;radius_m\n"Gare, Lyon";S-2;45,7607;4,8567;150,5\n',
+    ):
+        response = await client.post(
+            "/v1/locations/import",
+            content=body.encode(),
+            headers={**org.headers, "Content-Type": "text/csv"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"created": 1, "updated": 0}
+    listing = (await client.get("/v1/locations", headers=org.headers)).json()["items"]
+    stored = {item["external_id"]: item for item in listing}
+    assert stored["S-1"]["point"]["coordinates"] == [2.3376, 48.8606]
+    assert stored["S-2"]["name"] == "Gare, Lyon"
+    assert stored["S-2"]["point"]["coordinates"] == [4.8567, 45.7607]
+    assert stored["S-2"]["radius_m"] == 150.5
