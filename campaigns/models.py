@@ -575,8 +575,8 @@ class ScanLocation(Base):
     its click id: at most one per scan, within ten minutes of it
     (:mod:`campaigns.services.scan_locations`). ``position`` WGS 84, ``accuracy_m``
     metres. Read as the scan's position with ``geo_source = 'gps'``, and its store
-    (``location_id``, else the tag's) as the scan's, through the ``scan_positions`` view.
-    Scans stay append-only."""
+    (``location_id``, else the scan's own) as the scan's, through the ``scan_positions``
+    view. Scans stay append-only."""
 
     __tablename__ = "scan_locations"
     __table_args__ = (
@@ -591,13 +591,14 @@ class ScanLocation(Base):
     organization_id: Mapped[int] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
-    position: Mapped[WKBElement] = mapped_column(
+    #: None once the retention purge took the position (``location_id`` stays).
+    position: Mapped[WKBElement | None] = mapped_column(
         Geography(geometry_type="POINT", srid=4326, spatial_index=False)
     )
-    accuracy_m: Mapped[float] = mapped_column(Double)
+    accuracy_m: Mapped[float | None] = mapped_column(Double)
     #: The store whose area covers ``position`` (the scan path's rule, matched when the fix
-    #: is recorded); None: no area covers it (the scan's tag's location then applies),
-    #: or the store was deleted since.
+    #: is recorded); None: no area covers it (the scan's own store then applies), or the
+    #: store was deleted since.
     location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id", ondelete="SET NULL"))
     recorded_at: Mapped[dt.datetime] = _created_at()
 

@@ -86,7 +86,8 @@ async def _collect_scan_locations(
         text(
             "SELECT click_id, ST_Y(position::geometry) AS lat, ST_X(position::geometry) AS lon,"
             " accuracy_m, recorded_at FROM scan_locations"
-            " WHERE organization_id = :org AND click_id = ANY(:ids) ORDER BY recorded_at"
+            " WHERE organization_id = :org AND click_id = ANY(:ids) AND position IS NOT NULL"
+            " ORDER BY recorded_at"
         ),
         {"org": organization_id, "ids": list(click_ids)},
     )
@@ -96,17 +97,24 @@ async def _collect_scan_locations(
 async def _purge_scan_locations(
     conn: AsyncConnection, organization_id: int, horizons: Horizons, limit: int
 ) -> int:
-    # The scan keeps its matched store (location_id) and city; only the fix goes, and the
-    # scan_positions view falls back to the scan's placement or IP position.
+    # Reduced to the store it fell in: the position and its accuracy go; a fix that fell
+    # in no store goes whole. The scan_positions view then reads the scan's placement or
+    # IP position, with the fix's store.
     result = await conn.execute(
         text(
-            "DELETE FROM scan_locations WHERE click_id IN ("
-            " SELECT click_id FROM scan_locations"
-            " WHERE organization_id = :org AND recorded_at < :before LIMIT :limit)"
+            "WITH old AS (SELECT click_id, location_id FROM scan_locations"
+            " WHERE organization_id = :org AND recorded_at < :before"
+            " AND position IS NOT NULL LIMIT :limit),"
+            " gone AS (DELETE FROM scan_locations AS g USING old"
+            " WHERE g.click_id = old.click_id AND old.location_id IS NULL RETURNING 1),"
+            " kept AS (UPDATE scan_locations AS g SET position = NULL, accuracy_m = NULL"
+            " FROM old WHERE g.click_id = old.click_id AND old.location_id IS NOT NULL"
+            " RETURNING 1)"
+            " SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM kept)"
         ),
         {"org": organization_id, "before": horizons.precise_locations, "limit": limit},
     )
-    return result.rowcount
+    return int(result.scalar_one())
 
 
 SCAN_LOCATIONS = register(

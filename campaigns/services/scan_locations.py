@@ -3,8 +3,8 @@
 A position is stored in ``scan_locations``, keyed by click id, never in ``scans`` (an
 append-only log written by the group commit); the ``scan_positions`` view reads it as
 the scan's ``position`` with ``geo_source = 'gps'`` (see docs/DECISIONS.md), and the store
-it falls in (matched when it is recorded, by the scan path's rule and matcher; else the
-tag's location) as the scan's ``location_id``.
+it falls in (matched when it is recorded, by the scan path's rule and matcher) as the
+scan's ``location_id``; in no store's area, the scan keeps its own.
 
 Rules: at most one position per click id (the second is a 409
 ``location_already_recorded``); only within :data:`~campaigns.scanning.recent.LOCATION_WINDOW`
@@ -84,8 +84,8 @@ async def record_scan_location(
     """Store the consented position ``data`` (WGS 84 degrees, accuracy in metres) of the
     scan ``click_id`` at time ``now`` (aware), with the store it falls in: ``match``
     (organization id, lon, lat) -> location id or None, the scan path's in-memory matcher
-    (:meth:`campaigns.scanning.locations.LocationCache.match`); without it, no store (the
-    scan's tag's location applies). Raises :class:`NotFound`
+    (:meth:`campaigns.scanning.locations.LocationCache.match`); without it, or in no
+    store's area, the scan keeps its own store. Raises :class:`NotFound`
     ``click_not_found``, :class:`Gone` ``location_window_closed``, :class:`Conflict`
     ``location_already_recorded``. ``vouched``: the scan's organization and time from a
     valid click token, used when neither ``recent`` nor the database knows the click."""

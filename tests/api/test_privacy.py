@@ -95,6 +95,48 @@ async def test_purge_at_the_retention_edge(
     assert again.sealed_days == 0
 
 
+async def test_a_purged_fix_keeps_the_store_it_fell_in(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine
+) -> None:
+    """Past its term a consented fix is reduced to its store (PRIVACY.md): the position
+    and accuracy go, the scan's store of record stays the fix's, and the position falls
+    back to the scan's own."""
+    await set_retention(client, org, scans=30, precise=7)
+    store = await client.post(
+        "/v1/locations",
+        json={"name": "Rivoli", "point": {"type": "Point", "coordinates": [2.3376, 48.8606]}},
+        headers=org.headers,
+    )
+    tag = await make_tag(client, org, (await make_campaign(client, org))["id"])
+    now = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    click = await insert_scan(engine, org, tag, now - 8 * DAY)
+    await add_fix(engine, org, click, now - 8 * DAY)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE scan_locations SET location_id = :store WHERE click_id = :c"),
+            {"store": store.json()["id"], "c": click},
+        )
+    read = "SELECT geo_source, location_id FROM scan_positions WHERE click_id = :c"
+    async with engine.connect() as conn:
+        assert (await conn.execute(text(read), {"c": click})).one() == ("gps", store.json()["id"])
+
+    report = await retention.purge(engine, now=now)
+    assert report.as_dict()["counts"]["scan_locations"] == 1
+    async with engine.connect() as conn:
+        assert (await conn.execute(text(read), {"c": click})).one() == (None, store.json()["id"])
+        fix = await conn.execute(
+            text("SELECT position, accuracy_m FROM scan_locations WHERE click_id = :c"),
+            {"c": click},
+        )
+        assert fix.one() == (None, None)
+    # Nothing precise is left to give in an access request, nor to purge again.
+    held = await client.get(f"/v1/privacy/scans?click_id={click}", headers=org.headers)
+    assert held.status_code == 200, held.text
+    assert held.json()["positions"] == []
+    again = await retention.purge(engine, now=now)
+    assert again.as_dict()["counts"]["scan_locations"] == 0
+
+
 async def test_a_locked_batch_is_skipped_not_waited_for(
     client: httpx.AsyncClient, org: Org, engine: AsyncEngine
 ) -> None:
