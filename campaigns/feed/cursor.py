@@ -31,7 +31,11 @@ _SNAPSHOT = re.compile(r"(\d{1,20}):(\d{1,20}):((?:\d{1,20}(?:,\d{1,20})*)?)")
 #: Event kinds as written in event ids, in delivery order within a batch.
 KINDS = {"c": "conversion", "s": "scan"}
 _MAX_XIP = 10_000
-_MAX_XID = (1 << 64) - 1
+#: The largest transaction id PostgreSQL's ``pg_snapshot`` input accepts (it reads each id
+#: as a signed 64-bit integer: ``2^63`` is "invalid input syntax"), and the largest event
+#: id (``bigint``): anything larger is a forged ``Last-Event-ID``, not a database outage.
+_MAX_XID = (1 << 63) - 1
+_MAX_EVENT_ID = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +114,16 @@ class Position:
         snapshot = Snapshot.parse(snapshot_text)
         if not sep:
             return cls(snapshot)
-        if len(event) < 2 or event[0] not in KINDS or not event[1:].isdigit():
+        digits = event[1:]
+        if (
+            event[:1] not in KINDS
+            or not 1 <= len(digits) <= 19
+            or not digits.isdigit()
+            or not digits.isascii()
+            or int(digits) > _MAX_EVENT_ID
+        ):
             raise ValueError(f"not an event id: {text[:80]!r}")
-        return cls(snapshot, KINDS[event[0]], int(event[1:20]))
+        return cls(snapshot, KINDS[event[0]], int(digits))
 
 
 def event_id(snapshot: Snapshot, kind: str, id_: int) -> str:

@@ -175,7 +175,20 @@ async def test_resume_from_the_start_cursor_of_a_quiet_stream(
         assert data(message)["click_id"] == missed
 
 
-@pytest.mark.parametrize("last_event_id", ["garbage", "5:3:", "1:9:4|x7"])
+@pytest.mark.parametrize(
+    "last_event_id",
+    [
+        "garbage",
+        "5:3:",
+        "1:9:4|x7",
+        # Beyond PostgreSQL's pg_snapshot and bigint ranges: was "resume failed
+        # (database unavailable); reconnect", so EventSource retried it forever.
+        "9223372036854775808:9223372036854775808:",
+        "10:10:|c9223372036854775808",
+        # More than 19 digits: was silently cut to the first 19.
+        "10:10:|s99999999999999999999999",
+    ],
+)
 async def test_a_malformed_last_event_id_starts_from_now(
     client: httpx.AsyncClient, app: FastAPI, org: Org, last_event_id: str
 ) -> None:

@@ -66,9 +66,17 @@ async def current(conn: psycopg.AsyncConnection[Any]) -> Snapshot:
 def test_snapshot_text_round_trips_and_rejects_what_postgresql_would() -> None:
     assert str(Snapshot.parse("10:20:12,15")) == "10:20:12,15"
     assert Snapshot.parse("10:10:") == Snapshot(10, 10, ())
+    top = 2**63 - 1  # pg_snapshot's input refuses 2^63
+    assert Snapshot.parse(f"{top}:{top}:") == Snapshot(top, top, ())
     for bad in ("", "10:20", "20:10:", "10:20:9", "10:20:20", "10:20:15,12", "10:20:12,12", "a:b:"):
         with pytest.raises(ValueError):
             Snapshot.parse(bad)
+    with pytest.raises(ValueError):
+        Snapshot.parse(f"{top + 1}:{top + 1}:")
+    assert Position.parse(f"10:10:|c{top}").id == top
+    for bad in (f"10:10:|c{top + 1}", "10:10:|s" + "9" * 23, "10:10:|s", "10:10:|s-1"):
+        with pytest.raises(ValueError):
+            Position.parse(bad)
     snapshot = Snapshot.parse("10:20:12,15")
     assert [x for x in range(8, 22) if snapshot.visible(x)] == [
         8,
