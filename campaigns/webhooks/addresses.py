@@ -56,6 +56,12 @@ _BLOCKED_V6: Final = tuple(
     for net in (
         "::/128",  # unspecified
         "::1/128",  # loopback
+        # Reserved by the IETF (IPv6 Address Space registry), holding the deprecated
+        # IPv4-compatible ::a.b.c.d (RFC 4291 §2.5.5.1: Linux's sit driver tunnels them to
+        # a.b.c.d, so ::127.0.0.1 can reach loopback) and IPv4-translated
+        # ::ffff:0:a.b.c.d; Python calls them global. IPv4-mapped ::ffff:a.b.c.d, also
+        # in ::/8, is judged by its IPv4 address above.
+        "::/8",
         "100::/64",  # discard-only
         "2001::/23",  # IETF protocol assignments (Teredo checked through its embedding)
         "2001:db8::/32",  # documentation

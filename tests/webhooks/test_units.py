@@ -33,6 +33,9 @@ from campaigns.webhooks.signing import signature_header
         "::1",
         "::ffff:127.0.0.1",  # IPv4-mapped loopback
         "::ffff:10.0.0.1",
+        "::127.0.0.1",  # IPv4-compatible (deprecated): was accepted as public
+        "::8.8.8.8",  # IPv4-compatible, whatever it embeds: no global unicast in ::/8
+        "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
         "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
         "2002:7f00:1::1",  # 6to4 of 127.0.0.1
         "2001:db8::1",
