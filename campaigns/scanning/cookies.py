@@ -5,7 +5,7 @@ a random visitor id (a version 4 UUID, RFC 9562 §5.4) in the cookie
 :data:`VISITOR_COOKIE`; the id is stored on the scan (``scans.cookie_id``) and links the
 person's scans across days in attribution journeys.
 
-- Attributes (RFC 6265 §4.1): ``Max-Age`` :data:`VISITOR_MAX_AGE_S` (396 days: the 13
+- Attributes (RFC 6265 §4.1): ``Max-Age`` :data:`VISITOR_MAX_AGE_S` (393 days: at most the 13
   months the CNIL allows a consent-based cookie), ``Path=/``, ``HttpOnly`` (no script
   reads it), ``SameSite=Lax`` (sent on the top-level navigation a scan is), ``Secure``
   when the base URL is https.
@@ -37,8 +37,10 @@ REFUSAL_COOKIE = "passerelle_consent"
 _CANONICAL_V4 = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", re.ASCII
 )
-#: Lifetime of the visitor cookie (seconds): 396 days = 13 months.
-VISITOR_MAX_AGE_S = 396 * 86_400
+#: Lifetime of the visitor cookie (seconds): 393 days, the shortest 13 calendar months
+#: (1 February to 1 March of the year after next, no 29 February between): "at most 13
+#: months" whatever the day it is set.
+VISITOR_MAX_AGE_S = 393 * 86_400
 #: Lifetime of the refusal (seconds): 182 days, about 6 months.
 REFUSAL_MAX_AGE_S = 182 * 86_400
 
