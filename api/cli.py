@@ -24,7 +24,7 @@ from campaigns import migrate
 from campaigns.db import make_engine, make_sessionmaker, unit_of_work
 from campaigns.errors import DomainError
 from campaigns.mail import MailLanguage, MailNotSent
-from campaigns.scanning.links import qr_url
+from campaigns.scanning.links import largest_qr_url
 from campaigns.schemas import TagBulkCreate
 from campaigns.services.locations import ImportFormat, ImportSummary, import_locations
 from campaigns.services.organizations import (
@@ -477,7 +477,7 @@ def tags_generate(
         raise typer.Exit(1) from None
     origin = _settings().short_link_origin
     try:
-        style = artwork.check_style(qr_url(origin, "0" * 8), artwork.Style(fmt=fmt))  # type: ignore[arg-type]
+        style = artwork.check_style(largest_qr_url(origin), artwork.Style(fmt=fmt))  # type: ignore[arg-type]
     except DomainError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(1) from None

@@ -272,6 +272,75 @@ async def test_serve_prints_where_it_listens_once_the_port_is_bound(
     assert status == 200
 
 
+def _raw_exchanges(
+    database_url: str, tmp_path: Path, port: int, requests: list[bytes]
+) -> list[bytes]:
+    """Start ``serve`` (base URL https), send each raw ``request`` on its own connection
+    and read the answer until the server closes it; stop the server with SIGTERM."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--no-migrate", "--port", str(port)],
+        env=cli_env(
+            database_url,
+            PASSERELLE_DATA_DIR=str(tmp_path / "data"),
+            PASSERELLE_BASE_URL="https://go.example.com",
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()  # bound
+        for _ in range(300):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        answers = []
+        for request in requests:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(request)
+                chunks = []
+                while chunk := conn.recv(65536):
+                    chunks.append(chunk)
+            answers.append(b"".join(chunks))
+        return answers
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+
+async def test_an_unparseable_request_is_a_problem_with_the_security_headers(
+    tmp_path: Path, database_url: str
+) -> None:
+    # httptools refuses these before the app sees them; uvicorn's own answer was a
+    # text/plain 400 without nosniff, CSP, Referrer-Policy or HSTS.
+    requests = [
+        b"GET /v1/campaigns HTTP/1.1\r\nHost: x\r\nX-Test: a\x01b\r\n\r\n",
+        b"GET /s/" + b"A" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v1/campaigns HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+    ]
+    answers = await asyncio.to_thread(
+        _raw_exchanges, database_url, tmp_path, _free_port(), requests
+    )
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.decode("ascii").split("\r\n")
+        assert lines[0] == "HTTP/1.1 400 Bad Request", answer[:200]
+        headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+        assert headers["content-type"] == "application/problem+json"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["content-security-policy"].startswith("default-src 'none'")
+        assert headers["strict-transport-security"] == "max-age=31536000"
+        assert int(headers["content-length"]) == len(body)
+        problem = json.loads(body)
+        assert problem["status"] == 400 and problem["code"] == "bad_request"
+        assert problem["type"] == "urn:passerelle:problem:bad_request"
+
+
 async def test_keys_create_list_revoke(client: httpx.AsyncClient, database_url: str) -> None:
     created = json.loads(
         (await passerelle(database_url, "organizations", "create", "Rotating", "--json")).stdout

@@ -26,7 +26,7 @@ from campaigns.errors import DomainError
 from campaigns.payloads import artwork, logo, qr, sheets
 from campaigns.payloads.exports import stream_print_zip
 from campaigns.payloads.rendering import RenderPool
-from campaigns.scanning.links import qr_url, short_url
+from campaigns.scanning.links import largest_qr_url, qr_url, short_url
 from campaigns.services import logos, printing
 
 router = APIRouter(tags=["printing"], route_class=CheckedRoute)
@@ -89,9 +89,9 @@ async def put_logo(
 
 
 def _sample_content(origin: str) -> str:
-    # Every code has the same length and alphabet, so every QR URL of this origin
-    # has the same version: one check covers the whole export.
-    return qr_url(origin, "0" * 8)
+    # Codes have the same length but not the same QR version (digit runs may use the
+    # denser numeric mode): checking the largest symbol covers the whole export.
+    return largest_qr_url(origin)
 
 
 @router.get(

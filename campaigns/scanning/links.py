@@ -78,6 +78,16 @@ def qr_url(origin: str, code: str) -> str:
     return f"{scheme.lower()}://{rest.upper()}"
 
 
+def largest_qr_url(origin: str) -> str:
+    """The :func:`qr_url` of ``origin`` that needs the most data bits, so the highest QR
+    version (largest symbol) any tag of that origin can get: a code of letters only.
+    Digits may go in numeric mode (ISO/IEC 18004 §7.4.3, 10 bits per 3 digits against
+    11 per 2 characters in alphanumeric mode), so a code with digits can only encode in
+    as many bits or fewer; a size checked on this URL (``too_small_to_scan``) holds for
+    every tag of the origin, whereas a code of digits gives the smallest symbol."""
+    return qr_url(origin, "Z" * CODE_LENGTH)
+
+
 def scan_utm(
     campaign_utm: Mapping[str, str],
     *,

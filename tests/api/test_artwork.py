@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +314,60 @@ async def test_print_zip_errors(client: httpx.AsyncClient, org: Org, other_org: 
     empty = await client.get(url, headers=org.headers)
     assert empty.status_code == 200
     assert zipfile.ZipFile(io.BytesIO(empty.content)).namelist() == ["manifest.csv"]
+
+
+@pytest.fixture
+def digits_origin_app(app: FastAPI) -> Iterator[FastAPI]:
+    """The app with a short-link origin under which a code of digits gets a smaller QR
+    symbol than a code of letters at ECC H (version 3, 37 modules with the quiet zone,
+    against version 4, 41 modules): the digits go in numeric mode."""
+    before = app.state.settings
+    app.state.settings = before.model_copy(update={"base_url": "http://127.0.0.1:8794"})
+    yield app
+    app.state.settings = before
+
+
+async def test_exports_check_the_size_against_the_largest_code(
+    client: httpx.AsyncClient, org: Org, engine: AsyncEngine, digits_origin_app: FastAPI
+) -> None:
+    # The size checks of print.zip and sheets.pdf used to take a code of digits as the
+    # sample, whose symbol is the smallest: at ecc=H, 14.8 mm passed (37 modules of
+    # 0.4 mm) and every code of letters (41 modules) came out with 0.36 mm modules,
+    # which GET /v1/tags/{id}/qr refuses for the same tag.
+    campaign = await make_campaign(client, org, destination_url=DESTINATION)
+    tag = await make_tag(client, org, campaign["id"])
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE tags SET code = 'ZZZZZZZZ' WHERE id = :id"), {"id": tag["id"]}
+        )
+    one = await client.get(
+        f"/v1/tags/{tag['id']}/qr",
+        params={"ecc": "H", "size_mm": 14.8, "format": "svg"},
+        headers=org.headers,
+    )
+    assert one.status_code == 422 and one.json()["min_size_mm"] == 16.4
+    export = await client.get(
+        f"/v1/campaigns/{campaign['id']}/print.zip",
+        params={"ecc": "H", "size_mm": 14.8, "format": "svg"},
+        headers=org.headers,
+    )
+    assert export.status_code == 422, export.headers
+    assert export.json()["code"] == "too_small_to_scan"
+    assert export.json()["min_size_mm"] == 16.4
+    fits = await client.get(
+        f"/v1/campaigns/{campaign['id']}/print.zip",
+        params={"ecc": "H", "size_mm": 16.4, "format": "svg"},
+        headers=org.headers,
+    )
+    assert fits.status_code == 200
+    sheet = await client.get(
+        f"/v1/campaigns/{campaign['id']}/sheets.pdf",
+        params={"ecc": "H", "layout": "9x4"},  # about 15.7 mm per code on A4
+        headers=org.headers,
+    )
+    assert sheet.status_code == 422, sheet.headers
+    assert sheet.json()["code"] == "too_small_to_scan"
+    assert sheet.json()["min_size_mm"] == 16.4
 
 
 # --- sheets.pdf -----------------------------------------------------------------------

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import random
 import re
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from campaigns.payloads.qr import qr_version
 from campaigns.scanning.links import (
     CLICK_ID_PARAM,
     CODE_LENGTH,
     CROCKFORD_ALPHABET,
     build_destination,
+    largest_qr_url,
     new_click_id,
     new_code,
     normalize_code,
@@ -199,3 +202,18 @@ def test_scan_utm_defaults_and_what_wins() -> None:
     assert scan_utm(
         chosen, channel="nfc", campaign_slug="summer", tag_code="7KQ2M9XD", tag_label="door"
     ) == {"source": "flyer", "medium": "print", "campaign": "s26", "content": "door", "term": "t"}
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://127.0.0.1:8794", "https://go.example.com", "https://x.fr", "https://a.b"]
+)
+def test_largest_qr_url_has_the_highest_version_of_any_code(origin: str) -> None:
+    # A code's digits may use the denser numeric mode, so the version depends on the
+    # code; largest_qr_url bounds every code (print.zip and sheets.pdf check sizes on it).
+    rng = random.Random(1)
+    codes = ["0" * 8, "00000ZZZ", "Z0Z0Z0Z0", "12345678"] + [
+        "".join(rng.choice(CROCKFORD_ALPHABET) for _ in range(8)) for _ in range(200)
+    ]
+    for ecc in ("L", "M", "Q", "H"):
+        largest = qr_version(largest_qr_url(origin), ecc=ecc)
+        assert all(qr_version(qr_url(origin, code), ecc=ecc) <= largest for code in codes)
