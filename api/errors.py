@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from api.security_headers import LOCKED_DOWN_HEADERS
 from campaigns.errors import DomainError
@@ -330,6 +331,46 @@ def _clean(errors: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _method_table(routes: Iterable[Any], prefix: str = "") -> list[tuple[Any, frozenset[str]]]:
+    """``(path regex, methods)`` of every route with methods, included routers walked:
+    FastAPI 0.16x keeps an included router behind one ``_IncludedRouter`` entry
+    (``original_router``, ``include_context.prefix``) instead of copying its routes."""
+    table: list[tuple[Any, frozenset[str]]] = []
+    for route in routes:
+        methods = getattr(route, "methods", None)
+        if methods and hasattr(route, "path"):
+            table.append((compile_path(prefix + route.path)[0], frozenset(methods)))
+        elif hasattr(route, "original_router"):
+            table += _method_table(
+                route.original_router.routes, prefix + route.include_context.prefix
+            )
+    return table
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` value of a 405: every method some route of the app answers on this
+    path (RFC 9110 §15.5.6), e.g. ``"GET, POST"``; empty when none is found (mounted
+    apps), and then Starlette's own header stays. Starlette's lists only the first route
+    whose path matched, so ``PUT /v1/campaigns`` said ``Allow: POST`` without ``GET``.
+    Paths under a short-link prefix add what the scan endpoint answers there (``GET,
+    HEAD``), since it serves them in front of the router."""
+    from api.scan_endpoint import SHORT_LINKS  # that module imports this one
+
+    state = request.app.state
+    table = getattr(state, "method_table", None)
+    if table is None:
+        table = state.method_table = _method_table(request.app.router.routes)
+    path: str = request.scope["path"]
+    methods: set[str] = set()
+    for regex, route_methods in table:
+        if regex.match(path):
+            methods |= route_methods
+    short_link = SHORT_LINKS.get(path[: path.find("/", 1) + 1])
+    if short_link is not None and "GET" in methods:
+        methods |= short_link.methods
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route domain errors, validation errors and HTTP errors through :func:`problem`."""
 
@@ -367,8 +408,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(422, code=code, detail=detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405 and (allow := allowed_methods(request)):
+            headers = {**(headers or {}), "Allow": allow}
         return problem(exc.status_code, detail=str(exc.detail), headers=headers)
 
     database_log = _ThrottledLog(DATABASE_LOG_INTERVAL_S)

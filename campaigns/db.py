@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,20 +17,31 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
+#: Seconds a new connection may take before the request fails (503
+#: ``database_unavailable``), unless the URL's ``connect_timeout`` or ``PGCONNECT_TIMEOUT``
+#: says otherwise. psycopg's own default is 130 s: a database host that drops packets
+#: (powered off, firewalled) would hold every API request for over two minutes.
+CONNECT_TIMEOUT_S = 5
+
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine for ``postgresql+psycopg://`` URLs.
 
     ``pool_pre_ping`` lets the API recover by itself after PostgreSQL restarts.
     ``hide_parameters``: statement parameters (API key hashes, URLs, names) never reach
-    error messages or logs.
+    error messages or logs. New connections give up after :data:`CONNECT_TIMEOUT_S`
+    seconds unless the URL (``?connect_timeout=``) or ``PGCONNECT_TIMEOUT`` sets one.
     """
+    explicit = "connect_timeout" in make_url(database_url).query or os.environ.get(
+        "PGCONNECT_TIMEOUT"
+    )
     return create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=10,
         pool_pre_ping=True,
         hide_parameters=True,
+        connect_args={} if explicit else {"connect_timeout": CONNECT_TIMEOUT_S},
     )
 
 

@@ -38,10 +38,23 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.astimezone(dt.UTC) if value is not None else None
 
 
+#: Latin letters that Unicode decomposition leaves whole (ligatures, stroked letters), so
+#: NFKD's ASCII fold would drop them: ``"Cœur"`` became ``"cur"``.
+_FOLD = str.maketrans(
+    {
+        "Œ": "OE", "œ": "oe", "Æ": "AE", "æ": "ae", "ß": "ss", "ẞ": "SS",
+        "Ø": "O", "ø": "o", "Đ": "D", "đ": "d", "Ð": "D", "ð": "d",
+        "Þ": "TH", "þ": "th", "Ł": "L", "ł": "l", "ı": "i", "Ŋ": "N", "ŋ": "n",
+    }
+)  # fmt: skip
+
+
 def slugify(name: str) -> str:
     """A URL slug from a name: ASCII-folded, lower case, hyphen-separated, ≤ 100 chars
-    (``"Été 2026 — Vitrines!"`` -> ``"ete-2026-vitrines"``); ``campaign`` if nothing is left."""
-    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    (``"Été 2026 — Vitrines!"`` -> ``"ete-2026-vitrines"``, ``"Cœur de ville"`` ->
+    ``"coeur-de-ville"``); ``campaign`` if nothing is left."""
+    decomposed = unicodedata.normalize("NFKD", name.translate(_FOLD))
+    folded = decomposed.encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")[:100].strip("-")
     return slug or "campaign"
 

@@ -122,6 +122,9 @@ async def test_create_full_campaign(
         ("  Spaces   and___underscores ", "spaces-and-underscores"),
         ("🎉🎉", "campaign"),
         ("Ünïcödé Çafé", "unicode-cafe"),
+        # Letters NFKD leaves whole were dropped: "operation-cur-de-ville-uvres".
+        ("Opération Cœur de ville — Œuvres", "operation-coeur-de-ville-oeuvres"),
+        ("Ærøskøbing Straße", "aeroskobing-strasse"),
         ("x" * 150, "x" * 100),
     ],
 )

@@ -402,3 +402,24 @@ async def test_place_and_offset_time_zones_are_accepted(
 ) -> None:
     campaign = await make_campaign(client, org, timezone=zone)
     assert campaign["timezone"] == zone
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        # Starlette named only the first route whose path matched: "POST", without GET.
+        ("PUT", "/v1/campaigns", "GET, POST"),
+        ("POST", "/v1/campaigns/1", "DELETE, GET, PATCH"),
+        # The scan endpoint answers HEAD in front of the router (issue 2: HEAD redirects).
+        ("POST", "/s/7K3QX9TB", "GET, HEAD"),
+    ],
+)
+async def test_a_405_lists_every_method_the_path_answers(
+    client: httpx.AsyncClient, org: Org, method: str, path: str, allow: str
+) -> None:
+    """RFC 9110 §15.5.6: a 405 carries ``Allow`` with the target's supported methods."""
+    response = await client.request(method, path, headers=org.headers)
+    assert response.status_code == 405, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "method_not_allowed"
+    assert response.headers["allow"] == allow
