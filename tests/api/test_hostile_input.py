@@ -301,7 +301,7 @@ async def test_every_v1_write_answers_a_form_body_without_a_500(
         if not template.startswith("/v1/"):
             continue
         path = re.sub(r"{(\w+)}", lambda m: str(ids.get(m.group(1), 1)), template)
-        for method in route.methods & {"POST", "PUT", "PATCH"}:
+        for method in (route.methods or set()) & {"POST", "PUT", "PATCH"}:
             writes += 1
             for body in ({"data": {"name": "x"}}, {"files": {"file": (None, "name\nx\n")}}):
                 response = await client.request(method, path, headers=org.headers, **body)
@@ -331,11 +331,11 @@ async def test_a_nul_reaching_the_database_is_422_not_500(engine: AsyncEngine) -
 def _dashboard_id_routes() -> list[tuple[str, str, list[str]]]:
     from api.dashboard.routes import router
 
-    found = []
+    found: list[tuple[str, str, list[str]]] = []
     for route in router.routes:
         assert isinstance(route, APIRoute)
         ids = [p.name for p in route.dependant.path_params if p.field_info.annotation is int]
-        found.extend((method, route.path, ids) for method in sorted(route.methods) if ids)
+        found.extend((method, route.path, ids) for method in sorted(route.methods or ()) if ids)
     return found
 
 
