@@ -331,20 +331,15 @@ def _clean(errors: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _method_table(routes: Iterable[Any], prefix: str = "") -> list[tuple[Any, frozenset[str]]]:
-    """``(path regex, methods)`` of every route with methods, included routers walked:
-    FastAPI 0.16x keeps an included router behind one ``_IncludedRouter`` entry
-    (``original_router``, ``include_context.prefix``) instead of copying its routes."""
-    table: list[tuple[Any, frozenset[str]]] = []
-    for route in routes:
-        methods = getattr(route, "methods", None)
-        if methods and hasattr(route, "path"):
-            table.append((compile_path(prefix + route.path)[0], frozenset(methods)))
-        elif hasattr(route, "original_router"):
-            table += _method_table(
-                route.original_router.routes, prefix + route.include_context.prefix
-            )
-    return table
+def _method_table(routes: Iterable[Any]) -> list[tuple[Any, frozenset[str]]]:
+    """``(path regex, methods)`` of every route with methods, included routers walked."""
+    from api.routing import walk_routes  # that module imports this one
+
+    return [
+        (compile_path(path)[0], frozenset(methods))
+        for path, route in walk_routes(routes)
+        if (methods := getattr(route, "methods", None))
+    ]
 
 
 def allowed_methods(request: Request) -> str:

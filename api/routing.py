@@ -24,7 +24,7 @@ itself (no body model) is never checked.
 from __future__ import annotations
 
 import email.message
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 from fastapi import params
@@ -37,17 +37,36 @@ from starlette.responses import Response
 from api.errors import NUL_ERROR_TYPE, NUL_MESSAGE, problem
 
 
+def parse_content_type(value: str | None) -> tuple[str, str | None]:
+    """The media type (lower case; ``""`` when ``value`` is empty or None) and the
+    ``charset`` parameter (lower case, or None) of a ``Content-Type`` value (RFC 9110
+    §8.3), e.g. ``("text/csv", "windows-1252")``."""
+    if not value or not value.strip():
+        return "", None
+    message = email.message.Message()
+    message["content-type"] = value
+    return message.get_content_type(), message.get_content_charset()
+
+
 def is_json_media_type(content_type: str | None) -> bool:
     """Whether a ``Content-Type`` value is ``application/json`` or ``application/*+json``
     (RFC 6839 §3.1), parameters such as ``charset`` allowed."""
-    if not content_type:
-        return False
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
+    main, _, subtype = parse_content_type(content_type)[0].partition("/")
+    return main == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def walk_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(full path, route)`` of every route in ``routes`` (an app's or a router's), those
+    of included routers walked with their prefix: FastAPI up to 0.16x copies them into
+    ``app.routes``, later versions keep each included router behind one
+    ``_IncludedRouter`` entry (``original_router``, ``include_context.prefix``), where a
+    search of ``app.routes`` for ``APIRoute`` finds nothing."""
+    for route in routes:
+        if hasattr(route, "original_router"):
+            included = route.original_router.routes
+            yield from walk_routes(included, prefix + route.include_context.prefix)
+        elif hasattr(route, "path"):
+            yield prefix + route.path, route
 
 
 NUL = "\x00"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.message
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,7 +9,7 @@ from pydantic import Field
 
 from api.deps import CAMPAIGNS_READ, CAMPAIGNS_WRITE, OrganizationId, SessionDep
 from api.errors import problem_responses
-from api.routing import JsonBodyRoute
+from api.routing import JsonBodyRoute, parse_content_type
 from api.views import location_read
 from campaigns.errors import DomainError, InvalidInput
 from campaigns.schemas import (
@@ -130,16 +129,6 @@ _IMPORT_BODY: dict[str, Any] = {
 }
 
 
-def _content_type(value: str) -> tuple[str, str | None]:
-    """The media type (lower case, "" when none) and the ``charset`` parameter of a
-    ``Content-Type`` value."""
-    if not value.strip():
-        return "", None
-    message = email.message.Message()
-    message["content-type"] = value
-    return message.get_content_type(), message.get_content_charset()
-
-
 def _format_of(media_type: str, filename: str = "") -> service.ImportFormat | None:
     name = filename.lower()
     if name.endswith(".csv"):
@@ -170,7 +159,7 @@ async def import_locations(
     for a spreadsheet's export). Every row is
     checked first: any bad row answers 422 ``validation_error`` listing each problem
     (``row``, ``field``, ``code``, ``detail``) and nothing is written."""
-    media_type, charset = _content_type(request.headers.get("content-type", ""))
+    media_type, charset = parse_content_type(request.headers.get("content-type"))
     content: bytes | str
     if media_type == "multipart/form-data":
         form = await request.form()
@@ -186,7 +175,7 @@ async def import_locations(
             )
         else:
             content = await upload.read()
-            part_type, charset = _content_type(upload.content_type or "")
+            part_type, charset = parse_content_type(upload.content_type)
             fmt = _format_of(part_type, upload.filename or "")
     else:
         content = await request.body()

@@ -63,7 +63,7 @@ async def record_location(
     """Sent by the consent page of a campaign with `precise_location: ask`, with the
     browser's answer to the Geolocation API. Accepted once per click id, within 10
     minutes of the scan; read afterwards as the scan's position with `geo_source: gps`,
-    and the store whose area covers it (else the tag's location) as its `location_id`.
+    and the store whose area covers it (else the scan's own store) as its `location_id`.
     The page's beacon URL carries the scan's signed click token (`t`): with it, a scan
     not yet in the database (spooled, or in another server process's group commit) is
     accepted too, and its position joined to it once stored; without it, an unknown
