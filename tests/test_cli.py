@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -224,13 +226,15 @@ async def test_serve_on_a_port_in_use_is_one_line_and_exit_1(
     )
 
 
-def _serve_until_first_line(database_url: str, tmp_path: Path, port: int) -> tuple[str, bool, int]:
-    """Start ``serve``, read its first stdout line, then check at once that the port
-    accepts connections and (polling) that the app answers; stop it with SIGTERM.
-    Returns (first line, connected right after the line, /health/live status)."""
+@contextlib.contextmanager
+def _serving(
+    database_url: str, tmp_path: Path, port: int, **env: str
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run ``serve`` on ``port`` (``env``: more settings) until the block ends, then stop
+    it with SIGTERM; yields the process and its first stdout line (printed once bound)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--no-migrate", "--port", str(port)],
-        env=cli_env(database_url, PASSERELLE_DATA_DIR=str(tmp_path / "data")),
+        env=cli_env(database_url, PASSERELLE_DATA_DIR=str(tmp_path / "data"), **env),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -238,23 +242,34 @@ def _serve_until_first_line(database_url: str, tmp_path: Path, port: int) -> tup
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
+        yield process, process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+
+def _live_status(port: int) -> int:
+    """``/health/live``'s status once the app answers (connections queue while it starts);
+    0 when it never did."""
+    for _ in range(300):
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5).status_code
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return 0
+
+
+def _serve_until_first_line(database_url: str, tmp_path: Path, port: int) -> tuple[str, bool, int]:
+    """Start ``serve``, read its first stdout line, then check at once that the port
+    accepts connections and (polling) that the app answers; stop it with SIGTERM.
+    Returns (first line, connected right after the line, /health/live status)."""
+    with _serving(database_url, tmp_path, port) as (_, line):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
             connected = True
         except OSError:
             connected = False
-        status = 0
-        for _ in range(300):  # the app may still be starting: connections queue meanwhile
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5).status_code
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        return line, connected, status
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
+        return line, connected, _live_status(port)
 
 
 async def test_serve_prints_where_it_listens_once_the_port_is_bound(
@@ -277,27 +292,8 @@ def _raw_exchanges(
 ) -> list[bytes]:
     """Start ``serve`` (base URL https), send each raw ``request`` on its own connection
     and read the answer until the server closes it; stop the server with SIGTERM."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--no-migrate", "--port", str(port)],
-        env=cli_env(
-            database_url,
-            PASSERELLE_DATA_DIR=str(tmp_path / "data"),
-            PASSERELLE_BASE_URL="https://go.example.com",
-        ),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        process.stdout.readline()  # bound
-        for _ in range(300):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with _serving(database_url, tmp_path, port, PASSERELLE_BASE_URL="https://go.example.com"):
+        _live_status(port)
         answers = []
         for request in requests:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
@@ -307,9 +303,6 @@ def _raw_exchanges(
                     chunks.append(chunk)
             answers.append(b"".join(chunks))
         return answers
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
 
 
 async def test_an_unparseable_request_is_a_problem_with_the_security_headers(
